@@ -1,0 +1,2 @@
+"""Energy beyond the GPUs' kernels and its conversion to carbon: serving-engine energy, grid carbon
+intensity and PUE, embodied carbon."""

@@ -1,0 +1,98 @@
+"""``llmco2 estimate``: energy and carbon of the paper's batch (B requests, prompt length, output
+length) on a deployment, with the best predictor the project has.
+
+The JSON contract (other tools depend on it) is built by :func:`estimate`:
+``energy_j`` {prefill, decode, serving, total}, ``carbon_g`` {operational, embodied, total},
+``flops``/``memory_bytes``/``network_bytes``/``latency_s`` {prefill, decode}, ``predictor`` and the
+inputs echoed. ``prefill``/``decode`` energy are the GPUs' energy for the whole batch on all
+``tp x pp`` GPUs; ``serving`` is the serving engine's host energy (the host's idle-power share for
+those GPUs over the batch's wall time, plus the batch-formation energy); ``total`` their sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .energy import carbon, embodied, serving
+from .graph import step_features
+from .graph.builder import check_deployment
+from .hardware import load_gpu
+from .models import load_model
+from .predictor.api import Deployment, StepPredictor
+from .schedule import batch_steps
+from .workload import BatchQuery, Parallelism
+
+
+@dataclass(frozen=True)
+class CarbonSettings:
+    pue: float = carbon.DEFAULT_PUE
+    carbon_intensity_g_per_kwh: float | None = None  # None: the region's figure
+    region: str | None = None
+    lifetime_years: float = embodied.DEFAULT_LIFETIME_YEARS
+
+    def resolved_ci(self) -> tuple[float, str]:
+        if self.carbon_intensity_g_per_kwh is not None:
+            return carbon.check_carbon_intensity(self.carbon_intensity_g_per_kwh), "given"
+        reg = carbon.region(self.region)
+        return reg.g_per_kwh, f"{reg.code} ({reg.source}, {reg.year})"
+
+
+def deployment_for(query: BatchQuery) -> Deployment:
+    dep = Deployment(load_model(query.model), load_gpu(query.gpu), Parallelism(tp=query.tp, pp=query.pp))
+    check_deployment(dep)
+    return dep
+
+
+def estimate(query: BatchQuery, settings: CarbonSettings = CarbonSettings(), predictor: StepPredictor | None = None,
+             max_batched_tokens: int | None = None) -> dict:
+    """The ``llmco2 estimate`` result for one query (see module docstring)."""
+    if predictor is None:
+        from .predictor.default import default_predictor
+
+        predictor = default_predictor()
+    carbon.check_pue(settings.pue)
+    ci, ci_source = settings.resolved_ci()
+    dep = deployment_for(query)
+    sched = batch_steps(dep, query.batch, query.prompt_len, query.output_len, max_batched_tokens)
+    steps = sched.steps
+    pred = predictor.predict_steps(dep, steps)
+    if query.observed_latency_s is not None:  # spread the known wall time over the steps, then predict again
+        steps.duration_s = pred.duration_s * (query.observed_latency_s / float(pred.duration_s.sum()))
+        pred = predictor.predict_steps(dep, steps)
+    feats = step_features(dep, steps)
+
+    e_prefill = float(pred.prefill_energy_j.sum())
+    e_gpu = float(pred.energy_j.sum())
+    frac = np.divide(pred.prefill_energy_j, pred.energy_j, out=np.zeros_like(pred.energy_j), where=pred.energy_j > 0)
+    t_prefill = float((pred.duration_s * frac).sum())
+    t_total = float(pred.duration_s.sum())
+    power = serving.serving_power(dep.gpu, dep.n_gpus)
+    e_serving = float(serving.serving_energy_j(t_total, power.host_idle_w, power.formation_j))
+    e_total = e_gpu + e_serving
+    op_g = float(carbon.operational_carbon_g(e_total, settings.pue, ci))
+    emb_g = float(embodied.embodied_carbon_g(dep.gpu, dep.n_gpus * t_total, settings.lifetime_years))
+    return {
+        "model": dep.model.name,
+        "gpu": dep.gpu.gpu_id,
+        "batch": query.batch,
+        "prompt_len": query.prompt_len,
+        "output_len": query.output_len,
+        "tp": query.tp,
+        "pp": query.pp,
+        "observed_latency_s": query.observed_latency_s,
+        "pue": settings.pue,
+        "carbon_intensity_g_per_kwh": ci,
+        "carbon_intensity_source": ci_source,
+        "energy_j": {"prefill": e_prefill, "decode": e_gpu - e_prefill, "serving": e_serving, "total": e_total},
+        "carbon_g": {"operational": op_g, "embodied": emb_g, "total": op_g + emb_g},
+        "flops": {"prefill": float(feats.flops_prefill.sum()), "decode": float(feats.flops_decode.sum())},
+        "memory_bytes": {"prefill": float(feats.memory_bytes_prefill.sum()), "decode": float(feats.memory_bytes_decode.sum())},
+        "network_bytes": {"prefill": float(feats.network_bytes_prefill.sum()), "decode": float(feats.network_bytes_decode.sum())},
+        "latency_s": {"prefill": t_prefill, "decode": t_total - t_prefill},
+        "kv_cache": {"capacity_tokens": sched.kv_capacity_tokens, "fits": sched.kv_fits,
+                     "preemptions": sched.preemptions, "recomputed_tokens": sched.recomputed_tokens},
+        "steps": steps.n_steps,
+        "predictor": predictor.name,
+    }

@@ -1,0 +1,301 @@
+"""The kernel graph of engine steps with Roofline features, vectorised over many steps.
+
+``step_features(dep, steps)`` turns a :class:`~llmco2_sidecar.workload.StepBatch` into tensors ready
+for PyG: one layer graph per step (the topology is fixed per deployment, so ``edge_index`` is
+shared), node features ``[S, N, F]`` and global features ``[S, G]``, plus raw per-step totals for
+the whole replica. Each node carries three feature sets: the whole step, its prefill slices alone
+and its decode slices alone (the paper's separate prefill and decode features). A slice is prefill
+when it computes more than one token or starts from an empty context.
+
+Cost: O(R) numpy work for R request slices plus one ``[S, 5] x [5, N]`` product per quantity; no
+Python loop over steps or kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..predictor.api import Deployment
+from ..errors import InputError
+from ..workload import StepBatch
+from .kernels import AGGREGATES, KERNEL_TYPES, Kernel, layer_edges, layer_kernels, outside_kernels
+
+PHASES = ("step", "prefill", "decode")
+_PER_PHASE = ("log_flops", "log_mem_bytes", "log_net_bytes", "log_time_us", "log_mai", "log_perf_tflops", "bound_memory")
+NODE_FEATURE_NAMES = (
+    [f"type_{t}" for t in KERNEL_TYPES]
+    + ["log_dim0", "log_dim1", "log_dim2"]
+    + [f"{p}_{f}" for p in PHASES for f in _PER_PHASE]
+)
+GLOBAL_FEATURE_NAMES = (
+    "log_batch", "log_prefill_tokens", "log_decode_tokens", "log_mean_context", "log_max_context",
+    "log_flops", "log_mem_bytes", "log_net_bytes", "log_flops_prefill", "log_flops_decode",
+    "log_mem_bytes_prefill", "log_mem_bytes_decode", "log_roofline_s", "log_duration_s", "has_duration",
+    "weight_bits", "act_bits", "kv_bits", "log_hidden", "log_intermediate", "log_heads", "log_kv_heads", "log_layers",
+    "log_params", "tp", "pp", "log_peak_tflops", "log_mem_bw_tb_s", "log_net_bw_gb_s", "log_mrp", "log_nrp",
+    "tdp_kw", "idle_kw", "log_n_gpus",
+)
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    """Topology of one layer on one deployment: kernel names, types and the DAG's edges."""
+
+    kernels: tuple[Kernel, ...]
+    edge_index: np.ndarray  # int64 [2, E]
+    outside: tuple[Kernel, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [k.name for k in self.kernels]
+
+    @property
+    def types(self) -> list[str]:
+        return [k.ktype for k in self.kernels]
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.kernels)
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_graph(model, par, fused: bool) -> LayerGraph:
+    ks = layer_kernels(model, par, fused_attention=fused)
+    index = {k.name: j for j, k in enumerate(ks)}
+    edges = layer_edges(ks)
+    ei = np.array([[index[a] for a, _ in edges], [index[b] for _, b in edges]], dtype=np.int64)
+    return LayerGraph(kernels=tuple(ks), edge_index=ei, outside=tuple(outside_kernels(model, par)))
+
+
+def check_deployment(dep: Deployment) -> None:
+    m, p = dep.model, dep.parallel
+    if m.num_heads % p.tp:
+        raise InputError("tp", f"{p.tp} does not divide the {m.num_heads} attention heads of {m.name}",
+                         "a divisor of num_attention_heads")
+    if m.intermediate_size % p.tp:
+        raise InputError("tp", f"{p.tp} does not divide intermediate_size={m.intermediate_size}")
+    if p.pp > m.num_layers:
+        raise InputError("pp", f"{p.pp} stages exceed the {m.num_layers} layers of {m.name}", f"<= {m.num_layers}")
+
+
+def layer_graph(dep: Deployment, fused_attention: bool = True) -> LayerGraph:
+    check_deployment(dep)
+    return _layer_graph(dep.model, dep.parallel, fused_attention)
+
+
+@dataclass
+class StepAggregates:
+    """Per-step aggregates ``[S, 5]`` over (run, T, A, K, n) for the whole step, its prefill slices
+    and its decode slices, plus context statistics."""
+
+    step: np.ndarray
+    prefill: np.ndarray
+    decode: np.ndarray
+    mean_context: np.ndarray
+    max_context: np.ndarray
+    is_prefill: np.ndarray  # bool [R]
+
+
+def aggregates(steps: StepBatch) -> StepAggregates:
+    S = steps.n_steps
+    new = steps.new_tokens.astype(np.float64)
+    ctx = steps.context_tokens.astype(np.float64)
+    idx = steps.request_step
+    is_prefill = (steps.new_tokens > 1) | (steps.context_tokens == 0)
+    per = np.stack([np.ones_like(new), new, new * ctx + new * (new + 1) / 2, ctx + new, np.ones_like(new)], axis=1)
+
+    def sums(mask: np.ndarray | None) -> np.ndarray:
+        out = np.zeros((S, 5))
+        sel_idx = idx if mask is None else idx[mask]
+        sel = per if mask is None else per[mask]
+        for j in range(1, 5):
+            out[:, j] = np.bincount(sel_idx, weights=sel[:, j], minlength=S)
+        out[:, 0] = (out[:, 4] > 0).astype(np.float64)
+        return out
+
+    n = np.maximum(np.bincount(idx, minlength=S), 1)
+    total_ctx = np.bincount(idx, weights=ctx + new, minlength=S)
+    max_ctx = np.zeros(S)
+    if steps.n_slices:
+        np.maximum.at(max_ctx, idx, ctx + new)
+    return StepAggregates(sums(None), sums(is_prefill), sums(~is_prefill), total_ctx / n, max_ctx, is_prefill)
+
+
+def _coefs(kernels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.array([k.flops for k in kernels]).T, np.array([k.mem_bytes for k in kernels]).T,
+            np.array([k.net_bytes for k in kernels]).T)
+
+
+@dataclass
+class Roofline:
+    """Per-step, per-kernel quantities ``[S, N]`` for one GPU and one layer (or the outside kernels)."""
+
+    flops: np.ndarray
+    mem_bytes: np.ndarray
+    net_bytes: np.ndarray
+    time_s: np.ndarray
+    bound: np.ndarray  # int8: 0 compute, 1 memory, 2 network
+
+
+def roofline(kernels, agg: np.ndarray, dep: Deployment) -> Roofline:
+    """Roofline time of each kernel: max(FLOPs / peak, bytes / memory BW, network bytes / link BW)."""
+    cf, cm, cn = _coefs(kernels)
+    flops, mem, net = agg @ cf, agg @ cm, agg @ cn
+    gpu = dep.gpu
+    peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
+    t = np.stack([flops / peak, mem / gpu.mem_bandwidth_bytes_s, net / gpu.interconnect_bytes_s])
+    return Roofline(flops, mem, net, t.max(axis=0), t.argmax(axis=0).astype(np.int8))
+
+
+@dataclass
+class StepFeatures:
+    """Graph tensors and raw totals for S steps of one deployment.
+
+    Attributes:
+        node_x: float32 [S, N, F] node features (names in ``node_feature_names``).
+        global_x: float32 [S, G] global features (names in ``global_feature_names``).
+        edge_index: int64 [2, E], the layer DAG shared by every step.
+        flops, memory_bytes, network_bytes: float64 [S], whole replica (all layers, all GPUs,
+            embedding and LM head included), and their ``*_prefill`` / ``*_decode`` parts (each phase
+            costed alone, so weight reads count in both when a step mixes them).
+        roofline_s: float64 [S], the step's Roofline time (layers run one after another, PP stages too).
+        prefill_tokens, decode_tokens, n_requests: float64 [S].
+    """
+
+    node_x: np.ndarray
+    global_x: np.ndarray
+    edge_index: np.ndarray
+    flops: np.ndarray
+    memory_bytes: np.ndarray
+    network_bytes: np.ndarray
+    flops_prefill: np.ndarray
+    flops_decode: np.ndarray
+    memory_bytes_prefill: np.ndarray
+    memory_bytes_decode: np.ndarray
+    network_bytes_prefill: np.ndarray
+    network_bytes_decode: np.ndarray
+    roofline_s: np.ndarray
+    roofline_s_prefill: np.ndarray
+    roofline_s_decode: np.ndarray
+    prefill_tokens: np.ndarray
+    decode_tokens: np.ndarray
+    n_requests: np.ndarray
+    duration_s: np.ndarray
+    node_feature_names: tuple[str, ...] = field(default=tuple(NODE_FEATURE_NAMES))
+    global_feature_names: tuple[str, ...] = field(default=GLOBAL_FEATURE_NAMES)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.node_x.shape[0])
+
+
+def _phase_block(r: Roofline) -> np.ndarray:
+    eps = 1e-30
+    mai = r.flops / np.maximum(r.mem_bytes, eps)
+    perf = r.flops / np.maximum(r.time_s, eps) / 1e12
+    return np.stack([
+        np.log1p(r.flops), np.log1p(r.mem_bytes), np.log1p(r.net_bytes), np.log1p(r.time_s * 1e6),
+        np.log1p(mai), np.log1p(perf), (r.bound == 1).astype(np.float64),
+    ], axis=-1)
+
+
+def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Roofline]:
+    """Replica totals (flops, mem, net, time) for aggregates ``agg`` and the layer Roofline."""
+    L, tp = dep.model.num_layers, dep.parallel.tp
+    lay = roofline(g.kernels, agg, dep)
+    out = roofline(g.outside, agg, dep)
+    flops = tp * (L * lay.flops.sum(1) + out.flops.sum(1))
+    mem = tp * (L * lay.mem_bytes.sum(1) + out.mem_bytes.sum(1))
+    net = tp * (L * lay.net_bytes.sum(1) + out.net_bytes.sum(1))
+    time = L * lay.time_s.sum(1) + out.time_s.sum(1)
+    return flops, mem, net, time, lay
+
+
+def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True) -> StepFeatures:
+    """Kernel-graph features of every step in ``steps`` (see module docstring)."""
+    g = layer_graph(dep, fused_attention)
+    ag = aggregates(steps)
+    S, N = steps.n_steps, g.n_nodes
+    f_s, m_s, n_s, t_s, lay_s = _totals(dep, g, ag.step)
+    f_p, m_p, n_p, t_p, lay_p = _totals(dep, g, ag.prefill)
+    f_d, m_d, n_d, t_d, lay_d = _totals(dep, g, ag.decode)
+
+    onehot = np.zeros((N, len(KERNEL_TYPES)))
+    onehot[np.arange(N), [KERNEL_TYPES.index(k.ktype) for k in g.kernels]] = 1.0
+    dims = np.log1p(np.array([k.dims for k in g.kernels], dtype=np.float64))
+    static = np.broadcast_to(np.concatenate([onehot, dims], axis=1), (S, N, onehot.shape[1] + 3))
+    node_x = np.concatenate([static, _phase_block(lay_s), _phase_block(lay_p), _phase_block(lay_d)], axis=2)
+
+    m, gpu, par = dep.model, dep.gpu, dep.parallel
+    peak = gpu.peak_flops(gpu.dtype_for_bits(m.act_bits))
+    dur = steps.duration_s
+    has = np.isfinite(dur)
+    col = lambda v: np.broadcast_to(np.float64(v), (S,))  # noqa: E731
+    glob = np.stack([
+        np.log1p(ag.step[:, 4]), np.log1p(ag.prefill[:, 1]), np.log1p(ag.decode[:, 1]), np.log1p(ag.mean_context),
+        np.log1p(ag.max_context), np.log1p(f_s), np.log1p(m_s), np.log1p(n_s), np.log1p(f_p), np.log1p(f_d),
+        np.log1p(m_p), np.log1p(m_d), np.log1p(t_s * 1e6), np.log1p(np.where(has, dur, 0.0) * 1e6), has.astype(float),
+        col(m.weight_bits), col(m.act_bits), col(m.kv_bits), col(np.log(m.hidden_size)), col(np.log(m.intermediate_size)),
+        col(np.log(m.num_heads)), col(np.log(m.num_kv_heads)), col(np.log(m.num_layers)), col(np.log(m.total_params)),
+        col(par.tp), col(par.pp), col(np.log(peak / 1e12)), col(np.log(gpu.mem_bandwidth_gb_s / 1e3)),
+        col(np.log(gpu.interconnect_bytes_s / 1e9)), col(np.log(peak / gpu.mem_bandwidth_bytes_s)),
+        col(np.log(peak / gpu.interconnect_bytes_s)), col(gpu.tdp_w / 1e3), col(gpu.idle_w / 1e3),
+        col(np.log(dep.n_gpus)),
+    ], axis=1)
+    return StepFeatures(
+        node_x=node_x.astype(np.float32), global_x=glob.astype(np.float32), edge_index=g.edge_index,
+        flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,
+        memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p, network_bytes_decode=n_d,
+        roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d,
+        prefill_tokens=ag.prefill[:, 1].copy(), decode_tokens=ag.decode[:, 1].copy(), n_requests=ag.step[:, 4].copy(),
+        duration_s=dur.copy(),
+    )
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    """One line of ``llmco2 graph``: one kernel, per GPU, for one layer (or once per step for the
+    outside kernels)."""
+
+    name: str
+    ktype: str
+    scope: str  # "layer" or "model"
+    flops: float
+    mem_bytes: float
+    net_bytes: float
+    intensity: float  # MAI (FLOP/byte of memory), or NAI for network kernels
+    roofline_tflops: float  # attainable performance min(peak, BW x intensity)
+    bound: str
+    time_s: float
+
+
+def kernel_table(dep: Deployment, steps: StepBatch, step_index: int = 0, fused_attention: bool = True) -> list[KernelRow]:
+    """Per-kernel figures of one step, for display."""
+    g = layer_graph(dep, fused_attention)
+    ag = aggregates(steps).step[step_index:step_index + 1]
+    gpu = dep.gpu
+    peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
+    rows = []
+    for scope, ks in (("layer", g.kernels), ("model", g.outside)):
+        r = roofline(ks, ag, dep)
+        for j, k in enumerate(ks):
+            f, mb, nb = r.flops[0, j], r.mem_bytes[0, j], r.net_bytes[0, j]
+            if k.is_network:
+                inten = f / nb if nb else 0.0
+                attain = min(peak, gpu.interconnect_bytes_s * inten)
+            else:
+                inten = f / mb if mb else 0.0
+                attain = min(peak, gpu.mem_bandwidth_bytes_s * inten)
+            rows.append(KernelRow(k.name, k.ktype, scope, f, mb, nb, inten, attain / 1e12,
+                                  ("compute", "memory", "network")[int(r.bound[0, j])], float(r.time_s[0, j])))
+    return rows
+
+
+def ridge_points(dep: Deployment) -> tuple[float, float]:
+    """(MRP, NRP): FLOP per memory byte and per network byte where a kernel turns compute-bound."""
+    gpu = dep.gpu
+    peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
+    return peak / gpu.mem_bandwidth_bytes_s, peak / gpu.interconnect_bytes_s

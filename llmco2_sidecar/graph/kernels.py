@@ -1,0 +1,258 @@
+"""Per-kernel work formulas of one transformer layer, derived by hand (not taken from LLM-Viewer).
+
+Every quantity is **per GPU** for **one layer** and is *linear* in five per-step aggregates of the
+request slices it serves (see :data:`AGGREGATES`):
+
+=========  ==============================================================================
+``run``    1 if the kernel runs in this step (any slice), else 0 -- carries weight reads
+``T``      tokens computed: sum of ``new_tokens``
+``A``      attention pairs (query, key) under the causal mask:
+           sum of ``new * context + new * (new + 1) / 2``
+``K``      KV-cache tokens read: sum of ``context + new``
+``n``      request slices (sequences) in the step -- one logit row each
+=========  ==============================================================================
+
+So each kernel is a coefficient vector over the aggregates for FLOPs, memory bytes and network
+bytes, and a whole step (or thousands of steps) is one matrix product. Formulas:
+
+* RMSNorm over ``d`` features: 4 FLOPs/element (square, sum, scale, weight); reads the input and
+  the weight, writes the output.
+* Linear ``d_in -> d_out``: ``2 d_in d_out`` FLOPs per token (+ ``d_out`` with bias); reads the
+  weight once per step, reads ``d_in`` and writes ``d_out`` activations per token.
+* GQA: k/v projections, the KV-cache write and the KV reads use ``num_kv_heads`` (per GPU:
+  ``num_kv_heads / tp``; replicated when ``tp > num_kv_heads``).
+* Attention (fused, flash-style): ``4 head_dim + 5`` FLOPs per (query, key) pair per query head
+  (QK^T, softmax, SV); reads Q, writes O, writes the new K/V, reads K/V of ``context + new`` tokens
+  per request. Unfused: QK^T, softmax and SV as three kernels that write and read the score matrix
+  (``heads x A`` elements).
+* RoPE: 3 FLOPs per rotated element of q and k. SiLU-gated activation: 5 FLOPs per element
+  (silu ~4, multiply 1) over the *intermediate* size.
+* Ring all-reduce of ``N`` bytes over ``l`` GPUs: each GPU sends ``2 (l-1)/l N`` bytes
+  (reduce-scatter then all-gather) and adds ``(l-1)/l`` of the elements. (DESIGN.md's
+  ``n^2/l (l-1) DS`` counts one of the two phases.)
+* Pipeline send/recv: ``(pp-1)`` stage boundaries per forward pass, each ``T x hidden`` activations;
+  the per-layer graph carries that transfer averaged over the layers.
+
+Outside the layer graph (but inside totals): embedding lookup (vocab-parallel under TP, then an
+all-reduce), the final norm over all tokens, the LM head for one row per request slice (vLLM
+computes logits for the last scheduled token of each request), and the logits all-gather under TP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models.spec import ModelSpec
+from ..workload import Parallelism
+
+AGGREGATES = ("run", "T", "A", "K", "n")
+
+KERNEL_TYPES = (
+    "norm",
+    "linear",
+    "rope",
+    "attention_fused",
+    "attention_qk",
+    "softmax",
+    "attention_sv",
+    "activation",
+    "residual_add",
+    "all_reduce",
+    "send_recv",
+    "embedding",
+)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One node of the layer graph. ``flops``, ``mem_bytes`` and ``net_bytes`` are coefficient
+    vectors over :data:`AGGREGATES` (per GPU, one layer)."""
+
+    name: str
+    ktype: str
+    dims: tuple[float, float, float]  # (d_in or heads, d_out or kv heads, head_dim or 0), per GPU
+    flops: tuple[float, float, float, float, float]
+    mem_bytes: tuple[float, float, float, float, float]
+    net_bytes: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+    @property
+    def is_network(self) -> bool:
+        return self.ktype in ("all_reduce", "send_recv")
+
+
+def _v(run=0.0, T=0.0, A=0.0, K=0.0, n=0.0) -> tuple[float, float, float, float, float]:
+    return (float(run), float(T), float(A), float(K), float(n))
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Per-GPU sizes of one layer under tensor parallelism."""
+
+    h: int
+    q: int  # query width per GPU
+    kv: int  # key (= value) width per GPU
+    i: int  # intermediate size per GPU
+    heads: int  # query heads per GPU
+    kv_heads: int  # KV heads per GPU
+    head_dim: int
+    vocab: int  # LM-head rows per GPU
+    wb: float  # bytes per weight
+    ab: float  # bytes per activation
+    kb: float  # bytes per KV-cache element
+
+    @classmethod
+    def of(cls, model: ModelSpec, par: Parallelism) -> "Shapes":
+        tp = par.tp
+        heads = model.num_heads // tp
+        kv_heads = max(model.num_kv_heads // tp, 1)
+        return cls(
+            h=model.hidden_size,
+            q=heads * model.head_dim,
+            kv=kv_heads * model.head_dim,
+            i=model.intermediate_size // tp,
+            heads=heads,
+            kv_heads=kv_heads,
+            head_dim=model.head_dim,
+            vocab=-(-model.vocab_size // tp),
+            wb=model.weight_bits / 8,
+            ab=model.act_bits / 8,
+            kb=model.kv_bits / 8,
+        )
+
+
+def _norm(name: str, d: int, s: Shapes) -> Kernel:
+    return Kernel(name, "norm", (d, d, 0), _v(T=4 * d), _v(run=d * s.wb, T=2 * d * s.ab))
+
+
+def _linear(name: str, d_in: int, d_out: int, s: Shapes, bias: bool = False) -> Kernel:
+    return Kernel(
+        name,
+        "linear",
+        (d_in, d_out, 0),
+        _v(T=2 * d_in * d_out + (d_out if bias else 0)),
+        _v(run=(d_in * d_out + (d_out if bias else 0)) * s.wb, T=(d_in + d_out) * s.ab),
+    )
+
+
+def _all_reduce(name: str, s: Shapes, tp: int) -> Kernel:
+    frac = (tp - 1) / tp
+    return Kernel(
+        name,
+        "all_reduce",
+        (s.h, s.h, 0),
+        _v(T=frac * s.h),
+        _v(T=2 * s.h * s.ab),
+        _v(T=2 * frac * s.h * s.ab),
+    )
+
+
+def layer_kernels(model: ModelSpec, par: Parallelism, fused_attention: bool = True) -> list[Kernel]:
+    """The kernels of one transformer layer on one GPU, in execution order."""
+    s = Shapes.of(model, par)
+    ks: list[Kernel] = [_norm("input_norm", s.h, s)]
+    ks += [
+        _linear("q_proj", s.h, s.q, s, model.qkv_bias),
+        _linear("k_proj", s.h, s.kv, s, model.qkv_bias),
+        _linear("v_proj", s.h, s.kv, s, model.qkv_bias),
+    ]
+    if model.qk_norm:
+        qk = s.q + s.kv
+        ks.append(Kernel("qk_norm", "norm", (qk, qk, s.head_dim), _v(T=4 * qk), _v(run=2 * s.head_dim * s.wb, T=2 * qk * s.ab)))
+    rot = s.q + s.kv
+    ks.append(Kernel("rope", "rope", (rot, rot, s.head_dim), _v(T=3 * rot), _v(T=2 * rot * s.ab)))
+    kv_write = 2 * s.kv * s.kb  # bytes per new token written to the KV cache
+    if fused_attention:
+        ks.append(
+            Kernel(
+                "attention",
+                "attention_fused",
+                (s.heads, s.kv_heads, s.head_dim),
+                _v(A=(4 * s.head_dim + 5) * s.heads),
+                _v(T=2 * s.q * s.ab + kv_write, K=2 * s.kv * s.kb),
+            )
+        )
+    else:
+        ks += [
+            Kernel("attn_qk", "attention_qk", (s.heads, s.kv_heads, s.head_dim), _v(A=2 * s.head_dim * s.heads),
+                   _v(T=s.q * s.ab + kv_write, K=s.kv * s.kb, A=s.heads * s.ab)),
+            Kernel("attn_softmax", "softmax", (s.heads, s.kv_heads, 0), _v(A=5 * s.heads), _v(A=2 * s.heads * s.ab)),
+            Kernel("attn_sv", "attention_sv", (s.heads, s.kv_heads, s.head_dim), _v(A=2 * s.head_dim * s.heads),
+                   _v(T=s.q * s.ab, K=s.kv * s.kb, A=s.heads * s.ab)),
+        ]
+    ks.append(_linear("o_proj", s.q, s.h, s))
+    if model.post_norms:
+        ks.append(_norm("post_attn_out_norm", s.h, s))
+    if par.tp > 1:
+        ks.append(_all_reduce("attn_all_reduce", s, par.tp))
+    ks.append(Kernel("residual_add_1", "residual_add", (s.h, s.h, 0), _v(T=s.h), _v(T=3 * s.h * s.ab)))
+    ks.append(_norm("post_attention_norm", s.h, s))
+    if model.gated_mlp:
+        ks += [_linear("gate_proj", s.h, s.i, s), _linear("up_proj", s.h, s.i, s)]
+        ks.append(Kernel("act_mul", "activation", (s.i, s.i, 0), _v(T=5 * s.i), _v(T=3 * s.i * s.ab)))
+    else:
+        ks.append(_linear("up_proj", s.h, s.i, s))
+        ks.append(Kernel("act", "activation", (s.i, s.i, 0), _v(T=4 * s.i), _v(T=2 * s.i * s.ab)))
+    ks.append(_linear("down_proj", s.i, s.h, s))
+    if model.post_norms:
+        ks.append(_norm("post_mlp_out_norm", s.h, s))
+    if par.tp > 1:
+        ks.append(_all_reduce("mlp_all_reduce", s, par.tp))
+    ks.append(Kernel("residual_add_2", "residual_add", (s.h, s.h, 0), _v(T=s.h), _v(T=3 * s.h * s.ab)))
+    if par.pp > 1:
+        per_layer = (par.pp - 1) / model.num_layers * s.h * s.ab
+        ks.append(Kernel("pp_send_recv", "send_recv", (s.h, s.h, 0), _v(), _v(T=per_layer), _v(T=per_layer)))
+    return ks
+
+
+def layer_edges(kernels: list[Kernel]) -> list[tuple[str, str]]:
+    """Data dependencies between the kernels of one layer (a DAG, residual stream included)."""
+    names = {k.name for k in kernels}
+    seq_attn_out = [n for n in ("o_proj", "post_attn_out_norm", "attn_all_reduce") if n in names]
+    seq_mlp_out = [n for n in ("down_proj", "post_mlp_out_norm", "mlp_all_reduce") if n in names]
+    e: list[tuple[str, str]] = []
+    for proj in ("q_proj", "k_proj", "v_proj"):
+        e.append(("input_norm", proj))
+    if "qk_norm" in names:
+        e += [("q_proj", "qk_norm"), ("k_proj", "qk_norm"), ("qk_norm", "rope")]
+    else:
+        e += [("q_proj", "rope"), ("k_proj", "rope")]
+    if "attention" in names:
+        e += [("rope", "attention"), ("v_proj", "attention"), ("attention", "o_proj")]
+    else:
+        e += [("rope", "attn_qk"), ("attn_qk", "attn_softmax"), ("attn_softmax", "attn_sv"), ("v_proj", "attn_sv"),
+              ("attn_sv", "o_proj")]
+    e += list(zip(seq_attn_out, seq_attn_out[1:]))
+    e.append((seq_attn_out[-1], "residual_add_1"))
+    e.append(("input_norm", "residual_add_1"))  # residual stream (the layer input, read by the norm)
+    e.append(("residual_add_1", "post_attention_norm"))
+    if "gate_proj" in names:
+        e += [("post_attention_norm", "gate_proj"), ("post_attention_norm", "up_proj"), ("gate_proj", "act_mul"),
+              ("up_proj", "act_mul"), ("act_mul", "down_proj")]
+    else:
+        e += [("post_attention_norm", "up_proj"), ("up_proj", "act"), ("act", "down_proj")]
+    e += list(zip(seq_mlp_out, seq_mlp_out[1:]))
+    e.append((seq_mlp_out[-1], "residual_add_2"))
+    e.append(("residual_add_1", "residual_add_2"))
+    if "pp_send_recv" in names:
+        e.append(("residual_add_2", "pp_send_recv"))
+    return e
+
+
+def outside_kernels(model: ModelSpec, par: Parallelism) -> list[Kernel]:
+    """Embedding, final norm, LM head and the TP collectives around them (per GPU, once per step)."""
+    s = Shapes.of(model, par)
+    tp = par.tp
+    frac = (tp - 1) / tp
+    ks = [
+        Kernel("embedding", "embedding", (s.vocab, s.h, 0), _v(), _v(T=2 * s.h * s.ab)),
+        _norm("final_norm", s.h, s),
+        Kernel("lm_head", "linear", (s.h, s.vocab, 0), _v(n=2 * s.h * s.vocab), _v(run=s.h * s.vocab * s.wb, n=(s.h + s.vocab) * s.ab)),
+    ]
+    if tp > 1:
+        ks.append(Kernel("embedding_all_reduce", "all_reduce", (s.h, s.h, 0), _v(T=frac * s.h), _v(T=2 * s.h * s.ab),
+                         _v(T=2 * frac * s.h * s.ab)))
+        ks.append(Kernel("logits_all_gather", "all_reduce", (s.vocab, s.vocab, 0), _v(), _v(n=2 * s.vocab * s.ab),
+                         _v(n=frac * s.vocab * tp * s.ab)))
+    return ks
