@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH", help="grid intensity, gCO2e/kWh")
     g.add_argument("--region", default=None, help=f"grid region code from the bundled table (default {carbon.DEFAULT_REGION})")
     p.add_argument("--queries", default=None, metavar="FILE", help="JSON lines, one query each (use - for stdin)")
+    p.add_argument("--hardware", default=None, metavar="FILE",
+                   help="TOML file adding or overriding GPU/server entries (also LLMCO2_HARDWARE)")
     p.add_argument("--json", action="store_true", help="print JSON (one object per line with --queries)")
 
 
@@ -74,7 +76,12 @@ def _print_human(r: dict) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    import os
+
     from ..estimate import CarbonSettings, estimate
+
+    if a.hardware:
+        os.environ["LLMCO2_HARDWARE"] = a.hardware
 
     settings = CarbonSettings(pue=carbon.check_pue(a.pue), carbon_intensity_g_per_kwh=a.carbon_intensity, region=a.region)
     settings.resolved_ci()  # validate before any work

@@ -32,7 +32,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
-        if only is None or only == name:
+        if only == name:  # import only the command being run: `llmco2 --help` stays instant
             mod = importlib.import_module(f"{__package__}.{module}")
             mod.add_arguments(p)
             p.set_defaults(_module=mod)
