@@ -61,7 +61,7 @@ def estimate(query: BatchQuery, settings: CarbonSettings = CarbonSettings(), pre
     if query.observed_latency_s is not None:  # spread the known wall time over the steps, then predict again
         steps.duration_s = pred.duration_s * (query.observed_latency_s / float(pred.duration_s.sum()))
         pred = predictor.predict_steps(dep, steps)
-    feats = step_features(dep, steps)
+    feats = step_features(dep, steps, with_nodes=False)
 
     e_prefill = float(pred.prefill_energy_j.sum())
     e_gpu = float(pred.energy_j.sum())

@@ -214,8 +214,12 @@ def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray
     return flops, mem, net, time, lay
 
 
-def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True) -> StepFeatures:
-    """Kernel-graph features of every step in ``steps`` (see module docstring)."""
+def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True, with_nodes: bool = True) -> StepFeatures:
+    """Kernel-graph features of every step in ``steps`` (see module docstring).
+
+    ``with_nodes=False`` skips the node and global feature tensors (``node_x`` is then ``[S, N, 0]``,
+    ``global_x`` ``[S, 0]``) for callers that need only the totals, such as the analytic predictor.
+    """
     g = layer_graph(dep, fused_attention)
     ag = aggregates(steps)
     S, N = steps.n_steps, g.n_nodes
@@ -223,6 +227,14 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
     f_p, m_p, n_p, t_p, lay_p = _totals(dep, g, ag.prefill)
     f_d, m_d, n_d, t_d, lay_d = _totals(dep, g, ag.decode)
 
+    if not with_nodes:
+        return StepFeatures(
+            node_x=np.zeros((S, N, 0), np.float32), global_x=np.zeros((S, 0), np.float32), edge_index=g.edge_index,
+            flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,
+            memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p, network_bytes_decode=n_d,
+            roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d, prefill_tokens=ag.prefill[:, 1].copy(),
+            decode_tokens=ag.decode[:, 1].copy(), n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy(),
+        )
     onehot = np.zeros((N, len(KERNEL_TYPES)))
     onehot[np.arange(N), [KERNEL_TYPES.index(k.ktype) for k in g.kernels]] = 1.0
     dims = np.log1p(np.array([k.dims for k in g.kernels], dtype=np.float64))

@@ -40,4 +40,4 @@ class RooflinePredictor(StepPredictor):
         return StepPrediction(energy_j=energy, prefill_energy_j=energy * frac, duration_s=dur)
 
     def predict_steps(self, dep: Deployment, steps: StepBatch) -> StepPrediction:
-        return self.predict_features(dep, step_features(dep, steps))
+        return self.predict_features(dep, step_features(dep, steps, with_nodes=False))

@@ -148,3 +148,17 @@ def test_bad_parallelism_named(dep):
     assert e.value.field == "pp"
     with pytest.raises(InputError):
         StepBatch.from_steps([[(0, 0)]])
+
+
+def test_unfused_attention_materialises_scores(dep):
+    d = dep()
+    steps = StepBatch.from_steps([[(0, 512)]])
+    fused = {r.name: r for r in kernel_table(d, steps)}
+    unfused = {r.name: r for r in kernel_table(d, steps, fused_attention=False)}
+    assert {"attn_qk", "attn_softmax", "attn_sv"} <= set(unfused) and "attention" not in unfused
+    total = sum(unfused[n].flops for n in ("attn_qk", "attn_softmax", "attn_sv"))
+    assert total == pytest.approx(fused["attention"].flops)
+    pairs = 512 * 513 / 2
+    score_bytes = 4 * d.model.num_heads * pairs * 2  # written by QK^T, read+written by softmax, read by SV
+    extra = sum(unfused[n].mem_bytes for n in ("attn_qk", "attn_softmax", "attn_sv")) - fused["attention"].mem_bytes
+    assert extra == pytest.approx(score_bytes)
