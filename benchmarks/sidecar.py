@@ -1,0 +1,341 @@
+"""Sidecar throughput, latency and memory (issue 3 targets: >= 20,000 step events/s on one core,
+p99 <= 20 ms from a step's end to its request records, resident memory <= 600 MB).
+
+The sidecar runs as its own process (``llmco2 serve``) pinned to ONE core (CPU 0); the load
+generators run in this process on the other core(s). Workload: synthetic engine steps of 16
+requests each (one prefill of 512 tokens and decodes with contexts up to ~1.5k tokens); every
+request lasts 64 steps, then finishes (so the records are written and the ledger churns).
+
+1. Throughput: pre-built, coalesced messages (64 steps each) over ONE stream, then over EIGHT
+   streams (eight engines) at once; the clock stops when the sidecar has written the record of the
+   last request (lookup with a bounded wait), so prediction and attribution are included.
+2. Latency: the real emitter (``llmco2_sidecar.client.Emitter``) at a paced rate; for each finished
+   request, the time from the ``emit_done`` right after its last step to the arrival of its record on
+   a ``WatchFinished`` stream (p50, p99).
+3. Memory: the sidecar's VmHWM (peak resident set) from /proc after the runs.
+
+Writes benchmarks/results/sidecar.json and sidecar.md. Usage: python benchmarks/sidecar.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from llmco2_sidecar._proto import events_pb2 as pb
+from llmco2_sidecar._proto import sidecar_pb2 as spb
+from llmco2_sidecar._proto import sidecar_pb2_grpc
+from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
+
+MODEL, GPU = "meta-llama/Llama-2-7b-hf", "A100-SXM4-80GB"
+SLOTS, LIFETIME, PROMPT = 16, 64, 512
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def identity(engine: str) -> pb.EngineMessage:
+    return pb.EngineMessage(identity=pb.EngineIdentity(engine_name="bench", instance_id=engine, model_name=MODEL,
+                                                       gpu=GPU, engine_clock_at_open_s=0.0,
+                                                       wall_clock_at_open_s=time.time()))
+
+
+class Workload:
+    """16 request slots; each request: a 512-token prefill, then decodes, finishing after 64 steps."""
+
+    def __init__(self, engine: str):
+        self.engine = engine
+        self.step = 0
+        self.t = 0.0
+        self.next_req = 0
+        self.slots = []
+        for i in range(SLOTS):  # staggered ages so that one request finishes every 4 steps
+            self.slots.append([self._new_id(), -(i * LIFETIME // SLOTS)])
+
+    def _new_id(self) -> str:
+        self.next_req += 1
+        return f"{self.engine}-r{self.next_req}"
+
+    def steps(self, n: int):
+        """n steps as columnar lists, plus the ids finished after them."""
+        sid, start, end, count, rids, new, ctx, prm, done = [], [], [], [], [], [], [], [], []
+        for _ in range(n):
+            self.step += 1
+            sid.append(self.step)
+            start.append(self.t)
+            self.t += 0.02
+            end.append(self.t)
+            self.t += 0.001
+            count.append(SLOTS)
+            for slot in self.slots:
+                rid, age = slot
+                age = max(age, 0)
+                rids.append(rid)
+                if age == 0:
+                    new.append(PROMPT)
+                    ctx.append(0)
+                else:
+                    new.append(1)
+                    ctx.append(PROMPT + age - 1 + 1000 * (hash(rid) % 2))
+                prm.append(PROMPT)
+                slot[1] = age + 1
+                if slot[1] >= LIFETIME:
+                    done.append(rid)
+                    slot[0], slot[1] = self._new_id(), 0
+        return sid, start, end, count, rids, new, ctx, prm, done
+
+    def message(self, seq: int, n: int) -> tuple[pb.EngineMessage, list[str]]:
+        sid, start, end, count, rids, new, ctx, prm, done = self.steps(n)
+        msg = pb.EngineMessage()
+        ev = msg.events
+        ev.seq = seq
+        st = ev.steps
+        st.step_id.extend(sid)
+        st.start_s.extend(start)
+        st.end_s.extend(end)
+        st.slice_count.extend(count)
+        st.request_id.extend(rids)
+        st.new_tokens.extend(new)
+        st.context_tokens.extend(ctx)
+        st.prompt_tokens.extend(prm)
+        for r in done:
+            ev.done.add(request_id=r, output_tokens=LIFETIME)
+        return msg, done
+
+
+def start_sidecar(tmp: Path, cpu: int | None, predictor: str) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "llmco2_sidecar.cli.main", "serve", "--port", "0", "--log", str(tmp / "carbon.jsonl"),
+           "--log-level", "WARNING", "--ledger-max-finished", "50000", "--predictor", predictor]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        raise RuntimeError(f"sidecar did not start: {line!r}")
+    return proc, line.split("listening on ")[1].split()[0]
+
+
+def throughput(address: str, streams: int, steps_per_stream: int, per_message: int = 64) -> dict:
+    work = [Workload(f"tp{streams}-e{i}") for i in range(streams)]
+    prebuilt = []
+    for w in work:
+        msgs = [identity(w.engine)]
+        last = None
+        for k in range(steps_per_stream // per_message):
+            m, done = w.message(k + 1, per_message)
+            msgs.append(m)
+            last = done[-1] if done else last
+        prebuilt.append((msgs, last))
+    accepted = [0] * streams
+    errors = []
+
+    def run(i):
+        try:
+            ch = grpc.insecure_channel(address)
+            stub = sidecar_pb2_grpc.CarbonSidecarStub(ch)
+            for ack in stub.StreamEvents(iter(prebuilt[i][0])):
+                accepted[i] += ack.steps_accepted
+            ch.close()
+        except Exception as exc:  # pragma: no cover - reported
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(streams)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t_acked = time.perf_counter() - t0
+    ch = grpc.insecure_channel(address)
+    stub = sidecar_pb2_grpc.CarbonSidecarStub(ch)
+    for _, last in prebuilt:  # the sidecar has written the last request's record
+        stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id=last, wait_s=30))
+    t_done = time.perf_counter() - t0
+    ch.close()
+    if errors:
+        raise errors[0]
+    total = sum(accepted)
+    return {"streams": streams, "steps": total, "slices_per_step": SLOTS, "steps_per_message": per_message,
+            "acked_s": t_acked, "recorded_s": t_done, "steps_per_s": total / t_done,
+            "slices_per_s": total * SLOTS / t_done}
+
+
+def latency(address: str, rate_steps_s: float, duration_s: float) -> dict:
+    ch = grpc.insecure_channel(address)
+    stub = sidecar_pb2_grpc.CarbonSidecarStub(ch)
+    engine = f"lat-{int(rate_steps_s)}-{os.getpid()}-{time.monotonic_ns()}"  # a new engine per run
+    watch = stub.WatchFinished(spb.WatchRequest(request_id_prefix=engine + "-"))
+    arrivals: dict[str, float] = {}
+
+    def reader():
+        try:
+            for rec in watch:
+                arrivals[rec.request_id] = time.perf_counter()
+        except grpc.RpcError:
+            pass
+
+    rt = threading.Thread(target=reader, daemon=True)
+    rt.start()
+    time.sleep(0.3)
+    em = Emitter(EngineInfo(engine_name="bench", model_name=MODEL, gpu=GPU, instance_id=engine),
+                 EmitterConfig(target=address))
+    w = Workload(engine)
+    sent: dict[str, float] = {}
+    emit_cost = []
+    n_steps = int(rate_steps_s * duration_s)
+    t0 = time.perf_counter()
+    for k in range(n_steps):
+        target = t0 + k / rate_steps_s
+        while True:
+            now = time.perf_counter()
+            if now >= target:
+                break
+            time.sleep(min(target - now, 0.0005))
+        sid, start, end, count, rids, new, ctx, prm, done = w.steps(1)
+        c0 = time.perf_counter()
+        em.emit_step(sid[0], start[0], end[0], rids, new, ctx, prm)
+        for r in done:
+            em.emit_done(r, LIFETIME)
+        c1 = time.perf_counter()
+        emit_cost.append(c1 - c0)
+        for r in done:
+            sent[r] = c1
+    em.flush(30)
+    deadline = time.perf_counter() + 10
+    while len(arrivals) < len(sent) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    watch.cancel()
+    em.close()
+    ch.close()
+    lat = np.array([arrivals[r] - sent[r] for r in sent if r in arrivals]) * 1e3
+    if lat.size == 0:
+        raise RuntimeError(f"no request record arrived at {rate_steps_s} steps/s")
+    return {"rate_steps_per_s": rate_steps_s, "steps": n_steps, "requests": len(sent), "records_seen": int(lat.size),
+            "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+            "emit_us_per_step_p50": float(np.percentile(emit_cost, 50) * 1e6),
+            "emit_us_per_step_p99": float(np.percentile(emit_cost, 99) * 1e6)}
+
+
+def memory(pid: int) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS", "VmHWM")):
+                key, val = line.split(":")
+                out[key.lower() + "_mb"] = int(val.split()[0]) / 1024
+    return out
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import grpc as _g
+
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "load_average_1m_at_start": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "grpcio": _g.__version__, "numpy": np.__version__, "platform": platform.platform()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test, not for the results)")
+    ap.add_argument("--out", default=str(RESULTS), help="results folder")
+    args = ap.parse_args(argv)
+    steps = 20_000 if args.quick else 120_000
+    tmp = Path(tempfile.mkdtemp(prefix="llmco2-bench-"))
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu = cpus[0] if len(cpus) > 1 else None
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, set(cpus[1:]))  # the load generator stays off the sidecar's core
+    res = {"machine": machine(), "sidecar_cpu_pinned": server_cpu, "runs": {},
+           "workload": {"slices_per_step": SLOTS, "request_lifetime_steps": LIFETIME, "prefill_tokens": PROMPT,
+                        "model": MODEL, "gpu": GPU}}
+    for predictor in ("default", "roofline"):
+        proc, address = start_sidecar(tmp / predictor, server_cpu, predictor)
+        try:
+            run = {}
+            throughput(address, 1, 2048)  # warm-up
+            run["throughput_1_stream"] = throughput(address, 1, steps)
+            run["throughput_8_streams"] = throughput(address, 8, steps // 8)
+            run["latency"] = [latency(address, r, 4.0 if args.quick else 10.0) for r in (100.0, 1000.0, 5000.0)]
+            run["memory"] = memory(proc.pid)
+            run["load_average_1m_after"] = os.getloadavg()[0]
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        if predictor == "default":
+            from llmco2_sidecar.predictor.default import default_predictor
+
+            run["predictor_name"] = default_predictor().name
+        else:
+            run["predictor_name"] = "roofline-analytic"
+        res["runs"][predictor] = run
+    shutil.rmtree(tmp, ignore_errors=True)
+    res["command"] = "python benchmarks/sidecar.py" + (" --quick" if args.quick else "")
+    res["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sidecar.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / "sidecar.md").write_text(render(res))
+    print(render(res))
+    return 0
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    runs = r["runs"]
+    names = list(runs)
+    lines = [
+        "# Sidecar benchmark", "",
+        f"Command: `{r['command']}` ({r['date_utc']} UTC). Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, "
+        f"Python {m['python']}, grpcio {m['grpcio']}, numpy {m['numpy']}; 1-minute load average at start "
+        f"{m['load_average_1m_at_start']:.2f} (other work shares this machine, so these are lower bounds). "
+        f"The sidecar process (`llmco2 serve`) is pinned to CPU {r['sidecar_cpu_pinned']} (one core); the load "
+        f"generators run on the other core. Workload: synthetic steps of {r['workload']['slices_per_step']} requests "
+        f"({r['workload']['model']} on {r['workload']['gpu']}), each request a {r['workload']['prefill_tokens']}-token "
+        f"prefill then decodes, finishing after {r['workload']['request_lifetime_steps']} steps (one record per 4 "
+        "steps: more records per step than real traffic).", "",
+        "| measure | " + " | ".join(f"`--predictor {n}` ({runs[n]['predictor_name']})" for n in names) + " | target |",
+        "|---|" + "---|" * len(names) + "---|",
+    ]
+
+    def row(label, fn, target):
+        lines.append(f"| {label} | " + " | ".join(fn(runs[n]) for n in names) + f" | {target} |")
+
+    row("step events/s, 1 stream (until the last record is written)",
+        lambda x: f"{x['throughput_1_stream']['steps_per_s']:,.0f}", ">= 20,000 on one core")
+    row("step events/s, 8 streams", lambda x: f"{x['throughput_8_streams']['steps_per_s']:,.0f}", ">= 20,000 on one core")
+    for i, rate in enumerate(runs[names[0]]["latency"]):
+        row(f"step end -> request record at {rate['rate_steps_per_s']:,.0f} steps/s, p50 / p99 (max)",
+            lambda x, i=i: f"{x['latency'][i]['p50_ms']:.1f} / {x['latency'][i]['p99_ms']:.1f} ms "
+                           f"({x['latency'][i]['max_ms']:.1f})", "p99 <= 20 ms")
+    row("emitter cost per step (emit_step + emit_done) at 100 / 1k / 5k steps/s, p50",
+        lambda x: " / ".join(f"{lat['emit_us_per_step_p50']:.1f}" for lat in x["latency"]) + " us", "<= 20 us")
+    row("sidecar resident memory, peak (VmHWM)", lambda x: f"{x['memory'].get('vmhwm_mb', 0):.0f} MB", "<= 600 MB")
+    row("1-minute load average after the run", lambda x: f"{x['load_average_1m_after']:.2f}", "")
+    t1 = runs[names[0]]["throughput_1_stream"]
+    lines += ["", f"Throughput: {t1['steps']:,} steps per run in messages of {t1['steps_per_message']} steps (what "
+              "the emitter's coalescing sends under load); the clock stops when the sidecar has written the last "
+              "request's record. Latency is measured in the client: from the `emit_done` call right after a "
+              "request's last step to its record arriving on a `WatchFinished` stream, so it includes the emitter's "
+              "queue, gRPC both ways, ingest, the journal, the micro-batch wait, prediction and attribution.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

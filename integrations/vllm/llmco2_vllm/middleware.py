@@ -1,0 +1,153 @@
+"""ASGI middleware: per-request carbon in vLLM's OpenAI-compatible responses.
+
+For ``POST /v1/completions`` and ``POST /v1/chat/completions``:
+
+* the request gets an ``X-Request-Id`` when the client sent none (a random hex id), so the engine's
+  request ids are known: vLLM names them ``cmpl-{X-Request-Id}-{prompt index}-{8 random}`` and
+  ``chatcmpl-{X-Request-Id}-{8 random}``; the response echoes ``x-request-id``;
+* non-streaming responses are held until the sidecar has attributed every engine request of the
+  HTTP request (``GetRequestCarbon`` with the id prefix, waiting at most ``LLMCO2_RESPONSE_WAIT_S``)
+  and get ``x-llmco2-carbon-g`` (gCO2e, operational + embodied) and ``x-llmco2-energy-j``;
+  past the wait they get ``x-llmco2-carbon-status: pending`` instead (the record still lands in
+  the sidecar's carbon log and stays retrievable by request id);
+* streaming responses (server-sent events) get one more event just before ``data: [DONE]``:
+  ``{"object": "llmco2.carbon", "request_id": ..., "carbon_g": ..., "energy_j": ...}`` (with
+  ``"status": "pending"`` and null figures past the wait).
+
+Any failure leaves the response as vLLM made it. The plugin adds this middleware by itself when
+``LLMCO2_SIDECAR`` is set; ``--middleware llmco2_vllm.middleware.CarbonMiddleware`` does the same
+by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from .lookup import CarbonFigure, CarbonLookup
+from .settings import Settings
+
+log = logging.getLogger("vllm.llmco2")
+
+ROUTES = {"/v1/completions": "cmpl", "/v1/chat/completions": "chatcmpl"}
+DONE_MARK = b"data: [DONE]"
+
+
+def carbon_event(request_id: str, figure: CarbonFigure | None) -> dict:
+    """The final SSE event's payload."""
+    if figure is None or not figure.finished:
+        return {"object": "llmco2.carbon", "request_id": request_id, "status": "pending",
+                "carbon_g": None, "energy_j": None}
+    return {"object": "llmco2.carbon", "request_id": request_id, "status": "final",
+            "carbon_g": figure.carbon_g, "energy_j": figure.energy_j}
+
+
+def carbon_headers(figure: CarbonFigure | None) -> list[tuple[bytes, bytes]]:
+    """Response headers of a non-streaming response."""
+    if figure is None or not figure.finished:
+        return [(b"x-llmco2-carbon-status", b"pending")]
+    return [(b"x-llmco2-carbon-g", format(figure.carbon_g, ".6g").encode()),
+            (b"x-llmco2-energy-j", format(figure.energy_j, ".6g").encode()),
+            (b"x-llmco2-carbon-status", b"final")]
+
+
+class CarbonMiddleware:
+    """Pure ASGI middleware (see the module docstring). ``settings``/``lookup`` are for tests."""
+
+    def __init__(self, app, settings: Settings | None = None, lookup: CarbonLookup | None = None):
+        self.app = app
+        self.settings = settings if settings is not None else Settings.from_env()
+        if lookup is None and self.settings is not None:
+            lookup = CarbonLookup(self.settings.target, self.settings.token)
+        self.lookup = lookup
+
+    async def __call__(self, scope, receive, send):
+        if (scope.get("type") != "http" or self.lookup is None or scope.get("method") != "POST"
+                or scope.get("path") not in ROUTES):
+            await self.app(scope, receive, send)
+            return
+        kind = ROUTES[scope["path"]]
+        headers = list(scope.get("headers") or [])
+        rid = next((v.decode("latin-1") for k, v in headers if k.lower() == b"x-request-id"), None)
+        if not rid:
+            rid = uuid.uuid4().hex
+            headers.append((b"x-request-id", rid.encode()))
+            scope = dict(scope, headers=headers)
+        exchange = _Exchange(self, send, rid, f"{kind}-{rid}-")
+        await self.app(scope, receive, exchange.send)
+        await exchange.finish()
+
+    async def figure(self, rid: str, prefix: str) -> CarbonFigure | None:
+        try:
+            return await self.lookup.request_carbon(rid, prefix, self.settings.response_wait_s)
+        except Exception as exc:  # pragma: no cover - request_carbon does not raise
+            log.info("llmco2: carbon lookup failed: %r", exc)
+            return None
+
+
+class _Exchange:
+    """One HTTP exchange: decides pass-through, held (JSON) or streamed (SSE) on the response start."""
+
+    def __init__(self, mw: CarbonMiddleware, send, rid: str, prefix: str):
+        self.mw, self._send, self.rid, self.prefix = mw, send, rid, prefix
+        self.mode = None  # "pass", "hold", "stream"
+        self.start = None
+        self.body: list[bytes] = []
+        self.done_sent = False
+
+    async def send(self, message):
+        mtype = message.get("type")
+        if mtype == "http.response.start":
+            hdrs = list(message.get("headers") or [])
+            if not any(k.lower() == b"x-request-id" for k, _ in hdrs):
+                hdrs.append((b"x-request-id", self.rid.encode()))
+            message = dict(message, headers=hdrs)
+            ctype = next((v for k, v in hdrs if k.lower() == b"content-type"), b"")
+            if message.get("status") != 200:
+                self.mode = "pass"
+            elif b"text/event-stream" in ctype:
+                self.mode = "stream"
+            else:
+                self.mode = "hold"
+                self.start = message
+                return
+            await self._send(message)
+            return
+        if mtype != "http.response.body" or self.mode == "pass" or self.mode is None:
+            await self._send(message)
+            return
+        if self.mode == "hold":
+            self.body.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            await self._release()
+            return
+        # streaming: put the carbon event right before "data: [DONE]"
+        chunk = message.get("body", b"")
+        at = chunk.find(DONE_MARK) if not self.done_sent else -1
+        if at < 0:
+            await self._send(message)
+            return
+        self.done_sent = True
+        if at > 0:
+            await self._send({"type": "http.response.body", "body": chunk[:at], "more_body": True})
+        fig = await self.mw.figure(self.rid, self.prefix)
+        event = b"data: " + json.dumps(carbon_event(self.rid, fig)).encode() + b"\n\n"
+        await self._send({"type": "http.response.body", "body": event, "more_body": True})
+        await self._send(dict(message, body=chunk[at:]))
+
+    async def _release(self):
+        start, self.start = self.start, None
+        if start is None:
+            return
+        fig = await self.mw.figure(self.rid, self.prefix)
+        start = dict(start, headers=list(start["headers"]) + carbon_headers(fig))
+        await self._send(start)
+        body, self.body = b"".join(self.body), []
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def finish(self):
+        """The app returned: release a held response that never finished its body."""
+        if self.mode == "hold" and self.start is not None:
+            await self._release()

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for llmco2.v1 (``make protos``; do not edit)."""

@@ -1,0 +1,507 @@
+"""The engine-side emitter: engine steps to the sidecar without ever blocking the engine.
+
+Usage (inside an engine's scheduler loop)::
+
+    em = Emitter(EngineInfo(engine_name="vllm", model_name="meta-llama/Llama-2-7b-hf",
+                            gpu="A100-SXM4-80GB", tp=1), EmitterConfig(target="127.0.0.1:50551"))
+    em.emit_step(step_id, start_s, end_s, request_ids, new_tokens, context_tokens, prompt_tokens)
+    em.emit_done(request_id, output_tokens=n)
+    em.close(timeout_s=2.0)
+
+The ``emit_*`` calls only append one tuple to a bounded deque (about a microsecond; no protobuf,
+no lock, no system call except when the sender thread is asleep). The sequences passed in are
+owned by the emitter from then on: do not mutate them afterwards. A background thread drains the
+deque, builds one columnar ``EventBatch`` per drain (coalescing everything queued, up to
+``max_message_steps`` steps) and sends it over ONE ``StreamEvents`` call. Messages stay in an
+in-flight table until the sidecar acknowledges them (its ack means "in my journal"); after a
+reconnection the in-flight messages are sent again first (the sidecar rejects the ones it already
+has as duplicates, keyed by ``instance_id`` and step id), so an outage loses nothing as long as the
+buffer bound holds. When the deque is full, new events are dropped, counted in
+:attr:`EmitterStats.dropped` and logged at most every ``log_interval_s``.
+
+Times are seconds on the engine's clock (``time.monotonic()`` by default); the identity sent at
+each (re)connection maps that clock to wall time.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import grpc
+
+from .._proto import events_pb2 as pb
+from .._proto import sidecar_pb2_grpc
+
+log = logging.getLogger("llmco2.emitter")
+
+
+class Phase:
+    """Phase codes of a request slice (``events.proto`` ``Phase``)."""
+
+    UNSPECIFIED = 0  # the sidecar derives it from the token counts
+    PREFILL_NEW = 1
+    PREFILL_CHUNK = 2
+    DECODE = 3
+
+
+_STEP, _DONE, _BATCH = 0, 1, 2
+_ARCH_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+                "head_dim", "vocab_size", "weight_bits", "act_bits", "kv_bits", "tie_word_embeddings")
+
+
+@dataclass
+class EngineInfo:
+    """The engine's identity, sent first on every connection.
+
+    ``architecture`` is optional: a mapping with the ``ModelArchitecture`` field names
+    (``hidden_size``, ``intermediate_size``, ``num_layers``, ``num_heads``, ``num_kv_heads``,
+    ``head_dim``, ``vocab_size``, ``weight_bits``, ...). Without it the sidecar resolves
+    ``model_name`` in its model catalog.
+    """
+
+    engine_name: str = "engine"
+    engine_version: str = ""
+    model_name: str = ""
+    gpu: str = ""
+    gpu_count: int = 0
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    dp_rank: int = 0
+    architecture: Mapping[str, Any] | None = None
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @classmethod
+    def architecture_from_spec(cls, spec: Any) -> dict[str, Any]:
+        """Architecture fields from a :class:`llmco2_sidecar.models.spec.ModelSpec`."""
+        return {f: getattr(spec, f) for f in _ARCH_FIELDS if hasattr(spec, f)}
+
+    def to_proto(self, engine_clock_s: float, wall_clock_s: float) -> pb.EngineMessage:
+        ident = pb.EngineIdentity(
+            engine_name=self.engine_name, engine_version=self.engine_version, instance_id=self.instance_id,
+            model_name=self.model_name, gpu=self.gpu, gpu_count=int(self.gpu_count), tp=int(self.tp),
+            pp=int(self.pp), dp=int(self.dp), dp_rank=int(self.dp_rank),
+            engine_clock_at_open_s=engine_clock_s, wall_clock_at_open_s=wall_clock_s,
+        )
+        if self.architecture:
+            arch = {k: v for k, v in dict(self.architecture).items() if k in _ARCH_FIELDS and v is not None}
+            ident.architecture.CopyFrom(pb.ModelArchitecture(**arch))
+        return pb.EngineMessage(identity=ident)
+
+
+@dataclass
+class EmitterConfig:
+    """Settings of the emitter.
+
+    Attributes:
+        target: ``host:port`` or ``unix:/path`` of the sidecar.
+        max_buffered_events: events (steps, done, batches) queued before new ones are dropped.
+        max_message_steps: most events coalesced into one message.
+        max_inflight_messages: messages sent but not yet acknowledged before the sender waits.
+        min_send_interval_s: at high step rates, the sender waits this long after its previous
+            message so that the next one carries more steps (Nagle-like; an engine sending
+            less often than this is never delayed).
+        backoff_initial_s, backoff_max_s: reconnection delays (doubling, with jitter).
+        token: bearer token sent as ``authorization`` metadata.
+        tls_root_cert: PEM bytes or path of the CA that signed the sidecar's certificate (TLS on).
+        tls_server_name: override the name checked against the certificate.
+        log_interval_s: drops and connection errors are logged at most this often.
+        clock: the engine clock the step times use.
+        wall_clock: wall time (``time.time``) sent with the identity to map the engine clock; a
+            replay (the demo) passes the trace's own time.
+    """
+
+    target: str = "127.0.0.1:50551"
+    max_buffered_events: int = 100_000
+    max_message_steps: int = 256
+    max_inflight_messages: int = 64
+    min_send_interval_s: float = 0.005
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 5.0
+    token: str | None = None
+    tls_root_cert: bytes | str | None = None
+    tls_server_name: str | None = None
+    log_interval_s: float = 30.0
+    clock: Any = time.monotonic
+    wall_clock: Any = time.time
+
+
+@dataclass
+class EmitterStats:
+    """Counters since the emitter started (events: steps, done events and static batches)."""
+
+    emitted: int = 0
+    dropped: int = 0
+    sent_messages: int = 0
+    acked_messages: int = 0
+    steps_accepted: int = 0
+    steps_rejected: int = 0
+    done_accepted: int = 0
+    done_rejected: int = 0
+    batches_accepted: int = 0
+    batches_rejected: int = 0
+    flagged: int = 0
+    connects: int = 0
+    connection_errors: int = 0
+    connected: bool = False
+    queued: int = 0
+    inflight_messages: int = 0
+    stream_id: str = ""
+    last_error: str = ""
+    rejection_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class _Conn:
+    __slots__ = ("dead", "call")
+
+    def __init__(self) -> None:
+        self.dead = False
+        self.call = None
+
+
+class Emitter:
+    """Non-blocking step emitter (see the module docstring)."""
+
+    def __init__(self, info: EngineInfo, config: EmitterConfig | None = None, *, start: bool = True):
+        self.info = info
+        self.config = config or EmitterConfig()
+        self._q: collections.deque = collections.deque()
+        self._bound = int(self.config.max_buffered_events)
+        self._idle = False
+        # a binary semaphore (a C lock held while nobody signalled): waking the sender costs an
+        # emit one lock release, once per message, not a Python-level Condition per step
+        self._gate = threading.Lock()
+        self._gate.acquire()
+        self._lock = threading.Lock()  # guards _inflight and the stats written by both threads
+        self._acked = threading.Condition(self._lock)
+        self._inflight: collections.OrderedDict[int, tuple[pb.EngineMessage, int]] = collections.OrderedDict()
+        self._seq = 0
+        self._emitted = 0
+        self._dropped = 0  # buffer full (engine thread only)
+        self._dropped_malformed = 0  # the wire cannot carry them (sender thread only)
+        self._acked_events = 0
+        self._stats = EmitterStats()
+        self._closing = False
+        self._stopped = threading.Event()
+        self._last_drop_log = 0.0
+        self._last_err_log = 0.0
+        self._channel: grpc.Channel | None = None
+        self._conn: _Conn | None = None
+        self._thread = threading.Thread(target=self._run, name="llmco2-emitter", daemon=True)
+        if start:
+            self._thread.start()
+
+    # ---- hot path (engine thread) --------------------------------------------------------------
+    def emit_step(self, step_id: int, start_s: float, end_s: float, request_ids: Sequence[str],
+                  new_tokens: Sequence[int], context_tokens: Sequence[int], prompt_tokens: Sequence[int],
+                  phases: Sequence[int] | None = None) -> bool:
+        """Queue one engine step (parallel sequences over its requests). False if dropped."""
+        if len(self._q) >= self._bound:
+            return self._drop()
+        self._q.append((_STEP, step_id, start_s, end_s, request_ids, new_tokens, context_tokens, prompt_tokens, phases))
+        self._emitted += 1
+        if self._idle:
+            self._signal()
+        return True
+
+    def emit_done(self, request_id: str, output_tokens: int = 0, aborted: bool = False, time_s: float = 0.0,
+                  prompt_tokens: int = 0) -> bool:
+        """Queue a request's finish (or abort). False if dropped."""
+        if len(self._q) >= self._bound:
+            return self._drop()
+        self._q.append((_DONE, request_id, output_tokens, aborted, time_s, prompt_tokens))
+        self._emitted += 1
+        if self._idle:
+            self._signal()
+        return True
+
+    def emit_static_batch(self, batch_id: int, start_s: float, end_s: float, request_ids: Sequence[str],
+                          prompt_tokens: Sequence[int], output_tokens: Sequence[int]) -> bool:
+        """Queue a static batch (requests that ran together start to end). False if dropped."""
+        if len(self._q) >= self._bound:
+            return self._drop()
+        self._q.append((_BATCH, batch_id, start_s, end_s, request_ids, prompt_tokens, output_tokens))
+        self._emitted += 1
+        if self._idle:
+            self._signal()
+        return True
+
+    def _signal(self) -> None:
+        self._idle = False
+        try:
+            self._gate.release()
+        except RuntimeError:  # already signalled
+            pass
+
+    def _drop(self) -> bool:
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= self.config.log_interval_s:
+            self._last_drop_log = now
+            log.warning("llmco2 emitter: buffer full (%d events), %d events dropped so far; is the sidecar at %s up?",
+                        self._bound, self._dropped, self.config.target)
+        return False
+
+    # ---- control -----------------------------------------------------------------------------
+    def stats(self) -> EmitterStats:
+        with self._lock:
+            s = EmitterStats(**{k: getattr(self._stats, k) for k in self._stats.__dataclass_fields__})
+            s.rejection_reasons = dict(self._stats.rejection_reasons)
+            s.inflight_messages = len(self._inflight)
+        s.emitted, s.dropped, s.queued = self._emitted, self._dropped + self._dropped_malformed, len(self._q)
+        return s
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything emitted so far is acknowledged (or was dropped). True if in time."""
+        target = self._emitted
+        deadline = time.monotonic() + timeout_s
+        self._signal()
+        while True:
+            with self._lock:
+                if self._acked_events + self._dropped + self._dropped_malformed >= target:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                self._acked.wait(timeout=0.01)
+            self._signal()
+
+    def close(self, timeout_s: float = 2.0) -> bool:
+        """Flush for up to ``timeout_s``, then stop. True if nothing was left unsent."""
+        flushed = self.flush(timeout_s) if self._thread.is_alive() else (not self._q and not self._inflight)
+        self._closing = True
+        self._signal()
+        self._stopped.set()
+        self._thread.join(timeout=max(0.5, timeout_s))
+        conn = self._conn
+        if self._thread.is_alive() and conn is not None and conn.call is not None:
+            conn.call.cancel()  # a sidecar that stopped answering: do not keep the call open
+            self._thread.join(timeout=1.0)
+        if self._channel is not None:
+            self._channel.close()
+        left = len(self._q) + sum(n for _, n in self._inflight.values())
+        if left:
+            log.warning("llmco2 emitter: closed with %d events not acknowledged by the sidecar", left)
+        return flushed and not left
+
+    def __enter__(self) -> "Emitter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- sender thread -------------------------------------------------------------------------
+    def _make_channel(self) -> grpc.Channel:
+        cfg = self.config
+        options = [("grpc.keepalive_time_ms", 10_000), ("grpc.max_receive_message_length", 64 << 20),
+                   ("grpc.max_send_message_length", 64 << 20), ("grpc.initial_reconnect_backoff_ms", 50),
+                   ("grpc.max_reconnect_backoff_ms", int(cfg.backoff_max_s * 1000))]
+        if cfg.tls_server_name:
+            options.append(("grpc.ssl_target_name_override", cfg.tls_server_name))
+        if cfg.tls_root_cert is not None:
+            root = cfg.tls_root_cert
+            if isinstance(root, str):
+                with open(root, "rb") as fh:
+                    root = fh.read()
+            return grpc.secure_channel(cfg.target, grpc.ssl_channel_credentials(root_certificates=root), options)
+        return grpc.insecure_channel(cfg.target, options)
+
+    def _run(self) -> None:
+        backoff = self.config.backoff_initial_s
+        self._channel = self._make_channel()
+        stub = sidecar_pb2_grpc.CarbonSidecarStub(self._channel)
+        metadata = [("authorization", f"Bearer {self.config.token}")] if self.config.token else None
+        while not self._stopped.is_set():
+            conn = self._conn = _Conn()
+            got_ack = [False]
+            try:
+                call = stub.StreamEvents(self._requests(conn), metadata=metadata)
+                conn.call = call
+                for ack in call:
+                    if not got_ack[0]:
+                        got_ack[0] = True
+                        backoff = self.config.backoff_initial_s
+                        with self._lock:
+                            self._stats.connects += 1
+                            self._stats.connected = True
+                            self._stats.stream_id = ack.stream_id
+                    self._on_ack(ack)
+                if self._closing and not self._q and not self._inflight:
+                    break
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                detail = exc.details() if hasattr(exc, "details") else str(exc)
+                self._note_error(f"{code.name if code else 'ERROR'}: {detail}")
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    backoff = self.config.backoff_max_s  # our identity is bad: retry slowly
+            except Exception as exc:  # never let the sender thread die
+                self._note_error(f"{type(exc).__name__}: {exc}")
+            finally:
+                conn.dead = True
+                with self._lock:
+                    self._stats.connected = False
+                if conn.call is not None:
+                    conn.call.cancel()
+            if self._stopped.is_set():
+                break
+            delay = backoff * (0.5 + random.random())
+            backoff = min(self.config.backoff_max_s, backoff * 2) if not got_ack[0] else self.config.backoff_initial_s
+            self._stopped.wait(delay)
+
+    def _note_error(self, text: str) -> None:
+        with self._lock:
+            self._stats.connection_errors += 1
+            self._stats.last_error = text
+        now = time.monotonic()
+        if now - self._last_err_log >= self.config.log_interval_s:
+            self._last_err_log = now
+            log.warning("llmco2 emitter: sidecar %s unreachable (%s); buffering (%d queued, %d dropped)",
+                        self.config.target, text, len(self._q), self._dropped)
+
+    def _on_ack(self, ack: pb.Ack) -> None:
+        with self._lock:
+            s = self._stats
+            if ack.seq:
+                entry = self._inflight.pop(ack.seq, None)
+                if entry is not None:
+                    s.acked_messages += 1
+                    self._acked_events += entry[1]
+            s.steps_accepted += ack.steps_accepted
+            s.steps_rejected += ack.steps_rejected
+            s.done_accepted += ack.done_accepted
+            s.done_rejected += ack.done_rejected
+            s.batches_accepted += ack.batches_accepted
+            s.batches_rejected += ack.batches_rejected
+            s.flagged += ack.flagged
+            for r in ack.rejections:
+                key = f"{r.field}: {r.reason}"
+                s.rejection_reasons[key] = s.rejection_reasons.get(key, 0) + 1
+            self._acked.notify_all()
+
+    def _requests(self, conn: _Conn):
+        """The request iterator of one connection (runs on a gRPC thread)."""
+        yield self.info.to_proto(self.config.clock(), self.config.wall_clock())
+        with self._lock:
+            resend = [msg for msg, _ in self._inflight.values()]
+        for msg in resend:
+            if conn.dead:
+                return
+            yield msg
+        max_inflight = self.config.max_inflight_messages
+        linger = self.config.min_send_interval_s
+        last_send = 0.0
+        while not conn.dead:
+            if len(self._inflight) >= max_inflight:
+                with self._lock:
+                    self._acked.wait(timeout=0.05)
+                continue
+            items = self._drain()
+            if items:
+                gap = time.monotonic() - last_send
+                if gap < linger and len(items) < self.config.max_message_steps:
+                    time.sleep(linger - gap)  # the sender's own thread: the engine never waits here
+                    items.extend(self._drain(self.config.max_message_steps - len(items)))
+                last_send = time.monotonic()
+                try:
+                    msg, n = self._build(items)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    msg, n = self._build_valid(items, exc)
+                    if msg is None:
+                        continue
+                with self._lock:
+                    self._seq += 1
+                    msg.events.seq = self._seq
+                    self._inflight[self._seq] = (msg, n)
+                    self._stats.sent_messages += 1
+                yield msg
+                continue
+            if self._closing and not self._inflight:
+                return
+            self._idle = True  # the next emit wakes us
+            if not self._q:
+                self._gate.acquire(timeout=0.05)
+            self._idle = False
+
+    def _drain(self, limit: int | None = None) -> list:
+        q = self._q
+        out = []
+        limit = self.config.max_message_steps if limit is None else limit
+        try:
+            while len(out) < limit:
+                out.append(q.popleft())
+        except IndexError:
+            pass
+        return out
+
+    def _build_valid(self, items: list, exc: Exception) -> tuple[pb.EngineMessage | None, int]:
+        """Build item by item, dropping (and counting) the ones the wire cannot carry."""
+        good = []
+        for it in items:
+            try:
+                self._build([it])
+                good.append(it)
+            except (TypeError, ValueError, OverflowError):
+                self._dropped_malformed += 1
+        log.warning("llmco2 emitter: dropped %d malformed events (%s)", len(items) - len(good), exc)
+        return self._build(good) if good else (None, 0)
+
+    @staticmethod
+    def _build(items: list) -> tuple[pb.EngineMessage, int]:
+        msg = pb.EngineMessage()
+        ev = msg.events
+        step_id, start, end, count = [], [], [], []
+        rids, new, ctx, prm, phases = [], [], [], [], []
+        any_phase = False
+        for it in items:
+            kind = it[0]
+            if kind == _STEP:
+                _, sid, s0, s1, r, n, c, p, ph = it
+                step_id.append(int(sid))
+                start.append(float(s0))
+                end.append(float(s1))
+                count.append(len(r))
+                rids.extend(r)
+                new.extend(_ints(n))
+                ctx.extend(_ints(c))
+                prm.extend(_ints(p))
+                if ph is not None:
+                    if not any_phase:
+                        phases = [0] * (len(rids) - len(r))
+                        any_phase = True
+                    phases.extend(_ints(ph))
+                elif any_phase:
+                    phases.extend([0] * len(r))
+            elif kind == _DONE:
+                _, rid, out_tok, aborted, t, p = it
+                ev.done.add(request_id=rid, output_tokens=int(out_tok), aborted=bool(aborted), time_s=float(t),
+                            prompt_tokens=int(p))
+            else:
+                _, bid, s0, s1, r, p, o = it
+                ev.static_batches.add(batch_id=int(bid), start_s=float(s0), end_s=float(s1), request_id=list(r),
+                                      prompt_tokens=_ints(p), output_tokens=_ints(o))
+        if step_id:
+            st = ev.steps
+            st.step_id.extend(step_id)
+            st.start_s.extend(start)
+            st.end_s.extend(end)
+            st.slice_count.extend(count)
+            st.request_id.extend(rids)
+            st.new_tokens.extend(new)
+            st.context_tokens.extend(ctx)
+            st.prompt_tokens.extend(prm)
+            if any_phase:
+                st.phase.extend(phases)
+        return msg, len(items)
+
+
+def _ints(seq: Any) -> list[int]:
+    tolist = getattr(seq, "tolist", None)
+    if tolist is not None:  # numpy arrays
+        return tolist()
+    return seq if isinstance(seq, list) else list(seq)

@@ -1,0 +1,189 @@
+"""Configuration of the sidecar (``llmco2 serve``): defaults < TOML file < environment < flags.
+
+Every setting is a field of :class:`SidecarConfig`. The TOML file holds them at the top level or
+under a ``[sidecar]`` table, with the field names below (``log_max_bytes = 1048576``); the
+environment variable of a field is ``LLMCO2_`` + its upper-case name (``LLMCO2_PUE=1.2``); the flag
+is ``--`` + its name with dashes (``--pue 1.2``). :func:`add_arguments` lists them all in
+``--help``; :func:`resolve` merges the four layers. ``None`` means "the library default" (for
+example the carbon module's ``DEFAULT_PUE``), resolved where the value is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .errors import InputError
+
+ENV_PREFIX = "LLMCO2_"
+FSYNC_POLICIES = ("always", "interval", "never")
+
+
+def _f(default: Any, help_text: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help_text, "choices": choices})
+
+
+@dataclass
+class SidecarConfig:
+    """All settings of the sidecar. Units in names."""
+
+    # ---- listening -------------------------------------------------------------------------
+    host: str = _f("127.0.0.1", "address to listen on (loopback by default)")
+    port: int = _f(50551, "TCP port (0 picks a free port and prints it)")
+    unix: str | None = _f(None, "listen on this Unix socket path instead of TCP")
+    tls_cert: str | None = _f(None, "PEM certificate: serve TLS (needs --tls-key)")
+    tls_key: str | None = _f(None, "PEM private key for --tls-cert")
+    token: str | None = _f(None, "require 'authorization: Bearer TOKEN' metadata on every call")
+    metrics_port: int = _f(0, "Prometheus endpoint port on --host (0: off; 9464 is the usual choice)")
+    # ---- sinks -----------------------------------------------------------------------------
+    log: str = _f("llmco2-carbon.jsonl", "carbon log path (JSON lines, one record per finished request)")
+    log_max_bytes: int = _f(64 * 1024 * 1024, "rotate the carbon log beyond this size (0: never)")
+    log_backups: int = _f(5, "rotated carbon logs kept (log.1 ... log.N)")
+    log_steps: bool = _f(False, "also write one 'step' record per engine step")
+    log_windows: bool = _f(True, "write one 'window' record per accounting window")
+    window_s: float = _f(10.0, "accounting window (engine clock seconds) for window records")
+    journal: str | None = _f(None, "write-ahead journal directory (default: LOG + '.journal')")
+    fsync: str = _f("interval", "journal fsync policy: every message, every --fsync-interval-s, or never",
+                    FSYNC_POLICIES)
+    fsync_interval_s: float = _f(1.0, "journal fsync period for --fsync interval")
+    journal_max_bytes: int = _f(256 * 1024 * 1024, "checkpoint and start a new journal segment beyond this size")
+    ledger_max_finished: int = _f(100_000, "finished requests kept for lookups (LRU)")
+    ledger_ttl_s: float = _f(3600.0, "finished requests older than this are dropped from lookups")
+    # ---- accounting ------------------------------------------------------------------------
+    predictor: str = _f("default", "step energy predictor: 'default' (best shipped) or 'roofline'")
+    region: str | None = _f(None, "carbon-intensity region of the bundled table (default: the table's default)")
+    carbon_intensity_g_per_kwh: float | None = _f(None, "location-based grid intensity; overrides --region")
+    pue: float | None = _f(None, "power usage effectiveness of the data centre (default: carbon module's)")
+    host_idle_w_per_gpu: float | None = _f(None, "host (CPU, DRAM, fans) idle power per GPU in W "
+                                                 "(default: the catalog server's host idle / GPUs per node, else 60)")
+    formation_j: float | None = _f(None, "dynamic energy of forming one batch (default: the serving module's)")
+    lifetime_years: float | None = _f(None, "GPU lifetime for embodied carbon amortisation (default: embodied module's)")
+    hardware: str | None = _f(None, "extra hardware catalog TOML (GPUs, servers)")
+    micro_batch_steps: int = _f(256, "predict at most this many steps at once")
+    micro_batch_ms: float = _f(1.0, "wait at most this long to fill a micro-batch")
+    max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
+                                       "(backpressure: the engine's emitter buffers meanwhile)")
+    predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")
+    # ---- measurement -----------------------------------------------------------------------
+    measure: str | None = _f(None, "energy meters to read beside the predictions, e.g. 'nvml,rapl'")
+    rapl_root: str | None = _f(None, "powercap root for RAPL (default /sys/class/powercap)")
+    calibrate: bool = _f(False, "spread each window's measured energy over its requests (records say 'measured')")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.fsync not in FSYNC_POLICIES:
+            raise InputError("fsync", f"unknown policy {self.fsync!r}", ", ".join(FSYNC_POLICIES))
+        if not (0 <= int(self.port) <= 65535):
+            raise InputError("port", f"{self.port} is not a TCP port", "0..65535")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise InputError("tls_key" if self.tls_cert else "tls_cert", "TLS needs both a certificate and a key")
+        for name in ("pue", "carbon_intensity_g_per_kwh", "host_idle_w_per_gpu", "formation_j", "lifetime_years"):
+            value = getattr(self, name)
+            if value is not None and not (value >= 0):
+                raise InputError(name, f"must not be negative, got {value!r}", ">= 0")
+        if self.pue is not None and self.pue < 1:
+            raise InputError("pue", f"a PUE below 1 is impossible, got {self.pue}", ">= 1")
+        for name in ("window_s", "micro_batch_ms", "fsync_interval_s"):
+            if not (getattr(self, name) > 0):
+                raise InputError(name, "must be positive", "> 0")
+        for name in ("micro_batch_steps", "ledger_max_finished", "log_backups", "max_pending_steps", "predictor_threads"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(name, "must be at least 1", ">= 1")
+
+    @property
+    def journal_dir(self) -> Path:
+        return Path(self.journal) if self.journal else Path(str(self.log) + ".journal")
+
+
+_FIELDS = {f.name: f for f in fields(SidecarConfig)}
+
+
+def _type_of(name: str) -> type:
+    default = _FIELDS[name].default
+    annotation = str(_FIELDS[name].type)
+    if isinstance(default, bool) or annotation.startswith("bool"):
+        return bool
+    if isinstance(default, int) or annotation.startswith("int"):
+        return int
+    if isinstance(default, float) or annotation.startswith("float"):
+        return float
+    return str
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    kind = _type_of(name)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if value is None:
+            return None
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(name, f"{origin}: cannot read {value!r} as {kind.__name__}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; defaults shown in --help, parsed as None unless given."""
+    parser.add_argument("--config", metavar="FILE", help="TOML file with settings (flags > LLMCO2_* env > file > defaults)")
+    group = parser.add_argument_group("settings (each also LLMCO2_<NAME> in the environment or NAME in the TOML file)")
+    for f in fields(SidecarConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _type_of(f.name)
+        help_text = f"{f.metadata['help']} [default: {f.default}; env {ENV_PREFIX}{f.name.upper()}]"
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=None, choices=f.metadata["choices"],
+                               metavar={int: "N", float: "X"}.get(kind, "TEXT"), help=help_text)
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError("config", f"no such file: {p}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError("config", f"{p} is not valid TOML: {exc}") from None
+    table = data.get("sidecar", data)
+    unknown = sorted(k for k in table if k not in _FIELDS and not isinstance(table[k], dict))
+    if unknown:
+        raise InputError(f"config:{unknown[0]}", "unknown setting", ", ".join(_FIELDS))
+    return {k: v for k, v in table.items() if k in _FIELDS}
+
+
+def resolve(args: argparse.Namespace | Mapping[str, Any] | None = None,
+            env: Mapping[str, str] | None = None) -> SidecarConfig:
+    """Merge defaults, the TOML file (``config`` in ``args``), ``LLMCO2_*`` env and flags."""
+    ns = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    config_file = ns.get("config") or env.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        for k, v in load_toml(config_file).items():
+            values[k] = _coerce(k, v, f"config file {config_file}")
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in env and env[key] != "":
+            values[name] = _coerce(name, env[key], f"environment {key}")
+    for name in _FIELDS:
+        if ns.get(name) is not None:
+            values[name] = _coerce(name, ns[name], "flag --" + name.replace("_", "-"))
+    return SidecarConfig(**values)

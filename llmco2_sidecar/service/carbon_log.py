@@ -1,0 +1,155 @@
+"""The carbon log: JSON lines, append-only, one record per finished request (``"type": "request"``),
+optionally one per engine step (``"step"``) and per accounting window (``"window"``).
+
+Crash safety: the file is opened with ``O_APPEND`` and every batch of whole lines goes out in ONE
+``os.write`` (no user-space buffer, so each line is flushed when written); a crash can at worst cut
+the last line short, and :meth:`CarbonLog.open` repairs that on start by truncating the file back
+to its last newline (the journal replay then writes the lost record again). Rotation by size:
+``log`` -> ``log.1`` -> ... -> ``log.N`` (oldest dropped), only between whole writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Iterable
+
+_RID_RE = re.compile(rb'"type": "request", "ts": [^,]*, "request_id": ("(?:[^"\\]|\\.)*")')
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Truncate a partial last line. Returns the bytes removed."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        # scan back for the last newline
+        pos = size
+        chunk = 1 << 16
+        keep = 0
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            data = fh.read(pos - start)
+            i = data.rfind(b"\n")
+            if i >= 0:
+                keep = start + i + 1
+                break
+            pos = start
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return size - keep
+
+
+class CarbonLog:
+    """Append-only JSON-lines writer with size rotation (thread-safe)."""
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int = 64 << 20, backups: int = 5):
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+        self.backups = int(backups)
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._size = 0
+        self.repaired_bytes = 0
+        self.records_written = 0
+
+    def open(self) -> "CarbonLog":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.repaired_bytes = repair_torn_tail(self.path)
+        self._open_fd()
+        return self
+
+    def _open_fd(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+
+    def rotated_paths(self) -> list[Path]:
+        return [self.path.with_name(f"{self.path.name}.{i}") for i in range(1, self.backups + 1)]
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        paths = self.rotated_paths()
+        for i in range(len(paths) - 1, 0, -1):
+            if paths[i - 1].exists():
+                os.replace(paths[i - 1], paths[i])
+        os.replace(self.path, paths[0])
+        self._open_fd()
+
+    def write_records(self, records: Iterable[dict]) -> int:
+        """Write records as whole lines, one ``os.write`` per call (rotating first if needed)."""
+        return self.write_lines([dumps(r) for r in records])
+
+    def write_lines(self, lines: list[str]) -> int:
+        """Write already serialised records (see :func:`dumps`), one ``os.write`` per call."""
+        if not lines:
+            return 0
+        data = ("\n".join(lines) + "\n").encode()
+        with self._lock:
+            if self._fd is None:
+                self.open()
+            if self.max_bytes and self._size > 0 and self._size + len(data) > self.max_bytes:
+                self._rotate()
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            self._size += len(data)
+            self.records_written += len(lines)
+        return len(lines)
+
+    def fsync(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+
+    def logged_request_ids(self) -> set[str]:
+        """Request ids with a record in the current log and its rotations (journal replay dedup)."""
+        ids: set[str] = set()
+        for path in [self.path, *self.rotated_paths()]:
+            if not path.exists():
+                continue
+            with open(path, "rb") as fh:
+                for line in fh:
+                    m = _RID_RE.match(line, 1)
+                    if m:
+                        ids.add(json.loads(m.group(1)))
+        return ids
+
+
+def dumps(record: dict) -> str:
+    """One record as its log line (without the newline)."""
+    return json.dumps(record, separators=(", ", ": "), allow_nan=False, default=float)
+
+
+def read_records(path: str | os.PathLike, types: tuple[str, ...] | None = ("request",)) -> list[dict]:
+    """All complete records of a carbon log file (a torn last line is skipped)."""
+    out = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if types is None or rec.get("type") in types:
+                out.append(rec)
+    return out

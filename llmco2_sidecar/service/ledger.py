@@ -1,0 +1,200 @@
+"""The request ledger: per-request accumulators while requests run, finished records after.
+
+Running requests live in slots of flat numpy columns, so a micro-batch of steps updates them with a
+few ``np.add.at`` calls instead of a Python loop per request. Finished requests keep their record
+in an LRU bounded by count and age, for lookups, as the compact JSON line written to the carbon
+log (about 0.5 kB each, a third of a dict's footprint), parsed again when looked up.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+_FLOAT_COLS = ("prefill_j", "decode_j", "serving_j", "gpu_s", "last_wall_s")
+_INT_COLS = ("steps", "decode_slices", "prompt_tokens", "prefill_tokens", "uncalibrated")
+# calibrated mode: each running request's predicted energy in its engine's open window
+_WINDOW_COLS = ("win_prefill_j", "win_decode_j", "win_serving_j")
+
+
+@dataclass
+class RunningTotals:
+    """What a running request has accumulated so far (energies in J)."""
+
+    request_id: str
+    stream_id: str
+    prefill_j: float
+    decode_j: float
+    serving_j: float
+    gpu_s: float
+    last_wall_s: float
+    steps: int
+    decode_slices: int
+    prompt_tokens: int
+    prefill_tokens: int
+    uncalibrated: int = 0  # windows of its life whose energy could not be calibrated
+
+
+class RequestLedger:
+    def __init__(self, max_finished: int = 100_000, ttl_s: float = 3600.0, capacity: int = 1024):
+        self.lock = threading.RLock()
+        self.max_finished = int(max_finished)
+        self.ttl_s = float(ttl_s)
+        self._cap = 0
+        self._index: dict[str, int] = {}
+        self._rid: list = []
+        self._stream: list = []
+        self._free: list[int] = []
+        self.cols: dict[str, np.ndarray] = {}
+        self.touched = np.zeros(0)  # time.monotonic() of each slot's last step
+        self._grow(capacity)
+        self.finished: "OrderedDict[str, tuple[float, str]]" = OrderedDict()
+        self._sorted: list[str] = []  # finished ids, sorted: prefix lookups by bisection
+
+    def _grow(self, capacity: int) -> None:
+        old = self._cap
+        for name in _FLOAT_COLS + _INT_COLS + _WINDOW_COLS:
+            arr = np.zeros(capacity, dtype=np.int64 if name in _INT_COLS else np.float64)
+            if old:
+                arr[:old] = self.cols[name]
+            self.cols[name] = arr
+        touched = np.zeros(capacity)
+        touched[:old] = self.touched
+        self.touched = touched
+        self._rid.extend([None] * (capacity - old))
+        self._stream.extend([None] * (capacity - old))
+        self._free.extend(range(capacity - 1, old - 1, -1))
+        self._cap = capacity
+
+    @property
+    def running(self) -> int:
+        return len(self._index)
+
+    def slots(self, request_ids: list, stream_id: str) -> np.ndarray:
+        """Slot of each request id, allocating slots for new ones. int64 [R].
+
+        A micro-batch names few distinct requests many times (one slice per step), so the new ids
+        are found with set operations and the only per-slice Python work is one dict lookup.
+        """
+        index = self._index
+        for r in set(request_ids).difference(index):
+            if not self._free:
+                self._grow(self._cap * 2)
+            s = self._free.pop()
+            index[r] = s
+            self._rid[s] = r
+            self._stream[s] = stream_id
+            for col in self.cols.values():
+                col[s] = 0
+            self.touched[s] = time.monotonic()
+        get = index.__getitem__
+        return np.fromiter(map(get, request_ids), dtype=np.int64, count=len(request_ids))
+
+    def add(self, slots: np.ndarray, **values: np.ndarray) -> None:
+        for name, v in values.items():
+            np.add.at(self.cols[name], slots, v)
+
+    def maximum(self, slots: np.ndarray, **values: np.ndarray) -> None:
+        for name, v in values.items():
+            np.maximum.at(self.cols[name], slots, v)
+
+    def touch(self, slots: np.ndarray, now: float) -> None:
+        self.touched[slots] = now
+
+    def stale_ids(self, before: float) -> list[tuple[str, str]]:
+        """(request id, stream id) of running requests no step touched since ``before``."""
+        if not self._index:
+            return []
+        return [(r, self._stream[s]) for r, s in self._index.items() if self.touched[s] < before]
+
+    def window_slots(self, stream_id: str) -> np.ndarray:
+        """Slots of ``stream_id``'s requests with energy in its open window (calibrated mode)."""
+        slots = np.fromiter((s for s in self._index.values() if self._stream[s] == stream_id), dtype=np.int64)
+        if not slots.size:
+            return slots
+        c = self.cols
+        has = (c["win_prefill_j"][slots] != 0) | (c["win_decode_j"][slots] != 0) | (c["win_serving_j"][slots] != 0)
+        return slots[has]
+
+    def in_open_window(self, request_id: str) -> bool:
+        s = self._index.get(request_id)
+        if s is None:
+            return False
+        c = self.cols
+        return bool(c["win_prefill_j"][s] or c["win_decode_j"][s] or c["win_serving_j"][s])
+
+    def totals(self, request_id: str) -> RunningTotals | None:
+        s = self._index.get(request_id)
+        if s is None:
+            return None
+        c = self.cols
+        return RunningTotals(request_id, self._stream[s], *(float(c[n][s]) for n in _FLOAT_COLS),
+                             *(int(c[n][s]) for n in _INT_COLS))
+
+    def close(self, request_id: str) -> RunningTotals | None:
+        """Remove a running request and return its totals."""
+        t = self.totals(request_id)
+        if t is not None:
+            s = self._index.pop(request_id)
+            self._rid[s] = None
+            self._stream[s] = None
+            self._free.append(s)
+        return t
+
+    def running_ids(self, stream_id: str | None = None) -> list[str]:
+        return [r for r, s in self._index.items() if stream_id is None or self._stream[s] == stream_id]
+
+    # ---- finished records ------------------------------------------------------------------------
+    def put_finished(self, record: dict, now: float | None = None, line: str | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        rid = record["request_id"]
+        if self.finished.pop(rid, None) is None:
+            bisect.insort(self._sorted, rid)
+        self.finished[rid] = (now, line if line is not None else json.dumps(record, separators=(",", ":")))
+        while len(self.finished) > self.max_finished:
+            self._forget(self.finished.popitem(last=False)[0])
+        while self.finished:
+            t0, _ = next(iter(self.finished.values()))
+            if now - t0 <= self.ttl_s:
+                break
+            self._forget(self.finished.popitem(last=False)[0])
+
+    def _forget(self, rid: str) -> None:
+        i = bisect.bisect_left(self._sorted, rid)
+        if i < len(self._sorted) and self._sorted[i] == rid:
+            del self._sorted[i]
+
+    def get_finished(self, request_id: str) -> dict | None:
+        item = self.finished.get(request_id)
+        return json.loads(item[1]) if item else None
+
+    def find(self, prefix: str) -> tuple[list[dict], list[str]]:
+        """Finished records and running ids whose id starts with ``prefix``."""
+        ids = self._sorted
+        done = []
+        i = bisect.bisect_left(ids, prefix)
+        while i < len(ids) and ids[i].startswith(prefix):
+            done.append(json.loads(self.finished[ids[i]][1]))
+            i += 1
+        running = [r for r in self._index if r.startswith(prefix)]
+        return done, running
+
+    # ---- checkpoint ----------------------------------------------------------------------------
+    def snapshot_running(self) -> list[dict]:
+        out = []
+        for rid in list(self._index):
+            t = self.totals(rid)
+            out.append(t.__dict__.copy())
+        return out
+
+    def restore_running(self, rows: list[dict]) -> None:
+        for row in rows:
+            s = int(self.slots([row["request_id"]], row["stream_id"])[0])
+            for name in _FLOAT_COLS + _INT_COLS:
+                self.cols[name][s] = row[name]

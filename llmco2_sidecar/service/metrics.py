@@ -1,0 +1,107 @@
+"""Prometheus metrics of the sidecar (``prometheus_client``, one registry per sidecar).
+
+No request ids as labels: per-request figures go into histograms. Names carry their units:
+
+* ``llmco2_energy_joules_total{phase, source}``: phase ``prefill``, ``decode``, ``serving``
+  (host and attributed gaps), ``idle`` (unattributed idle gaps); source ``predicted`` or ``measured``.
+* ``llmco2_carbon_grams_total{kind}``: ``operational``, ``embodied`` (finished requests and idle energy).
+* ``llmco2_request_energy_joules``, ``llmco2_request_carbon_grams``, ``llmco2_request_tokens{kind}``:
+  histograms over finished requests.
+* ``llmco2_ingest_{steps,done,batches}_total{outcome}`` (accepted, rejected), ``llmco2_ingest_flagged_total``,
+  ``llmco2_ingest_rejections_total{field}``, ``llmco2_streams_open``, ``llmco2_pipeline_queue_depth``,
+  ``llmco2_record_latency_seconds`` (a step's arrival to its request records), ``llmco2_requests_finished_total``,
+  ``llmco2_watch_dropped_total`` (announcements a slow watcher missed), ``llmco2_measured_windows_total``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_ENERGY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+_CARBON_BUCKETS = (1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5)
+_TOKEN_BUCKETS = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 32768)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1)
+
+
+class SidecarMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.energy = Counter("llmco2_energy_joules", "Energy accounted, by phase and source", ["phase", "source"], registry=r)
+        self.carbon = Counter("llmco2_carbon_grams", "Carbon accounted (gCO2e), by kind", ["kind"], registry=r)
+        self.req_energy = Histogram("llmco2_request_energy_joules", "Energy per finished request", buckets=_ENERGY_BUCKETS, registry=r)
+        self.req_carbon = Histogram("llmco2_request_carbon_grams", "Carbon per finished request (gCO2e)", buckets=_CARBON_BUCKETS, registry=r)
+        self.req_tokens = Histogram("llmco2_request_tokens", "Tokens per finished request", ["kind"], buckets=_TOKEN_BUCKETS, registry=r)
+        self.finished = Counter("llmco2_requests_finished", "Requests finished, by outcome", ["outcome"], registry=r)
+        self.steps = Counter("llmco2_ingest_steps", "Engine steps received", ["outcome"], registry=r)
+        self.done = Counter("llmco2_ingest_done", "Finish/abort events received", ["outcome"], registry=r)
+        self.batches = Counter("llmco2_ingest_batches", "Static batches received", ["outcome"], registry=r)
+        self.flagged = Counter("llmco2_ingest_flagged", "Accepted but flagged items (unknown request ids)", registry=r)
+        self.rejections = Counter("llmco2_ingest_rejections", "Rejected items by offending field", ["field"], registry=r)
+        self.streams = Gauge("llmco2_streams_open", "Engine streams connected", registry=r)
+        self.queue_depth = Gauge("llmco2_pipeline_queue_depth", "Ingested messages waiting for the predictor", registry=r)
+        self.latency = Histogram("llmco2_record_latency_seconds", "Arrival of a step to its request records",
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.watch_dropped = Counter("llmco2_watch_dropped", "Records not announced to a slow WatchFinished client "
+                                     "(its queue was full; the record is still logged and queryable)", registry=r)
+        self.measured_windows = Counter("llmco2_measured_windows", "Windows with a measured energy reading", registry=r)
+
+        self._tok_prompt = self.req_tokens.labels("prompt")
+        self._tok_output = self.req_tokens.labels("output")
+        self._finished = self.finished.labels("finished")
+        self._aborted = self.finished.labels("aborted")
+        self._carbon_op = self.carbon.labels("operational")
+        self._carbon_emb = self.carbon.labels("embodied")
+
+    def observe_ack(self, ack) -> None:
+        if ack.steps_accepted:
+            self.steps.labels("accepted").inc(ack.steps_accepted)
+        if ack.steps_rejected:
+            self.steps.labels("rejected").inc(ack.steps_rejected)
+        if ack.done_accepted:
+            self.done.labels("accepted").inc(ack.done_accepted)
+        if ack.done_rejected:
+            self.done.labels("rejected").inc(ack.done_rejected)
+        if ack.batches_accepted:
+            self.batches.labels("accepted").inc(ack.batches_accepted)
+        if ack.batches_rejected:
+            self.batches.labels("rejected").inc(ack.batches_rejected)
+        if ack.flagged:
+            self.flagged.inc(ack.flagged)
+        for r in ack.rejections:
+            self.rejections.labels(r.field).inc()
+
+    def observe_records(self, records: list[dict]) -> None:
+        """Per-request histograms; counters once per batch of records (label lookups are not free)."""
+        if not records:
+            return
+        energy, carbon, prompt, output = (self.req_energy.observe, self.req_carbon.observe,
+                                          self._tok_prompt.observe, self._tok_output.observe)
+        op = emb = 0.0
+        aborted = 0
+        for rec in records:
+            c = rec["carbon_g"]
+            energy(rec["energy_j"]["total"])
+            carbon(c["total"])
+            prompt(rec["prompt_tokens"])
+            output(rec["output_tokens"])
+            op += c["operational"]
+            emb += c["embodied"]
+            aborted += bool(rec.get("aborted"))
+        if aborted:
+            self._aborted.inc(aborted)
+        if len(records) > aborted:
+            self._finished.inc(len(records) - aborted)
+        self._carbon_op.inc(op)
+        self._carbon_emb.inc(emb)
+
+    def observe_record(self, rec: dict) -> None:
+        self.observe_records([rec])
+
+
+def start_http(metrics: SidecarMetrics, host: str, port: int):
+    """Serve /metrics on host:port; returns the server (its ``server_port`` is the bound port)."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return server

@@ -1,0 +1,43 @@
+"""Helpers for the sidecar tests: identities, step messages, configs for a real loopback sidecar."""
+
+from __future__ import annotations
+
+from llmco2_sidecar._proto import events_pb2 as pb
+from llmco2_sidecar.config import SidecarConfig
+
+MODEL = "meta-llama/Llama-2-7b-hf"
+GPU = "A100-SXM4-80GB"
+
+
+def identity(instance_id: str = "engine-1", **kw) -> pb.EngineMessage:
+    fields = dict(engine_name="test", instance_id=instance_id, model_name=MODEL, gpu=GPU, tp=1,
+                  engine_clock_at_open_s=0.0, wall_clock_at_open_s=1_700_000_000.0)
+    fields.update(kw)
+    return pb.EngineMessage(identity=pb.EngineIdentity(**fields))
+
+
+def steps_message(seq: int, steps: list[tuple], done: list[tuple] = ()) -> pb.EngineMessage:
+    """steps: (step_id, start, end, [(rid, new, ctx, prompt), ...]); done: (rid, output_tokens)."""
+    msg = pb.EngineMessage()
+    ev = msg.events
+    ev.seq = seq
+    for sid, t0, t1, slices in steps:
+        ev.steps.step_id.append(sid)
+        ev.steps.start_s.append(t0)
+        ev.steps.end_s.append(t1)
+        ev.steps.slice_count.append(len(slices))
+        for rid, new, ctx, prompt in slices:
+            ev.steps.request_id.append(rid)
+            ev.steps.new_tokens.append(new)
+            ev.steps.context_tokens.append(ctx)
+            ev.steps.prompt_tokens.append(prompt)
+    for rid, out in done:
+        ev.done.add(request_id=rid, output_tokens=out)
+    return msg
+
+
+def make_config(tmp_path, **kw) -> SidecarConfig:
+    kw.setdefault("port", 0)
+    kw.setdefault("log", str(tmp_path / "carbon.jsonl"))
+    kw.setdefault("predictor", "roofline")
+    return SidecarConfig(**kw)

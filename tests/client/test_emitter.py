@@ -1,0 +1,167 @@
+"""The engine-side emitter against a real sidecar: delivery, coalescing, buffering while the sidecar
+is away, reconnection with backoff, drops counted, close() bounded."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from emitter_testkit import GPU, MODEL, make_config
+
+from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo, Phase
+from llmco2_sidecar.service.carbon_log import read_records
+from llmco2_sidecar.service.server import SidecarThread
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def info(instance_id: str = "em-1") -> EngineInfo:
+    return EngineInfo(engine_name="test", engine_version="0", model_name=MODEL, gpu=GPU, instance_id=instance_id)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def emit_requests(em: Emitter, first: int, n: int, step0: int, t0: float) -> tuple[int, float]:
+    """n requests: one prefill step and two decode steps each, then their finish."""
+    step, t = step0, t0
+    for i in range(first, first + n):
+        rid = f"req-{i}"
+        em.emit_step(step, t, t + 0.02, [rid], [32], [0], [32])
+        em.emit_step(step + 1, t + 0.03, t + 0.04, [rid], [1], [32], [32], phases=[Phase.DECODE])
+        em.emit_step(step + 2, t + 0.05, t + 0.06, (rid,), (1,), (33,), (32,))
+        em.emit_done(rid, output_tokens=3)
+        step += 3
+        t += 0.1
+    return step, t
+
+
+def test_delivers_and_coalesces(sidecar):
+    em = Emitter(info(), EmitterConfig(target=sidecar.address))
+    emit_requests(em, 0, 50, 1, 0.0)
+    assert em.flush(10)
+    s = em.stats()
+    assert s.emitted == 200 and s.steps_accepted == 150 and s.done_accepted == 50 and s.dropped == 0
+    assert s.sent_messages < 200  # coalesced
+    assert em.close(5)
+    sidecar.flush()
+    recs = read_records(sidecar.config.log)
+    assert sorted(r["request_id"] for r in recs) == sorted(f"req-{i}" for i in range(50))
+    assert all(r["output_tokens"] == 3 and r["steps"] == 3 for r in recs)
+
+
+def test_numpy_inputs_and_static_batches(sidecar):
+    import numpy as np
+
+    em = Emitter(info(), EmitterConfig(target=sidecar.address))
+    em.emit_step(1, 0.0, 0.01, ["a", "b"], np.array([5, 7]), np.array([0, 0]), np.array([5, 7]))
+    em.emit_done("a", 1)
+    em.emit_done("b", 1, aborted=True)
+    em.emit_static_batch(1, 1.0, 2.0, ["s1", "s2"], [10, 20], [4, 2])
+    assert em.flush(10)
+    s = em.stats()
+    assert (s.steps_accepted, s.done_accepted, s.batches_accepted) == (1, 2, 1)
+    em.close()
+    sidecar.flush()
+    recs = {r["request_id"]: r for r in read_records(sidecar.config.log)}
+    assert set(recs) == {"a", "b", "s1", "s2"} and recs["b"]["aborted"] is True
+
+
+def test_malformed_events_are_dropped_not_fatal(sidecar):
+    em = Emitter(info(), EmitterConfig(target=sidecar.address))
+    em.emit_step(1, 0.0, 0.01, ["a"], [5], [0], [5])
+    em.emit_step(2, 0.02, 0.03, ["a"], [-1], [5], [5])  # negative: the wire cannot carry it
+    em.emit_step(3, 0.04, 0.05, ["a"], [1], [5], [5])
+    em.emit_done("a", 2)
+    assert em.flush(10)
+    s = em.stats()
+    assert s.dropped == 1 and s.steps_accepted == 2 and s.done_accepted == 1
+    em.close()
+
+
+def test_rejections_are_reported(sidecar):
+    em = Emitter(info(), EmitterConfig(target=sidecar.address))
+    em.emit_step(5, 0.0, 0.01, ["a"], [5], [0], [5])
+    em.emit_step(5, 0.02, 0.03, ["a"], [1], [5], [5])  # duplicate step id
+    em.emit_done("nobody", 1)
+    assert em.flush(10)
+    s = em.stats()
+    assert s.steps_rejected == 1 and s.done_rejected == 1
+    assert any(k.startswith("steps.step_id") for k in s.rejection_reasons)
+    em.close()
+
+
+def test_never_blocks_without_a_sidecar_and_drops_beyond_the_bound():
+    port = free_port()  # nobody listens there
+    em = Emitter(info(), EmitterConfig(target=f"127.0.0.1:{port}", max_buffered_events=100, backoff_max_s=0.2,
+                                       log_interval_s=1000))
+    t0 = time.perf_counter()
+    results = [em.emit_step(i + 1, i * 0.1, i * 0.1 + 0.05, ["a"], [1], [i], [1]) for i in range(1000)]
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.5  # 1000 emits, no waiting on the network (generous bound for loaded CI machines)
+    assert results.count(True) == 100 and em.stats().dropped == 900
+    time.sleep(0.5)
+    s = em.stats()
+    assert not s.connected and s.connection_errors >= 2  # it keeps retrying, with backoff
+    t0 = time.perf_counter()
+    assert em.close(timeout_s=0.5) is False  # nothing could be delivered
+    assert time.perf_counter() - t0 < 3.0
+
+
+def test_buffers_while_the_sidecar_is_away_and_reconnects(tmp_path):
+    port = free_port()
+    cfg = make_config(tmp_path, port=port)
+    sc = SidecarThread(cfg).start()
+    em = Emitter(info(), EmitterConfig(target=f"127.0.0.1:{port}", backoff_initial_s=0.02, backoff_max_s=0.2))
+    step, t = emit_requests(em, 0, 10, 1, 0.0)
+    assert em.flush(10)
+    sc.stop()  # the sidecar goes away
+    step, t = emit_requests(em, 10, 10, step, t)  # buffered meanwhile
+    time.sleep(0.5)
+    s = em.stats()
+    assert s.queued + s.inflight_messages > 0 and not s.connected and s.dropped == 0
+    sc = SidecarThread(cfg).start()  # back, on the same port, same log and journal
+    try:
+        assert em.flush(20), em.stats()
+        step, t = emit_requests(em, 20, 5, step, t)
+        assert em.flush(10)
+        s = em.stats()
+        assert s.connects >= 2 and s.dropped == 0
+        em.close()
+        sc.flush()
+        ids = [r["request_id"] for r in read_records(cfg.log)]
+        assert sorted(ids) == sorted(f"req-{i}" for i in range(25))  # every one, exactly once
+    finally:
+        sc.stop()
+
+
+def test_bearer_token_and_unix_socket(tmp_path):
+    path = tmp_path / "s.sock"
+    with SidecarThread(make_config(tmp_path, unix=str(path), token="tok")) as sc:
+        bad = Emitter(info("bad"), EmitterConfig(target=sc.address, token="wrong", backoff_max_s=0.1))
+        good = Emitter(info("good"), EmitterConfig(target=sc.address, token="tok"))
+        emit_requests(bad, 0, 1, 1, 0.0)
+        emit_requests(good, 0, 1, 1, 0.0)
+        assert good.flush(10)
+        assert not bad.flush(0.5) and "UNAUTHENTICATED" in bad.stats().last_error
+        bad.close(0.1)
+        good.close()
+
+
+def test_close_is_bounded_when_the_sidecar_hangs():
+    hung = socket.socket()  # accepts TCP connections and never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    try:
+        em = Emitter(info(), EmitterConfig(target=f"127.0.0.1:{hung.getsockname()[1]}", log_interval_s=1000))
+        em.emit_step(1, 0.0, 0.01, ["a"], [1], [0], [1])
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        assert em.close(timeout_s=0.5) is False
+        assert time.perf_counter() - t0 < 3.0
+    finally:
+        hung.close()

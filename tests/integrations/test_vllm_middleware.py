@@ -1,0 +1,205 @@
+"""CarbonMiddleware (pure ASGI) over small ASGI apps shaped like vLLM's OpenAI routes, against a real
+sidecar on loopback that received the engine requests' steps through a real emitter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
+from llmco2_sidecar.config import SidecarConfig
+from llmco2_sidecar.service.carbon_log import read_records
+from llmco2_sidecar.service.server import SidecarThread
+from llmco2_vllm.lookup import CarbonLookup
+from llmco2_vllm.middleware import CarbonMiddleware
+from llmco2_vllm.settings import Settings
+
+
+@pytest.fixture
+def sidecar(tmp_path):
+    sc = SidecarThread(SidecarConfig(port=0, log=str(tmp_path / "carbon.jsonl"), predictor="roofline")).start()
+    yield sc
+    sc.stop()
+
+
+@pytest.fixture
+def emitter(sidecar):
+    em = Emitter(EngineInfo(engine_name="vllm", model_name="meta-llama/Llama-2-7b-hf", gpu="A100"),
+                 EmitterConfig(target=sidecar.address))
+    yield em
+    em.close()
+
+
+class Engine:
+    """Sends one engine request's steps (a 40-token prompt in two chunks, then decodes) and its end."""
+
+    def __init__(self, emitter):
+        self.em = emitter
+        self.step = 0
+        self.t = time.monotonic()
+
+    def run(self, rid: str, output_tokens: int = 3, finish: bool = True) -> None:
+        plan = [(0, 32), (32, 8)] + [(40 + k, 1) for k in range(output_tokens - 1)]
+        for ctx, new in plan:
+            self.step += 1
+            self.em.emit_step(self.step, self.t, self.t + 0.01, [rid], [new], [ctx], [40])
+            self.t += 0.01
+        if finish:
+            self.em.emit_done(rid, output_tokens=output_tokens)
+
+
+def json_app(body: dict, seen: dict, status: int = 200):
+    async def app(scope, receive, send):
+        seen["headers"] = dict(scope["headers"])
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+    return app
+
+
+def sse_app(chunks: list[bytes], seen: dict):
+    async def app(scope, receive, send):
+        seen["headers"] = dict(scope["headers"])
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+        for c in chunks:
+            await send({"type": "http.response.body", "body": c, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return app
+
+
+def call(mw, path: str, headers: list | None = None, method: str = "POST") -> list[dict]:
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": headers or []}
+
+    async def main():
+        await mw(scope, receive, send)
+        await mw.lookup.close()
+
+    asyncio.run(main())
+    return sent
+
+
+def hdrs(sent: list[dict]) -> dict:
+    return {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+
+
+def body(sent: list[dict]) -> bytes:
+    return b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def record(tmp_path, rid: str) -> dict:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        recs = [r for r in read_records(tmp_path / "carbon.jsonl") if r["request_id"] == rid]
+        if recs:
+            return recs[0]
+        time.sleep(0.02)
+    raise AssertionError(f"no record for {rid}")
+
+
+def mw_for(app, sidecar, wait_s: float = 3.0):
+    settings = Settings(target=sidecar.address, response_wait_s=wait_s)
+    return CarbonMiddleware(app, settings=settings, lookup=CarbonLookup(settings.target))
+
+
+def test_non_streaming_response_gets_carbon_headers(sidecar, emitter, tmp_path):
+    Engine(emitter).run("cmpl-clientA-0-1a2b3c4d")
+    seen: dict = {}
+    sent = call(mw_for(json_app({"id": "cmpl-clientA"}, seen), sidecar), "/v1/completions",
+                [(b"x-request-id", b"clientA")])
+    h = hdrs(sent)
+    rec = record(tmp_path, "cmpl-clientA-0-1a2b3c4d")
+    assert h["x-request-id"] == "clientA" and h["x-llmco2-carbon-status"] == "final"
+    assert float(h["x-llmco2-carbon-g"]) == pytest.approx(rec["carbon_g"]["total"], rel=1e-5)
+    assert float(h["x-llmco2-energy-j"]) == pytest.approx(rec["energy_j"]["total"], rel=1e-5)
+    assert json.loads(body(sent)) == {"id": "cmpl-clientA"}
+
+
+def test_every_engine_request_of_a_multi_prompt_completion_is_summed(sidecar, emitter, tmp_path):
+    eng = Engine(emitter)
+    eng.run("cmpl-multi-0-aaaaaaaa")
+    eng.run("cmpl-multi-1-bbbbbbbb")
+    eng.run("cmpl-multiple-0-cccccccc")  # another request whose id merely starts alike
+    sent = call(mw_for(json_app({}, {}), sidecar), "/v1/completions", [(b"X-Request-Id", b"multi")])
+    total = sum(record(tmp_path, r)["carbon_g"]["total"] for r in ("cmpl-multi-0-aaaaaaaa", "cmpl-multi-1-bbbbbbbb"))
+    assert float(hdrs(sent)["x-llmco2-carbon-g"]) == pytest.approx(total, rel=1e-5)
+
+
+def test_streaming_response_gets_a_final_carbon_event_before_done(sidecar, emitter, tmp_path):
+    Engine(emitter).run("chatcmpl-s1-0badc0de")
+    chunks = [b'data: {"id": "chatcmpl-s1", "choices": []}\n\n', b'data: {"id": "chatcmpl-s1"}\n\n',
+              b"data: [DONE]\n\n"]
+    sent = call(mw_for(sse_app(chunks, {}), sidecar), "/v1/chat/completions", [(b"x-request-id", b"s1")])
+    events = [e[len("data: "):] for e in body(sent).decode().split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    carbon = json.loads(events[-2])
+    rec = record(tmp_path, "chatcmpl-s1-0badc0de")
+    assert carbon["object"] == "llmco2.carbon" and carbon["request_id"] == "s1" and carbon["status"] == "final"
+    assert carbon["carbon_g"] == pytest.approx(rec["carbon_g"]["total"], rel=1e-9)
+    assert carbon["energy_j"] == pytest.approx(rec["energy_j"]["total"], rel=1e-9)
+    assert [json.loads(e) for e in events[:2]] == [{"id": "chatcmpl-s1", "choices": []}, {"id": "chatcmpl-s1"}]
+
+
+def test_done_in_the_same_chunk_as_the_last_tokens(sidecar, emitter):
+    Engine(emitter).run("cmpl-s2-0-0badc0de")
+    sent = call(mw_for(sse_app([b'data: {"x": 1}\n\ndata: [DONE]\n\n'], {}), sidecar), "/v1/completions",
+                [(b"x-request-id", b"s2")])
+    events = [e for e in body(sent).decode().split("\n\n") if e]
+    assert events[0] == 'data: {"x": 1}' and events[-1] == "data: [DONE]"
+    assert json.loads(events[1][len("data: "):])["status"] == "final"
+
+
+def test_response_waits_for_a_request_that_finishes_late(sidecar, emitter):
+    eng = Engine(emitter)
+    eng.run("cmpl-late-0-12345678", finish=False)
+    timer = threading.Timer(0.4, lambda: emitter.emit_done("cmpl-late-0-12345678", output_tokens=3))
+    timer.start()
+    t0 = time.monotonic()
+    sent = call(mw_for(json_app({}, {}), sidecar, wait_s=5.0), "/v1/completions", [(b"x-request-id", b"late")])
+    timer.join()
+    assert hdrs(sent)["x-llmco2-carbon-status"] == "final"
+    assert 0.3 < time.monotonic() - t0 < 5.0
+
+
+def test_request_id_is_added_and_unknown_requests_say_pending(sidecar):
+    seen: dict = {}
+    t0 = time.monotonic()
+    sent = call(mw_for(json_app({}, seen), sidecar, wait_s=0.3), "/v1/chat/completions")
+    rid = seen["headers"][b"x-request-id"].decode()
+    h = hdrs(sent)
+    assert len(rid) == 32 and h["x-request-id"] == rid
+    assert h["x-llmco2-carbon-status"] == "pending" and "x-llmco2-carbon-g" not in h
+    assert time.monotonic() - t0 < 3.0
+
+
+def test_other_routes_and_errors_pass_through(sidecar):
+    seen: dict = {}
+    sent = call(mw_for(json_app({"ok": True}, seen), sidecar), "/health", method="GET")
+    assert b"x-request-id" not in seen["headers"] and "x-llmco2-carbon-status" not in hdrs(sent)
+    sent = call(mw_for(json_app({"error": "bad"}, {}, status=400), sidecar), "/v1/completions")
+    assert sent[0]["status"] == 400 and "x-llmco2-carbon-status" not in hdrs(sent)
+    assert json.loads(body(sent)) == {"error": "bad"}
+
+
+def test_sidecar_down_leaves_responses_intact():
+    settings = Settings(target="127.0.0.1:1", response_wait_s=0.2)
+    mw = CarbonMiddleware(json_app({"a": 1}, {}), settings=settings, lookup=CarbonLookup(settings.target))
+    sent = call(mw, "/v1/completions", [(b"x-request-id", b"down")])
+    assert sent[0]["status"] == 200 and hdrs(sent)["x-llmco2-carbon-status"] == "pending"
+    assert json.loads(body(sent)) == {"a": 1}
+    sse = CarbonMiddleware(sse_app([b"data: {}\n\n", b"data: [DONE]\n\n"], {}), settings=settings,
+                           lookup=CarbonLookup(settings.target))
+    events = [e for e in body(call(sse, "/v1/completions")).decode().split("\n\n") if e]
+    assert events[-1] == "data: [DONE]" and json.loads(events[-2][6:])["status"] == "pending"

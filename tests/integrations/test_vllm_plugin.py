@@ -1,0 +1,361 @@
+"""The vLLM plugin's parts without vLLM: the switch, version gate, settings, the scheduler patch and
+hook (driven by a small scheduler with vLLM v1's ``schedule``/``update_from_output``/``_free_request``
+contract and ``SchedulerOutput`` field names), against a real sidecar on loopback.
+
+The real vLLM server is exercised by test_vllm_e2e.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import subprocess
+import sys
+import time
+from collections import deque
+from types import SimpleNamespace
+
+import pytest
+
+from llmco2_sidecar.config import SidecarConfig
+from llmco2_sidecar.service.carbon_log import read_records
+from llmco2_sidecar.service.server import SidecarThread
+from llmco2_vllm.hook import StepHook
+from llmco2_vllm.patch import MIDDLEWARE_PATH, add_middleware, patch_api_server_args, patch_scheduler
+from llmco2_vllm.plugin import version_supported
+from llmco2_vllm.settings import Settings
+
+
+# ---- the switch -----------------------------------------------------------------------------------
+def test_switch_off_means_nothing_happens():
+    code = (
+        "import os, sys, threading\n"
+        "os.environ.pop('LLMCO2_SIDECAR', None)\n"
+        "from llmco2_vllm.plugin import register\n"
+        "register(); register()\n"
+        "bad = [m for m in ('grpc', 'vllm', 'llmco2_sidecar', 'llmco2_vllm.patch', 'llmco2_vllm.hook') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "assert threading.active_count() == 1, threading.enumerate()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_versions():
+    for v in ("0.14.0", "0.20.1", "0.32.0", "0.32.1.dev3+gabc", "0.32.0rc1"):
+        assert version_supported(v), v
+    for v in ("0.13.9", "0.33.0", "1.0.0", "0.8.5", "", "dev"):
+        assert not version_supported(v), v
+
+
+def test_settings_from_env():
+    assert Settings.from_env({}) is None
+    assert Settings.from_env({"LLMCO2_SIDECAR": "  "}) is None
+    s = Settings.from_env({"LLMCO2_SIDECAR": "unix:/tmp/x.sock", "LLMCO2_GPU": "H100", "LLMCO2_RESPONSE_WAIT_S": "99",
+                           "LLMCO2_BUFFER_EVENTS": "oops"})
+    assert (s.target, s.gpu, s.response_wait_s, s.buffer_events) == ("unix:/tmp/x.sock", "H100", 30.0, 100_000)
+
+
+def test_middleware_is_added_once_through_vllms_own_list():
+    class Parser(argparse.ArgumentParser):
+        pass
+
+    p = Parser()
+    p.add_argument("--middleware", action="append", default=[])
+    assert patch_api_server_args(Parser) and patch_api_server_args(Parser)
+    assert p.parse_args([]).middleware == [MIDDLEWARE_PATH]
+    assert p.parse_args(["--middleware", "a.B"]).middleware == ["a.B", MIDDLEWARE_PATH]
+    assert p.parse_args(["--middleware", MIDDLEWARE_PATH]).middleware == [MIDDLEWARE_PATH]
+    assert p.parse_args([]).middleware == [MIDDLEWARE_PATH]  # the parser's default list was not mutated
+    assert not add_middleware(SimpleNamespace(model="x"))  # a namespace without the option is left alone
+
+
+# ---- a scheduler with vLLM v1's contract ----------------------------------------------------------------
+class Status:
+    RUNNING = SimpleNamespace(name="RUNNING")
+    LENGTH = SimpleNamespace(name="FINISHED_LENGTH_CAPPED")
+    ABORTED = SimpleNamespace(name="FINISHED_ABORTED")
+
+
+class Request:
+    def __init__(self, rid: str, prompt: int, max_tokens: int):
+        self.request_id = rid
+        self.prompt_token_ids = list(range(prompt))
+        self.num_prompt_tokens = prompt
+        self.num_computed_tokens = 0
+        self.num_output_tokens = 0
+        self.max_tokens = max_tokens
+        self.status = Status.RUNNING
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prompt_tokens + self.num_output_tokens
+
+
+class MiniScheduler:
+    """vLLM v1's scheduling order in miniature: running requests first (a decode or their next prefill
+    chunk), then waiting ones, within ``budget`` tokens; ``num_computed_tokens`` advances inside
+    ``schedule()``, outputs land in ``update_from_output``, every finish goes through ``_free_request``."""
+
+    def __init__(self, vllm_config, budget: int = 32):
+        self.vllm_config = vllm_config
+        self.budget = budget
+        self.requests: dict[str, Request] = {}
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.seen: set[str] = set()
+        self.scheduled_log: list[dict] = []
+        self.context_log: list[dict] = []  # tokens in the KV cache before each step, per request
+
+    def add_request(self, r: Request) -> None:
+        self.requests[r.request_id] = r
+        self.waiting.append(r)
+
+    def schedule(self):
+        budget, nst, new, cached_ids, cached_ctx = self.budget, {}, [], [], []
+        for r in self.running:
+            if budget == 0:
+                break
+            n = min(r.num_tokens - r.num_computed_tokens, budget)
+            if n <= 0:  # its last token is still being computed (async scheduling)
+                continue
+            nst[r.request_id] = n
+            cached_ids.append(r.request_id)
+            cached_ctx.append(r.num_computed_tokens)
+            budget -= n
+        while self.waiting and budget > 0:
+            r = self.waiting.popleft()
+            self.running.append(r)
+            n = min(r.num_tokens - r.num_computed_tokens, budget)
+            nst[r.request_id] = n
+            new.append(SimpleNamespace(req_id=r.request_id, prompt_token_ids=r.prompt_token_ids,
+                                       num_computed_tokens=r.num_computed_tokens))
+            budget -= n
+        so = SimpleNamespace(scheduled_new_reqs=new,
+                             scheduled_cached_reqs=SimpleNamespace(req_ids=cached_ids, num_computed_tokens=cached_ctx),
+                             num_scheduled_tokens=nst, total_num_scheduled_tokens=sum(nst.values()))
+        if nst:
+            self.scheduled_log.append(dict(nst))
+            self.context_log.append({rid: self.requests[rid].num_computed_tokens for rid in nst})
+        for rid, n in nst.items():
+            self.requests[rid].num_computed_tokens += n
+        return so
+
+    def update_from_output(self, so, model_output=None):
+        for rid, n in so.num_scheduled_tokens.items():
+            r = self.requests.get(rid)
+            if r is None or r.status is not Status.RUNNING:
+                continue
+            if r.num_computed_tokens >= r.num_tokens:  # prefill complete or decode: one new token
+                r.num_output_tokens += 1
+                if r.num_output_tokens >= r.max_tokens:
+                    r.status = Status.LENGTH
+                    self.running.remove(r)
+                    self._free_request(r)
+        return {}
+
+    def finish_requests(self, rid: str) -> None:
+        r = self.requests.get(rid)
+        if r is None:
+            return
+        r.status = Status.ABORTED
+        if r in self.running:
+            self.running.remove(r)
+        if r in self.waiting:
+            self.waiting.remove(r)
+        self._free_request(r)
+
+    def _free_request(self, request, delay_free_blocks: bool = False):
+        del self.requests[request.request_id]
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _vllm_config():
+    hf = SimpleNamespace(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=32, head_dim=128, vocab_size=32000,
+                         tie_word_embeddings=False)
+    return SimpleNamespace(
+        model_config=SimpleNamespace(hf_text_config=hf, dtype="bfloat16", served_model_name=["llama-7b"], model="x"),
+        parallel_config=SimpleNamespace(tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1,
+                                        data_parallel_rank=0),
+        cache_config=SimpleNamespace(cache_dtype="auto"))
+
+
+@pytest.fixture
+def sidecar(tmp_path):
+    sc = SidecarThread(SidecarConfig(port=0, log=str(tmp_path / "carbon.jsonl"), predictor="roofline",
+                                     log_steps=True)).start()
+    yield sc
+    sc.stop()
+
+
+def _records(path, kind, n, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        recs = read_records(path, types=(kind,))
+        if len(recs) >= n or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_patched_scheduler_sends_what_it_scheduled(sidecar, tmp_path, async_scheduling):
+    class Sched(MiniScheduler):
+        pass
+
+    dump = tmp_path / "dump.jsonl"
+    settings = Settings(target=sidecar.address, gpu="A100-SXM4-80GB", step_dump=str(dump))
+    assert patch_scheduler(settings, Sched) and patch_scheduler(settings, Sched)  # twice is a no-op
+    s = Sched(_vllm_config())
+    hook = s._llmco2_hook
+    assert isinstance(hook, StepHook)
+    sent = []
+    emit_step = hook.emitter.emit_step
+
+    def spy(step_id, t0, t1, rids, new, ctx, prompt, phases=None):
+        sent.append((step_id, t0, t1, dict(zip(rids, ctx)), dict(zip(rids, new)), dict(zip(rids, prompt))))
+        order.append(("step", step_id, set(sent[-1][3])))
+        return emit_step(step_id, t0, t1, rids, new, ctx, prompt, phases)
+
+    hook.emitter.emit_step = spy
+    order = []  # ("step", step_id, rids) and ("done", rid) in the order the emitter got them
+    emit_done = hook.emitter.emit_done
+
+    def spy_done(rid, **kw):
+        order.append(("done", rid))
+        return emit_done(rid, **kw)
+
+    hook.emitter.emit_done = spy_done
+    sizes = [(70, 4), (5, 6), (40, 3), (12, 5), (90, 2)]
+    for i, (p, o) in enumerate(sizes):
+        s.add_request(Request(f"cmpl-r{i}-0-abcd{i:04d}", p, o))
+    s.add_request(Request("cmpl-never-0-00000000", 10, 3))
+    s.finish_requests("cmpl-never-0-00000000")  # aborted while waiting: never scheduled, never reported
+    pending: deque = deque()
+    steps = 0
+    while s.requests:
+        so = s.schedule()
+        if async_scheduling:  # vLLM's async scheduling: the next step is scheduled before this one's update
+            pending.append(so)
+            if len(pending) < 2 and s.waiting:
+                continue
+            so = pending.popleft()
+        s.update_from_output(so)
+        steps += 1
+        if steps == 2:
+            s.finish_requests("cmpl-r0-0-abcd0000")  # abort mid-prefill/decode
+    while pending:
+        s.update_from_output(pending.popleft())
+    s.shutdown()  # closes the emitter after flushing
+
+    assert hook.errors == 0
+    scheduled = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [d["num_scheduled_tokens"] for d in scheduled] == s.scheduled_log
+    recs = {r["request_id"]: r for r in _records(tmp_path / "carbon.jsonl", "request", len(sizes))}
+    assert set(recs) == {f"cmpl-r{i}-0-abcd{i:04d}" for i in range(len(sizes))}
+    assert recs["cmpl-r0-0-abcd0000"]["aborted"] is True
+    for i, (p, o) in enumerate(sizes[1:], start=1):
+        rec = recs[f"cmpl-r{i}-0-abcd{i:04d}"]
+        assert (rec["prompt_tokens"], rec["output_tokens"], rec["aborted"]) == (p, o, False)
+    assert [c for _, _, _, c, _, _ in sent] == s.context_log
+    assert [n for _, _, _, _, n, _ in sent] == s.scheduled_log
+    prompts = {f"cmpl-r{i}-0-abcd{i:04d}": p for i, (p, _) in enumerate(sizes)}
+    assert all(pr == {r: prompts[r] for r in pr} for *_, pr in sent)
+    assert [x[0] for x in sent] == list(range(1, len(sent) + 1))
+    assert all(t0 <= t1 for _, t0, t1, *_ in sent)
+    assert all(sent[i][1] >= sent[i - 1][2] for i in range(1, len(sent)))  # steps tile the time line
+    # each end comes right after the request's last step (not held until the engine idles)
+    for i, ev in enumerate(order):
+        if ev[0] == "done":
+            last = max(j for j, e in enumerate(order) if e[0] == "step" and ev[1] in e[2])
+            assert last < i and all(e[0] == "done" for e in order[last + 1:i]), (ev, order[last:i + 1])
+    st = hook.emitter.stats()
+    assert (st.flagged, st.done_rejected, st.steps_rejected, st.dropped) == (0, 0, 0, 0)
+    step_recs = _records(tmp_path / "carbon.jsonl", "step", len(s.scheduled_log))
+    assert [r["tokens"] for r in sorted(step_recs, key=lambda r: r["step_id"])] == [
+        sum(d.values()) for d in s.scheduled_log]
+    assert max(max(d.values()) for d in s.scheduled_log) == 32 and len(s.scheduled_log) > 5
+
+
+def test_hook_failures_never_reach_the_scheduler(sidecar):
+    broken = SimpleNamespace(num_scheduled_tokens={"x": 1}, scheduled_new_reqs=None, scheduled_cached_reqs=None,
+                             total_num_scheduled_tokens=1)
+
+    class Sched(MiniScheduler):
+        def schedule(self):  # a SchedulerOutput the hook cannot read
+            return broken
+
+    patch_scheduler(Settings(target=sidecar.address, gpu="A100"), Sched)
+    s = Sched(_vllm_config())
+    assert s.schedule() is broken and s.schedule() is broken
+    assert s._llmco2_hook.errors == 2
+    assert s.update_from_output(broken) == {}  # nothing pending for it: ignored
+    s.shutdown()
+
+
+def test_unknown_gpu_runs_unhooked(monkeypatch):
+    class Sched(MiniScheduler):
+        pass
+
+    monkeypatch.setattr("llmco2_vllm.engine.nvml_gpu_name", lambda: "")
+    patch_scheduler(Settings(target="127.0.0.1:1"), Sched)
+    s = Sched(_vllm_config())
+    assert s._llmco2_hook is None
+    s.add_request(Request("cmpl-a-0-00000000", 8, 2))
+    while s.requests:
+        s.update_from_output(s.schedule())
+
+
+@pytest.mark.slow
+def test_auto_starts_a_sidecar_and_stops_it(tmp_path, monkeypatch):
+    import grpc
+
+    from llmco2_vllm import autostart
+
+    monkeypatch.chdir(tmp_path)
+    env = {"LLMCO2_SIDECAR": "auto", "LLMCO2_LOG": str(tmp_path / "auto.jsonl")}
+    monkeypatch.setenv("LLMCO2_LOG", env["LLMCO2_LOG"])
+    address = autostart.resolve_target(env)
+    assert address.startswith("unix:") and env["LLMCO2_SIDECAR"] == address  # children inherit the address
+    proc = autostart._children[-1]
+    try:
+        channel = grpc.insecure_channel(address)
+        grpc.channel_ready_future(channel).result(timeout=90)
+        channel.close()
+        assert proc.poll() is None
+    finally:
+        autostart.stop_sidecars()
+    assert proc.poll() is not None and not autostart._children
+    assert not os.path.exists(address[len("unix:"):])
+    assert autostart.resolve_target({"LLMCO2_SIDECAR": "127.0.0.1:5"}) == "127.0.0.1:5"
+
+
+def test_columns_are_read_on_the_engine_thread_while_the_emitter_is_backed_up():
+    class Backlogged:
+        def __init__(self, backlog):
+            self._q = [None] * backlog
+            self.steps = []
+
+        def emit_step(self, *args):
+            self.steps.append(args)
+            return True
+
+        def emit_done(self, *a, **k):
+            return True
+
+    for backlog, lazy in ((0, True), (5000, False)):
+        sched = MiniScheduler(_vllm_config())
+        em = Backlogged(backlog)
+        hook = StepHook(em, flush_s=0.0)
+        sched.add_request(Request(f"cmpl-{backlog}-0-00000000", 40, 2))
+        so = sched.schedule()
+        hook.after_schedule(sched, so, 0.0)
+        hook.before_update(so)
+        sched.update_from_output(so)
+        view = em.steps[-1][3]
+        assert (view.cols.so is not None) == lazy  # lazy: the SchedulerOutput is still referenced
+        assert list(view) == [f"cmpl-{backlog}-0-00000000"] and view.cols.so is None

@@ -1,0 +1,75 @@
+"""Build a tiny random-weight LLaMA (2.4 MB) that vLLM's CPU build can serve; no download.
+
+Run with the e2e venv's python (it needs ``transformers`` and ``tokenizers``, which vLLM brings):
+``python tests/integrations/tiny_llama.py OUT_DIR``. Hidden 128, 4 heads (head size 32, one the CPU
+attention backend accepts), 2 layers, a byte-level BPE vocabulary of about 1000 trained on a few
+sentences, and a chat template so /v1/chat/completions works.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Carbon accounting for language model serving measures energy per request.",
+    "A sidecar receives one event per engine step and attributes energy to requests.",
+    "Chunked prefill splits a long prompt over several engine steps.",
+    "Decode steps generate one token per running request.",
+    "Power usage effectiveness and carbon intensity turn energy into grams of CO2.",
+    "Hello world, this is a tiny random model used only for tests.",
+    "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?-'\"()[]{}<>/",
+]
+
+
+def build(out_dir: str | Path, vocab_size: int = 1000, seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<s>", "</s>", "<unk>", "<pad>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+if __name__ == "__main__":
+    print(build(sys.argv[1]))

@@ -1,0 +1,73 @@
+"""The carbon log: whole lines only, rotation by size, torn-line repair."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from llmco2_sidecar.service.carbon_log import CarbonLog, read_records, repair_torn_tail
+
+
+def _rec(i: int) -> dict:
+    return {"type": "request", "ts": 1.0 + i, "request_id": f"req-{i}", "energy_j": {"total": float(i)}}
+
+
+def test_lines_are_whole_and_ids_are_found(tmp_path):
+    log = CarbonLog(tmp_path / "c.jsonl").open()
+    log.write_records([_rec(i) for i in range(5)])
+    log.write_records([{"type": "window", "ts": 9.0, "energy_j": {"total": 1.0}}])
+    log.write_records([_rec(5)])
+    log.close()
+    lines = (tmp_path / "c.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])
+    assert [r["request_id"] for r in read_records(tmp_path / "c.jsonl")] == [f"req-{i}" for i in range(6)]
+    assert CarbonLog(tmp_path / "c.jsonl").logged_request_ids() == {f"req-{i}" for i in range(6)}
+
+
+def test_rotation_by_size(tmp_path):
+    path = tmp_path / "c.jsonl"
+    log = CarbonLog(path, max_bytes=1000, backups=2).open()
+    for i in range(60):
+        log.write_records([_rec(i)])
+    log.close()
+    rotated = [path.with_name("c.jsonl.1"), path.with_name("c.jsonl.2")]
+    assert all(p.exists() for p in rotated) and not path.with_name("c.jsonl.3").exists()
+    for p in [path, *rotated]:
+        assert p.stat().st_size <= 1000
+        assert p.read_bytes().endswith(b"\n")
+    ids = [r["request_id"] for p in reversed(rotated) for r in read_records(p)] + [r["request_id"] for r in read_records(path)]
+    assert ids == [f"req-{i}" for i in range(60 - len(ids), 60)]  # the newest kept, in order
+    assert CarbonLog(path, backups=2).logged_request_ids() == set(ids)
+
+
+def test_torn_last_line_is_repaired_on_open(tmp_path):
+    path = tmp_path / "c.jsonl"
+    log = CarbonLog(path).open()
+    log.write_records([_rec(0), _rec(1)])
+    log.close()
+    good = path.read_bytes()
+    with open(path, "ab") as fh:  # a crash in the middle of a write
+        fh.write(b'{"type": "request", "ts": 3.0, "request_id": "req-2", "ener')
+    assert read_records(path) == [_rec(0), _rec(1)]  # readers skip it
+    log = CarbonLog(path).open()
+    assert log.repaired_bytes > 0 and path.read_bytes() == good
+    log.write_records([_rec(2)])
+    log.close()
+    assert [r["request_id"] for r in read_records(path)] == ["req-0", "req-1", "req-2"]
+
+
+def test_repair_of_a_file_without_any_newline(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"type": "req')
+    assert repair_torn_tail(path) == 13 and path.read_bytes() == b""
+    assert repair_torn_tail(tmp_path / "missing") == 0
+
+
+def test_one_write_per_batch(tmp_path, monkeypatch):
+    calls = []
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: calls.append(len(data)) or real(fd, data))
+    log = CarbonLog(tmp_path / "c.jsonl").open()
+    log.write_records([_rec(i) for i in range(100)])
+    log.close()
+    assert len(calls) == 1
