@@ -64,6 +64,7 @@ class _Window:
     predicted_j: float = 0.0  # before calibration
     first_wall_s: float = math.inf  # start of the first step
     last_wall_s: float = -math.inf  # end of the last step
+    touched_mono_s: float = 0.0  # time.monotonic() when a step last landed in the window (sidecar clock)
 
 
 class Pipeline:
@@ -394,6 +395,7 @@ class Pipeline:
             cur.predicted_j += float(step_total[sel].sum())
             cur.first_wall_s = min(cur.first_wall_s, float(wall_start[sel].min()))
             cur.last_wall_s = max(cur.last_wall_s, float(wall_end[sel].max()))
+            cur.touched_mono_s = time.monotonic()
             if self.calibrating:
                 m = sel[step_of]
                 self.ledger.add(slots[m], win_prefill_j=e.prefill_j[m], win_decode_j=e.decode_j[m],
@@ -497,9 +499,11 @@ class Pipeline:
         if not self._windows:
             return
         ws = float(self.config.window_s)
-        now = time.time()
+        # "quiet" is judged on the sidecar's own clock, not the engine's: an engine whose clock is not
+        # wall time (a replayed trace, a simulator) must not see its open window closed under it
+        now = time.monotonic()
         for sid, w in list(self._windows.items()):
-            if (w.index + 1) * ws < now - 1.0 and sid in self._streams_by_id and not self.replaying:
+            if now - w.touched_mono_s > ws + 1.0 and sid in self._streams_by_id and not self.replaying:
                 rec = self._close_window(self._streams_by_id[sid], self._accounting[sid], w)
                 del self._windows[sid]
                 if rec is not None:
