@@ -1,0 +1,106 @@
+"""Prediction cost of the step predictor per step graph, batched, on one CPU core.
+
+Usage: python benchmarks/predictor_speed.py [--model FILE] [--steps 1024] [--repeat 20]
+
+Builds realistic mixed steps (Azure-like decode contexts plus a few prefill chunks), runs
+``predict_steps`` on ``--steps`` steps at once with ``torch.set_num_threads(1)`` and reports the
+median wall time per step graph: total, and the parts (kernel-graph features, GNN forward).
+Writes benchmarks/results/predictor_speed.{md,json}. The target is <= 50 us per step graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llmco2_sidecar.hardware.catalog import load_gpu  # noqa: E402
+from llmco2_sidecar.models.catalog import load_model  # noqa: E402
+from llmco2_sidecar.predictor.api import Deployment  # noqa: E402
+from llmco2_sidecar.predictor.dataset import featurize_steps  # noqa: E402
+from llmco2_sidecar.predictor.gnn import DEFAULT_MODEL, GNNPredictor  # noqa: E402
+from llmco2_sidecar.workload import Parallelism, StepBatch  # noqa: E402
+
+
+def make_steps(n_steps: int, batch: int, seed: int = 0) -> StepBatch:
+    rng = np.random.default_rng(seed)
+    idx = np.repeat(np.arange(n_steps), batch)
+    ctx = rng.integers(64, 4096, size=n_steps * batch)
+    new = np.ones(n_steps * batch, dtype=np.int64)
+    pre = rng.random(n_steps) < 0.2  # a prefill chunk in one step of five
+    first = np.arange(n_steps) * batch
+    new[first[pre]] = rng.integers(64, 2048, size=int(pre.sum()))
+    ctx[first[pre]] = 0
+    dur = rng.uniform(0.01, 0.05, size=n_steps)
+    return StepBatch(idx.astype(np.int64), ctx.astype(np.int64), new, dur)
+
+
+def timeit(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--steps", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "predictor_speed"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    model = GNNPredictor.load(args.model)
+    rows = []
+    for model_id, gpu, tp, batch in (("meta-llama/Llama-3.1-8B", "H100", 1, 32), ("meta-llama/Llama-3.1-70B", "H100", 4, 64),
+                                     ("Qwen/Qwen3-32B", "B200", 2, 128)):
+        dep = Deployment(load_model(model_id), load_gpu(gpu), Parallelism(tp=tp))
+        for n in (64, args.steps):
+            steps = make_steps(n, batch)
+            total = timeit(lambda: model.predict_steps(dep, steps), args.repeat)
+            feat = timeit(lambda: featurize_steps(dep, steps, model.state.duration), args.repeat)
+            fe = featurize_steps(dep, steps, model.state.duration)
+            tensors = model._tensors(fe)
+
+            def fwd():
+                with torch.no_grad():
+                    model.forward_group(*tensors)
+
+            forward = timeit(fwd, args.repeat)
+            rows.append({"model": model_id, "gpu": gpu, "tp": tp, "requests_per_step": batch, "steps": n,
+                         "nodes": int(fe.node_x.shape[1]), "us_per_step_total": total / n * 1e6,
+                         "us_per_step_features": feat / n * 1e6, "us_per_step_gnn_forward": forward / n * 1e6})
+            print(f"{model_id} {gpu} tp{tp} b{batch} S={n}: {total / n * 1e6:.1f} us/step "
+                  f"(features {feat / n * 1e6:.1f}, GNN {forward / n * 1e6:.1f})")
+    meta = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": 1, "model": Path(args.model).name, "repeat": args.repeat}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    lines = ["# Step predictor speed (one CPU core, batched)", "",
+             f"Command: `python benchmarks/predictor_speed.py` (model {meta['model']}, torch {meta['torch']}, "
+             f"{meta['threads']} thread, median of {args.repeat}). Target: <= 50 us per step graph.", "",
+             "| model | GPU | TP | requests/step | steps per call | nodes | us/step total | features | GNN forward |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['gpu']} | {r['tp']} | {r['requests_per_step']} | {r['steps']} | {r['nodes']} | "
+                     f"{r['us_per_step_total']:.1f} | {r['us_per_step_features']:.1f} | {r['us_per_step_gnn_forward']:.1f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""``llmco2 train``: measured data -> the 2-GNN model file and a training report.
+
+Reads the ML.ENERGY v3 model files (default: the copies bundled under
+``llmco2_sidecar/training_data/``) and, when CSV files exist there, the project's own per-batch
+measurements (``--measurements``, default ``data/measurements``). Writes ``--out`` (.safetensors +
+.json) and a Markdown report beside it (data used, rows left out and why, coefficients, held-out
+scores of the same recipe per group unless ``--no-heldout``). Deterministic for a given ``--seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+BUNDLED_MLENERGY = Path(__file__).resolve().parent.parent / "training_data" / "mlenergy_leaderboard_v3"
+DEFAULT_EPOCHS = 150
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=str(BUNDLED_MLENERGY), help="ML.ENERGY v3 folder (models/*.json); default: the bundled copy")
+    p.add_argument("--measurements", default="data/measurements", help="folder of per-batch measurement CSVs (read when present)")
+    p.add_argument("--out", default="llmco2-gnn-v1.safetensors", help="model file to write (.safetensors; .json beside it)")
+    p.add_argument("--report", default=None, help="Markdown report (default: OUT with .report.md)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-heldout", action="store_true", help="skip the held-out evaluation in the report")
+    p.add_argument("--plan", default=None, help="also write the next measurement plan (CSV) to this file, "
+                   "e.g. data/measurements/next_plan.csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..predictor.evaluate import architecture, evaluate, gnn_spec, load_examples, make_splits, prior_spec
+    from ..predictor.gnn import GNNConfig
+    from ..predictor.training import HYPER_GRID, TrainOptions, train_ensemble
+    from ..predictor.splits import validation_split
+    from ..predictor.metrics import summary
+
+    if args.epochs < 1:
+        raise InputError("epochs", f"must be positive, got {args.epochs}", ">= 1")
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    meas = Path(args.measurements) if args.measurements and Path(args.measurements).is_dir() else None
+    examples, feats, skipped = load_examples(args.data, meas, seed=args.seed)
+    if not examples:
+        raise InputError("data", "no usable training rows found", "ML.ENERGY v3 model files or measurement CSVs")
+    config = GNNConfig()
+    options = TrainOptions(epochs=args.epochs, seed=args.seed)
+    splits = [] if args.no_heldout else make_splits(examples)
+    n_fits = len(HYPER_GRID) * (1 + len(splits))
+    results = []
+    with tqdm(total=args.epochs * len(HYPER_GRID) * (1 + len(splits)), disable=args.quiet, desc="llmco2 train", unit="epoch") as bar:
+        if splits:
+            specs = {"llmco2-gnn": gnn_spec(config, options, progress=bar.update), "physics prior": prior_spec()}
+            results, _ = evaluate(examples, feats, splits, specs, seed=args.seed)
+        fit_idx, val_idx = validation_split(np.arange(len(examples)), [architecture(e) for e in examples], seed=args.seed)
+        model = train_ensemble(examples, feats, fit_idx, val_idx, config, options, progress=bar.update)
+    from ..predictor.evaluate import predict_gnn
+
+    pred = predict_gnn(model, examples, feats, np.arange(len(examples)))
+    fit_score = summary(pred, [e.target for e in examples])
+    model.state.info.update({
+        "trained_on": sorted({e.source for e in examples}),
+        "n_examples": len(examples),
+        "n_fit": int(len(fit_idx)),
+        "validation_architectures": sorted({architecture(examples[i]) for i in val_idx}),
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "fit_mape": fit_score["mape"],
+        "heldout": [r.__dict__ for r in results],
+    })
+    out = model.save(args.out)
+    report = Path(args.report) if args.report else out.with_suffix(".report.md")
+    report.write_text(_report(examples, skipped, model, fit_score, results, n_fits, time.time() - t0))
+    if args.plan:
+        from ..predictor.plan import AZURE_CONV, PriorPredictor, build_plan, write_plan
+        from ..predictor.roofline import RooflinePredictor
+
+        rows = build_plan([model, PriorPredictor(model), RooflinePredictor()], AZURE_CONV,
+                          measured_gpus={e.deployment.gpu.gpu_id for e in examples if e.source == "measurements"},
+                          measured_models={e.model for e in examples if e.source == "measurements"}, seed=args.seed)
+        print(f"wrote {write_plan(rows, args.plan)} ({len(rows)} batches to measure)")
+    print(f"wrote {out} (+ .json) and {report} in {time.time() - t0:.0f} s; fit MAPE {fit_score['mape']:.1f}% on "
+          f"{len(examples)} examples")
+    return 0
+
+
+def _report(examples, skipped, model, fit_score, results, n_fits, seconds) -> str:
+    from collections import Counter
+
+    from ..predictor.evaluate import architecture
+
+    lines = [f"# Training report: {model.name}", "",
+             f"{len(examples)} examples ({', '.join(f'{k}: {v}' for k, v in sorted(Counter(e.source for e in examples).items()))}); "
+             f"{n_fits} fits in {seconds:.0f} s.", "", "## Examples by architecture and GPU", "",
+             "| architecture | GPU | examples |", "|---|---|---|"]
+    for (a, g), n in sorted(Counter((architecture(e), e.gpu) for e in examples).items()):
+        lines.append(f"| {a} | {g} | {n} |")
+    lines += ["", "## Rows left out", "", "| reason | rows |", "|---|---|"]
+    for reason, n in sorted(Counter(skipped.values()).items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {reason} | {n} |")
+    st = model.state
+    lines += ["", "## Fitted coefficients", "",
+              f"- physics prior (W per GPU, J/FLOP, J/byte, J/network byte): {', '.join(f'{c:.4g}' for c in st.prior.coef)}",
+              f"- duration model (x Roofline time, s per step, s per request): {', '.join(f'{c:.4g}' for c in st.duration.coef)}",
+              f"- validation MAPE (held-out architectures inside the training data): {st.info.get('val_mape', float('nan')):.1f}%",
+              f"- fit on all examples: MAPE {fit_score['mape']:.1f}%, EBA(10%) {fit_score['eba10']:.1f}%, EBA(30%) {fit_score['eba30']:.1f}%"]
+    if results:
+        lines += ["", "## Held-out scores (same recipe, retrained per split)", "",
+                  "| held-out group | predictor | n | MAPE % | EBA(10%) % | EBA(30%) % |", "|---|---|---|---|---|---|"]
+        for r in results:
+            lines.append(f"| {r.split} | {r.predictor} | {r.n} | {r.mape:.1f} | {r.eba10:.1f} | {r.eba30:.1f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,250 @@
+"""Training examples: weighted sets of engine steps with one measured label each.
+
+* An ML.ENERGY row -> its steady-state window (:mod:`.window`); label = J per output token;
+  prediction = sum(weight * step energy) / running batch.
+* A measured batch (:mod:`.measurements`) -> a prefill example (one step; label prefill_j, supervises
+  both the prefill and the total head) and a decode example (sampled decode steps; label decode_j).
+
+Features are computed once per example (:func:`featurize`) and packed by graph topology so that a
+forward pass is one batched call per topology (:class:`Packed`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..graph import StepFeatures, step_features
+from ..hardware.catalog import load_gpu
+from ..models.catalog import load_model
+from ..workload import Parallelism, StepBatch
+from .api import Deployment
+from .layers import mean_adjacency
+from .measurements import MeasuredBatch
+from .mlenergy import GPU_NAMES, MLEnergyRow, exclusion_reason
+from .prior import DurationModel, prior_terms
+from .window import steady_window
+
+SOURCE_MLENERGY = "mlenergy-v3"
+SOURCE_MEASURED = "measurements"
+
+
+@dataclass
+class Example:
+    """One label and the weighted steps that explain it (prediction = weight @ E / denom)."""
+
+    key: str
+    source: str
+    model: str
+    family: str
+    gpu: str
+    deployment: Deployment
+    steps: StepBatch
+    weight: np.ndarray
+    denom: float
+    target: float
+    head: str = "total"  # "total" or "prefill" (a prefill-only step supervises both heads)
+    meta: dict = field(default_factory=dict)
+
+
+def _family(model_id: str) -> str:
+    name = model_id.split("/")[-1].lower()
+    for fam in ("llama-3", "llama-2", "qwen3", "qwen2", "gemma", "mistral", "phi-3", "internlm"):
+        if name.startswith(fam) or fam in name:
+            return fam
+    return name
+
+
+def row_deployment(row: MLEnergyRow) -> Deployment:
+    """Deployment of an ML.ENERGY row; FP8 checkpoints run 8-bit weights and activations (vLLM W8A8
+    FP8), 16-bit KV cache."""
+    base = re.sub(r"-FP8$", "", row.model_id)
+    if row.weight_precision == "fp8":
+        model = load_model(base, weight_bits=8, act_bits=8)
+    else:
+        model = load_model(base)
+    return Deployment(model, load_gpu(GPU_NAMES[row.gpu]), Parallelism(tp=row.tp))
+
+
+def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4, k_prefill: int = 4) -> tuple[list[Example], dict[str, str]]:
+    """Examples from usable rows, and ``{row key: reason}`` for the rows left out."""
+    out, skipped = [], {}
+    for i, row in enumerate(rows):
+        reason = exclusion_reason(row)
+        dep = None
+        if reason is None:
+            try:
+                dep = row_deployment(row)
+            except InputError as exc:
+                reason = f"architecture config not in the models catalog ({exc.field})"
+        if reason is not None:
+            skipped[row.key] = reason
+            continue
+        w = steady_window(row, seed=seed * 100003 + i, k_decode=k_decode, k_prefill=k_prefill)
+        out.append(Example(
+            key=row.key, source=SOURCE_MLENERGY, model=re.sub(r"-FP8$", "", row.model_id), family=_family(row.model_id),
+            gpu=row.gpu, deployment=dep, steps=w.steps, weight=w.weight, denom=w.tokens_per_step,
+            target=w.target_j_per_token,
+            meta={"task": row.task, "tp": row.tp, "batch": row.avg_batch_size, "precision": row.weight_precision,
+                  "step_s": row.step_duration_s, "max_num_seqs": row.max_num_seqs},
+        ))
+    return out, skipped
+
+
+def measured_examples(batches: list[MeasuredBatch], k_decode: int = 4) -> tuple[list[Example], dict[str, str]]:
+    """Two examples per measured batch (prefill, decode)."""
+    out, skipped = [], {}
+    for m in batches:
+        try:
+            model = load_model(m.model)
+            if m.layers < model.num_layers:
+                model = model.with_layers(m.layers)
+            gpu = load_gpu(m.gpu_name)
+            dep = Deployment(model, gpu, Parallelism(tp=m.tp))
+        except InputError as exc:
+            skipped[m.key] = str(exc)
+            continue
+        common = dict(source=SOURCE_MEASURED, model=m.model, family=_family(m.model), gpu=gpu.gpu_id, deployment=dep,
+                      meta={"batch": m.batch, "prompt": m.prompt, "output": m.output, "tp": m.tp, "file": m.source_file})
+        out.append(Example(key=m.key + "|prefill", steps=m.prefill_steps(), weight=np.ones(1), denom=1.0,
+                           target=m.prefill_j, head="prefill", **common))
+        if m.output > 1:
+            steps, w = m.decode_steps(k_decode)
+            out.append(Example(key=m.key + "|decode", steps=steps, weight=w, denom=1.0, target=m.decode_j, **common))
+    return out, skipped
+
+
+@dataclass
+class Featurized:
+    """Per-example features (numpy), computed once."""
+
+    node_x: np.ndarray  # [S, N, F]
+    global_x: np.ndarray  # [S, G]
+    edge_index: np.ndarray
+    prior_tot: np.ndarray  # [S, 4]
+    prior_pre: np.ndarray  # [S, 4]
+    dur_terms: np.ndarray  # [S, 3]
+    duration_s: np.ndarray  # [S]
+    features: StepFeatures = field(repr=False, default=None)
+
+
+def extra_globals(f: StepFeatures, duration_s: np.ndarray) -> np.ndarray:
+    """Globals added to the graph module's: log(duration / Roofline time), the software overhead."""
+    return np.log(np.maximum(duration_s, 1e-9) / np.maximum(f.roofline_s, 1e-12))[:, None].astype(np.float32)
+
+
+def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationModel | None = None) -> Featurized:
+    """Features of steps; missing durations are filled by ``duration_model`` first."""
+    f = step_features(dep, steps)
+    dur = steps.duration_s
+    if not np.isfinite(dur).all():
+        if duration_model is None:
+            raise ValueError("steps without observed duration need a duration model")
+        filled = np.where(np.isfinite(dur), dur, duration_model.predict(f))
+        steps = StepBatch(steps.request_step, steps.context_tokens, steps.new_tokens, filled)
+        f = step_features(dep, steps)
+        dur = filled
+    tot, pre = prior_terms(dep, f, dur)
+    gx = np.concatenate([f.global_x, extra_globals(f, dur)], axis=1)
+    return Featurized(f.node_x, gx, f.edge_index, tot, pre, DurationModel.terms(f), dur, f)
+
+
+def featurize(examples: list[Example]) -> list[Featurized]:
+    return [featurize_steps(e.deployment, e.steps) for e in examples]
+
+
+@dataclass
+class Group:
+    """Steps of one graph topology, as tensors."""
+
+    x: torch.Tensor  # [S, N, F]
+    adj: torch.Tensor  # [N, N]
+    g: torch.Tensor  # [S, G]
+    prior_tot: torch.Tensor  # [S, 4] float64
+    prior_pre: torch.Tensor  # [S, 4] float64
+    step_pos: torch.Tensor  # int64 [S], position in the packed step order
+
+
+@dataclass
+class Packed:
+    """Examples packed for batched forward passes."""
+
+    groups: list[Group]
+    step_example: torch.Tensor  # int64 [S_total], example index of each step (packed order)
+    step_weight: torch.Tensor  # float64 [S_total] (weight / denom)
+    target: torch.Tensor  # float64 [K]
+    is_prefill: torch.Tensor  # bool [K]
+    n_steps: int
+    n_examples: int
+
+
+def pack(feats: list[Featurized], examples: list[Example], node_cols: np.ndarray, glob_cols: np.ndarray,
+         norm: dict[str, np.ndarray]) -> Packed:
+    """Select feature columns, normalise them (``norm``: node_mean/std, glob_mean/std) and group by topology."""
+    by_topo: dict[tuple, list[int]] = {}
+    for i, fe in enumerate(feats):
+        topo = (fe.node_x.shape[1], fe.edge_index.tobytes())
+        by_topo.setdefault(topo, []).append(i)
+    offsets = np.cumsum([0] + [fe.node_x.shape[0] for fe in feats])
+    groups = []
+    for (n_nodes, _), idx in by_topo.items():
+        x = np.concatenate([feats[i].node_x[:, :, node_cols] for i in idx])
+        g = np.concatenate([feats[i].global_x[:, glob_cols] for i in idx])
+        x = (x - norm["node_mean"]) / norm["node_std"]
+        g = (g - norm["glob_mean"]) / norm["glob_std"]
+        pos = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
+        groups.append(Group(
+            x=torch.from_numpy(x.astype(np.float32)),
+            adj=mean_adjacency(torch.from_numpy(feats[idx[0]].edge_index), n_nodes),
+            g=torch.from_numpy(g.astype(np.float32)),
+            prior_tot=torch.from_numpy(np.concatenate([feats[i].prior_tot for i in idx])),
+            prior_pre=torch.from_numpy(np.concatenate([feats[i].prior_pre for i in idx])),
+            step_pos=torch.from_numpy(pos.astype(np.int64)),
+        ))
+    step_example = np.concatenate([np.full(fe.node_x.shape[0], k) for k, fe in enumerate(feats)])
+    step_weight = np.concatenate([e.weight / e.denom for e in examples])
+    return Packed(
+        groups=groups,
+        step_example=torch.from_numpy(step_example.astype(np.int64)),
+        step_weight=torch.from_numpy(step_weight.astype(np.float64)),
+        target=torch.tensor([e.target for e in examples], dtype=torch.float64),
+        is_prefill=torch.tensor([e.head == "prefill" for e in examples]),
+        n_steps=int(offsets[-1]),
+        n_examples=len(examples),
+    )
+
+
+def fit_normalizer(feats: list[Featurized], node_cols: np.ndarray, glob_cols: np.ndarray) -> dict[str, np.ndarray]:
+    x = np.concatenate([fe.node_x[:, :, node_cols].reshape(-1, len(node_cols)) for fe in feats])
+    g = np.concatenate([fe.global_x[:, glob_cols] for fe in feats])
+    # a column constant over the training set carries no information there: map it to 0 everywhere
+    # (a tiny std would blow an unseen GPU's or model's value up to a huge input)
+    def std(a: np.ndarray) -> np.ndarray:
+        s = a.std(0)
+        return np.where(s < 1e-4, 1e9, np.maximum(s, 1e-2)).astype(np.float32)
+
+    return {"node_mean": x.mean(0).astype(np.float32), "node_std": std(x),
+            "glob_mean": g.mean(0).astype(np.float32), "glob_std": std(g)}
+
+
+def example_prior_terms(feats: list[Featurized], examples: list[Example]) -> np.ndarray:
+    """``[K, 4]``: each example's weighted step prior terms / denom (so ``@ coef`` predicts its target)."""
+    rows = []
+    for fe, e in zip(feats, examples):
+        terms = fe.prior_pre if e.head == "prefill" else fe.prior_tot
+        rows.append(e.weight @ terms / e.denom)
+    return np.array(rows)
+
+
+def example_duration_terms(feats: list[Featurized], examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+    """``([K, 3], [K])``: probability-weighted mean duration terms and observed mean step time."""
+    a, y = [], []
+    for fe, e in zip(feats, examples):
+        p = e.weight / e.weight.sum()
+        a.append(p @ fe.dur_terms)
+        y.append(float(p @ fe.duration_s))
+    return np.array(a), np.array(y)

@@ -1,0 +1,163 @@
+"""Held-out evaluation of every predictor on the same group splits (used by ``benchmarks/accuracy.py``
+and ``llmco2 train``).
+
+Groups: the model architecture (fine-tunes and FP8 checkpoints of one architecture are one group),
+the model family, the GPU (train on one, test on the other) and the data source (when there are two).
+Validation for early stopping comes from the training groups only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .baselines import LLMCarbonBaseline, RandomForestBaseline, RooflineBaseline
+from .dataset import Example, Featurized, featurize, measured_examples, mlenergy_examples, pack
+from .gnn import GNNConfig, GNNPredictor
+from .measurements import read_measurements
+from .metrics import summary
+from .mlenergy import load_rows
+from .splits import Split, check_disjoint, leave_one_group_out, transfer_splits, validation_split
+from .training import TrainOptions, fit_prior, train_ensemble
+from .dataset import example_prior_terms
+
+
+def architecture(e: Example) -> str:
+    return e.deployment.model.name
+
+
+def load_examples(mlenergy_dir: str | Path | None, measurements_dir: str | Path | None, seed: int = 0
+                  ) -> tuple[list[Example], list[Featurized], dict[str, str]]:
+    examples: list[Example] = []
+    skipped: dict[str, str] = {}
+    if mlenergy_dir is not None:
+        ex, sk = mlenergy_examples(load_rows(mlenergy_dir), seed=seed)
+        examples += ex
+        skipped.update(sk)
+    if measurements_dir is not None:
+        ex, sk = measured_examples(read_measurements(measurements_dir))
+        examples += ex
+        skipped.update(sk)
+    return examples, featurize(examples), skipped
+
+
+def make_splits(examples: list[Example]) -> list[Split]:
+    """Family, architecture, GPU and source hold-outs; each checked for shared groups."""
+    out: list[Split] = []
+    fam = [e.family for e in examples]
+    arch = [architecture(e) for e in examples]
+    gpu = [e.gpu for e in examples]
+    src = [e.source for e in examples]
+    for split, groups in ([(s, fam) for s in leave_one_group_out(fam, "family")]
+                          + [(s, arch) for s in leave_one_group_out(arch, "model")]
+                          + [(s, gpu) for s in transfer_splits(gpu, "gpu")]
+                          + [(s, src) for s in leave_one_group_out(src, "source")]):
+        check_disjoint(split, groups)
+        out.append(split)
+    return out
+
+
+# A predictor spec: fit on (examples, feats, train, seed) -> predict(test) -> array.
+Fitted = Callable[[np.ndarray], np.ndarray]
+Spec = Callable[[list[Example], list[Featurized], np.ndarray, int], Fitted]
+
+
+def gnn_spec(config: GNNConfig, options: TrainOptions, progress: Callable[[int], None] | None = None) -> Spec:
+    """Train on the training groups (the :data:`~.training.HYPER_GRID` ensemble); early stopping uses
+    held-out architectures *within* them."""
+    def fit(examples, feats, train, seed):
+        opts = TrainOptions(**{**options.__dict__, "seed": seed})
+        fit_idx, val_idx = validation_split(train, [architecture(e) for e in examples], seed=seed)
+        model = train_ensemble(examples, feats, fit_idx, val_idx, config, opts, progress=progress)
+        return lambda test: predict_gnn(model, examples, feats, test)
+    return fit
+
+
+def predict_gnn(model: GNNPredictor, examples: list[Example], feats: list[Featurized], idx: np.ndarray) -> np.ndarray:
+    p = pack([feats[i] for i in idx], [examples[i] for i in idx], model._node_idx, model._glob_idx, model.state.norm)
+    return model.predict_packed(p)
+
+
+def prior_spec() -> Spec:
+    def fit(examples, feats, train, seed):
+        prior = fit_prior(feats, examples, train)
+        return lambda test: example_prior_terms([feats[i] for i in test], [examples[i] for i in test]) @ prior.coef
+    return fit
+
+
+def baseline_spec(cls) -> Spec:
+    def fit(examples, feats, train, seed):
+        kw = {"seed": seed} if cls is RandomForestBaseline else {}
+        b = cls(**kw).fit([examples[i] for i in train], [feats[i] for i in train])
+        return lambda test: b.predict([examples[i] for i in test], [feats[i] for i in test])
+    return fit
+
+
+OURS = "llmco2-gnn (2-GNN + physics prior)"
+
+
+def predictor_specs(epochs: int = 300) -> dict[str, Spec]:
+    """Every predictor of the accuracy table (ours first)."""
+    opt = TrainOptions(epochs=epochs)
+    return {
+        OURS: gnn_spec(GNNConfig(), opt),
+        "physics prior alone": prior_spec(),
+        "LLMCO2 paper 2-GNN (no prior)": gnn_spec(GNNConfig(name="paper-2gnn", use_prior=False), opt),
+        "NNLQP (1 GNN)": gnn_spec(GNNConfig(name="nnlqp", two_stage=False, use_prior=False, roofline_features=False,
+                                            phase_features=False), opt),
+        "DeepEn (random forest)": baseline_spec(RandomForestBaseline),
+        "LLMCarbon (FLOP count)": baseline_spec(LLMCarbonBaseline),
+        "Roofline (analytic)": baseline_spec(RooflineBaseline),
+    }
+
+
+def ablation_specs(epochs: int = 300) -> dict[str, Spec]:
+    """The paper's Table 5 steps, then ours."""
+    opt = TrainOptions(epochs=epochs)
+    refine = TrainOptions(epochs=epochs, refine_rounds=1, refine_epochs=max(20, epochs // 3))
+    return {
+        "1 GNN (NNLQP-style)": gnn_spec(GNNConfig(name="a0", two_stage=False, use_prior=False, roofline_features=False,
+                                                  phase_features=False), opt),
+        "+ prefill/decode (2 GNN)": gnn_spec(GNNConfig(name="a1", use_prior=False, roofline_features=False), opt),
+        "+ Roofline features": gnn_spec(GNNConfig(name="a2", use_prior=False), opt),
+        "+ targeted refinement": gnn_spec(GNNConfig(name="a3", use_prior=False), refine),
+        "+ physics prior (ours)": gnn_spec(GNNConfig(name="a4"), opt),
+        "+ physics prior + refinement": gnn_spec(GNNConfig(name="a5"), refine),
+    }
+
+
+@dataclass
+class Result:
+    split: str
+    predictor: str
+    n: int
+    mape: float
+    eba10: float
+    eba30: float
+
+
+def evaluate(examples: list[Example], feats: list[Featurized], splits: list[Split], specs: dict[str, Spec], seed: int = 0,
+             progress: Callable[[str], None] | None = None) -> tuple[list[Result], dict[str, dict[str, np.ndarray]]]:
+    """Fit every spec on every split's training side and score it on the test side.
+
+    Returns the results and, per predictor, ``{"pred", "true", "split"}`` arrays over all test samples.
+    """
+    y = np.array([e.target for e in examples])
+    results: list[Result] = []
+    points: dict[str, dict[str, list]] = {name: {"pred": [], "true": [], "split": []} for name in specs}
+    for split in splits:
+        for name, spec in specs.items():
+            if progress is not None:
+                progress(f"{split.name}: {name}")
+            predict = spec(examples, feats, split.train, seed)
+            pred = np.asarray(predict(split.test), dtype=np.float64)
+            s = summary(pred, y[split.test])
+            results.append(Result(split.name, name, s["n"], s["mape"], s["eba10"], s["eba30"]))
+            points[name]["pred"].append(pred)
+            points[name]["true"].append(y[split.test])
+            points[name]["split"].append(np.full(len(pred), split.name))
+    merged = {k: {kk: np.concatenate(vv) if vv else np.zeros(0) for kk, vv in v.items()} for k, v in points.items()}
+    return results, merged

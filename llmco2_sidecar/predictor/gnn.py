@@ -1,0 +1,223 @@
+"""The trained 2-GNN step predictor (paper section 4.1) behind :class:`StepPredictor`.
+
+Per step: a physics prior (:mod:`.prior`) gives a prior energy from the observed (or predicted)
+duration, FLOPs and bytes; GNN 1 predicts the prefill energy as a log-residual over the prefill
+prior; its prediction joins GNN 2's global features; GNN 2 predicts the total energy as a
+log-residual over the total prior. Variants used by the baselines and the ablation switch off the
+prior (a learned constant instead), the phase separation (one GNN) or the Roofline features.
+
+A model file is two files side by side: ``NAME.safetensors`` (weights and normalisation arrays)
+and ``NAME.json`` (configuration, feature names, prior and duration coefficients, scores).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..graph import GLOBAL_FEATURE_NAMES, NODE_FEATURE_NAMES
+from ..workload import StepBatch
+from .api import Deployment, StepPrediction, StepPredictor
+from .dataset import Featurized, Packed, featurize_steps
+from .layers import TwoStageGNN, mean_adjacency
+from .prior import DurationModel, PhysicsPrior
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+DEFAULT_MODEL = WEIGHTS_DIR / "llmco2-gnn-v1.safetensors"
+FORMAT_VERSION = 2
+
+ALL_GLOBALS = tuple(GLOBAL_FEATURE_NAMES) + ("log_overhead_ratio",)
+_ROOFLINE_NODE = ("log_time_us", "log_mai", "log_perf_tflops", "bound_memory")
+_ROOFLINE_GLOBAL = ("log_roofline_s", "log_peak_tflops", "log_mem_bw_tb_s", "log_net_bw_gb_s", "log_mrp", "log_nrp",
+                    "log_overhead_ratio")
+_PHASE_GLOBAL = ("log_prefill_tokens", "log_decode_tokens", "log_flops_prefill", "log_flops_decode",
+                 "log_mem_bytes_prefill", "log_mem_bytes_decode")
+
+
+@dataclass
+class GNNConfig:
+    """Architecture switches (see module docstring)."""
+
+    name: str = "llmco2-gnn-v1"
+    hidden: int = 16
+    two_stage: bool = True
+    use_prior: bool = True
+    roofline_features: bool = True
+    phase_features: bool = True
+
+    def node_columns(self) -> list[str]:
+        cols = []
+        for c in NODE_FEATURE_NAMES:
+            if not self.phase_features and (c.startswith("prefill_") or c.startswith("decode_")):
+                continue
+            if not self.roofline_features and any(c.endswith(r) for r in _ROOFLINE_NODE):
+                continue
+            cols.append(c)
+        return cols
+
+    def global_columns(self) -> list[str]:
+        cols = []
+        for c in ALL_GLOBALS:
+            if not self.roofline_features and c in _ROOFLINE_GLOBAL:
+                continue
+            if not self.phase_features and c in _PHASE_GLOBAL:
+                continue
+            cols.append(c)
+        return cols
+
+
+@dataclass
+class ModelState:
+    """Everything besides the network weights."""
+
+    config: GNNConfig
+    norm: dict[str, np.ndarray]
+    prior: PhysicsPrior
+    duration: DurationModel
+    log_bias: float = 0.0  # per-step log energy used instead of the prior when use_prior is False
+    info: dict = field(default_factory=dict)
+
+
+class GNNPredictor(StepPredictor):
+    """The 2-GNN (or a variant) with its prior, duration model and normalisation.
+
+    ``net`` may be a list of networks sharing the features, prior and normalisation (an ensemble of
+    the hyper-parameter grid): their log predictions are averaged.
+    """
+
+    def __init__(self, net: TwoStageGNN | list[TwoStageGNN], state: ModelState):
+        self.nets = [n.eval() for n in (net if isinstance(net, list) else [net])]
+        self.state = state
+        self.name = state.config.name
+        cfg = state.config
+        self._node_idx = np.array([NODE_FEATURE_NAMES.index(c) for c in cfg.node_columns()])
+        self._glob_idx = np.array([ALL_GLOBALS.index(c) for c in cfg.global_columns()])
+        self._adj_cache: dict[tuple[int, bytes], torch.Tensor] = {}
+
+    # ---- core ----------------------------------------------------------------------------
+    def log_priors(self, prior_tot: torch.Tensor, prior_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step log prior energies (total, prefill) in log J."""
+        if self.state.config.use_prior:
+            coef = torch.as_tensor(self.state.prior.coef, dtype=torch.float64)
+            tot = (prior_tot @ coef).clamp(min=1e-9)
+            pre = (prior_pre @ coef).clamp(min=1e-9)
+            pre = torch.maximum(pre, 1e-3 * tot)
+            return torch.log(tot).float(), torch.log(pre).float()
+        c = torch.full((prior_tot.shape[0],), float(self.state.log_bias))
+        return c, c
+
+    @property
+    def net(self) -> TwoStageGNN:
+        """The first (for a single model: the only) network."""
+        return self.nets[0]
+
+    def forward_group(self, x, adj, g, prior_tot, prior_pre) -> tuple[torch.Tensor, torch.Tensor]:
+        lt, lp = self.log_priors(prior_tot, prior_pre)
+        if len(self.nets) == 1:
+            return self.nets[0](x, adj, g, lp, lt)
+        outs = [n(x, adj, g, lp, lt) for n in self.nets]
+        return torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)
+
+    def forward_packed(self, packed: Packed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log_pre [S], log_tot [S], step_pos [S])`` over all groups (group order)."""
+        pres, tots, poss = [], [], []
+        for grp in packed.groups:
+            lp, lt = self.forward_group(grp.x, grp.adj, grp.g, grp.prior_tot, grp.prior_pre)
+            pres.append(lp)
+            tots.append(lt)
+            poss.append(grp.step_pos)
+        return torch.cat(pres), torch.cat(tots), torch.cat(poss)
+
+    def predict_packed(self, packed: Packed) -> np.ndarray:
+        """Example predictions (same unit as the targets)."""
+        with torch.no_grad():
+            _, lt, pos = self.forward_packed(packed)
+            contrib = packed.step_weight[pos] * torch.exp(lt.double())
+            pred = torch.zeros(packed.n_examples, dtype=torch.float64).index_add_(0, packed.step_example[pos], contrib)
+        return pred.numpy()
+
+    # ---- StepPredictor -------------------------------------------------------------------
+    def _tensors(self, fe: Featurized) -> tuple[torch.Tensor, ...]:
+        n = self.state.norm
+        x = (fe.node_x[:, :, self._node_idx] - n["node_mean"]) / n["node_std"]
+        g = (fe.global_x[:, self._glob_idx] - n["glob_mean"]) / n["glob_std"]
+        key = (fe.node_x.shape[1], fe.edge_index.tobytes())
+        adj = self._adj_cache.get(key)
+        if adj is None:
+            adj = self._adj_cache[key] = mean_adjacency(torch.from_numpy(fe.edge_index), fe.node_x.shape[1])
+        return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), adj,
+                torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32)),
+                torch.from_numpy(fe.prior_tot), torch.from_numpy(fe.prior_pre))
+
+    def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:
+        if steps.n_steps == 0:
+            z = np.zeros(0)
+            return StepPrediction(z, z.copy(), z.copy())
+        fe = featurize_steps(deployment, steps, self.state.duration)
+        with torch.no_grad():
+            lp, lt = self.forward_group(*self._tensors(fe))
+        tot = torch.exp(lt.double()).numpy()
+        pre = torch.exp(lp.double()).numpy() if self.state.config.two_stage else tot * _prefill_share(fe)
+        pre = np.where(fe.features.prefill_tokens > 0, np.minimum(pre, tot), 0.0)
+        return StepPrediction(energy_j=tot, prefill_energy_j=pre, duration_s=fe.duration_s.copy())
+
+    # ---- files ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (.safetensors) and its ``.json`` metadata; returns the weights path."""
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"net{i}.{k}": v.detach().contiguous() for i, n in enumerate(self.nets) for k, v in n.state_dict().items()}
+        tensors.update({f"norm.{k}": torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in self.state.norm.items()})
+        save_file(tensors, str(path), metadata={"format_version": str(FORMAT_VERSION)})
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "config": asdict(self.state.config),
+            "member_hidden": [n.tot.lin2.in_features for n in self.nets],
+            "node_columns": self.state.config.node_columns(),
+            "global_columns": self.state.config.global_columns(),
+            "prior_coef": self.state.prior.coef.tolist(),
+            "duration_coef": self.state.duration.coef.tolist(),
+            "log_bias": self.state.log_bias,
+            "info": self.state.info,
+        }
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        path.chmod(0o644)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GNNPredictor":
+        path = Path(path).with_suffix(".safetensors")
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: model format {meta.get('format_version')} (this code reads {FORMAT_VERSION})")
+        cfg = GNNConfig(**meta["config"])
+        if cfg.node_columns() != meta["node_columns"] or cfg.global_columns() != meta["global_columns"]:
+            raise ValueError(f"{path}: feature columns differ from this code's graph features; retrain the model")
+        tensors = load_file(str(path))
+        norm = {k[5:]: tensors[k].numpy() for k in tensors if k.startswith("norm.")}
+        nets = []
+        for i, hidden in enumerate(meta["member_hidden"]):
+            net = TwoStageGNN(len(cfg.node_columns()), len(cfg.global_columns()), int(hidden), cfg.two_stage)
+            prefix = f"net{i}."
+            net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            nets.append(net)
+        state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
+                           float(meta["log_bias"]), meta.get("info", {}))
+        return cls(nets, state)
+
+
+def _prefill_share(fe: Featurized) -> np.ndarray:
+    f = fe.features
+    return f.roofline_s_prefill / np.maximum(f.roofline_s_prefill + f.roofline_s_decode, 1e-30)
+
+
+def load_default() -> GNNPredictor | None:
+    """The shipped model, or None when no model file is shipped (the caller falls back to Roofline)."""
+    if not DEFAULT_MODEL.exists() or not DEFAULT_MODEL.with_suffix(".json").exists():
+        return None
+    return GNNPredictor.load(DEFAULT_MODEL)

@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+
+from llmco2_sidecar.errors import InputError
+from llmco2_sidecar.predictor.mlenergy import exclusion_reason, load_rows
+from llmco2_sidecar.predictor.window import MAX_BATCHED_TOKENS, sample_prompts, steady_window
+
+
+def _write(tmp_path, arch="Dense Transformer", task="lm-arena-chat", batch=63.6, out_len=600.0):
+    doc = {
+        "model_id": "Qwen/Qwen3-8B", "task": task, "architecture": arch, "weight_precision": "bfloat16",
+        "output_length_distribution": {"bins": [0.0, 500.0, 1000.0], "counts": [1, 3]},
+        "configurations": [{
+            "gpu_model": "H100", "num_gpus": 1, "max_num_seqs": 64, "avg_batch_size": batch,
+            "avg_output_len": out_len, "energy_per_token_joules": 0.2, "avg_power_watts": 500.0,
+            "output_throughput_tokens_per_sec": 2500.0,
+            "parallelization": {"tensor_parallel": 1, "data_parallel": 1},
+            "output_length_distribution": {"bins": [0.0, 500.0, 1000.0], "counts": [1, 3]},
+        }],
+    }
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models" / f"x__{task}.json").write_text(json.dumps(doc))
+    return tmp_path
+
+
+def test_load_rows_typed(tmp_path):
+    rows = load_rows(_write(tmp_path))
+    assert len(rows) == 1
+    r = rows[0]
+    assert r.tp == 1 and r.gpu == "H100" and r.hist_counts == (1, 3)
+    assert r.step_duration_s == pytest.approx(63.6 / 2500.0)
+    assert exclusion_reason(r) is None
+    assert exclusion_reason(r, supported_models={"other"}) is not None
+
+
+def test_excludes_moe_and_unknown_task(tmp_path):
+    r = load_rows(_write(tmp_path, arch="MoE"))[0]
+    assert "MoE" in exclusion_reason(r)
+    (tmp_path / "b").mkdir()
+    r2 = load_rows(_write(tmp_path / "b", task="image-chat"))[0]
+    assert "task" in exclusion_reason(r2)
+
+
+def test_load_rows_missing_dir(tmp_path):
+    with pytest.raises(InputError):
+        load_rows(tmp_path)
+
+
+def test_steady_window_composition(tmp_path):
+    row = load_rows(_write(tmp_path))[0]
+    w = steady_window(row, seed=3, k_decode=4, k_prefill=3)
+    steps = w.steps
+    assert steps.n_steps == 7 and w.weight.shape == (7,)
+    assert w.weight.sum() == pytest.approx(1.0)
+    # every step runs round(b) = 64 requests and lasts b / throughput
+    assert np.all(np.bincount(steps.request_step) == 64)
+    assert np.allclose(steps.duration_s, 63.6 / 2500.0)
+    tokens = steps.steps_tokens()
+    assert np.all(tokens[:4] == 64)  # decode-only steps
+    assert np.all(tokens[4:] > 64) and np.all(tokens[4:] <= MAX_BATCHED_TOKENS)
+    # prefill-step weight = P(at least one prefill) with h = 1/600 per slot
+    q = 1 - (1 - 1 / 600) ** 64
+    assert w.weight[4:].sum() == pytest.approx(q)
+    # decode contexts include the prompt and stay below prompt cap + longest output
+    ctx = steps.context_tokens[steps.new_tokens == 1]
+    assert ctx.min() >= 4 and ctx.max() < MAX_BATCHED_TOKENS + 1000
+    # energy per token from step energies: a constant step energy E gives E / b
+    assert w.energy_per_token(np.full(7, 63.6)) == pytest.approx(1.0)
+    # deterministic for a seed
+    w2 = steady_window(row, seed=3, k_decode=4, k_prefill=3)
+    assert np.array_equal(w2.steps.context_tokens, steps.context_tokens)
+
+
+def test_prompt_distribution_mean():
+    x = sample_prompts(634.0, np.random.default_rng(0), 200_000)
+    assert abs(x.mean() - 634.0) / 634.0 < 0.03
