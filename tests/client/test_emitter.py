@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from emitter_testkit import GPU, MODEL, make_config
+from sidecar_testkit import GPU, MODEL, make_config
 
 from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo, Phase
 from llmco2_sidecar.service.carbon_log import read_records

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from emitter_testkit import GPU, MODEL
+from sidecar_testkit import GPU, MODEL
 
 from llmco2_sidecar.client import AsyncCarbonQuery, CarbonQuery, Emitter, EmitterConfig, EngineInfo
 

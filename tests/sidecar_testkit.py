@@ -1,4 +1,4 @@
-"""Helpers for the sidecar tests: identities, step messages, configs for a real loopback sidecar."""
+"""Helpers for the sidecar, emitter and pipeline tests: identities, step messages, configs for a real loopback sidecar."""
 
 from __future__ import annotations
 
