@@ -263,15 +263,17 @@ class SidecarCore:
         if prefix:
             deadline = time.monotonic() + wait_s
             while True:
-                with self.ledger.lock:
-                    done, running = self.ledger.find(rid)
-                left = deadline - time.monotonic()
-                if (done and not running) or left <= 0:
-                    return done + [r for r in (self.running_record(x) for x in running) if r]
+                # register first, then look: a record that lands in between still wakes us (the
+                # pipeline thread only schedules an announcement while some waiter is registered)
                 fut = self.loop.create_future()  # woken by a matching record (or re-checked every 50 ms)
                 entry = (rid, fut)
                 self._prefix_waiters.append(entry)
                 try:
+                    with self.ledger.lock:
+                        done, running = self.ledger.find(rid)
+                    left = deadline - time.monotonic()
+                    if (done and not running) or left <= 0:
+                        return done + [r for r in (self.running_record(x) for x in running) if r]
                     await asyncio.wait_for(fut, min(left, 0.05))
                 except asyncio.TimeoutError:
                     pass
