@@ -22,18 +22,25 @@ def steps_message(seq: int, steps: list[tuple], done: list[tuple] = ()) -> pb.En
     ev = msg.events
     ev.seq = seq
     for sid, t0, t1, slices in steps:
-        ev.steps.step_id.append(sid)
-        ev.steps.start_s.append(t0)
-        ev.steps.end_s.append(t1)
-        ev.steps.slice_count.append(len(slices))
-        for rid, new, ctx, prompt in slices:
-            ev.steps.request_id.append(rid)
-            ev.steps.new_tokens.append(new)
-            ev.steps.context_tokens.append(ctx)
-            ev.steps.prompt_tokens.append(prompt)
+        add_step(ev, sid, t0, t1, slices)
     for rid, out in done:
         ev.done.add(request_id=rid, output_tokens=out)
     return msg
+
+
+def add_step(ev, sid, t0, t1, slices, phase=None) -> None:
+    """Append one step, ``slices`` = [(rid, new, ctx, prompt), ...], to an EventBatch's columns."""
+    ev.steps.step_id.append(sid)
+    ev.steps.start_s.append(t0)
+    ev.steps.end_s.append(t1)
+    ev.steps.slice_count.append(len(slices))
+    for rid, new, ctx, prompt in slices:
+        ev.steps.request_id.append(rid)
+        ev.steps.new_tokens.append(new)
+        ev.steps.context_tokens.append(ctx)
+        ev.steps.prompt_tokens.append(prompt)
+    if phase is not None:
+        ev.steps.phase.extend([phase] * len(slices))
 
 
 def make_config(tmp_path, **kw) -> SidecarConfig:

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sidecar_testkit import identity, make_config
+from sidecar_testkit import add_step, identity, make_config
 
 from llmco2_sidecar._proto import events_pb2 as pb
 from llmco2_sidecar._proto import sidecar_pb2_grpc
@@ -41,20 +41,6 @@ action = st.one_of(
     st.tuples(st.just("garbage"), st.sampled_from(GARBAGE)),
     st.tuples(st.just("flush")),
 )
-
-
-def _add_step(ev, sid, t0, t1, slices, phase=None):
-    ev.steps.step_id.append(sid)
-    ev.steps.start_s.append(t0)
-    ev.steps.end_s.append(t1)
-    ev.steps.slice_count.append(len(slices))
-    for rid, new, ctx, prompt in slices:
-        ev.steps.request_id.append(rid)
-        ev.steps.new_tokens.append(new)
-        ev.steps.context_tokens.append(ctx)
-        ev.steps.prompt_tokens.append(prompt)
-    if phase is not None:
-        ev.steps.phase.extend([phase] * len(slices))
 
 
 @settings(max_examples=int(__import__("os").environ.get("LLMCO2_PROP_EXAMPLES", "50")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -111,7 +97,7 @@ def test_random_streams(shared, actions):
                 continue
             sid += 1
             t += act[2]
-            _add_step(ev, sid, t, t + act[3], slices)
+            add_step(ev, sid, t, t + act[3], slices)
             t += act[3]
         elif kind == "done" and live:
             rid = sorted(live)[act[1] % len(live)]
@@ -126,7 +112,7 @@ def test_random_streams(shared, actions):
             if g == "unknown_done":
                 ev.done.add(request_id="never-seen-" + engine)
             elif g == "bad_columns":
-                _add_step(ev, sid + 1, t, t + 0.01, [("x", 1, 0, 1)])
+                add_step(ev, sid + 1, t, t + 0.01, [("x", 1, 0, 1)])
                 ev.steps.slice_count[-1] = 5
             else:
                 bad = {"zero_tokens": (sid + 1, t, t + 0.01, 0, None), "absurd_tokens": (sid + 1, t, t + 0.01, 1 << 22, None),
@@ -134,7 +120,7 @@ def test_random_streams(shared, actions):
                        "dup_id": (max(sid, 1), t, t + 0.01, 1, None), "nan": (sid + 1, math.nan, t, 1, None),
                        "empty_id": (sid + 1, t, t + 0.01, 1, None), "bad_phase": (sid + 1, t, t + 0.01, 1, 7)}[g]
                 rid = "" if g == "empty_id" else f"{engine}-garbage"
-                _add_step(ev, bad[0], bad[1], bad[2], [(rid, bad[3], 5, 5)], bad[4])
+                add_step(ev, bad[0], bad[1], bad[2], [(rid, bad[3], 5, 5)], bad[4])
             msg_sid, msg_end = list(ev.steps.step_id) or [sid], list(ev.steps.end_s) or [t]
             if send().steps_accepted:  # e.g. "backwards" before any step is valid after all
                 live.setdefault(f"{engine}-garbage", [6, 5])
