@@ -109,3 +109,27 @@ def test_ensemble_averages_members_and_round_trips(tiny_data, tmp_path):
     loaded = GNNPredictor.load(ens.save(tmp_path / "ens.safetensors"))
     assert [n.tot.lin2.in_features for n in loaded.nets] == [8, 12]
     np.testing.assert_allclose(loaded.predict_steps(dep, steps).energy_j, ens.predict_steps(dep, steps).energy_j, rtol=1e-6)
+
+
+def test_shipped_model_never_exceeds_board_power():
+    """A step's predicted GPU energy stays within n_gpus x TDP x duration, also on GPUs the model never
+    saw (A100) and for heavy prefill steps."""
+    import numpy as np
+
+    from llmco2_sidecar.hardware import load_gpu
+    from llmco2_sidecar.models import load_model
+    from llmco2_sidecar.predictor.api import Deployment
+    from llmco2_sidecar.predictor.gnn import load_default
+    from llmco2_sidecar.workload import Parallelism, StepBatch
+
+    model = load_default()
+    assert model is not None
+    steps = StepBatch.from_steps([[(0, 512)] * 8, [(1000, 1)] * 128, [(0, 2048), (500, 1)], [(3000, 1)] * 16],
+                                 [0.05, 0.03, None, 0.002])
+    for gpu, tp in (("A100", 1), ("L4", 1), ("H100", 2), ("B200", 1)):
+        dep = Deployment(load_model("meta-llama/Llama-2-7b-hf"), load_gpu(gpu), Parallelism(tp=tp))
+        pred = model.predict_steps(dep, steps)
+        cap = dep.n_gpus * dep.gpu.tdp_w * pred.duration_s
+        assert (pred.energy_j <= cap * (1 + 1e-12)).all(), (gpu, pred.energy_j / pred.duration_s)
+        assert (pred.prefill_energy_j <= pred.energy_j + 1e-12).all()
+        assert (pred.energy_j > 0).all()
