@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import InputError
 from ..workload import BatchQuery
 
 
@@ -70,5 +69,3 @@ def run(a: argparse.Namespace) -> int:
           f"({dep.model.num_layers} x {layer_t * 1e6:.1f} us + {other_t * 1e6:.1f} us outside the layers)")
     return 0
 
-
-__all__ = ["add_arguments", "run", "InputError"]

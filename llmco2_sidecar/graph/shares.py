@@ -18,7 +18,7 @@ import numpy as np
 
 from ..predictor.api import Deployment
 from ..workload import StepBatch
-from .builder import _coefs, aggregates, layer_graph, roofline
+from .builder import aggregates, layer_graph, roofline
 
 _ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv")
 
@@ -61,4 +61,4 @@ def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
     return share / sums[idx]
 
 
-__all__ = ["request_shares", "_coefs"]
+__all__ = ["request_shares"]

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..energy.serving import host_energy_j, serving_energy_j
+
 
 @dataclass
 class StepEnergy:
@@ -79,10 +81,10 @@ def attribute(step_of: np.ndarray, shares: np.ndarray, is_prefill: np.ndarray, c
         idle_power_w: host share + GPUs' idle power during gaps. host_busy_w: host share during steps.
         formation_j: E_form per step. n_gpus: GPUs of the replica.
     """
-    gap_j = idle_power_w * gap_s + formation_j
+    gap_j = serving_energy_j(gap_s, idle_power_w, formation_j)
     gap_attr = np.where(continuing, gap_j, formation_j)
     idle = gap_j - gap_attr
-    busy_host = host_busy_w * duration_s
+    busy_host = host_energy_j(duration_s, host_busy_w)
     slice_gpu = shares * gpu_j[step_of]
     prefill = np.where(is_prefill, slice_gpu, 0.0)
     decode = slice_gpu - prefill
