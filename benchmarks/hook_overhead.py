@@ -2,9 +2,11 @@
 throughput with and without the switch, in one run.
 
 1. **Hook cost per step (µs).** Real vLLM 0.32 ``SchedulerOutput`` / ``NewRequestData`` /
-   ``CachedRequestData`` objects (built before timing) go through the patched scheduler methods of
-   a stand-in scheduler whose own ``schedule``/``update_from_output`` return at once, so what is
-   timed is the plugin's wrappers + hook + emitter enqueue. The emitter is connected to a real
+   ``CachedRequestData`` objects go through the patched scheduler methods of a stand-in scheduler
+   whose ``schedule`` only builds the step's ``SchedulerOutput`` (as vLLM's does, right before the
+   hook reads it; until 2026-11-26 they were built before timing, so the hook found them cold in
+   memory, which no engine does) and whose ``update_from_output`` returns at once, so what the
+   difference times is the plugin's wrappers + hook + emitter enqueue. The emitter is connected to a real
    ``llmco2 serve`` subprocess (its sender thread runs, as in vLLM). Batches in steady state: 8, 64
    and 256 running requests, each step one request leaves (a finish event) and one enters (a
    prefill chunk of up to 512 tokens). The per-step time is the wrapped calls minus the same calls
@@ -46,7 +48,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 # ---- part 1: the hook's own cost ------------------------------------------------------------------
 def _steps(n_running: int, n_steps: int, chunk: int = 512):
-    """Real SchedulerOutput objects of a steady state: n_running requests, one leaves and one enters per step."""
+    """A steady state: n_running requests, one leaves and one enters per step.
+
+    Returns, per step, a function that builds that step's real ``SchedulerOutput`` (vLLM's own
+    ``schedule()`` builds it right before the hook reads it, so the stand-in scheduler builds it
+    inside its ``schedule()`` too, in both the hooked and the plain runs), the leaving request's
+    id, and the new request's prompt length."""
     from vllm.v1.core.sched.output import CachedRequestData, NewRequestData, SchedulerOutput
 
     next_id = [0]
@@ -55,25 +62,30 @@ def _steps(n_running: int, n_steps: int, chunk: int = 512):
         next_id[0] += 1
         return f"cmpl-{next_id[0]:032x}-0-{next_id[0] % 10**8:08d}"
 
+    def builder(rid_new, prompt_ids, ids, ctx, nst):
+        def build():
+            new_req = NewRequestData(req_id=rid_new, prompt_token_ids=prompt_ids, mm_features=[],
+                                     sampling_params=None, pooling_params=None, block_ids=([],),
+                                     num_computed_tokens=0, lora_request=None)
+            cached = CachedRequestData(req_ids=list(ids), resumed_req_ids=set(), new_token_ids=[], all_token_ids={},
+                                       new_block_ids=[None] * len(ids), num_computed_tokens=list(ctx),
+                                       num_output_tokens=[1] * len(ids))
+            return SchedulerOutput(scheduled_new_reqs=[new_req], scheduled_cached_reqs=cached,
+                                   num_scheduled_tokens=dict(nst), total_num_scheduled_tokens=sum(nst.values()),
+                                   scheduled_spec_decode_tokens={}, scheduled_encoder_inputs={},
+                                   finished_req_ids=set(), free_encoder_mm_hashes=[])
+        return build
+
     running = {new_id(): 200 + 37 * i % 1500 for i in range(n_running)}  # rid -> tokens in the KV cache
     out = []
     for _ in range(n_steps):
         rid_new = new_id()
         prompt = 300 + (next_id[0] * 131) % 1200
-        new_req = NewRequestData(req_id=rid_new, prompt_token_ids=list(range(prompt)), mm_features=[],
-                                 sampling_params=None, pooling_params=None, block_ids=([],), num_computed_tokens=0,
-                                 lora_request=None)
         ids = list(running)
-        cached = CachedRequestData(req_ids=ids, resumed_req_ids=set(), new_token_ids=[], all_token_ids={},
-                                   new_block_ids=[None] * len(ids), num_computed_tokens=[running[r] for r in ids],
-                                   num_output_tokens=[1] * len(ids))
         nst = {r: 1 for r in ids}
         nst[rid_new] = min(chunk, prompt)
-        so = SchedulerOutput(scheduled_new_reqs=[new_req], scheduled_cached_reqs=cached, num_scheduled_tokens=nst,
-                             total_num_scheduled_tokens=sum(nst.values()), scheduled_spec_decode_tokens={},
-                             scheduled_encoder_inputs={}, finished_req_ids=set(), free_encoder_mm_hashes=[])
         leaving = ids[0]
-        out.append((so, leaving, prompt))
+        out.append((builder(rid_new, list(range(prompt)), ids, [running[r] for r in ids], nst), leaving, prompt))
         del running[leaving]
         for r in ids[1:]:
             running[r] += 1
@@ -115,7 +127,7 @@ def hook_cost(target: str, sizes=(8, 64, 256), n_steps: int = 3000, pace_s: floa
                 self.current = None
 
             def schedule(self):
-                return self.current
+                return self.current()  # builds the step's SchedulerOutput, as vLLM's schedule() does
 
             def update_from_output(self, so, model_output=None):
                 return {}
@@ -140,10 +152,10 @@ def hook_cost(target: str, sizes=(8, 64, 256), n_steps: int = 3000, pace_s: floa
 
         def run(s, series, mode):
             pc = time.perf_counter_ns
-            for so, leaving, _ in series:
-                s.current = so
+            for build, leaving, _ in series:
+                s.current = build
                 t = pc()
-                s.schedule()
+                so = s.schedule()
                 s.update_from_output(so)
                 s._free_request(_Req(leaving))
                 yield pc() - t
@@ -396,7 +408,8 @@ def reading_of(results: dict) -> str:
             f"8 to 256 running requests ({'within' if worst <= 20 else 'above'} the 20 us target for the mean); back "
             f"to back (hot caches) the median is at most {hot_p50:.1f} us. It does not grow with the batch: the "
             "per-request columns are read on the emitter's thread. The means and tails include the moments when "
-            "that thread holds the GIL as the engine thread comes back, and the 2-core machine's other load.")
+            "that thread holds the GIL as the engine thread comes back (back to back, the emitter encodes steps "
+            "without pause, which is where the hot means and tails come from), and the 2-core machine's other load.")
     tp = results.get("throughput")
     if tp:
         med = tp["ratio_median_of_rounds"]
@@ -418,8 +431,9 @@ def reading_of(results: dict) -> str:
                      "the emitter, the sidecar's micro-batch and GNN prediction and the lookup, all on the same 2 "
                      "cores as vLLM -- lowers throughput directly; the sidecar's arrival-to-record latency was "
                      f"p50 {tp['sidecar_record_latency']['p50']}, p90 {tp['sidecar_record_latency']['p90']}.")
-        text += (" On this 2-core machine vLLM's API server, EngineCore and worker already compete for the cores, the "
-                 "worker and EngineCore poll each other, and the tiny model's steps last about a millisecond, so "
+        text += (" On this 2-core machine vLLM's CPU backend pins its worker to core 0 and leaves core 1 to everything "
+                 "else (its log: reserved_cpus=[1]): the API server, the EngineCore, this benchmark's client threads "
+                 "and the sidecar; the worker and EngineCore poll each other, and the tiny model's steps last about a millisecond, so "
                  "every extra runnable thread (the emitter's sender and gRPC threads, the sidecar process) stalls "
                  "steps directly, and rounds of the same server scatter by a factor of two or more. The figure is "
                  "not a prediction for a GPU server, where steps last tens of milliseconds and the sidecar has cores "
@@ -438,8 +452,10 @@ def write(results: dict) -> None:
         "## Hook cost per engine step (target <= 20 us)",
         "",
         "Real vLLM `SchedulerOutput` objects through the patched scheduler methods (wrappers + hook + emitter",
-        "enqueue), minus the same calls unpatched; emitter connected to a real `llmco2 serve`; each step one",
-        "request leaves (finish event) and one enters (prefill chunk).",
+        "enqueue), minus the same calls unpatched; the stand-in `schedule()` builds each step's `SchedulerOutput`",
+        "as vLLM's does (in both runs); emitter connected to a real `llmco2 serve`; each step one",
+        "request leaves (its finish is handed to the emitter at once, with the steps before it) and one enters",
+        "(prefill chunk).",
         "",
         "Pacing: *hot* = steps back to back; *engine-like* = between two steps 8 MiB of memory is",
         "overwritten (vLLM's own work evicting the caches) and the thread then sleeps until 1 ms has passed",

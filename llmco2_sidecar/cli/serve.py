@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -24,10 +25,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level of the sidecar's own messages")
 
 
+def _pin_intra_op_threads(n: int) -> None:
+    """Give the OpenMP/MKL runtimes the predictor's thread count before torch is imported.
+
+    Measured on the 2-core CI machine beside a busy vLLM (benchmarks/hook_overhead.py): with the
+    default team (one thread per core) and ``torch.set_num_threads(1)`` only after the import, a
+    micro-batch's GNN call took 50-120 ms instead of a few, and every response waited for it;
+    ``OMP_NUM_THREADS=1`` (or ``KMP_BLOCKTIME=0``) before the import brought it back to a few ms.
+    The sidecar's own setting wins over an inherited ``OMP_NUM_THREADS`` (often the engine's value).
+    """
+    if "torch" in sys.modules:  # too late for the environment; the server still calls set_num_threads
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(int(n))
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = cfgmod.resolve(args)
+    _pin_intra_op_threads(config.predictor_threads)
     from ..service.server import serve_forever
 
     async def main() -> None:

@@ -209,6 +209,16 @@ def test_vllm_serves_with_carbon_end_to_end(vllm_python: Path, tmp_path: Path) -
         missing = [p for p in outage if not found_outage[p]]
         assert not missing, f"requests served while the sidecar was down never reached the log: {missing}"
         _mark("outage requests accounted")
+        # the API server's lookup channel retries the sidecar at least every second (lookup.py): within
+        # a few seconds of the restart a response carries its carbon again
+        t_up, probe = time.monotonic(), None
+        while time.monotonic() - t_up < 10.0:
+            probe = _run_batch(port, [("completions", SHORT, False, 2, None)])[0]
+            if _carbon(probe)[1] == "final":
+                break
+            time.sleep(0.2)
+        assert _carbon(probe)[1] == "final", f"no carbon in responses {time.monotonic() - t_up:.1f} s after the restart"
+        _mark("carbon in responses again")
         specs3 = [("completions", LONG, False, 5, None), ("chat", SHORT, True, 5, None),
                   ("chat", LONG, False, 5, None)]
         results3 = _run_batch(port, specs3)

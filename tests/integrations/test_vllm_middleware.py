@@ -203,3 +203,50 @@ def test_sidecar_down_leaves_responses_intact():
                            lookup=CarbonLookup(settings.target))
     events = [e for e in body(call(sse, "/v1/completions")).decode().split("\n\n") if e]
     assert events[-1] == "data: [DONE]" and json.loads(events[-2][6:])["status"] == "pending"
+
+
+def test_lookups_find_a_restarted_sidecar_within_about_a_second(tmp_path):
+    """A long outage must not leave the lookup channel in gRPC's growing reconnect backoff (1 s up to
+    120 s by default): once the sidecar is back, responses carry carbon again within about a second."""
+    sock = tmp_path / "sidecar.sock"
+
+    def start():
+        return SidecarThread(SidecarConfig(unix=str(sock), log=str(tmp_path / "carbon.jsonl"),
+                                           predictor="roofline")).start()
+
+    def engine_run(sc, rid):
+        em = Emitter(EngineInfo(engine_name="vllm", model_name="meta-llama/Llama-2-7b-hf", gpu="A100"),
+                     EmitterConfig(target=sc.address))
+        Engine(em).run(rid)
+        assert em.flush(10.0)
+        em.close()
+
+    sc = start()
+    lookup = CarbonLookup(sc.address)
+
+    async def main():
+        engine_run(sc, "cmpl-before-0-00000000")
+        assert (await lookup.request_carbon("before", "cmpl-before-", 2.0)).finished
+        sc.stop()
+        t_down = time.monotonic()
+        while time.monotonic() - t_down < 6.0:  # a long outage: lookups fail at once, again and again
+            t = time.monotonic()
+            assert await lookup.request_carbon("before", "cmpl-before-", 2.0) is None
+            assert time.monotonic() - t < 1.0
+            await asyncio.sleep(0.1)
+        sc2 = start()
+        try:
+            engine_run(sc2, "cmpl-after-0-00000000")
+            t_up = time.monotonic()
+            fig = None
+            while fig is None and time.monotonic() - t_up < 10.0:
+                fig = await lookup.request_carbon("after", "cmpl-after-", 0.5)
+                if fig is None:
+                    await asyncio.sleep(0.05)
+            assert fig is not None and fig.finished
+            assert time.monotonic() - t_up < 1.6, f"carbon again {time.monotonic() - t_up:.1f} s after the restart"
+        finally:
+            await lookup.close()
+            sc2.stop()
+
+    asyncio.run(main())

@@ -50,17 +50,21 @@ class StepHook:
         clock: the engine clock; it must be the emitter's clock (``time.monotonic`` by default).
         dump_path: optional JSON-lines file receiving, per emitted step, the engine's own
             ``num_scheduled_tokens`` (a debugging and test aid; off by default).
-        flush_s: steps and ends are handed to the emitter in groups, in order: when the oldest
-            held event is ``flush_s`` old (checked at each step and end), when the last request
-            leaves (the engine goes idle), or every 256 events. Each hand-over may wake the
-            emitter's thread; waking it once per step costs a CPU-bound engine far more than the
-            hook itself (benchmarks/hook_overhead.py).
+        flush_s: steps are handed to the emitter in groups, in order: when the oldest held event
+            is ``flush_s`` old (checked at each step and end), when a request finishes, when the
+            last request leaves (the engine goes idle), or every 256 events. Each hand-over may
+            wake the emitter's thread; waking it once per step costs a CPU-bound engine far more
+            than the hook itself (benchmarks/hook_overhead.py).
+        flush_finishes: hand a finish over at once (default), so that the response waiting for
+            the request's carbon does not also wait for ``flush_s``. False: finishes are grouped
+            like steps (fewer wake-ups, responses wait up to ``flush_s`` longer).
     """
 
     def __init__(self, emitter: Any, clock: Callable[[], float] = time.monotonic, dump_path: str | None = None,
-                 flush_s: float = 0.05):
+                 flush_s: float = 0.05, flush_finishes: bool = True):
         self.emitter = emitter
         self.flush_s = flush_s
+        self.flush_finishes = flush_finishes
         self._outbox: list[tuple] = []
         self.clock = clock
         self._pending: dict[int, tuple] = {}
@@ -174,9 +178,15 @@ class StepHook:
                 self.done_emitted += 1
 
     def _queue_done(self, done: tuple, idle: bool) -> None:
+        """Hand a finish (and the steps held before it) to the emitter at once.
+
+        The API server holds the response until the sidecar has the request's record, so a finish
+        must not wait for the step flush interval; finishes are once per request, not per step.
+        ``idle`` is kept for callers; with ``flush_finishes=False`` the old grouping applies.
+        """
         out = self._outbox
         out.append((_DONE, done[3], done))
-        if idle or len(out) >= _MAX_OUTBOX or done[3] - out[0][1] >= self.flush_s:
+        if self.flush_finishes or idle or len(out) >= _MAX_OUTBOX or done[3] - out[0][1] >= self.flush_s:
             self.flush()
 
     def _emit_done(self, rid: str, output_tokens: int, aborted: bool, t: float, prompt: int) -> None:

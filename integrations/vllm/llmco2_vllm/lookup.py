@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 log = logging.getLogger("vllm.llmco2")
 
+# The sidecar is local (loopback or a Unix socket): retry a lost connection at least every second
+# instead of gRPC's default backoff (1 s growing to 120 s), so that responses carry carbon again
+# within about a second of a sidecar restart. While it is down a lookup fails at once (no wait).
+RECONNECT_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                     ("grpc.max_reconnect_backoff_ms", 1000))
+
 
 @dataclass(frozen=True)
 class CarbonFigure:
@@ -42,7 +48,7 @@ class CarbonLookup:
 
             from llmco2_sidecar._proto import sidecar_pb2_grpc
 
-            self._channel = grpc.aio.insecure_channel(self.target)
+            self._channel = grpc.aio.insecure_channel(self.target, options=RECONNECT_OPTIONS)
             self._stub = sidecar_pb2_grpc.CarbonSidecarStub(self._channel)
             self._loop = loop
         return self._stub

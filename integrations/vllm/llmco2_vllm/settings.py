@@ -10,8 +10,9 @@
                            response carries ``x-llmco2-carbon-status: pending``.
 ``LLMCO2_BUFFER_EVENTS``   events buffered while the sidecar is away (default 100000).
 ``LLMCO2_TOKEN``           bearer token for the sidecar (optional).
-``LLMCO2_FLUSH_MS``        the hook hands its events to the emitter at most this often while the
-                           engine is busy (default 50 ms; at once when the engine goes idle).
+``LLMCO2_FLUSH_MS``        the hook hands its step events to the emitter at most this often while
+                           the engine is busy (default 50 ms); a finish (which a response waits
+                           for) is handed over at once, with the steps before it.
 ``LLMCO2_LOG``             carbon log path of an ``auto`` sidecar (default: the sidecar's).
 ``LLMCO2_STEP_DUMP``       debugging: a JSON-lines file receiving the engine's scheduled tokens
                            per emitted step.
