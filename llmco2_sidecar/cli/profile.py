@@ -13,6 +13,8 @@ import sys
 
 from ..errors import InputError
 
+DEFAULT_MIN_WINDOW_S = 0.5  # five ~100 ms steps of NVML's energy counter (the run raises it where the counter is coarser)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-seconds", type=float, default=540.0,
@@ -26,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", default=None, help="GPU to size the plan for (default: the detected one; H100 for --dry-run)")
     parser.add_argument("--repetitions", type=int, default=5, help="measured repetitions per point (default 5)")
     parser.add_argument("--min-window-s", type=float, default=None,
-                        help="shortest measured window; shorter phases are repeated inside it (default 0.1; smoke 0.01)")
+                        help="shortest measured window; shorter phases are repeated inside it (default 0.5; smoke "
+                             "0.01). Raised at run time to 5 updates of the energy counter (NVML's moves about every "
+                             "100 ms; the period is measured and written to the provenance line)")
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle power measurement at start (default 5)")
     parser.add_argument("--meter", choices=("auto", "nvml", "fake", "null"), default="auto",
                         help="energy source: auto = nvml on a GPU, fake for --smoke")
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..profile.plan import build_plan, format_plan, gpu_limits, parse_models, smoke_plan
 
     _validate(args)
-    min_window = args.min_window_s if args.min_window_s is not None else (0.01 if args.smoke else 0.1)
+    min_window = args.min_window_s if args.min_window_s is not None else (0.01 if args.smoke else DEFAULT_MIN_WINDOW_S)
     models = parse_models(args.models)
     if args.smoke:
         plan = smoke_plan(args.repetitions, min_window)

@@ -11,7 +11,7 @@ Estimate of one point (HF eager, bf16): per forward, ``max(flops / (peak x 0.5),
 plus a per-layer host overhead (HF eager launches each kernel from Python); prefill is one forward over
 ``batch x prompt`` tokens, decode ``output - 1`` forwards of ``batch`` tokens each with the cache
 (re-copied every step by the dynamic cache). A measured window shorter than ``min_window_s`` is
-repeated ``ceil(min_window_s / t)`` times (the NVML counter is too coarse below ~50 ms); a point is
+repeated ``ceil(min_window_s / t)`` times (NVML's energy counter moves about every 100 ms); a point is
 a warm-up (two prefills, one decode) plus ``repetitions`` measured repetitions. These factors are guesses for sizing a plan, not
 data: the runner rescales them by the measured/estimated ratio as it goes.
 """
@@ -179,7 +179,7 @@ def memory_bytes(spec: ModelSpec, batch: int, prompt: int, output: int) -> float
 
 
 def point_seconds(spec: ModelSpec, gpu: GpuLimits, batch: int, prompt: int, output: int, repetitions: int = 5,
-                  min_window_s: float = 0.1) -> float:
+                  min_window_s: float = 0.5) -> float:
     """Wall time of a whole point: one warm-up and ``repetitions`` measured repetitions of both phases."""
     pre = prefill_seconds(spec, gpu, batch, prompt)
     dec = decode_seconds(spec, gpu, batch, prompt, output)
@@ -278,7 +278,7 @@ def parse_models(text: str | None) -> list[tuple[str, int | None]]:
 
 # ---- the plan ------------------------------------------------------------------------------------
 def build_plan(budget_s: float, gpu: GpuLimits, models: Iterable[tuple[str, int | None]] = DEFAULT_MODELS,
-               repetitions: int = 5, min_window_s: float = 0.1, idle_s: float = 5.0, seed: int = 0,
+               repetitions: int = 5, min_window_s: float = 0.5, idle_s: float = 5.0, seed: int = 0,
                pairs: Sequence[tuple[int, int]] | None = None,
                specs: dict[str, ModelSpec] | None = None) -> Plan:
     """Points per model in priority order until each model's share of the budget is spent.

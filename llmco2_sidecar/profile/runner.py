@@ -3,8 +3,9 @@
 it after ``torch.cuda.synchronize()``. One CSV row per point, flushed as it is written, so a run cut
 short keeps every finished row. Progress goes to stderr.
 
-Short phases: the NVML energy counter is too coarse for windows below ~50 ms, so a phase whose warm-up
-took less than ``min_window_s`` is run ``ceil(min_window_s / t)`` times back to back inside one
+Short phases: the NVML energy counter moves in steps (about every 100 ms on recent GPUs; the run
+measures the period while it measures idle power and raises ``min_window_s`` to five steps where
+needed), so a phase whose warm-up took less than ``min_window_s`` is run ``ceil(min_window_s / t)`` times back to back inside one
 measured window (prefill: fresh cache each time; decode: the cache cropped back to the prompt between
 runs) and the window's energy and time divided by that count; the counts are recorded per row
 (``prefill_inner``, ``decode_inner``).
@@ -129,14 +130,41 @@ def open_device(device: str, meter: str) -> Device:
                   lambda: m.read().energy_j[domain], sync, m.close, total, {"nvml_index": nv_index})
 
 
-def measure_idle(dev: Device, seconds: float) -> float:
-    """Average power over ``seconds`` with the CUDA context up and no work (W)."""
+WINDOW_UPDATES = 5  # a measured window spans at least this many updates of the energy counter
+
+
+def measure_idle(dev: Device, seconds: float, poll_s: float = 0.002) -> tuple[float, float | None]:
+    """Average power over ``seconds`` with the CUDA context up and no work (W), and the energy
+    counter's update period (s; None when fewer than 4 updates were seen, e.g. the null meter).
+
+    NVML's energy counter moves in steps (about every 100 ms on recent NVIDIA GPUs: ML.ENERGY,
+    "Thermally Stable Profiling for Accurate GPU Energy Measurement"; Yang et al., arXiv:2312.02741),
+    so the counter is polled every ``poll_s`` here and the median time between its changes kept: a
+    window of one step would be off by up to a whole step.
+    """
     dev.sync()
     time.sleep(min(1.0, seconds / 2))  # settle after context creation
     e0, t0 = dev.read_j(), time.perf_counter()
-    time.sleep(seconds)
+    end, last, changes = t0 + seconds, e0, []
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        value = dev.read_j()
+        if value != last:
+            changes.append(now)
+            last = value
+        time.sleep(poll_s)
     e1, t1 = dev.read_j(), time.perf_counter()
-    return (e1 - e0) / (t1 - t0) if t1 > t0 else 0.0
+    period = statistics.median(b - a for a, b in zip(changes, changes[1:])) if len(changes) >= 4 else None
+    return ((e1 - e0) / (t1 - t0) if t1 > t0 else 0.0), period
+
+
+def effective_min_window(min_window_s: float, counter_period_s: float | None) -> float:
+    """The planned shortest window, raised to ``WINDOW_UPDATES`` counter updates where the counter is coarser."""
+    if counter_period_s is None:
+        return min_window_s
+    return max(min_window_s, WINDOW_UPDATES * counter_period_s)
 
 
 @dataclass
@@ -221,7 +249,8 @@ def _clean(value: object) -> str:
     return str(value).replace(";", ",").replace("\n", " ")
 
 
-def provenance_line(dev: Device, versions: dict[str, str], plan: Plan, command: str, idle_w: float | None = None) -> str:
+def provenance_line(dev: Device, versions: dict[str, str], plan: Plan, command: str, idle_w: float | None = None,
+                    counter_period_s: float | None = None, min_window_s: float | None = None) -> str:
     """``# provenance: key=value; key=value; ...`` (see data/measurements/README.md)."""
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     items = [("gpu", dev.gpu_name), ("driver", dev.driver or "n/a"), ("cuda", versions["cuda"]), ("date", date),
@@ -229,7 +258,9 @@ def provenance_line(dev: Device, versions: dict[str, str], plan: Plan, command: 
              ("nvidia-ml-py", versions["nvidia-ml-py"]), ("python", versions["python"]), ("host", platform.node() or "?"),
              ("meter", dev.meter_name), ("idle_w", "n/a" if idle_w is None else f"{idle_w:.1f}"), ("dtype", "bfloat16" if dev.kind == "cuda" else "float32"), ("attention", "sdpa"),
              ("weights", "random (transformers default init)"), ("repetitions", plan.repetitions),
-             ("min_window_s", plan.min_window_s), ("budget_s", plan.budget_s), ("command", command)]
+             ("min_window_s", f"{plan.min_window_s if min_window_s is None else min_window_s:g}"),
+             ("counter_period_ms", "n/a" if counter_period_s is None else f"{counter_period_s * 1e3:.1f}"),
+             ("budget_s", plan.budget_s), ("command", command)]
     return "# provenance: " + "; ".join(f"{k}={_clean(v)}" for k, v in items)
 
 
@@ -264,9 +295,13 @@ def run_plan(plan: Plan, dev: Device, out: TextIO, command: str, smoke: bool = F
     deadline = start + plan.budget_s
     versions = _versions()
     log(f"device {dev.gpu_name} ({dev.torch_device}), meter {dev.meter_name}, driver {dev.driver or 'n/a'}")
-    idle_w = measure_idle(dev, plan.idle_s)
-    log(f"idle power {idle_w:.1f} W over {plan.idle_s:g} s")
-    sink = CsvSink(out, provenance_line(dev, versions, plan, command, idle_w))
+    idle_w, period = measure_idle(dev, plan.idle_s)
+    min_window = effective_min_window(plan.min_window_s, period)
+    period_txt = "not seen" if period is None else f"{period * 1e3:.1f} ms"
+    log(f"idle power {idle_w:.1f} W over {plan.idle_s:g} s; energy counter updates every {period_txt}")
+    if min_window > plan.min_window_s:
+        log(f"windows of at least {min_window:.2f} s ({WINDOW_UPDATES} counter updates), not {plan.min_window_s:g} s")
+    sink = CsvSink(out, provenance_line(dev, versions, plan, command, idle_w, period, min_window))
     dtype = "bfloat16" if dev.kind == "cuda" else "float32"
     oom_error = getattr(torch.cuda, "OutOfMemoryError", MemoryError)
     ratio_num, ratio_den = 0.0, 0.0  # measured / estimated wall time so far, to rescale estimates
@@ -293,7 +328,7 @@ def run_plan(plan: Plan, dev: Device, out: TextIO, command: str, smoke: bool = F
                 log(f"budget: skipping {model_id} b{p.batch} p{p.prompt} o{p.output} (est {scale * p.est_s:.1f} s)")
                 continue
             try:
-                r = measure_point(lm, dev, p, plan.repetitions, plan.min_window_s)
+                r = measure_point(lm, dev, p, plan.repetitions, min_window)
             except oom_error:
                 log(f"out of memory: {model_id} b{p.batch} p{p.prompt} o{p.output}; skipped")
                 gc.collect()
