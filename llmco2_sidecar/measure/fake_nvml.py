@@ -170,6 +170,16 @@ class FakeNVML:
             raise nvml_error("NotSupported")
         return int(self._energy[handle].at(t))
 
+    NVML_TEMPERATURE_GPU = 0  # pynvml's sensor constant
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        """Degrees C: 30 at idle plus 0.2 per watt the GPU draws at this moment (a plausible shape)."""
+        t = self._check("nvmlDeviceGetTemperature", handle)
+        if sensor != self.NVML_TEMPERATURE_GPU:
+            raise nvml_error("InvalidArgument")
+        watts = self._power[handle].at(t) / 1000.0 if self.gpus[handle].power_mw is not None else 0.0
+        return int(round(30 + 0.2 * watts))
+
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
         t = self._check("nvmlDeviceGetPowerUsage", handle)
         if self.gpus[handle].power_mw is None:

@@ -31,7 +31,7 @@ from .plan import Plan, PlanPoint, resolve_model, smoke_spec
 COLUMNS = ("gpu_name", "driver", "torch_version", "transformers_version", "model", "layers", "batch", "prompt", "output",
            "tp", "prefill_j", "decode_j", "prefill_s", "decode_s", "idle_w", "repetitions", "spread",
            # extra columns (after the contract's): how each figure was taken
-           "decode_steps", "prefill_inner", "decode_inner", "source", "meter")
+           "decode_steps", "prefill_inner", "decode_inner", "source", "meter", "temp_start_c", "temp_end_c")
 MAX_INNER = 256
 MAX_FAILURES = 5  # give up after this many failed points if none succeeded
 
@@ -54,6 +54,7 @@ class Device:
     close: Callable[[], None] = lambda: None
     total_memory_bytes: float = 0.0
     extras: dict = field(default_factory=dict)
+    read_temp_c: Callable[[], float | None] = lambda: None  # GPU temperature (NVML), None where unknown
 
 
 def _nvml_index_for_cuda(torch: Any, nvml: Any, cuda_index: int) -> int:
@@ -104,7 +105,8 @@ def open_device(device: str, meter: str) -> Device:
         m = NvmlMeter(nvml=nvml)
         domain = m.domains()[0]
         return Device(device.split(":")[0], torch_device, name, "fake", "fake-nvml:counter 150 W (smoke, not a measurement)",
-                      lambda: m.read().energy_j[domain], sync, m.close, total)
+                      lambda: m.read().energy_j[domain], sync, m.close, total,
+                      read_temp_c=_temperature_reader(nvml, 0))
     from ..errors import InputError
     from ..measure.errors import MeterUnavailable
     from ..measure.nvml import map_nvml_error
@@ -127,7 +129,21 @@ def open_device(device: str, meter: str) -> Device:
         raise InputError("meter", f"NVML unavailable: {exc}", "--meter null (times only)") from None
     domain = m.domains()[0]
     return Device(device.split(":")[0], torch_device, name, str(m.driver_version), f"nvml:{m.modes[domain]}",
-                  lambda: m.read().energy_j[domain], sync, m.close, total, {"nvml_index": nv_index})
+                  lambda: m.read().energy_j[domain], sync, m.close, total, {"nvml_index": nv_index},
+                  read_temp_c=_temperature_reader(pynvml, nv_index))  # NVML stays initialised while the meter is open
+
+
+def _temperature_reader(nvml: Any, index: int) -> Callable[[], float | None]:
+    """GPU temperature in degrees C (power, and so energy, rises with it: a hot GPU draws more for the
+    same work), or None when NVML cannot tell; never raises."""
+
+    def read() -> float | None:
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            return float(nvml.nvmlDeviceGetTemperature(handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0)))
+        except Exception:
+            return None
+    return read
 
 
 WINDOW_UPDATES = 5  # a measured window spans at least this many updates of the energy counter
@@ -177,6 +193,8 @@ class PointResult:
     prefill_inner: int
     decode_inner: int
     wall_s: float
+    temp_start_c: float | None = None  # at the first measured repetition
+    temp_end_c: float | None = None  # after the last
 
 
 def measure_point(lm: Any, dev: Device, point: PlanPoint, repetitions: int, min_window_s: float) -> PointResult:
@@ -204,6 +222,7 @@ def measure_point(lm: Any, dev: Device, point: PlanPoint, repetitions: int, min_
         k_pre = min(MAX_INNER, max(1, math.ceil(min_window_s / max(t_pre, 1e-9))))
         k_dec = min(MAX_INNER, max(1, math.ceil(min_window_s / max(t_dec, 1e-9)))) if steps else 0
         del cache, nxt
+        temp_start = dev.read_temp_c()
         pre_j, dec_j, pre_s, dec_s = [], [], [], []
         for _ in range(repetitions):
             dev.sync()
@@ -223,11 +242,12 @@ def measure_point(lm: Any, dev: Device, point: PlanPoint, repetitions: int, min_
             dec_j.append((e2 - e1) / k_dec if k_dec else 0.0)
             dec_s.append((t2 - t1) / k_dec if k_dec else 0.0)
             del cache, nxt
+        temp_end = dev.read_temp_c()
     totals = [a + b for a, b in zip(pre_j, dec_j)]
     mean_total = statistics.fmean(totals)
     spread = statistics.stdev(totals) / mean_total if len(totals) > 1 and mean_total > 0 else 0.0
     return PointResult(statistics.fmean(pre_j), statistics.fmean(dec_j), statistics.fmean(pre_s), statistics.fmean(dec_s),
-                       spread, k_pre, k_dec, time.perf_counter() - wall0)
+                       spread, k_pre, k_dec, time.perf_counter() - wall0, temp_start, temp_end)
 
 
 def _versions() -> dict[str, str]:
@@ -243,6 +263,10 @@ def _versions() -> dict[str, str]:
     cuda = getattr(torch.version, "cuda", None) or "none"
     return {"torch": torch.__version__, "transformers": transformers.__version__, "nvidia-ml-py": nvml_version,
             "cuda": cuda, "python": platform.python_version()}
+
+
+def _fmt_temp(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"
 
 
 def _clean(value: object) -> str:
@@ -354,6 +378,7 @@ def run_plan(plan: Plan, dev: Device, out: TextIO, command: str, smoke: bool = F
                 "decode_s": f"{r.decode_s:.6g}", "idle_w": f"{idle_w:.4g}", "repetitions": plan.repetitions,
                 "spread": f"{r.spread:.4g}", "decode_steps": p.output - 1, "prefill_inner": r.prefill_inner,
                 "decode_inner": r.decode_inner, "source": p.source, "meter": dev.meter_name,
+                "temp_start_c": _fmt_temp(r.temp_start_c), "temp_end_c": _fmt_temp(r.temp_end_c),
             })
             done += 1
             log(f"{done}/{len(plan.points)} {model_id} L{p.layers} b{p.batch} p{p.prompt} o{p.output}: "

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from llmco2_sidecar.profile.runner import WINDOW_UPDATES, Device, effective_min_window, measure_idle
+from llmco2_sidecar.measure.fake_nvml import FakeNVML, constant_power_gpu
+from llmco2_sidecar.profile.runner import WINDOW_UPDATES, Device, _temperature_reader, effective_min_window, measure_idle
 
 
 def stepped_counter(watts: float, step_s: float):
@@ -42,3 +43,12 @@ def test_windows_span_five_counter_steps_where_the_counter_is_coarse():
     assert effective_min_window(0.5, 0.2) == pytest.approx(1.0)  # a coarser counter: raised
     assert effective_min_window(0.5, 0.02) == pytest.approx(0.5)  # a finer one: the planned window stays
     assert effective_min_window(0.1, None) == pytest.approx(0.1)  # no period seen (null meter): as planned
+
+
+def test_the_temperature_reader_never_raises():
+    nvml = FakeNVML([constant_power_gpu(100.0)])
+    nvml.nvmlInit()
+    assert _temperature_reader(nvml, 0)() == 50.0  # the fake: 30 C + 0.2 C/W x 100 W
+    assert _temperature_reader(nvml, 3)() is None  # no such GPU
+    nvml.nvmlShutdown()
+    assert _temperature_reader(nvml, 0)() is None  # NVML shut down

@@ -40,6 +40,7 @@ def test_smoke_run_writes_a_valid_csv(tmp_path):
         pre_j, pre_s = float(r["prefill_j"]), float(r["prefill_s"])
         assert pre_s > 0 and pre_j / pre_s == pytest.approx(150.0, rel=0.25)  # energy and time windows line up
         assert int(r["prefill_inner"]) >= 1 and float(r["spread"]) >= 0
+        assert float(r["temp_start_c"]) == float(r["temp_end_c"]) == 60.0  # the fake GPU: 30 C + 0.2 C/W x 150 W
         if int(r["output"]) > 1:
             dec_j, dec_s = float(r["decode_j"]), float(r["decode_s"])
             assert int(r["decode_steps"]) == int(r["output"]) - 1 and int(r["decode_inner"]) >= 1
