@@ -221,6 +221,7 @@ def _load(port: int, n_requests: int, concurrency: int, max_tokens: int) -> dict
     tokens = [0]
     errors = [0]
     latencies: list[float] = []
+    waits_ms: list[float] = []  # x-llmco2-wait-ms: how long the middleware held each response for its carbon
     carbon_status: dict[str, int] = {}
 
     def worker():
@@ -243,6 +244,8 @@ def _load(port: int, n_requests: int, concurrency: int, max_tokens: int) -> dict
                     if key == "final" and "x-llmco2-carbon-g" not in headers:
                         key = "final-without-figure"
                     carbon_status[key] = carbon_status.get(key, 0) + 1
+                    if "x-llmco2-wait-ms" in headers:
+                        waits_ms.append(float(headers["x-llmco2-wait-ms"]))
                 else:
                     errors[0] += 1
 
@@ -254,10 +257,20 @@ def _load(port: int, n_requests: int, concurrency: int, max_tokens: int) -> dict
         t.join()
     wall = time.perf_counter() - t0
     latencies.sort()
+    waits_ms.sort()
     return {"output_tokens": tokens[0], "wall_s": wall, "tokens_per_s": tokens[0] / wall, "errors": errors[0],
             "latency_p50_ms": 1000 * statistics.median(latencies) if latencies else None,
             "latency_p90_ms": 1000 * latencies[int(0.9 * len(latencies))] if latencies else None,
-            "carbon_status": carbon_status}
+            "carbon_status": carbon_status, "waits_ms": waits_ms}
+
+
+def _wait_summary(waits: list[float]) -> dict | None:
+    """p50 / p90 / p99 / mean of the responses' ``x-llmco2-wait-ms`` (None when there were none)."""
+    if not waits:
+        return None
+    w = sorted(waits)
+    return {"n": len(w), "p50": statistics.median(w), "p90": w[int(0.9 * (len(w) - 1))],
+            "p99": w[int(0.99 * (len(w) - 1))], "mean": statistics.fmean(w)}
 
 
 def _record_latency(metrics_port: int) -> dict:
@@ -351,6 +364,11 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
         for server in servers.values():
             server.stop()
         sidecar.stop()
+    pooled_waits = {n: _wait_summary([w for r in per_round for w in r[n].get("waits_ms", [])])
+                    for n in ("on", "unreachable")}
+    for r in per_round:  # per round keep the summary, not every response's figure
+        for n in ("off", "on", "unreachable"):
+            r[n]["waits_ms"] = _wait_summary(r[n].get("waits_ms", []))
     tok_off = sum(r["off"]["output_tokens"] for r in per_round)
     tok_on = sum(r["on"]["output_tokens"] for r in per_round)
     s_off = sum(r["off"]["wall_s"] for r in per_round)
@@ -385,6 +403,7 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
         "ratio_unreachable_min_max": [min(ratios_un), max(ratios_un)],
         "latency_p50_ms_median_of_rounds": {n: statistics.median(r[n]["latency_p50_ms"] for r in per_round)
                                             for n in ("off", "on", "unreachable")},
+        "carbon_wait_ms": pooled_waits,
         "carbon_status": status,
         "sidecar_record_latency": {"p50": _bucket_quantile(hist0, hist1, 0.5),
                                    "p90": _bucket_quantile(hist0, hist1, 0.9),
@@ -425,7 +444,11 @@ def reading_of(results: dict) -> str:
                      f"lookups fail at once): median {tp['ratio_unreachable_median_of_rounds']:.3f}. The switched-on "
                      f"responses carried their carbon headers ({st.get('final', 0)} final, {st.get('pending', 0)} "
                      f"pending of {sum(st.values())}). Median per-request latency: {lat['off']:.0f} ms off, "
-                     f"{lat['on']:.0f} ms on, {lat['unreachable']:.0f} ms with no sidecar: in this closed loop "
+                     f"{lat['on']:.0f} ms on, {lat['unreachable']:.0f} ms with no sidecar"
+                     + (f" (of which a response was held for its carbon p50 {tp['carbon_wait_ms']['on']['p50']:.1f} ms, "
+                        f"p90 {tp['carbon_wait_ms']['on']['p90']:.1f} ms, mean {tp['carbon_wait_ms']['on']['mean']:.1f} ms)"
+                        if tp.get("carbon_wait_ms", {}).get("on") else "")
+                     + ": in this closed loop "
                      "(each client sends its next request only when the previous response, headers included, has "
                      "arrived) the time a response waits for its carbon record -- the finish event's trip through "
                      "the emitter, the sidecar's micro-batch and GNN prediction and the lookup, all on the same 2 "
@@ -507,6 +530,10 @@ def write(results: dict) -> None:
                 f"{tp['ratio_unreachable_min_max'][0]:.4f}-{tp['ratio_unreachable_min_max'][1]:.4f} |",
                 f"| request latency p50 (median of rounds) | {lat['off']:.0f} ms | {lat['on']:.0f} ms | "
                 f"{lat['unreachable']:.0f} ms |",
+                "| held for carbon (`x-llmco2-wait-ms`), p50 / p90 / p99 | | " + " | ".join(
+                    "n/a" if not tp.get("carbon_wait_ms", {}).get(n) else
+                    "{p50:.1f} / {p90:.1f} / {p99:.1f} ms".format(**tp["carbon_wait_ms"][n]) for n in ("on", "unreachable"))
+                + " |",
                 "| responses by `x-llmco2-carbon-status` | " + " | ".join(
                     ", ".join(f"{k} {v}" for k, v in sorted(st[n].items())) for n in ("off", "on", "unreachable"))
                 + " |",

@@ -149,6 +149,7 @@ def test_streaming_response_gets_a_final_carbon_event_before_done(sidecar, emitt
     assert carbon["object"] == "llmco2.carbon" and carbon["request_id"] == "s1" and carbon["status"] == "final"
     assert carbon["carbon_g"] == pytest.approx(rec["carbon_g"]["total"], rel=1e-9)
     assert carbon["energy_j"] == pytest.approx(rec["energy_j"]["total"], rel=1e-9)
+    assert 0 <= carbon["wait_ms"] < 3000  # the request had finished: a short wait, well within the bound
     assert [json.loads(e) for e in events[:2]] == [{"id": "chatcmpl-s1", "choices": []}, {"id": "chatcmpl-s1"}]
 
 
@@ -170,7 +171,10 @@ def test_response_waits_for_a_request_that_finishes_late(sidecar, emitter):
     sent = call(mw_for(json_app({}, {}), sidecar, wait_s=5.0), "/v1/completions", [(b"x-request-id", b"late")])
     timer.join()
     assert hdrs(sent)["x-llmco2-carbon-status"] == "final"
-    assert 0.3 < time.monotonic() - t0 < 5.0
+    elapsed_ms = (time.monotonic() - t0) * 1e3
+    assert 300 < elapsed_ms < 5000
+    # the header says how long the response was held for its carbon: most of the call
+    assert 300 < float(hdrs(sent)["x-llmco2-wait-ms"]) <= elapsed_ms
 
 
 def test_request_id_is_added_and_unknown_requests_say_pending(sidecar):
@@ -182,6 +186,7 @@ def test_request_id_is_added_and_unknown_requests_say_pending(sidecar):
     assert len(rid) == 32 and h["x-request-id"] == rid
     assert h["x-llmco2-carbon-status"] == "pending" and "x-llmco2-carbon-g" not in h
     assert time.monotonic() - t0 < 3.0
+    assert 250 <= float(h["x-llmco2-wait-ms"]) < 3000  # held for the whole bounded wait (0.3 s), then pending
 
 
 def test_other_routes_and_errors_pass_through(sidecar):

@@ -9,10 +9,11 @@ For ``POST /v1/completions`` and ``POST /v1/chat/completions``:
   HTTP request (``GetRequestCarbon`` with the id prefix, waiting at most ``LLMCO2_RESPONSE_WAIT_S``)
   and get ``x-llmco2-carbon-g`` (gCO2e, operational + embodied) and ``x-llmco2-energy-j``;
   past the wait they get ``x-llmco2-carbon-status: pending`` instead (the record still lands in
-  the sidecar's carbon log and stays retrievable by request id);
+  the sidecar's carbon log and stays retrievable by request id); ``x-llmco2-wait-ms`` says how
+  long the response was held for its carbon (the latency the plugin added to it);
 * streaming responses (server-sent events) get one more event just before ``data: [DONE]``:
-  ``{"object": "llmco2.carbon", "request_id": ..., "carbon_g": ..., "energy_j": ...}`` (with
-  ``"status": "pending"`` and null figures past the wait).
+  ``{"object": "llmco2.carbon", "request_id": ..., "carbon_g": ..., "energy_j": ..., "wait_ms": ...}``
+  (with ``"status": "pending"`` and null figures past the wait).
 
 Any failure leaves the response as vLLM made it. The plugin adds this middleware by itself when
 ``LLMCO2_SIDECAR`` is set; ``--middleware llmco2_vllm.middleware.CarbonMiddleware`` does the same
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 
 from .lookup import CarbonFigure, CarbonLookup
@@ -34,22 +36,27 @@ ROUTES = {"/v1/completions": "cmpl", "/v1/chat/completions": "chatcmpl"}
 DONE_MARK = b"data: [DONE]"
 
 
-def carbon_event(request_id: str, figure: CarbonFigure | None) -> dict:
-    """The final SSE event's payload."""
+def carbon_event(request_id: str, figure: CarbonFigure | None, wait_ms: float | None = None) -> dict:
+    """The final SSE event's payload (``wait_ms``: how long the event waited for the figure)."""
     if figure is None or not figure.finished:
-        return {"object": "llmco2.carbon", "request_id": request_id, "status": "pending",
-                "carbon_g": None, "energy_j": None}
-    return {"object": "llmco2.carbon", "request_id": request_id, "status": "final",
-            "carbon_g": figure.carbon_g, "energy_j": figure.energy_j}
+        event = {"object": "llmco2.carbon", "request_id": request_id, "status": "pending",
+                 "carbon_g": None, "energy_j": None}
+    else:
+        event = {"object": "llmco2.carbon", "request_id": request_id, "status": "final",
+                 "carbon_g": figure.carbon_g, "energy_j": figure.energy_j}
+    if wait_ms is not None:
+        event["wait_ms"] = round(wait_ms, 1)
+    return event
 
 
-def carbon_headers(figure: CarbonFigure | None) -> list[tuple[bytes, bytes]]:
-    """Response headers of a non-streaming response."""
+def carbon_headers(figure: CarbonFigure | None, wait_ms: float | None = None) -> list[tuple[bytes, bytes]]:
+    """Response headers of a non-streaming response (``x-llmco2-wait-ms``: how long it was held)."""
+    wait = [(b"x-llmco2-wait-ms", format(wait_ms, ".1f").encode())] if wait_ms is not None else []
     if figure is None or not figure.finished:
-        return [(b"x-llmco2-carbon-status", b"pending")]
+        return [(b"x-llmco2-carbon-status", b"pending"), *wait]
     return [(b"x-llmco2-carbon-g", format(figure.carbon_g, ".6g").encode()),
             (b"x-llmco2-energy-j", format(figure.energy_j, ".6g").encode()),
-            (b"x-llmco2-carbon-status", b"final")]
+            (b"x-llmco2-carbon-status", b"final"), *wait]
 
 
 class CarbonMiddleware:
@@ -132,8 +139,9 @@ class _Exchange:
         self.done_sent = True
         if at > 0:
             await self._send({"type": "http.response.body", "body": chunk[:at], "more_body": True})
+        t0 = time.perf_counter()
         fig = await self.mw.figure(self.rid, self.prefix)
-        event = b"data: " + json.dumps(carbon_event(self.rid, fig)).encode() + b"\n\n"
+        event = b"data: " + json.dumps(carbon_event(self.rid, fig, (time.perf_counter() - t0) * 1e3)).encode() + b"\n\n"
         await self._send({"type": "http.response.body", "body": event, "more_body": True})
         await self._send(dict(message, body=chunk[at:]))
 
@@ -141,8 +149,9 @@ class _Exchange:
         start, self.start = self.start, None
         if start is None:
             return
+        t0 = time.perf_counter()
         fig = await self.mw.figure(self.rid, self.prefix)
-        start = dict(start, headers=list(start["headers"]) + carbon_headers(fig))
+        start = dict(start, headers=list(start["headers"]) + carbon_headers(fig, (time.perf_counter() - t0) * 1e3))
         await self._send(start)
         body, self.body = b"".join(self.body), []
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
