@@ -14,9 +14,11 @@ throughput with and without the switch, in one run.
 2. **Throughput.** Real vLLM OpenAI servers (CPU build, the tiny random LLaMA of the e2e test,
    ``--max-num-batched-tokens 64``): one with ``LLMCO2_SIDECAR`` unset, one with it set (and a
    real sidecar), one with it set to a socket nobody listens on (hook and middleware run, nothing is
-   sent). The same closed-loop load (concurrency 8, mixed prompt lengths, 32 output tokens each,
-   ``ignore_eos``) runs against them in rotating rounds, each server's load starting ``--settle-s``
-   after the previous one ended; the result is the median over rounds of the ratio of output tokens
+   sent), one with a real sidecar and ``LLMCO2_RESPONSE_WAIT_S=0`` (everything sent and recorded, no
+   response held for its carbon). The same closed-loop load (concurrency 8, mixed prompt lengths, 32 output tokens each,
+   ``ignore_eos``) runs against them in rotating rounds, each server's load starting once all servers
+   and the sidecar are quiet (a vLLM server keeps a core busy for about a second after its load, and
+   all workers are pinned to the same core) plus ``--settle-s``; the result is the median over rounds of the ratio of output tokens
    per second, with / without, with its quartiles and range. The switched-on server runs as users
    run it: the sidecar with ``llmco2 serve`` defaults, and every response waits for its carbon
    headers (their ``x-llmco2-carbon-status`` is counted per server); request latencies and the
@@ -187,6 +189,7 @@ def hook_cost(target: str, sizes=(8, 64, 256), n_steps: int = 3000, pace_s: floa
 
 
 PACING = ("hot", "engine-like")
+ARMS = ("off", "on", "unreachable", "nowait")  # the servers of the throughput part
 _SCRATCH = bytearray(8 << 20)
 _ZEROS = bytes(8 << 20)
 
@@ -264,6 +267,20 @@ def _load(port: int, n_requests: int, concurrency: int, max_tokens: int) -> dict
             "carbon_status": carbon_status, "waits_ms": waits_ms}
 
 
+def _wait_quiet(pids: list[int], below_cores: float = 0.1, window_s: float = 0.25, timeout_s: float = 15.0) -> float:
+    """Wait until ``pids`` (with their descendants) together use less than ``below_cores`` of a core over
+    ``window_s``; returns the seconds waited (``timeout_s`` at most)."""
+    from llmco2_e2e_harness import cpu_seconds
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        c0 = sum(cpu_seconds(p) for p in pids)
+        time.sleep(window_s)
+        if (sum(cpu_seconds(p) for p in pids) - c0) / window_s < below_cores:
+            break
+    return time.monotonic() - t0
+
+
 def _wait_summary(waits: list[float]) -> dict | None:
     """p50 / p90 / p99 / mean of the responses' ``x-llmco2-wait-ms`` (None when there were none)."""
     if not waits:
@@ -324,7 +341,12 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
     # the switch on but no sidecar listening: the hook and middleware run, nothing is sent
     unreachable = VllmServer(python, model, workdir / "unreachable", max_num_batched_tokens=64,
                              env={"LLMCO2_SIDECAR": f"unix:{workdir}/no-sidecar.sock", "LLMCO2_GPU": "A100-SXM4-80GB"})
-    servers = {"off": off, "on": on, "unreachable": unreachable}
+    # the switch on with a real sidecar, responses not held (LLMCO2_RESPONSE_WAIT_S=0): every event is sent,
+    # no response waits for its carbon; it separates the sending path from the response hold
+    nowait = VllmServer(python, model, workdir / "nowait", max_num_batched_tokens=64,
+                        env={"LLMCO2_SIDECAR": sidecar.address, "LLMCO2_GPU": "A100-SXM4-80GB",
+                             "LLMCO2_RESPONSE_WAIT_S": "0"})
+    servers = {"off": off, "on": on, "unreachable": unreachable, "nowait": nowait}
     try:
         sidecar.wait_ready()
         for server in servers.values():  # one at a time: starting together starves them on 2 cores
@@ -338,26 +360,33 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
             time.sleep(3.0)
             idle[name] = (cpu_seconds(server.proc.pid) - c0) / 3.0
         per_round = []
+        quiet_waits: list[float] = []
         hist0 = _record_latency(metrics_port)
         for r in range(rounds):
-            names = ["off", "on", "unreachable"]
-            order = [(n, servers[n]) for n in (names[r % 3:] + names[:r % 3])]
+            names = list(ARMS)
+            order = [(n, servers[n]) for n in (names[r % len(names):] + names[:r % len(names)])]
             row = {}
             for name, server in order:
-                time.sleep(settle_s)  # let the previous load's trailing work (e.g. the sidecar's) end first
+                # after its load a vLLM server keeps a core busy for about a second (its worker, pinned to
+                # the same core as every other server's worker, spins before it sleeps): wait until every
+                # server and the sidecar are quiet, so that no arm runs beside another's tail
+                quiet_waits.append(_wait_quiet([s.proc.pid for s in servers.values()] + [sidecar.proc.pid]))
+                time.sleep(settle_s)
                 c0, s0 = cpu_seconds(server.proc.pid), cpu_seconds(sidecar.proc.pid)
                 row[name] = _load(server.port, n_requests, concurrency, max_tokens)
                 row[name]["server_cpu_s"] = cpu_seconds(server.proc.pid) - c0
-                row[name]["sidecar_cpu_s"] = cpu_seconds(sidecar.proc.pid) - s0 if name == "on" else 0.0
+                row[name]["sidecar_cpu_s"] = cpu_seconds(sidecar.proc.pid) - s0 if name in ("on", "nowait") else 0.0
             row["ratio"] = row["on"]["tokens_per_s"] / row["off"]["tokens_per_s"]
             row["ratio_unreachable"] = row["unreachable"]["tokens_per_s"] / row["off"]["tokens_per_s"]
+            row["ratio_nowait"] = row["nowait"]["tokens_per_s"] / row["off"]["tokens_per_s"]
             per_round.append(row)
             print(f"round {r + 1}: off {row['off']['tokens_per_s']:.1f} tok/s, on {row['on']['tokens_per_s']:.1f} tok/s "
                   f"(ratio {row['ratio']:.4f}; sidecar {row['on']['sidecar_cpu_s']:.2f} cpu s; carbon "
                   f"{row['on']['carbon_status']}), switch on without a sidecar {row['unreachable']['tokens_per_s']:.1f} "
                   f"tok/s (ratio {row['ratio_unreachable']:.4f}); latency p50 off/on/no sidecar "
                   f"{row['off']['latency_p50_ms']:.0f}/{row['on']['latency_p50_ms']:.0f}/"
-                  f"{row['unreachable']['latency_p50_ms']:.0f} ms", flush=True)
+                  f"{row['unreachable']['latency_p50_ms']:.0f} ms; responses not held {row['nowait']['tokens_per_s']:.1f} "
+                  f"tok/s (ratio {row['ratio_nowait']:.4f})", flush=True)
         hist1 = _record_latency(metrics_port)
         logged = len(sidecar.records("request"))
     finally:
@@ -365,9 +394,9 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
             server.stop()
         sidecar.stop()
     pooled_waits = {n: _wait_summary([w for r in per_round for w in r[n].get("waits_ms", [])])
-                    for n in ("on", "unreachable")}
+                    for n in ("on", "unreachable", "nowait")}
     for r in per_round:  # per round keep the summary, not every response's figure
-        for n in ("off", "on", "unreachable"):
+        for n in ARMS:
             r[n]["waits_ms"] = _wait_summary(r[n].get("waits_ms", []))
     tok_off = sum(r["off"]["output_tokens"] for r in per_round)
     tok_on = sum(r["on"]["output_tokens"] for r in per_round)
@@ -380,7 +409,10 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
     cpu_on = sum(r["on"]["server_cpu_s"] for r in per_round) / tok_on * 1000
     cpu_sidecar = sum(r["on"]["sidecar_cpu_s"] for r in per_round) / tok_on * 1000
     ratios_un = [r["ratio_unreachable"] for r in per_round]
-    status = {n: {} for n in ("off", "on", "unreachable")}
+    ratios_nw = [r["ratio_nowait"] for r in per_round]
+    tok_nw = sum(r["nowait"]["output_tokens"] for r in per_round)
+    s_nw = sum(r["nowait"]["wall_s"] for r in per_round)
+    status = {n: {} for n in ARMS}
     for r in per_round:
         for n in status:
             for k, v in r[n]["carbon_status"].items():
@@ -401,19 +433,25 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
         "ratio_unreachable_median_of_rounds": statistics.median(ratios_un),
         "ratio_unreachable_quartiles": list(_quartiles(ratios_un)),
         "ratio_unreachable_min_max": [min(ratios_un), max(ratios_un)],
+        "tokens_per_s_nowait": tok_nw / s_nw,
+        "ratio_nowait_over_off": (tok_nw / s_nw) / (tok_off / s_off),
+        "ratio_nowait_median_of_rounds": statistics.median(ratios_nw),
+        "ratio_nowait_quartiles": list(_quartiles(ratios_nw)),
+        "ratio_nowait_min_max": [min(ratios_nw), max(ratios_nw)],
         "latency_p50_ms_median_of_rounds": {n: statistics.median(r[n]["latency_p50_ms"] for r in per_round)
-                                            for n in ("off", "on", "unreachable")},
+                                            for n in ARMS},
         "carbon_wait_ms": pooled_waits,
         "carbon_status": status,
         "sidecar_record_latency": {"p50": _bucket_quantile(hist0, hist1, 0.5),
                                    "p90": _bucket_quantile(hist0, hist1, 0.9),
                                    "p99": _bucket_quantile(hist0, hist1, 0.99)},
         "settle_s": settle_s,
+        "quiet_wait_s": {"median": statistics.median(quiet_waits), "max": max(quiet_waits)},
         "requests_per_round": n_requests,
         "concurrency": concurrency,
         "max_tokens": max_tokens,
         "carbon_log_records": logged,
-        "errors": sum(r[n]["errors"] for r in per_round for n in ("off", "on", "unreachable")),
+        "errors": sum(r[n]["errors"] for r in per_round for n in ARMS),
     }
 
 
@@ -441,7 +479,13 @@ def reading_of(results: dict) -> str:
             lat = tp["latency_p50_ms_median_of_rounds"]
             st = tp["carbon_status"]["on"]
             text += (f" With the switch on and no sidecar listening (hook and middleware run, nothing is sent, "
-                     f"lookups fail at once): median {tp['ratio_unreachable_median_of_rounds']:.3f}. The switched-on "
+                     f"lookups fail at once): median {tp['ratio_unreachable_median_of_rounds']:.3f}."
+                     + (f" With the switch on and a real sidecar but responses not held (LLMCO2_RESPONSE_WAIT_S=0: "
+                        f"every event sent and recorded, no response waits): median "
+                        f"{tp['ratio_nowait_median_of_rounds']:.3f} (quartiles "
+                        "{:.3f}-{:.3f}).".format(*tp["ratio_nowait_quartiles"])
+                        if "ratio_nowait_median_of_rounds" in tp else "")
+                     + " The switched-on "
                      f"responses carried their carbon headers ({st.get('final', 0)} final, {st.get('pending', 0)} "
                      f"pending of {sum(st.values())}). Median per-request latency: {lat['off']:.0f} ms off, "
                      f"{lat['on']:.0f} ms on, {lat['unreachable']:.0f} ms with no sidecar"
@@ -494,6 +538,8 @@ def write(results: dict) -> None:
                          f"{h['p99_us']:.1f} | {r['emitter']['steps_accepted']} | {r['emitter']['dropped']} |")
     tp = results.get("throughput")
     if tp:
+        nw = "ratio_nowait_median_of_rounds" in tp  # runs before 2026-11-26 had no fourth server
+        arms = ("off", "on", "unreachable", "nowait") if nw else ("off", "on", "unreachable")
         lines += [
             "",
             "## Real server throughput with / without `LLMCO2_SIDECAR` (target: >= 0.99)",
@@ -505,37 +551,49 @@ def write(results: dict) -> None:
             "",
             "A third server has the switch on but no sidecar listening (*no sidecar*): the hook and the",
             "middleware run, the emitter buffers and sends nothing; it separates their cost from the sending path.",
+            *(["A fourth has the switch on and a real sidecar but does not hold responses (*not held*,",
+               "`LLMCO2_RESPONSE_WAIT_S=0`): every event is sent and recorded, no response waits for its carbon;",
+               "it separates the sending path from the response hold."] if nw else []),
             "",
-            "| round | off tok/s | on tok/s | on / off | no sidecar tok/s | no sidecar / off |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| round | off tok/s | on tok/s | on / off | no sidecar tok/s | no sidecar / off |"
+            + (" not held tok/s | not held / off |" if nw else ""),
+            "|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if nw else ""),
         ]
         for i, r in enumerate(tp["rounds"], 1):
             lines.append(f"| {i} | {r['off']['tokens_per_s']:.1f} | {r['on']['tokens_per_s']:.1f} | {r['ratio']:.4f} | "
-                         f"{r['unreachable']['tokens_per_s']:.1f} | {r['ratio_unreachable']:.4f} |")
+                         f"{r['unreachable']['tokens_per_s']:.1f} | {r['ratio_unreachable']:.4f} |"
+                         + (f" {r['nowait']['tokens_per_s']:.1f} | {r['ratio_nowait']:.4f} |" if nw else ""))
         if "ratio_unreachable_median_of_rounds" in tp:
             lat, st = tp["latency_p50_ms_median_of_rounds"], tp["carbon_status"]
             q1, q3 = tp["ratio_quartiles"]
             u1, u3 = tp["ratio_unreachable_quartiles"]
             lines += [
                 "",
-                f"Each server's load starts {tp['settle_s']:g} s after the previous one ended, so that trailing work "
-                "(the sidecar finishing a round) is not charged to the next server.",
+                (f"Each server's load starts once every server and the sidecar together use under 0.1 core "
+                 f"(waited {tp['quiet_wait_s']['median']:.1f} s at the median, {tp['quiet_wait_s']['max']:.1f} s at "
+                 f"most: after a load a vLLM server keeps a core busy for about a second, and all workers are "
+                 f"pinned to the same core) and {tp['settle_s']:g} s more, so that no server runs beside another's "
+                 "trailing work." if "quiet_wait_s" in tp else
+                 f"Each server's load starts {tp['settle_s']:g} s after the previous one ended, so that trailing work "
+                 "(the sidecar finishing a round) is not charged to the next server."),
                 "",
-                "| | off | on (real sidecar) | on, no sidecar |",
-                "|---|---:|---:|---:|",
+                "| | off | on (real sidecar) | on, no sidecar |" + (" on, responses not held |" if nw else ""),
+                "|---|---:|---:|---:|" + ("---:|" if nw else ""),
                 f"| throughput / off, median of rounds | 1 | **{tp['ratio_median_of_rounds']:.4f}** | "
-                f"{tp['ratio_unreachable_median_of_rounds']:.4f} |",
-                f"| quartiles of the per-round ratios | | {q1:.4f}-{q3:.4f} | {u1:.4f}-{u3:.4f} |",
+                f"{tp['ratio_unreachable_median_of_rounds']:.4f} |"
+                + (f" {tp['ratio_nowait_median_of_rounds']:.4f} |" if nw else ""),
+                f"| quartiles of the per-round ratios | | {q1:.4f}-{q3:.4f} | {u1:.4f}-{u3:.4f} |"
+                + (" {:.4f}-{:.4f} |".format(*tp["ratio_nowait_quartiles"]) if nw else ""),
                 f"| range of the per-round ratios | | {tp['ratio_min_max'][0]:.4f}-{tp['ratio_min_max'][1]:.4f} | "
-                f"{tp['ratio_unreachable_min_max'][0]:.4f}-{tp['ratio_unreachable_min_max'][1]:.4f} |",
-                f"| request latency p50 (median of rounds) | {lat['off']:.0f} ms | {lat['on']:.0f} ms | "
-                f"{lat['unreachable']:.0f} ms |",
+                f"{tp['ratio_unreachable_min_max'][0]:.4f}-{tp['ratio_unreachable_min_max'][1]:.4f} |"
+                + (" {:.4f}-{:.4f} |".format(*tp["ratio_nowait_min_max"]) if nw else ""),
+                "| request latency p50 (median of rounds) | " + " | ".join(f"{lat[n]:.0f} ms" for n in arms) + " |",
                 "| held for carbon (`x-llmco2-wait-ms`), p50 / p90 / p99 | | " + " | ".join(
                     "n/a" if not tp.get("carbon_wait_ms", {}).get(n) else
-                    "{p50:.1f} / {p90:.1f} / {p99:.1f} ms".format(**tp["carbon_wait_ms"][n]) for n in ("on", "unreachable"))
+                    "{p50:.1f} / {p90:.1f} / {p99:.1f} ms".format(**tp["carbon_wait_ms"][n]) for n in arms[1:])
                 + " |",
                 "| responses by `x-llmco2-carbon-status` | " + " | ".join(
-                    ", ".join(f"{k} {v}" for k, v in sorted(st[n].items())) for n in ("off", "on", "unreachable"))
+                    ", ".join(f"{k} {v}" for k, v in sorted(st[n].items())) for n in arms)
                 + " |",
                 "",
                 f"Sidecar, a step's arrival to its request records (`llmco2_record_latency_seconds`, over the rounds): "
@@ -554,12 +612,14 @@ def write(results: dict) -> None:
         lines += [
             "",
             f"Pooled over all rounds (total tokens / total seconds), switch on without a sidecar: "
-            f"{tp['tokens_per_s_unreachable']:.1f} tok/s, ratio {tp['ratio_unreachable_over_off']:.4f}.",
+            f"{tp['tokens_per_s_unreachable']:.1f} tok/s, ratio {tp['ratio_unreachable_over_off']:.4f}."
+            + (f" Switch on, responses not held: {tp['tokens_per_s_nowait']:.1f} tok/s, ratio "
+               f"{tp['ratio_nowait_over_off']:.4f}." if nw else ""),
             "",
             f"Pooled, switch on: {tp['tokens_per_s_off']:.1f} tok/s off, {tp['tokens_per_s_on']:.1f} tok/s on, ratio "
             f"{tp['ratio_on_over_off']:.4f} (median of rounds {tp['ratio_median_of_rounds']:.4f}, range "
             f"{tp['ratio_min_max'][0]:.4f}-{tp['ratio_min_max'][1]:.4f}); {tp['carbon_log_records']} requests in the "
-            f"carbon log; {tp['errors']} HTTP errors.",
+            f"carbon log{' (the on and not-held servers together)' if nw else ''}; {tp['errors']} HTTP errors.",
         ]
     load = results.get("load")
     if load:
@@ -574,7 +634,8 @@ def write(results: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--settle-s", type=float, default=1.0, help="pause before each server's load in a round")
+    ap.add_argument("--settle-s", type=float, default=0.5,
+                    help="pause before each server's load, after all servers and the sidecar went quiet")
     ap.add_argument("--note", default="", help="what else ran on the machine (kept in the results)")
     ap.add_argument("--requests", type=int, default=96, help="requests per round and server")
     ap.add_argument("--concurrency", type=int, default=8)

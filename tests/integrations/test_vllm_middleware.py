@@ -255,3 +255,24 @@ def test_lookups_find_a_restarted_sidecar_within_about_a_second(tmp_path):
             sc2.stop()
 
     asyncio.run(main())
+
+
+def test_a_zero_wait_never_holds_a_response_nor_asks_the_sidecar(sidecar, emitter, tmp_path):
+    """LLMCO2_RESPONSE_WAIT_S=0: responses go out as vLLM made them (plus pending), the sidecar is not
+    asked (its lookups would cost a round trip), and the record still lands in the carbon log."""
+
+    class CountingLookup(CarbonLookup):
+        calls = 0
+
+        async def request_carbon(self, *a, **k):
+            CountingLookup.calls += 1
+            return await super().request_carbon(*a, **k)
+
+    Engine(emitter).run("cmpl-nowait-0-0badc0de")
+    settings = Settings(target=sidecar.address, response_wait_s=0.0)
+    mw = CarbonMiddleware(json_app({"id": "x"}, {}), settings=settings, lookup=CountingLookup(settings.target))
+    sent = call(mw, "/v1/completions", [(b"x-request-id", b"nowait")])
+    h = hdrs(sent)
+    assert h["x-llmco2-carbon-status"] == "pending" and float(h["x-llmco2-wait-ms"]) < 50
+    assert json.loads(body(sent)) == {"id": "x"} and CountingLookup.calls == 0
+    assert record(tmp_path, "cmpl-nowait-0-0badc0de")["carbon_g"]["total"] > 0

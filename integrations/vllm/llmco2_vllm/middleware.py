@@ -86,6 +86,8 @@ class CarbonMiddleware:
         await exchange.finish()
 
     async def figure(self, rid: str, prefix: str) -> CarbonFigure | None:
+        if self.settings.response_wait_s <= 0:  # responses are not held: no lookup at all ("pending")
+            return None
         try:
             return await self.lookup.request_carbon(rid, prefix, self.settings.response_wait_s)
         except Exception as exc:  # pragma: no cover - request_carbon does not raise

@@ -7,7 +7,9 @@
 ``LLMCO2_GPU``             GPU type of the replica (catalog id or alias, e.g. ``A100``,
                            ``H100-SXM5-80GB``); default: the name NVML reports for GPU 0.
 ``LLMCO2_RESPONSE_WAIT_S`` how long a response waits for its carbon (default 2.0 s); past it the
-                           response carries ``x-llmco2-carbon-status: pending``.
+                           response carries ``x-llmco2-carbon-status: pending``. 0: responses
+                           are never held (no lookup; always ``pending``); the carbon is in the
+                           sidecar's log and ``GetRequestCarbon``.
 ``LLMCO2_BUFFER_EVENTS``   events buffered while the sidecar is away (default 100000).
 ``LLMCO2_TOKEN``           bearer token for the sidecar (optional).
 ``LLMCO2_FLUSH_MS``        the hook hands its step events to the emitter at most this often while
