@@ -28,10 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _pin_intra_op_threads(n: int) -> None:
     """Give the OpenMP/MKL runtimes the predictor's thread count before torch is imported.
 
-    Measured on the 2-core CI machine beside a busy vLLM (benchmarks/hook_overhead.py): with the
-    default team (one thread per core) and ``torch.set_num_threads(1)`` only after the import, a
-    micro-batch's GNN call took 50-120 ms instead of a few, and every response waited for it;
-    ``OMP_NUM_THREADS=1`` (or ``KMP_BLOCKTIME=0``) before the import brought it back to a few ms.
+    Seen on the 2-core CI machine beside a busy vLLM (the setting of benchmarks/hook_overhead.py;
+    py-spy put the pipeline thread inside the GNN's linear layers): with the default team (one
+    thread per core) and ``torch.set_num_threads(1)`` only after the import, each micro-batch's GNN
+    call waited for OpenMP workers, and every response held for its carbon waited with it;
+    ``OMP_NUM_THREADS=1`` (or ``KMP_BLOCKTIME=0``) before the import removed the wait
+    (tests/cli/test_cli_serve.py checks that no extra workers are started).
     The sidecar's own setting wins over an inherited ``OMP_NUM_THREADS`` (often the engine's value).
     """
     if "torch" in sys.modules:  # too late for the environment; the server still calls set_num_threads
