@@ -325,7 +325,7 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
 
 
 def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, workdir: Path,
-               settle_s: float = 1.0) -> dict:
+               settle_s: float = 0.5) -> dict:
     from llmco2_e2e_harness import Sidecar, VllmServer, build_tiny_model, cpu_seconds, free_port
 
     python = Path(sys.executable)

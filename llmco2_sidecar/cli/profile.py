@@ -13,8 +13,6 @@ import sys
 
 from ..errors import InputError
 
-DEFAULT_MIN_WINDOW_S = 0.5  # five ~100 ms steps of NVML's energy counter (the run raises it where the counter is coarser)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-seconds", type=float, default=540.0,
@@ -55,7 +53,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..profile.plan import build_plan, format_plan, gpu_limits, parse_models, smoke_plan
+    from ..profile.plan import DEFAULT_MIN_WINDOW_S, build_plan, format_plan, gpu_limits, parse_models, smoke_plan
 
     _validate(args)
     min_window = args.min_window_s if args.min_window_s is not None else (0.01 if args.smoke else DEFAULT_MIN_WINDOW_S)

@@ -53,6 +53,7 @@ MEMORY_EFFICIENCY = 0.6
 LAYER_OVERHEAD_S = 0.25e-3  # host time per decoder layer per forward in HF eager
 FORWARD_OVERHEAD_S = 1.5e-3  # embedding, lm_head launch, sampling, cache bookkeeping
 POINT_OVERHEAD_S = 0.3  # input creation, synchronisations, meter reads, CSV row
+DEFAULT_MIN_WINDOW_S = 0.5  # five ~100 ms steps of NVML's energy counter (the runner raises it where the counter is coarser)
 STARTUP_S = 8.0  # CUDA context, NVML, allocator warm-up (excluding the idle measurement)
 MEMORY_FRACTION = 0.85
 MAX_POINT_SHARE = 0.2  # no single point may take more than this share of its model's budget  # plan only points that fit this fraction of the GPU memory
@@ -179,7 +180,7 @@ def memory_bytes(spec: ModelSpec, batch: int, prompt: int, output: int) -> float
 
 
 def point_seconds(spec: ModelSpec, gpu: GpuLimits, batch: int, prompt: int, output: int, repetitions: int = 5,
-                  min_window_s: float = 0.5) -> float:
+                  min_window_s: float = DEFAULT_MIN_WINDOW_S) -> float:
     """Wall time of a whole point: one warm-up and ``repetitions`` measured repetitions of both phases."""
     pre = prefill_seconds(spec, gpu, batch, prompt)
     dec = decode_seconds(spec, gpu, batch, prompt, output)
@@ -278,7 +279,7 @@ def parse_models(text: str | None) -> list[tuple[str, int | None]]:
 
 # ---- the plan ------------------------------------------------------------------------------------
 def build_plan(budget_s: float, gpu: GpuLimits, models: Iterable[tuple[str, int | None]] = DEFAULT_MODELS,
-               repetitions: int = 5, min_window_s: float = 0.5, idle_s: float = 5.0, seed: int = 0,
+               repetitions: int = 5, min_window_s: float = DEFAULT_MIN_WINDOW_S, idle_s: float = 5.0, seed: int = 0,
                pairs: Sequence[tuple[int, int]] | None = None,
                specs: dict[str, ModelSpec] | None = None) -> Plan:
     """Points per model in priority order until each model's share of the budget is spent.

@@ -361,8 +361,7 @@ def test_columns_are_read_on_the_engine_thread_while_the_emitter_is_backed_up():
         assert list(view) == [f"cmpl-{backlog}-0-00000000"] and view.cols.so is None
 
 
-@pytest.mark.parametrize("flush_finishes", [True, False])
-def test_a_finish_is_handed_over_at_once_with_the_steps_before_it(flush_finishes):
+def test_a_finish_is_handed_over_at_once_with_the_steps_before_it():
     """Responses wait for their request's record: a finish must not wait for the step flush interval."""
 
     class Recorder:
@@ -379,7 +378,7 @@ def test_a_finish_is_handed_over_at_once_with_the_steps_before_it(flush_finishes
 
     sched = MiniScheduler(_vllm_config(), budget=64)
     em = Recorder()
-    hook = StepHook(em, clock=time.monotonic, flush_s=3600.0, flush_finishes=flush_finishes)
+    hook = StepHook(em, clock=time.monotonic, flush_s=3600.0)  # steps alone would wait an hour
     sched.add_request(Request("cmpl-short-0-00000000", 8, 1))
     sched.add_request(Request("cmpl-long-0-00000000", 8, 50))
     for _ in range(2):  # step 1: both prefill and the short one finishes; step 2: a decode
@@ -389,12 +388,9 @@ def test_a_finish_is_handed_over_at_once_with_the_steps_before_it(flush_finishes
         for rid in list(so.num_scheduled_tokens):
             r = sched.requests.get(rid)
             if r is not None and r.num_computed_tokens >= r.num_tokens and r.num_output_tokens + 1 >= r.max_tokens:
-                hook.on_free(r, others=len(sched.requests) > 1)  # what the patched _free_request does
+                hook.on_free(r)  # what the patched _free_request does
         sched.update_from_output(so)
-    if flush_finishes:
-        # the finish went out at once, after its step; the later decode step is still held
-        assert em.events == [("step", 1), ("done", "cmpl-short-0-00000000")]
-    else:
-        assert em.events == []  # grouped: nothing handed over within the hour-long interval
+    # the finish went out at once, after its step (another request still runs); the later decode step is held
+    assert em.events == [("step", 1), ("done", "cmpl-short-0-00000000")]
     hook.flush()
     assert em.events == [("step", 1), ("done", "cmpl-short-0-00000000"), ("step", 2)]

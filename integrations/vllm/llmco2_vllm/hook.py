@@ -50,21 +50,18 @@ class StepHook:
         clock: the engine clock; it must be the emitter's clock (``time.monotonic`` by default).
         dump_path: optional JSON-lines file receiving, per emitted step, the engine's own
             ``num_scheduled_tokens`` (a debugging and test aid; off by default).
-        flush_s: steps are handed to the emitter in groups, in order: when the oldest held event
-            is ``flush_s`` old (checked at each step and end), when a request finishes, when the
-            last request leaves (the engine goes idle), or every 256 events. Each hand-over may
-            wake the emitter's thread; waking it once per step costs a CPU-bound engine far more
-            than the hook itself (benchmarks/hook_overhead.py).
-        flush_finishes: hand a finish over at once (default), so that the response waiting for
-            the request's carbon does not also wait for ``flush_s``. False: finishes are grouped
-            like steps (fewer wake-ups, responses wait up to ``flush_s`` longer).
+        flush_s: steps are handed to the emitter in groups, in order: when the oldest held step
+            is ``flush_s`` old (checked at each step), or every 256 events; a finish goes at once,
+            with the steps held before it (the API server holds the response until the sidecar
+            has the request's record; finishes come once per request, not per step). Each
+            hand-over may wake the emitter's thread; waking it once per step costs a CPU-bound
+            engine far more than the hook itself (benchmarks/hook_overhead.py).
     """
 
     def __init__(self, emitter: Any, clock: Callable[[], float] = time.monotonic, dump_path: str | None = None,
-                 flush_s: float = 0.05, flush_finishes: bool = True):
+                 flush_s: float = 0.05):
         self.emitter = emitter
         self.flush_s = flush_s
-        self.flush_finishes = flush_finishes
         self._outbox: list[tuple] = []
         self.clock = clock
         self._pending: dict[int, tuple] = {}
@@ -109,7 +106,7 @@ class StepHook:
             held, self._held_done = self._held_done, {}
             for dones in held.values():
                 for d in dones:
-                    self._emit_done(*d)
+                    self._queue_done(d)
         pending[id(so)] = (t0, cols, nst)
 
     def before_update(self, so: Any) -> None:
@@ -134,10 +131,10 @@ class StepHook:
                                          "total_num_scheduled_tokens": so.total_num_scheduled_tokens}) + "\n")
         if self._held_done:
             for d in self._held_done.pop(id(so), ()):
-                self._queue_done(d, idle=False)
+                self._queue_done(d)
 
-    def on_free(self, request: Any, others: bool = False) -> None:
-        """``request`` leaves the scheduler (finished or aborted); ``others``: other requests remain."""
+    def on_free(self, request: Any) -> None:
+        """``request`` leaves the scheduler (finished or aborted)."""
         rid = request.request_id
         prompt = self._prompt.get(rid)
         if prompt is None:  # never scheduled (aborted while waiting): the sidecar never saw it
@@ -155,7 +152,7 @@ class StepHook:
             if rid in entry[2]:
                 last = key
         if last is None:
-            self._queue_done(done, idle=not others)
+            self._queue_done(done)
         else:
             self._held_done.setdefault(last, []).append(done)
 
@@ -177,20 +174,10 @@ class StepHook:
                 em.emit_done(rid, output_tokens=output_tokens, aborted=aborted, time_s=t, prompt_tokens=prompt)
                 self.done_emitted += 1
 
-    def _queue_done(self, done: tuple, idle: bool) -> None:
-        """Hand a finish (and the steps held before it) to the emitter at once.
-
-        The API server holds the response until the sidecar has the request's record, so a finish
-        must not wait for the step flush interval; finishes are once per request, not per step.
-        ``idle`` is kept for callers; with ``flush_finishes=False`` the old grouping applies.
-        """
-        out = self._outbox
-        out.append((_DONE, done[3], done))
-        if self.flush_finishes or idle or len(out) >= _MAX_OUTBOX or done[3] - out[0][1] >= self.flush_s:
-            self.flush()
-
-    def _emit_done(self, rid: str, output_tokens: int, aborted: bool, t: float, prompt: int) -> None:
-        self._queue_done((rid, output_tokens, aborted, t, prompt), idle=True)
+    def _queue_done(self, done: tuple) -> None:
+        """Hand a finish, and the steps held before it, to the emitter at once (see ``flush_s``)."""
+        self._outbox.append((_DONE, done[3], done))
+        self.flush()
 
     # ---- failure handling ------------------------------------------------------------------------
     def failed(self, where: str, exc: BaseException) -> None:

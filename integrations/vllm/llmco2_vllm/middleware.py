@@ -85,14 +85,17 @@ class CarbonMiddleware:
         await self.app(scope, receive, exchange.send)
         await exchange.finish()
 
-    async def figure(self, rid: str, prefix: str) -> CarbonFigure | None:
+    async def figure(self, rid: str, prefix: str) -> tuple[CarbonFigure | None, float]:
+        """The request's carbon (None: pending) and the milliseconds the response waited for it."""
         if self.settings.response_wait_s <= 0:  # responses are not held: no lookup at all ("pending")
-            return None
+            return None, 0.0
+        t0 = time.perf_counter()
         try:
-            return await self.lookup.request_carbon(rid, prefix, self.settings.response_wait_s)
+            fig = await self.lookup.request_carbon(rid, prefix, self.settings.response_wait_s)
         except Exception as exc:  # pragma: no cover - request_carbon does not raise
             log.info("llmco2: carbon lookup failed: %r", exc)
-            return None
+            fig = None
+        return fig, (time.perf_counter() - t0) * 1e3
 
 
 class _Exchange:
@@ -141,9 +144,8 @@ class _Exchange:
         self.done_sent = True
         if at > 0:
             await self._send({"type": "http.response.body", "body": chunk[:at], "more_body": True})
-        t0 = time.perf_counter()
-        fig = await self.mw.figure(self.rid, self.prefix)
-        event = b"data: " + json.dumps(carbon_event(self.rid, fig, (time.perf_counter() - t0) * 1e3)).encode() + b"\n\n"
+        fig, wait_ms = await self.mw.figure(self.rid, self.prefix)
+        event = b"data: " + json.dumps(carbon_event(self.rid, fig, wait_ms)).encode() + b"\n\n"
         await self._send({"type": "http.response.body", "body": event, "more_body": True})
         await self._send(dict(message, body=chunk[at:]))
 
@@ -151,9 +153,8 @@ class _Exchange:
         start, self.start = self.start, None
         if start is None:
             return
-        t0 = time.perf_counter()
-        fig = await self.mw.figure(self.rid, self.prefix)
-        start = dict(start, headers=list(start["headers"]) + carbon_headers(fig, (time.perf_counter() - t0) * 1e3))
+        fig, wait_ms = await self.mw.figure(self.rid, self.prefix)
+        start = dict(start, headers=list(start["headers"]) + carbon_headers(fig, wait_ms))
         await self._send(start)
         body, self.body = b"".join(self.body), []
         await self._send({"type": "http.response.body", "body": body, "more_body": False})

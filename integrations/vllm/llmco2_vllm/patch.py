@@ -90,7 +90,7 @@ def patch_scheduler(settings: Settings, scheduler_cls: Any = None) -> bool:
         hook = self.__dict__.get("_llmco2_hook")
         if hook is not None:
             try:
-                hook.on_free(request, len(self.requests) > 1)
+                hook.on_free(request)
             except Exception as exc:
                 hook.failed("_free_request", exc)
         return orig_free(self, request, *args, **kwargs)
