@@ -12,17 +12,20 @@ throughput with and without the switch, in one run.
    prefill chunk of up to 512 tokens). The per-step time is the wrapped calls minus the same calls
    unwrapped, measured back to back ("hot") and with engine-like pacing (see ``_engine_work``).
 2. **Throughput.** Real vLLM OpenAI servers (CPU build, the tiny random LLaMA of the e2e test,
-   ``--max-num-batched-tokens 64``): one with ``LLMCO2_SIDECAR`` unset, one with it set (and a
-   real sidecar), one with it set to a socket nobody listens on (hook and middleware run, nothing is
-   sent), one with a real sidecar and ``LLMCO2_RESPONSE_WAIT_S=0`` (everything sent and recorded, no
-   response held for its carbon). The same closed-loop load (concurrency 8, mixed prompt lengths, 32 output tokens each,
-   ``ignore_eos``) runs against them in rotating rounds, each server's load starting once all servers
-   and the sidecar are quiet (a vLLM server keeps a core busy for about a second after its load, and
-   all workers are pinned to the same core) plus ``--settle-s``; the result is the median over rounds of the ratio of output tokens
-   per second, with / without, with its quartiles and range. The switched-on server runs as users
-   run it: the sidecar with ``llmco2 serve`` defaults, and every response waits for its carbon
-   headers (their ``x-llmco2-carbon-status`` is counted per server); request latencies and the
-   sidecar's own arrival-to-record latency (its Prometheus histogram) are reported beside.
+   ``--max-num-batched-tokens 64``): *off* (``LLMCO2_SIDECAR`` unset); *on* (``LLMCO2_SIDECAR=auto``:
+   the plugin starts its own sidecar, with ``llmco2 serve`` defaults, and every response waits for
+   its carbon); *not held* (the same with ``LLMCO2_RESPONSE_WAIT_S=0``: everything sent and
+   recorded, no response held); *no sidecar* (the switch set to a socket nobody listens on: hook and
+   middleware run, nothing is sent); *own session* (the switch set to a sidecar started separately,
+   in a session of its own, as a separately launched service would be). The same closed-loop load
+   (concurrency 8, mixed prompt lengths, 32 output tokens each, ``ignore_eos``) runs against them in
+   rotating rounds, each server's load starting once all servers and sidecars are quiet (a vLLM
+   server keeps a core busy for about a second after its load, and all workers are pinned to the
+   same core) plus ``--settle-s``; the result is the median over rounds of the ratio of output
+   tokens per second, with / without, with its quartiles and range. Beside it: request latencies,
+   how long responses were held for their carbon (``x-llmco2-wait-ms``), each sidecar's latency
+   histograms (finish -> sidecar, arrival -> record, event-loop lag) and its event-loop thread's
+   running and run-queue time (``/proc/PID/task/TID/schedstat``).
 
 Run: ``python benchmarks/hook_overhead.py [--rounds N] [--skip-server]`` (it re-runs itself with the
 e2e venv's python, building ``.venv-vllm`` if needed). Writes ``benchmarks/results/hook_overhead.json``
@@ -189,7 +192,10 @@ def hook_cost(target: str, sizes=(8, 64, 256), n_steps: int = 3000, pace_s: floa
 
 
 PACING = ("hot", "engine-like")
-ARMS = ("off", "on", "unreachable", "nowait")  # the servers of the throughput part
+ARMS = ("off", "on", "nowait", "unreachable", "separate")  # the servers of the throughput part
+SIDECAR_ARMS = ("on", "nowait", "separate")  # each with a sidecar of its own
+ARM_TITLES = {"off": "off", "on": "on (auto sidecar)", "nowait": "on, not held", "unreachable": "on, no sidecar",
+              "separate": "on, sidecar in its own session"}
 _SCRATCH = bytearray(8 << 20)
 _ZEROS = bytes(8 << 20)
 
@@ -290,18 +296,70 @@ def _wait_summary(waits: list[float]) -> dict | None:
             "p99": w[int(0.99 * (len(w) - 1))], "mean": statistics.fmean(w)}
 
 
-def _record_latency(metrics_port: int) -> dict:
-    """The sidecar's ``llmco2_record_latency_seconds`` histogram (a step's arrival to its request
-    records), as cumulative counts per bucket bound, read from its Prometheus endpoint."""
+HISTOGRAMS = {"record": "llmco2_record_latency_seconds", "finish_lag": "llmco2_finish_lag_seconds",
+              "loop_lag": "llmco2_event_loop_lag_seconds"}
+
+
+def _histograms(metrics_port: int) -> dict:
+    """The sidecar's latency histograms as cumulative counts per bucket bound, from its Prometheus
+    endpoint: ``record`` (a message's arrival to its request records), ``finish_lag`` (a request's
+    finish in the engine to the finish event's arrival at the sidecar) and ``loop_lag`` (how late the
+    sidecar's event loop wakes from a 0.1 s sleep, ten samples a second)."""
     import urllib.request
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    buckets = {}
+    out: dict[str, dict] = {k: {} for k in HISTOGRAMS}
     for line in text.splitlines():
-        if line.startswith("llmco2_record_latency_seconds_bucket{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[bound] = float(line.rsplit(" ", 1)[1])
-    return buckets
+        for key, name in HISTOGRAMS.items():
+            if line.startswith(name + "_bucket{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                out[key][bound] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _add_delta(acc: dict, before: dict, after: dict) -> None:
+    """``acc`` += the observations between two reads of :func:`_histograms`."""
+    for key in HISTOGRAMS:
+        for bound, count in after[key].items():
+            acc.setdefault(key, {})[bound] = acc.get(key, {}).get(bound, 0.0) + count - before[key].get(bound, 0.0)
+
+
+def _schedstat(pid: int) -> dict:
+    """Per thread of ``pid``: (CPU seconds run, seconds runnable but waiting for a CPU) from
+    ``/proc/PID/task/TID/schedstat``, and which thread is the process's main one (its event loop)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            run_ns, wait_ns, _ = open(f"/proc/{pid}/task/{tid}/schedstat").read().split()
+        except (OSError, ValueError):
+            continue
+        out[int(tid)] = (int(run_ns) / 1e9, int(wait_ns) / 1e9)
+    return out
+
+
+def _sched_delta(before: dict, after: dict, pid: int) -> dict:
+    """CPU and run-queue seconds of a process over an interval: main thread and all threads."""
+    def d(tid):
+        a, b = before.get(tid, (0.0, 0.0)), after[tid]
+        return b[0] - a[0], b[1] - a[1]
+    main = d(pid) if pid in after else (0.0, 0.0)
+    both = [d(t) for t in after]
+    return {"main_cpu_s": main[0], "main_runq_s": main[1], "all_cpu_s": sum(x[0] for x in both),
+            "all_runq_s": sum(x[1] for x in both)}
+
+
+def _late_share(hist: dict, bound: str = "0.05") -> dict:
+    """Share of the samples in ``hist`` above ``bound`` seconds, and how many samples there were."""
+    total = hist.get("+Inf", 0.0)
+    return {"samples": int(total), "share_over_50ms": (total - hist.get(bound, 0.0)) / total if total else None}
+
+
+def _quantiles_of(hist: dict) -> dict:
+    return {f"p{int(q * 100)}": _bucket_quantile({}, hist, q) for q in (0.5, 0.9, 0.99)} if hist else {}
 
 
 def _bucket_quantile(before: dict, after: dict, q: float) -> str | None:
@@ -313,7 +371,7 @@ def _bucket_quantile(before: dict, after: dict, q: float) -> str | None:
         return None
     for bound, count in diff:
         if count >= q * total:
-            return "> 1 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
+            return "> 2 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
     return None
 
 
@@ -324,135 +382,145 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
+def _auto_sidecar_pid(server_pid: int, timeout_s: float = 30.0) -> int:
+    """The ``llmco2 serve`` the plugin started for ``LLMCO2_SIDECAR=auto`` (a descendant of the server)."""
+    import psutil
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        for p in psutil.Process(server_pid).children(recursive=True):
+            try:
+                if "llmco2_sidecar.cli.main" in " ".join(p.cmdline()):
+                    return p.pid
+            except psutil.Error:
+                pass
+        time.sleep(0.2)
+    raise RuntimeError(f"no auto-started sidecar under pid {server_pid}")
+
+
+def _count_records(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("type", "request") == "request")
+
+
 def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, workdir: Path,
                settle_s: float = 0.5) -> dict:
     from llmco2_e2e_harness import Sidecar, VllmServer, build_tiny_model, cpu_seconds, free_port
 
     python = Path(sys.executable)
     model = build_tiny_model(python, workdir / "tiny")
-    # the sidecar as users run it: `llmco2 serve` defaults (journal fsync every second, no step log;
-    # the harness's test-speed `--fsync never` is overridden), plus its Prometheus endpoint
-    metrics_port = free_port()
-    sidecar = Sidecar(workdir / "sidecar", python=str(python), log_steps=False,
-                      extra=["--fsync", "interval", "--metrics-port", str(metrics_port)]).start()
-    off = VllmServer(python, model, workdir / "off", max_num_batched_tokens=64)
-    on = VllmServer(python, model, workdir / "on", max_num_batched_tokens=64,
-                    env={"LLMCO2_SIDECAR": sidecar.address, "LLMCO2_GPU": "A100-SXM4-80GB"})
-    # the switch on but no sidecar listening: the hook and middleware run, nothing is sent
-    unreachable = VllmServer(python, model, workdir / "unreachable", max_num_batched_tokens=64,
-                             env={"LLMCO2_SIDECAR": f"unix:{workdir}/no-sidecar.sock", "LLMCO2_GPU": "A100-SXM4-80GB"})
-    # the switch on with a real sidecar, responses not held (LLMCO2_RESPONSE_WAIT_S=0): every event is sent,
-    # no response waits for its carbon; it separates the sending path from the response hold
-    nowait = VllmServer(python, model, workdir / "nowait", max_num_batched_tokens=64,
-                        env={"LLMCO2_SIDECAR": sidecar.address, "LLMCO2_GPU": "A100-SXM4-80GB",
-                             "LLMCO2_RESPONSE_WAIT_S": "0"})
-    servers = {"off": off, "on": on, "unreachable": unreachable, "nowait": nowait}
+    ports = {n: free_port() for n in SIDECAR_ARMS}
+    gpu = {"LLMCO2_GPU": "A100-SXM4-80GB"}
+
+    def auto(name: str, **extra: str) -> dict:
+        # the switch as users set it: the plugin starts `llmco2 serve` (its defaults: journal fsync every
+        # second, no step log) in the server's session; the log and metrics port are the benchmark's
+        (workdir / name).mkdir(parents=True, exist_ok=True)
+        return {**gpu, "LLMCO2_SIDECAR": "auto", "LLMCO2_METRICS_PORT": str(ports[name]),
+                "LLMCO2_LOG": str(workdir / name / "carbon.jsonl"), **extra}
+
+    # a sidecar started on its own, in its own session (as a separately launched service would be)
+    separate = Sidecar(workdir / "sidecar", python=str(python), log_steps=False,
+                       extra=["--fsync", "interval", "--metrics-port", str(ports["separate"])]).start()
+    servers = {
+        "off": VllmServer(python, model, workdir / "off", max_num_batched_tokens=64),
+        "on": VllmServer(python, model, workdir / "on", max_num_batched_tokens=64, env=auto("on")),
+        "nowait": VllmServer(python, model, workdir / "nowait", max_num_batched_tokens=64,
+                             env=auto("nowait", LLMCO2_RESPONSE_WAIT_S="0")),
+        "unreachable": VllmServer(python, model, workdir / "unreachable", max_num_batched_tokens=64,
+                                  env={**gpu, "LLMCO2_SIDECAR": f"unix:{workdir}/no-sidecar.sock"}),
+        "separate": VllmServer(python, model, workdir / "separate", max_num_batched_tokens=64,
+                               env={**gpu, "LLMCO2_SIDECAR": separate.address}),
+    }
     try:
-        sidecar.wait_ready()
+        separate.wait_ready()
         for server in servers.values():  # one at a time: starting together starves them on 2 cores
             server.start()
             server.wait_ready()
+        sidecar_pid = {"on": _auto_sidecar_pid(servers["on"].proc.pid),
+                       "nowait": _auto_sidecar_pid(servers["nowait"].proc.pid), "separate": separate.proc.pid}
         for server in servers.values():  # warm
             _load(server.port, 8, concurrency, max_tokens)
-        idle = {}
-        for name, server in servers.items():
-            c0 = cpu_seconds(server.proc.pid)
-            time.sleep(3.0)
-            idle[name] = (cpu_seconds(server.proc.pid) - c0) / 3.0
+        all_pids = [s.proc.pid for s in servers.values()] + [separate.proc.pid]  # auto sidecars: descendants
         per_round = []
         quiet_waits: list[float] = []
-        hist0 = _record_latency(metrics_port)
+        hists = {n: {} for n in SIDECAR_ARMS}  # per arm: its sidecar's latency histograms over its loads
         for r in range(rounds):
-            names = list(ARMS)
-            order = [(n, servers[n]) for n in (names[r % len(names):] + names[:r % len(names)])]
+            order = list(ARMS[r % len(ARMS):] + ARMS[:r % len(ARMS)])
             row = {}
-            for name, server in order:
+            for name in order:
+                server = servers[name]
                 # after its load a vLLM server keeps a core busy for about a second (its worker, pinned to
                 # the same core as every other server's worker, spins before it sleeps): wait until every
-                # server and the sidecar are quiet, so that no arm runs beside another's tail
-                quiet_waits.append(_wait_quiet([s.proc.pid for s in servers.values()] + [sidecar.proc.pid]))
+                # server and sidecar is quiet, so that no arm runs beside another's tail
+                quiet_waits.append(_wait_quiet(all_pids))
                 time.sleep(settle_s)
-                c0, s0 = cpu_seconds(server.proc.pid), cpu_seconds(sidecar.proc.pid)
-                row[name] = _load(server.port, n_requests, concurrency, max_tokens)
-                row[name]["server_cpu_s"] = cpu_seconds(server.proc.pid) - c0
-                row[name]["sidecar_cpu_s"] = cpu_seconds(sidecar.proc.pid) - s0 if name in ("on", "nowait") else 0.0
-            row["ratio"] = row["on"]["tokens_per_s"] / row["off"]["tokens_per_s"]
-            row["ratio_unreachable"] = row["unreachable"]["tokens_per_s"] / row["off"]["tokens_per_s"]
-            row["ratio_nowait"] = row["nowait"]["tokens_per_s"] / row["off"]["tokens_per_s"]
+                spid = sidecar_pid.get(name)
+                c0, s0 = cpu_seconds(server.proc.pid), cpu_seconds(spid) if spid else 0.0
+                h0 = _histograms(ports[name]) if spid else None
+                sched0 = _schedstat(spid) if spid else None
+                row[name] = res = _load(server.port, n_requests, concurrency, max_tokens)
+                if spid:
+                    res["sidecar_sched"] = _sched_delta(sched0, _schedstat(spid), spid)
+                    _wait_quiet([spid])  # the records of the last finishes land (responses not held)
+                    _add_delta(hists[name], h0, _histograms(ports[name]))
+                    res["sidecar_cpu_s"] = cpu_seconds(spid) - s0
+                else:
+                    res["sidecar_cpu_s"] = 0.0
+                # the server's own CPU: an auto sidecar is its descendant, so take its share out
+                res["server_cpu_s"] = cpu_seconds(server.proc.pid) - c0 - (res["sidecar_cpu_s"] if name in ("on", "nowait") else 0.0)
+            for name in ARMS[1:]:
+                row[f"ratio_{name}"] = row[name]["tokens_per_s"] / row["off"]["tokens_per_s"]
             per_round.append(row)
-            print(f"round {r + 1}: off {row['off']['tokens_per_s']:.1f} tok/s, on {row['on']['tokens_per_s']:.1f} tok/s "
-                  f"(ratio {row['ratio']:.4f}; sidecar {row['on']['sidecar_cpu_s']:.2f} cpu s; carbon "
-                  f"{row['on']['carbon_status']}), switch on without a sidecar {row['unreachable']['tokens_per_s']:.1f} "
-                  f"tok/s (ratio {row['ratio_unreachable']:.4f}); latency p50 off/on/no sidecar "
-                  f"{row['off']['latency_p50_ms']:.0f}/{row['on']['latency_p50_ms']:.0f}/"
-                  f"{row['unreachable']['latency_p50_ms']:.0f} ms; responses not held {row['nowait']['tokens_per_s']:.1f} "
-                  f"tok/s (ratio {row['ratio_nowait']:.4f})", flush=True)
-        hist1 = _record_latency(metrics_port)
-        logged = len(sidecar.records("request"))
+            print(f"round {r + 1}: off {row['off']['tokens_per_s']:.1f} tok/s; " + "; ".join(
+                f"{name} {row[name]['tokens_per_s']:.1f} ({row[f'ratio_{name}']:.3f}, latency p50 "
+                f"{row[name]['latency_p50_ms']:.0f} ms)" for name in ARMS[1:]), flush=True)
     finally:
         for server in servers.values():
-            server.stop()
-        sidecar.stop()
-    pooled_waits = {n: _wait_summary([w for r in per_round for w in r[n].get("waits_ms", [])])
-                    for n in ("on", "unreachable", "nowait")}
+            server.stop()  # stops an auto sidecar with its server (SIGTERM: it flushes its log)
+        separate.stop()
+    records = {"on": _count_records(workdir / "on" / "carbon.jsonl"),
+               "nowait": _count_records(workdir / "nowait" / "carbon.jsonl"),
+               "separate": len(separate.records("request"))}
+    arms = {}
+    for name in ARMS:
+        rows = [r[name] for r in per_round]
+        tokens, wall = sum(x["output_tokens"] for x in rows), sum(x["wall_s"] for x in rows)
+        status: dict[str, int] = {}
+        for x in rows:
+            for k, v in x["carbon_status"].items():
+                status[k] = status.get(k, 0) + v
+        arm = {"tokens_per_s_pooled": tokens / wall,
+               "latency_p50_ms_median_of_rounds": statistics.median(x["latency_p50_ms"] for x in rows),
+               "carbon_wait_ms": _wait_summary([w for x in rows for w in x.get("waits_ms", [])]),
+               "carbon_status": status, "errors": sum(x["errors"] for x in rows),
+               "server_cpu_s_per_1000_tokens": sum(x["server_cpu_s"] for x in rows) / tokens * 1000}
+        if name != "off":
+            ratios = [r[f"ratio_{name}"] for r in per_round]
+            arm.update(ratio_median_of_rounds=statistics.median(ratios), ratio_quartiles=list(_quartiles(ratios)),
+                       ratio_min_max=[min(ratios), max(ratios)])
+        if name in SIDECAR_ARMS:
+            h = hists[name]
+            arm.update(
+                sidecar_cpu_s_per_1000_tokens=sum(x["sidecar_cpu_s"] for x in rows) / tokens * 1000,
+                finish_lag=_quantiles_of(h.get("finish_lag", {})),
+                record_latency=_quantiles_of(h.get("record", {})),
+                loop_lag={**_quantiles_of(h.get("loop_lag", {})), **_late_share(h.get("loop_lag", {}))},
+                # the sidecar's event-loop thread, per second of load: running / runnable but waiting for a CPU
+                loop_thread_cpu_per_wall=sum(x["sidecar_sched"]["main_cpu_s"] for x in rows) / wall,
+                loop_thread_runq_per_wall=sum(x["sidecar_sched"]["main_runq_s"] for x in rows) / wall,
+                carbon_log_records=records.get(name))
+        arms[name] = arm
+    off = arms["off"]["tokens_per_s_pooled"]
+    for name in ARMS[1:]:
+        arms[name]["ratio_pooled"] = arms[name]["tokens_per_s_pooled"] / off
     for r in per_round:  # per round keep the summary, not every response's figure
         for n in ARMS:
             r[n]["waits_ms"] = _wait_summary(r[n].get("waits_ms", []))
-    tok_off = sum(r["off"]["output_tokens"] for r in per_round)
-    tok_on = sum(r["on"]["output_tokens"] for r in per_round)
-    s_off = sum(r["off"]["wall_s"] for r in per_round)
-    s_on = sum(r["on"]["wall_s"] for r in per_round)
-    ratios = [r["ratio"] for r in per_round]
-    tok_un = sum(r["unreachable"]["output_tokens"] for r in per_round)
-    s_un = sum(r["unreachable"]["wall_s"] for r in per_round)
-    cpu_off = sum(r["off"]["server_cpu_s"] for r in per_round) / tok_off * 1000
-    cpu_on = sum(r["on"]["server_cpu_s"] for r in per_round) / tok_on * 1000
-    cpu_sidecar = sum(r["on"]["sidecar_cpu_s"] for r in per_round) / tok_on * 1000
-    ratios_un = [r["ratio_unreachable"] for r in per_round]
-    ratios_nw = [r["ratio_nowait"] for r in per_round]
-    tok_nw = sum(r["nowait"]["output_tokens"] for r in per_round)
-    s_nw = sum(r["nowait"]["wall_s"] for r in per_round)
-    status = {n: {} for n in ARMS}
-    for r in per_round:
-        for n in status:
-            for k, v in r[n]["carbon_status"].items():
-                status[n][k] = status[n].get(k, 0) + v
-    return {
-        "idle_server_cpu_s_per_s": idle,
-        "server_cpu_s_per_1000_tokens": {"off": cpu_off, "on": cpu_on, "on_sidecar": cpu_sidecar},
-        "server_cpu_ratio_on_over_off": cpu_on / cpu_off,
-        "rounds": per_round,
-        "tokens_per_s_off": tok_off / s_off,
-        "tokens_per_s_on": tok_on / s_on,
-        "ratio_on_over_off": (tok_on / s_on) / (tok_off / s_off),
-        "tokens_per_s_unreachable": tok_un / s_un,
-        "ratio_unreachable_over_off": (tok_un / s_un) / (tok_off / s_off),
-        "ratio_median_of_rounds": statistics.median(ratios),
-        "ratio_min_max": [min(ratios), max(ratios)],
-        "ratio_quartiles": list(_quartiles(ratios)),
-        "ratio_unreachable_median_of_rounds": statistics.median(ratios_un),
-        "ratio_unreachable_quartiles": list(_quartiles(ratios_un)),
-        "ratio_unreachable_min_max": [min(ratios_un), max(ratios_un)],
-        "tokens_per_s_nowait": tok_nw / s_nw,
-        "ratio_nowait_over_off": (tok_nw / s_nw) / (tok_off / s_off),
-        "ratio_nowait_median_of_rounds": statistics.median(ratios_nw),
-        "ratio_nowait_quartiles": list(_quartiles(ratios_nw)),
-        "ratio_nowait_min_max": [min(ratios_nw), max(ratios_nw)],
-        "latency_p50_ms_median_of_rounds": {n: statistics.median(r[n]["latency_p50_ms"] for r in per_round)
-                                            for n in ARMS},
-        "carbon_wait_ms": pooled_waits,
-        "carbon_status": status,
-        "sidecar_record_latency": {"p50": _bucket_quantile(hist0, hist1, 0.5),
-                                   "p90": _bucket_quantile(hist0, hist1, 0.9),
-                                   "p99": _bucket_quantile(hist0, hist1, 0.99)},
-        "settle_s": settle_s,
-        "quiet_wait_s": {"median": statistics.median(quiet_waits), "max": max(quiet_waits)},
-        "requests_per_round": n_requests,
-        "concurrency": concurrency,
-        "max_tokens": max_tokens,
-        "carbon_log_records": logged,
-        "errors": sum(r[n]["errors"] for r in per_round for n in ARMS),
-    }
+    return {"arms": arms, "rounds": per_round, "settle_s": settle_s,
+            "quiet_wait_s": {"median": statistics.median(quiet_waits), "max": max(quiet_waits)},
+            "requests_per_round": n_requests, "concurrency": concurrency, "max_tokens": max_tokens}
 
 
 def reading_of(results: dict) -> str:
@@ -468,44 +536,146 @@ def reading_of(results: dict) -> str:
             "that thread holds the GIL as the engine thread comes back (back to back, the emitter encodes steps "
             "without pause, which is where the hot means and tails come from), and the 2-core machine's other load.")
     tp = results.get("throughput")
-    if tp:
-        med = tp["ratio_median_of_rounds"]
-        q1, q3 = tp.get("ratio_quartiles", [float("nan")] * 2)
-        met = "met" if med >= 0.99 and q1 >= 0.99 else "not met here"
-        text += (f" Throughput with the switch on, median over {len(tp['rounds'])} rounds: {med:.3f} of the switch off "
-                 f"(quartiles {q1:.3f}-{q3:.3f}, range {tp['ratio_min_max'][0]:.2f}-{tp['ratio_min_max'][1]:.2f}; "
-                 f"pooled {tp['ratio_on_over_off']:.3f}; target >= 0.99: {met}).")
-        if "ratio_unreachable_median_of_rounds" in tp:
-            lat = tp["latency_p50_ms_median_of_rounds"]
-            st = tp["carbon_status"]["on"]
-            text += (f" With the switch on and no sidecar listening (hook and middleware run, nothing is sent, "
-                     f"lookups fail at once): median {tp['ratio_unreachable_median_of_rounds']:.3f}."
-                     + (f" With the switch on and a real sidecar but responses not held (LLMCO2_RESPONSE_WAIT_S=0: "
-                        f"every event sent and recorded, no response waits): median "
-                        f"{tp['ratio_nowait_median_of_rounds']:.3f} (quartiles "
-                        "{:.3f}-{:.3f}).".format(*tp["ratio_nowait_quartiles"])
-                        if "ratio_nowait_median_of_rounds" in tp else "")
-                     + " The switched-on "
-                     f"responses carried their carbon headers ({st.get('final', 0)} final, {st.get('pending', 0)} "
-                     f"pending of {sum(st.values())}). Median per-request latency: {lat['off']:.0f} ms off, "
-                     f"{lat['on']:.0f} ms on, {lat['unreachable']:.0f} ms with no sidecar"
-                     + (f" (of which a response was held for its carbon p50 {tp['carbon_wait_ms']['on']['p50']:.1f} ms, "
-                        f"p90 {tp['carbon_wait_ms']['on']['p90']:.1f} ms, mean {tp['carbon_wait_ms']['on']['mean']:.1f} ms)"
-                        if tp.get("carbon_wait_ms", {}).get("on") else "")
-                     + ": in this closed loop "
-                     "(each client sends its next request only when the previous response, headers included, has "
-                     "arrived) the time a response waits for its carbon record -- the finish event's trip through "
-                     "the emitter, the sidecar's micro-batch and GNN prediction and the lookup, all on the same 2 "
-                     "cores as vLLM -- lowers throughput directly; the sidecar's arrival-to-record latency was "
-                     f"p50 {tp['sidecar_record_latency']['p50']}, p90 {tp['sidecar_record_latency']['p90']}.")
-        text += (" On this 2-core machine vLLM's CPU backend pins its worker to core 0 and leaves core 1 to everything "
-                 "else (its log: reserved_cpus=[1]): the API server, the EngineCore, this benchmark's client threads "
-                 "and the sidecar; the worker and EngineCore poll each other, and the tiny model's steps last about a millisecond, so "
-                 "every extra runnable thread (the emitter's sender and gRPC threads, the sidecar process) stalls "
-                 "steps directly, and rounds of the same server scatter by a factor of two or more. The figure is "
-                 "not a prediction for a GPU server, where steps last tens of milliseconds and the sidecar has cores "
-                 "of its own; it has not been measured there.")
+    if not tp:
+        return text
+    a = tp["arms"]
+    on, sep, nw, un = a["on"], a["separate"], a["nowait"], a["unreachable"]
+    q1, q3 = on["ratio_quartiles"]
+    met = "met" if on["ratio_median_of_rounds"] >= 0.99 and q1 >= 0.99 else "not met here"
+    text += (f" Throughput with the switch on (`LLMCO2_SIDECAR=auto`, the plugin's own sidecar, responses held for "
+             f"their carbon), median over {len(tp['rounds'])} rounds: {on['ratio_median_of_rounds']:.3f} of the switch "
+             f"off (quartiles {q1:.3f}-{q3:.3f}; pooled {on['ratio_pooled']:.3f}; target >= 0.99: {met}). Responses "
+             f"waited for their carbon {_ms(on, 'p50')} at the median ({_ms(on, 'p90')} at p90); median request "
+             f"latency {a['off']['latency_p50_ms_median_of_rounds']:.0f} ms off, "
+             f"{on['latency_p50_ms_median_of_rounds']:.0f} ms on. Not held (`LLMCO2_RESPONSE_WAIT_S=0`): median "
+             f"{nw['ratio_median_of_rounds']:.3f}; switch on with no sidecar listening (hook and middleware only): "
+             f"{un['ratio_median_of_rounds']:.3f}.")
+    text += (f" The same switch with a sidecar started on its own, in its own session: median "
+             f"{sep['ratio_median_of_rounds']:.3f}, responses held {_ms(sep, 'p50')} at the median. Its event-loop "
+             f"thread waited, runnable, for a CPU {100 * sep['loop_thread_runq_per_wall']:.0f}% of the load's wall time "
+             f"and ran {100 * sep['loop_thread_cpu_per_wall']:.0f}% (schedstat), against "
+             f"{100 * on['loop_thread_runq_per_wall']:.0f}% and {100 * on['loop_thread_cpu_per_wall']:.0f}% for the "
+             "auto-started sidecar; its loop woke more than 50 ms late in "
+             f"{_pct(sep['loop_lag'].get('share_over_50ms'))} of its samples (auto: "
+             f"{_pct(on['loop_lag'].get('share_over_50ms'))}). This kernel groups processes by session for CPU "
+             "fairness (autogroup, `/proc/sys/kernel/sched_autogroup_enabled`): a sidecar in a session of its own "
+             "competes as a group against the whole vLLM server, whose processes poll each other, and waits; the "
+             "auto-started one shares the server's group and gets its turn beside the server's threads. Run the "
+             "sidecar with `LLMCO2_SIDECAR=auto`, or in the engine's session or cgroup, or give it a CPU share of "
+             "its own (a container's CPU request, a systemd `CPUWeight`).")
+    text += (" On this 2-core machine vLLM's CPU backend pins its worker to core 0 and leaves core 1 to everything "
+             "else (its log: reserved_cpus=[1]); the tiny model's steps last about a millisecond and a request about "
+             f"{a['off']['latency_p50_ms_median_of_rounds']:.0f} ms, so a few milliseconds of hold are a few percent "
+             "of a request in this closed loop; rounds scatter for every arm, the switch-off server's included. The "
+             "figures are not a prediction for a GPU server (steps of tens of milliseconds, requests of seconds, "
+             "cores to spare); nothing has been measured there.")
     return text
+
+
+def _ms(arm: dict, q: str) -> str:
+    w = arm.get("carbon_wait_ms")
+    return f"{w[q]:.1f} ms" if w else "n/a"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _virtual() -> str:
+    """", a virtual machine (...)" when the kernel says so: its vCPUs are scheduled by a host we cannot see."""
+    try:
+        cmdline = Path("/proc/cmdline").read_text()
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return ""
+    if "firecracker" in cmdline:
+        return " (a Firecracker microVM: /proc/cmdline)"
+    return " (a virtual machine: the CPU's hypervisor flag)" if " hypervisor" in flags else ""
+
+
+def _autogroup() -> str:
+    try:
+        return "on" if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1" else "off"
+    except OSError:
+        return "n/a"
+
+
+def _throughput_lines(tp: dict) -> list[str]:
+    a = tp["arms"]
+    others = ARMS[1:]
+    lines = [
+        "",
+        "## Real server throughput with / without `LLMCO2_SIDECAR` (target: >= 0.99)",
+        "",
+        "vLLM OpenAI servers with the tiny random LLaMA of the e2e test (`--max-num-batched-tokens 64`), closed loop, "
+        f"concurrency {tp['concurrency']}, {tp['requests_per_round']} requests of {tp['max_tokens']} output tokens per "
+        "round and server, the order of the servers rotating from round to round:",
+        "",
+        "- *off*: `LLMCO2_SIDECAR` unset;",
+        "- *on*: `LLMCO2_SIDECAR=auto`, the switch as users set it: the plugin starts its own `llmco2 serve` "
+        "(defaults: journal fsync every second) and every response waits for its carbon;",
+        "- *not held*: the same with `LLMCO2_RESPONSE_WAIT_S=0`: every event is sent and recorded, no response "
+        "waits (separates the sending path from the response hold);",
+        "- *no sidecar*: the switch set to a socket nobody listens on: the hook and the middleware run, the "
+        "emitter buffers and sends nothing, lookups fail at once;",
+        "- *own session*: the switch set to the address of a sidecar started separately, in a session of its own "
+        "(as a separately launched service would be).",
+        "",
+        "| round | off tok/s | " + " | ".join(f"{ARM_TITLES[n]} tok/s (ratio)" for n in others) + " |",
+        "|---:|---:|" + "---:|" * len(others),
+    ]
+    for i, r in enumerate(tp["rounds"], 1):
+        lines.append(f"| {i} | {r['off']['tokens_per_s']:.1f} | " + " | ".join(
+            f"{r[n]['tokens_per_s']:.1f} ({r[f'ratio_{n}']:.3f})" for n in others) + " |")
+
+    def cell(d: dict | None, keys=("p50", "p90", "p99")) -> str:
+        return " / ".join((d or {}).get(k) or "n/a" for k in keys) if d else "n/a"
+
+    def row(title: str, fn) -> str:
+        return f"| {title} | " + " | ".join(fn(n) for n in ARMS) + " |"
+
+    def sc(n: str, fn) -> str:
+        return fn(a[n]) if n in SIDECAR_ARMS else ""
+
+    lines += [
+        "",
+        f"Each server's load starts once every server and sidecar together use under 0.1 core (waited "
+        f"{tp['quiet_wait_s']['median']:.1f} s at the median, {tp['quiet_wait_s']['max']:.1f} s at most: after a load "
+        "a vLLM server keeps a core busy for about a second, and all workers are pinned to the same core) and "
+        f"{tp['settle_s']:g} s more, so that no server runs beside another's trailing work.",
+        "",
+        "| | " + " | ".join(ARM_TITLES[n] for n in ARMS) + " |",
+        "|---|" + "---:|" * len(ARMS),
+        row("throughput / off, median of rounds", lambda n: "1" if n == "off" else
+            (f"**{a[n]['ratio_median_of_rounds']:.3f}**" if n == "on" else f"{a[n]['ratio_median_of_rounds']:.3f}")),
+        row("quartiles of the per-round ratios", lambda n: "" if n == "off" else "{:.3f}-{:.3f}".format(*a[n]["ratio_quartiles"])),
+        row("range of the per-round ratios", lambda n: "" if n == "off" else "{:.3f}-{:.3f}".format(*a[n]["ratio_min_max"])),
+        row("pooled (total tokens / total seconds) / off", lambda n: "1" if n == "off" else f"{a[n]['ratio_pooled']:.3f}"),
+        row("request latency p50 (median of rounds)", lambda n: f"{a[n]['latency_p50_ms_median_of_rounds']:.0f} ms"),
+        row("held for carbon (`x-llmco2-wait-ms`), p50 / p90 / p99", lambda n: "" if not a[n]["carbon_wait_ms"] else
+            "{p50:.1f} / {p90:.1f} / {p99:.1f} ms".format(**a[n]["carbon_wait_ms"])),
+        row("responses by `x-llmco2-carbon-status`", lambda n: ", ".join(f"{k} {v}" for k, v in sorted(a[n]["carbon_status"].items()))),
+        row("finish in the engine -> its event at the sidecar (`llmco2_finish_lag_seconds`), p50 / p90 / p99",
+            lambda n: sc(n, lambda x: cell(x["finish_lag"]))),
+        row("arrival at the sidecar -> request record (`llmco2_record_latency_seconds`), p50 / p90 / p99",
+            lambda n: sc(n, lambda x: cell(x["record_latency"]))),
+        row("sidecar event loop late (`llmco2_event_loop_lag_seconds`), p50 / p90 / p99",
+            lambda n: sc(n, lambda x: cell(x["loop_lag"]))),
+        row("sidecar event loop more than 50 ms late, share of samples", lambda n: sc(n, lambda x: _pct(x["loop_lag"].get("share_over_50ms")))),
+        row("sidecar event-loop thread running, share of wall time", lambda n: sc(n, lambda x: f"{100 * x['loop_thread_cpu_per_wall']:.0f}%")),
+        row("sidecar event-loop thread runnable, waiting for a CPU", lambda n: sc(n, lambda x: f"{100 * x['loop_thread_runq_per_wall']:.0f}%")),
+        row("sidecar CPU s per 1000 output tokens", lambda n: sc(n, lambda x: f"{x['sidecar_cpu_s_per_1000_tokens']:.2f}")),
+        row("requests in the sidecar's carbon log", lambda n: sc(n, lambda x: str(x["carbon_log_records"]))),
+        row("HTTP errors", lambda n: str(a[n]["errors"])),
+        "",
+        "Latency histograms are Prometheus bucket bounds (\"<= 20 ms\": between the next lower bound and 20 ms). "
+        "The event-loop lag is how late the sidecar's loop woke from a 0.1 s sleep (ten samples a second; the loop "
+        "ingests every message and answers every lookup); running / waiting are its event-loop thread's "
+        "`/proc/PID/task/TID/schedstat` times over the loads. vLLM's EngineCore and worker poll each other while "
+        "requests are in flight, so the servers' CPU time follows the wall time and is not a measure of the plugin's "
+        "work.",
+    ]
+    return lines
 
 
 def write(results: dict) -> None:
@@ -538,95 +708,14 @@ def write(results: dict) -> None:
                          f"{h['p99_us']:.1f} | {r['emitter']['steps_accepted']} | {r['emitter']['dropped']} |")
     tp = results.get("throughput")
     if tp:
-        nw = "ratio_nowait_median_of_rounds" in tp  # runs before 2026-11-26 had no fourth server
-        arms = ("off", "on", "unreachable", "nowait") if nw else ("off", "on", "unreachable")
-        lines += [
-            "",
-            "## Real server throughput with / without `LLMCO2_SIDECAR` (target: >= 0.99)",
-            "",
-            f"vLLM OpenAI servers with the tiny random LLaMA of the e2e test (`--max-num-batched-tokens 64`), one with",
-            f"the switch off, one with it on (a real sidecar), closed loop, concurrency {tp['concurrency']}, "
-            f"{tp['requests_per_round']} requests of {tp['max_tokens']} output tokens per round and server, the order",
-            "of the servers rotating from round to round.",
-            "",
-            "A third server has the switch on but no sidecar listening (*no sidecar*): the hook and the",
-            "middleware run, the emitter buffers and sends nothing; it separates their cost from the sending path.",
-            *(["A fourth has the switch on and a real sidecar but does not hold responses (*not held*,",
-               "`LLMCO2_RESPONSE_WAIT_S=0`): every event is sent and recorded, no response waits for its carbon;",
-               "it separates the sending path from the response hold."] if nw else []),
-            "",
-            "| round | off tok/s | on tok/s | on / off | no sidecar tok/s | no sidecar / off |"
-            + (" not held tok/s | not held / off |" if nw else ""),
-            "|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if nw else ""),
-        ]
-        for i, r in enumerate(tp["rounds"], 1):
-            lines.append(f"| {i} | {r['off']['tokens_per_s']:.1f} | {r['on']['tokens_per_s']:.1f} | {r['ratio']:.4f} | "
-                         f"{r['unreachable']['tokens_per_s']:.1f} | {r['ratio_unreachable']:.4f} |"
-                         + (f" {r['nowait']['tokens_per_s']:.1f} | {r['ratio_nowait']:.4f} |" if nw else ""))
-        if "ratio_unreachable_median_of_rounds" in tp:
-            lat, st = tp["latency_p50_ms_median_of_rounds"], tp["carbon_status"]
-            q1, q3 = tp["ratio_quartiles"]
-            u1, u3 = tp["ratio_unreachable_quartiles"]
-            lines += [
-                "",
-                (f"Each server's load starts once every server and the sidecar together use under 0.1 core "
-                 f"(waited {tp['quiet_wait_s']['median']:.1f} s at the median, {tp['quiet_wait_s']['max']:.1f} s at "
-                 f"most: after a load a vLLM server keeps a core busy for about a second, and all workers are "
-                 f"pinned to the same core) and {tp['settle_s']:g} s more, so that no server runs beside another's "
-                 "trailing work." if "quiet_wait_s" in tp else
-                 f"Each server's load starts {tp['settle_s']:g} s after the previous one ended, so that trailing work "
-                 "(the sidecar finishing a round) is not charged to the next server."),
-                "",
-                "| | off | on (real sidecar) | on, no sidecar |" + (" on, responses not held |" if nw else ""),
-                "|---|---:|---:|---:|" + ("---:|" if nw else ""),
-                f"| throughput / off, median of rounds | 1 | **{tp['ratio_median_of_rounds']:.4f}** | "
-                f"{tp['ratio_unreachable_median_of_rounds']:.4f} |"
-                + (f" {tp['ratio_nowait_median_of_rounds']:.4f} |" if nw else ""),
-                f"| quartiles of the per-round ratios | | {q1:.4f}-{q3:.4f} | {u1:.4f}-{u3:.4f} |"
-                + (" {:.4f}-{:.4f} |".format(*tp["ratio_nowait_quartiles"]) if nw else ""),
-                f"| range of the per-round ratios | | {tp['ratio_min_max'][0]:.4f}-{tp['ratio_min_max'][1]:.4f} | "
-                f"{tp['ratio_unreachable_min_max'][0]:.4f}-{tp['ratio_unreachable_min_max'][1]:.4f} |"
-                + (" {:.4f}-{:.4f} |".format(*tp["ratio_nowait_min_max"]) if nw else ""),
-                "| request latency p50 (median of rounds) | " + " | ".join(f"{lat[n]:.0f} ms" for n in arms) + " |",
-                "| held for carbon (`x-llmco2-wait-ms`), p50 / p90 / p99 | | " + " | ".join(
-                    "n/a" if not tp.get("carbon_wait_ms", {}).get(n) else
-                    "{p50:.1f} / {p90:.1f} / {p99:.1f} ms".format(**tp["carbon_wait_ms"][n]) for n in arms[1:])
-                + " |",
-                "| responses by `x-llmco2-carbon-status` | " + " | ".join(
-                    ", ".join(f"{k} {v}" for k, v in sorted(st[n].items())) for n in arms)
-                + " |",
-                "",
-                f"Sidecar, a step's arrival to its request records (`llmco2_record_latency_seconds`, over the rounds): "
-                f"p50 {tp['sidecar_record_latency']['p50']}, p90 {tp['sidecar_record_latency']['p90']}, p99 "
-                f"{tp['sidecar_record_latency']['p99']}. The sidecar ran with `llmco2 serve` defaults (journal fsync "
-                "every second) on a Unix socket.",
-            ]
-        c = tp["server_cpu_s_per_1000_tokens"]
-        lines += [
-            "",
-            f"The sidecar process used {c['on_sidecar']:.2f} CPU seconds per 1000 output tokens. vLLM's EngineCore and "
-            "worker poll each other while requests are in flight, so their CPU time follows the wall time and is not "
-            f"a measure of the plugin's work (idle, the servers used {tp['idle_server_cpu_s_per_s']['off']:.2f} / "
-            f"{tp['idle_server_cpu_s_per_s']['on']:.2f} / {tp['idle_server_cpu_s_per_s']['unreachable']:.2f} CPU s per s).",
-        ]
-        lines += [
-            "",
-            f"Pooled over all rounds (total tokens / total seconds), switch on without a sidecar: "
-            f"{tp['tokens_per_s_unreachable']:.1f} tok/s, ratio {tp['ratio_unreachable_over_off']:.4f}."
-            + (f" Switch on, responses not held: {tp['tokens_per_s_nowait']:.1f} tok/s, ratio "
-               f"{tp['ratio_nowait_over_off']:.4f}." if nw else ""),
-            "",
-            f"Pooled, switch on: {tp['tokens_per_s_off']:.1f} tok/s off, {tp['tokens_per_s_on']:.1f} tok/s on, ratio "
-            f"{tp['ratio_on_over_off']:.4f} (median of rounds {tp['ratio_median_of_rounds']:.4f}, range "
-            f"{tp['ratio_min_max'][0]:.4f}-{tp['ratio_min_max'][1]:.4f}); {tp['carbon_log_records']} requests in the "
-            f"carbon log{' (the on and not-held servers together)' if nw else ''}; {tp['errors']} HTTP errors.",
-        ]
+        lines += _throughput_lines(tp)
     load = results.get("load")
     if load:
         b, a = load["loadavg_1_5_15_before"], load["loadavg_1_5_15_after"]
         lines += ["", f"Machine load: 1/5/15-minute load averages {b[0]:.2f}/{b[1]:.2f}/{b[2]:.2f} before the "
                   f"throughput part, {a[0]:.2f}/{a[1]:.2f}/{a[2]:.2f} after (2 cores; the benchmark's own servers "
-                  "included)." + (f" {load['note']}" if load.get("note") else "")]
+                  f"included). Scheduler autogroup: {results.get('autogroup', 'n/a')}."
+                  + (f" {load['note']}" if load.get("note") else "")]
     lines += ["", "## Reading", "", results["reading"], ""]
     (RESULTS / "hook_overhead.md").write_text("\n".join(lines))
 
@@ -672,11 +761,13 @@ def main() -> int:
                                                        work, settle_s=args.settle_s)
         load_after = os.getloadavg()
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs{_virtual()}, {platform.python_implementation()} "
+                   f"{platform.python_version()}",
         "vllm_version": vllm.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "hook_cost": cost,
         "throughput": tp,
+        "autogroup": _autogroup(),
         "load": {"loadavg_1_5_15_before": list(load_before), "loadavg_1_5_15_after": list(load_after),
                  "note": args.note},
     }

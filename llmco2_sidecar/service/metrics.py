@@ -9,7 +9,10 @@ No request ids as labels: per-request figures go into histograms. Names carry th
   histograms over finished requests.
 * ``llmco2_ingest_{steps,done,batches}_total{outcome}`` (accepted, rejected), ``llmco2_ingest_flagged_total``,
   ``llmco2_ingest_rejections_total{field}``, ``llmco2_streams_open``, ``llmco2_pipeline_queue_depth``,
-  ``llmco2_record_latency_seconds`` (a step's arrival to its request records), ``llmco2_requests_finished_total``,
+  ``llmco2_record_latency_seconds`` (a step's arrival to its request records),
+  ``llmco2_finish_lag_seconds`` (a request's finish in the engine to the finish event's arrival here: with
+  the record latency, where a response held for its carbon waits), ``llmco2_event_loop_lag_seconds`` (how
+  late the event loop wakes from a 0.1 s sleep: a starved sidecar), ``llmco2_requests_finished_total``,
   ``llmco2_watch_dropped_total`` (announcements a slow watcher missed), ``llmco2_measured_windows_total``.
 """
 
@@ -20,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _ENERGY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 _CARBON_BUCKETS = (1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5)
 _TOKEN_BUCKETS = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 32768)
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
 
 
 class SidecarMetrics:
@@ -42,6 +45,14 @@ class SidecarMetrics:
         self.queue_depth = Gauge("llmco2_pipeline_queue_depth", "Ingested messages waiting for the predictor", registry=r)
         self.latency = Histogram("llmco2_record_latency_seconds", "Arrival of a step to its request records",
                                  buckets=_LATENCY_BUCKETS, registry=r)
+        self.loop_lag = Histogram("llmco2_event_loop_lag_seconds",
+                                  "How late the sidecar's event loop wakes from a 0.1 s sleep (sampled ten times "
+                                  "a second): the loop ingests every message and answers every lookup",
+                                  buckets=_LATENCY_BUCKETS, registry=r)
+        self.finish_lag = Histogram("llmco2_finish_lag_seconds",
+                                    "A request's finish in the engine to the finish event's arrival at the sidecar "
+                                    "(engine clock mapped by the stream identity's clocks: exact on one host)",
+                                    buckets=_LATENCY_BUCKETS, registry=r)
         self.watch_dropped = Counter("llmco2_watch_dropped", "Records not announced to a slow WatchFinished client "
                                      "(its queue was full; the record is still logged and queryable)", registry=r)
         self.measured_windows = Counter("llmco2_measured_windows", "Windows with a measured energy reading", registry=r)
@@ -70,6 +81,16 @@ class SidecarMetrics:
             self.flagged.inc(ack.flagged)
         for r in ack.rejections:
             self.rejections.labels(r.field).inc()
+
+    def observe_finish_lag(self, done: list, clock_offset_s: float, now_wall_s: float) -> None:
+        """``done``: accepted finish events (``time_s`` on the engine clock, 0 = unknown); the engine's wall
+        clock is its clock + ``clock_offset_s``. Lags outside -1 s..1 h (an engine that sent no wall
+        clock, hosts whose clocks disagree) are not observed; small negative ones (skew) count as 0."""
+        for d in done:
+            if d.time_s > 0:
+                lag = now_wall_s - (d.time_s + clock_offset_s)
+                if -1.0 <= lag <= 3600.0:
+                    self.finish_lag.observe(max(lag, 0.0))
 
     def observe_records(self, records: list[dict]) -> None:
         """Per-request histograms; counters once per batch of records (label lookups are not free)."""

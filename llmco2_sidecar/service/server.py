@@ -208,6 +208,8 @@ class SidecarCore:
             self.journal.append(KIND_EVENTS, stream.stream_id, batch.SerializeToString())
             res.arrival = time.perf_counter()
             self.pipeline.submit(res)
+            if res.done:
+                self.metrics.observe_finish_lag(res.done, stream.clock_offset_s, time.time())
             if self.journal.needs_roll:
                 self._checkpoint()
         self.metrics.observe_ack(ack)
@@ -503,6 +505,7 @@ async def serve_forever(config: SidecarConfig, ready=None, stop_event: asyncio.E
     if ready is not None:
         ready(listening, core)
     sync_task = asyncio.create_task(_periodic_sync(core))
+    lag_task = asyncio.create_task(_watch_loop_lag(core.metrics))
     try:
         if stop_event is None:
             await server.wait_for_termination()
@@ -510,6 +513,7 @@ async def serve_forever(config: SidecarConfig, ready=None, stop_event: asyncio.E
             await stop_event.wait()
     finally:
         sync_task.cancel()
+        lag_task.cancel()
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=1.0)
         await core.stop()
@@ -522,6 +526,20 @@ async def _periodic_sync(core: SidecarCore) -> None:
         await asyncio.sleep(core.config.fsync_interval_s)
         if core.config.fsync == "interval":
             core.journal.sync()
+
+
+LOOP_LAG_PERIOD_S = 0.1
+
+
+async def _watch_loop_lag(metrics, period_s: float = LOOP_LAG_PERIOD_S) -> None:
+    """``llmco2_event_loop_lag_seconds``: how late a ``period_s`` sleep wakes. The loop ingests every
+    message and answers every lookup: a starved process (no CPU, or the GIL held elsewhere) shows here
+    first. Ten wake-ups per second."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(period_s)
+        metrics.loop_lag.observe(max(loop.time() - t0 - period_s, 0.0))
 
 
 class SidecarThread:

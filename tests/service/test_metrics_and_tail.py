@@ -111,3 +111,54 @@ def test_tail_subprocess_follows_live(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_finish_lag_maps_the_engine_clock_to_the_sidecar_clock(tmp_path):
+    """A finish stamped 0.3 s ago on the engine's clock arrives with a lag of about 0.3 s; a finish
+    without a time, and one from an engine whose clocks make no sense (lag of years), are not observed."""
+    port = _free_port()
+    engine_now = 1000.0  # the engine's clock at open; its wall clock is the sidecar's (one host)
+    with SidecarThread(make_config(tmp_path, metrics_port=port)) as sc:
+        channel = grpc.insecure_channel(sc.address)
+        stub = sidecar_pb2_grpc.CarbonSidecarStub(channel)
+        opened = time.time()
+        msg = steps_message(1, [(1, engine_now - 0.5, engine_now - 0.4, [("a", 100, 0, 100), ("b", 100, 0, 100)]),
+                                (2, engine_now - 0.39, engine_now - 0.31, [("a", 1, 100, 100), ("b", 1, 100, 100),
+                                                                           ("c", 50, 0, 50)])])
+        msg.events.done.add(request_id="a", output_tokens=2, time_s=engine_now - 0.3)
+        msg.events.done.add(request_id="b", output_tokens=2)  # no time: not observed
+        acks = list(stub.StreamEvents(iter([identity(engine_clock_at_open_s=engine_now, wall_clock_at_open_s=opened),
+                                            msg])))
+        assert acks[-1].done_accepted == 2
+        other = steps_message(1, [(1, 5.0, 5.1, [("d", 10, 0, 10)])])
+        other.events.done.add(request_id="d", output_tokens=1, time_s=5.2)
+        list(stub.StreamEvents(iter([identity(instance_id="engine-2", engine_clock_at_open_s=5.0,
+                                              wall_clock_at_open_s=1_000.0), other])))  # wall clock of 1970
+        sc.flush()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        channel.close()
+    assert _value(text, "llmco2_finish_lag_seconds_count") == 1
+    lag = _value(text, "llmco2_finish_lag_seconds_sum")
+    assert 0.3 <= lag < 0.3 + (time.time() - opened)
+    assert _value(text, "llmco2_finish_lag_seconds_bucket", '{le="0.2"}') == 0
+    assert _value(text, "llmco2_finish_lag_seconds_bucket", '{le="2.0"}') == 1
+
+
+def test_event_loop_lag_shows_a_blocked_loop(tmp_path):
+    """A callback that blocks the sidecar's event loop for 0.35 s shows as one lag observation of
+    about that size; otherwise the loop wakes on time."""
+    port = _free_port()
+    with SidecarThread(make_config(tmp_path, metrics_port=port)) as sc:
+        time.sleep(0.35)
+        scrape = lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: E731
+        before = scrape()
+        sc._loop.call_soon_threadsafe(time.sleep, 0.35)
+        time.sleep(0.7)
+        after = scrape()
+    n0 = _value(before, "llmco2_event_loop_lag_seconds_count")
+    n1 = _value(after, "llmco2_event_loop_lag_seconds_count")
+    assert n0 >= 2 and n1 > n0  # about ten a second
+    late0 = n0 - _value(before, "llmco2_event_loop_lag_seconds_bucket", '{le="0.2"}')
+    late1 = n1 - _value(after, "llmco2_event_loop_lag_seconds_bucket", '{le="0.2"}')
+    assert late0 == 0 and late1 == 1
+    assert _value(after, "llmco2_event_loop_lag_seconds_sum") - _value(before, "llmco2_event_loop_lag_seconds_sum") >= 0.25
