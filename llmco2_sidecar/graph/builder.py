@@ -14,6 +14,7 @@ Python loop over steps or kernels.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,23 @@ class LayerGraph:
     @property
     def names(self) -> list[str]:
         return [k.name for k in self.kernels]
+
+    # computed once per (cached) graph: every step featurisation needs them
+    @functools.cached_property
+    def coefs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _coefs(self.kernels)
+
+    @functools.cached_property
+    def outside_coefs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _coefs(self.outside)
+
+    @functools.cached_property
+    def static_nodes(self) -> np.ndarray:
+        """``[N, len(KERNEL_TYPES) + 3]``: each kernel's type (one-hot) and log1p of its dimensions."""
+        onehot = np.zeros((len(self.kernels), len(KERNEL_TYPES)))
+        onehot[np.arange(len(self.kernels)), [KERNEL_TYPES.index(k.ktype) for k in self.kernels]] = 1.0
+        dims = np.log1p(np.array([k.dims for k in self.kernels], dtype=np.float64))
+        return np.concatenate([onehot, dims], axis=1)
 
     @property
     def types(self) -> list[str]:
@@ -140,9 +158,10 @@ class Roofline:
     bound: np.ndarray  # int8: 0 compute, 1 memory, 2 network
 
 
-def roofline(kernels, agg: np.ndarray, dep: Deployment) -> Roofline:
-    """Roofline time of each kernel: max(FLOPs / peak, bytes / memory BW, network bytes / link BW)."""
-    cf, cm, cn = _coefs(kernels)
+def roofline(kernels, agg: np.ndarray, dep: Deployment, coefs=None) -> Roofline:
+    """Roofline time of each kernel: max(FLOPs / peak, bytes / memory BW, network bytes / link BW).
+    ``coefs``: ``_coefs(kernels)`` when the caller has them already (:class:`LayerGraph` keeps them)."""
+    cf, cm, cn = _coefs(kernels) if coefs is None else coefs
     flops, mem, net = agg @ cf, agg @ cm, agg @ cn
     gpu = dep.gpu
     peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
@@ -205,8 +224,8 @@ def _phase_block(r: Roofline) -> np.ndarray:
 def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Roofline]:
     """Replica totals (flops, mem, net, time) for aggregates ``agg`` and the layer Roofline."""
     L, tp = dep.model.num_layers, dep.parallel.tp
-    lay = roofline(g.kernels, agg, dep)
-    out = roofline(g.outside, agg, dep)
+    lay = roofline(g.kernels, agg, dep, g.coefs)
+    out = roofline(g.outside, agg, dep, g.outside_coefs)
     flops = tp * (L * lay.flops.sum(1) + out.flops.sum(1))
     mem = tp * (L * lay.mem_bytes.sum(1) + out.mem_bytes.sum(1))
     net = tp * (L * lay.net_bytes.sum(1) + out.net_bytes.sum(1))
@@ -223,9 +242,12 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
     g = layer_graph(dep, fused_attention)
     ag = aggregates(steps)
     S, N = steps.n_steps, g.n_nodes
-    f_s, m_s, n_s, t_s, lay_s = _totals(dep, g, ag.step)
-    f_p, m_p, n_p, t_p, lay_p = _totals(dep, g, ag.prefill)
-    f_d, m_d, n_d, t_d, lay_d = _totals(dep, g, ag.decode)
+    # the whole step, its prefill slices and its decode slices in one pass (three row blocks of S)
+    f3, m3, n3, t3, lay3 = _totals(dep, g, np.concatenate([ag.step, ag.prefill, ag.decode]))
+    f_s, f_p, f_d = f3[:S], f3[S:2 * S], f3[2 * S:]
+    m_s, m_p, m_d = m3[:S], m3[S:2 * S], m3[2 * S:]
+    n_s, n_p, n_d = n3[:S], n3[S:2 * S], n3[2 * S:]
+    t_s, t_p, t_d = t3[:S], t3[S:2 * S], t3[2 * S:]
 
     if not with_nodes:
         return StepFeatures(
@@ -235,28 +257,24 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
             roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d, prefill_tokens=ag.prefill[:, 1].copy(),
             decode_tokens=ag.decode[:, 1].copy(), n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy(),
         )
-    onehot = np.zeros((N, len(KERNEL_TYPES)))
-    onehot[np.arange(N), [KERNEL_TYPES.index(k.ktype) for k in g.kernels]] = 1.0
-    dims = np.log1p(np.array([k.dims for k in g.kernels], dtype=np.float64))
-    static = np.broadcast_to(np.concatenate([onehot, dims], axis=1), (S, N, onehot.shape[1] + 3))
-    node_x = np.concatenate([static, _phase_block(lay_s), _phase_block(lay_p), _phase_block(lay_d)], axis=2)
+    static = np.broadcast_to(g.static_nodes, (S, N, g.static_nodes.shape[1]))
+    blocks = _phase_block(lay3)  # [3S, N, 7]
+    node_x = np.concatenate([static, blocks[:S], blocks[S:2 * S], blocks[2 * S:]], axis=2)
 
     m, gpu, par = dep.model, dep.gpu, dep.parallel
     peak = gpu.peak_flops(gpu.dtype_for_bits(m.act_bits))
     dur = steps.duration_s
     has = np.isfinite(dur)
-    col = lambda v: np.broadcast_to(np.float64(v), (S,))  # noqa: E731
-    glob = np.stack([
-        np.log1p(ag.step[:, 4]), np.log1p(ag.prefill[:, 1]), np.log1p(ag.decode[:, 1]), np.log1p(ag.mean_context),
-        np.log1p(ag.max_context), np.log1p(f_s), np.log1p(m_s), np.log1p(n_s), np.log1p(f_p), np.log1p(f_d),
-        np.log1p(m_p), np.log1p(m_d), np.log1p(t_s * 1e6), np.log1p(np.where(has, dur, 0.0) * 1e6), has.astype(float),
-        col(m.weight_bits), col(m.act_bits), col(m.kv_bits), col(np.log(m.hidden_size)), col(np.log(m.intermediate_size)),
-        col(np.log(m.num_heads)), col(np.log(m.num_kv_heads)), col(np.log(m.num_layers)), col(np.log(m.total_params)),
-        col(par.tp), col(par.pp), col(np.log(peak / 1e12)), col(np.log(gpu.mem_bandwidth_gb_s / 1e3)),
-        col(np.log(gpu.interconnect_bytes_s / 1e9)), col(np.log(peak / gpu.mem_bandwidth_bytes_s)),
-        col(np.log(peak / gpu.interconnect_bytes_s)), col(gpu.tdp_w / 1e3), col(gpu.idle_w / 1e3),
-        col(np.log(dep.n_gpus)),
-    ], axis=1)
+    per_step = np.log1p(np.stack([
+        ag.step[:, 4], ag.prefill[:, 1], ag.decode[:, 1], ag.mean_context, ag.max_context, f_s, m_s, n_s, f_p, f_d,
+        m_p, m_d, t_s * 1e6, np.where(has, dur, 0.0) * 1e6], axis=1))
+    log = math.log
+    const = np.array([
+        m.weight_bits, m.act_bits, m.kv_bits, log(m.hidden_size), log(m.intermediate_size), log(m.num_heads),
+        log(m.num_kv_heads), log(m.num_layers), log(m.total_params), par.tp, par.pp, log(peak / 1e12),
+        log(gpu.mem_bandwidth_gb_s / 1e3), log(gpu.interconnect_bytes_s / 1e9), log(peak / gpu.mem_bandwidth_bytes_s),
+        log(peak / gpu.interconnect_bytes_s), gpu.tdp_w / 1e3, gpu.idle_w / 1e3, log(dep.n_gpus)], dtype=np.float64)
+    glob = np.concatenate([per_step, has.astype(float)[:, None], np.broadcast_to(const, (S, const.size))], axis=1)
     return StepFeatures(
         node_x=node_x.astype(np.float32), global_x=glob.astype(np.float32), edge_index=g.edge_index,
         flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,

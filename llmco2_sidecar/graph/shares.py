@@ -18,9 +18,29 @@ import numpy as np
 
 from ..predictor.api import Deployment
 from ..workload import StepBatch
-from .builder import aggregates, layer_graph, roofline
+from .builder import _coefs, aggregates, layer_graph, roofline
 
 _ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv")
+
+
+_GROUPS: dict[int, tuple] = {}  # id(LayerGraph) -> (the graph, its kernel groups); the graph is kept so its id stays its own
+
+
+def _groups(g) -> tuple:
+    """The attention, token-proportional (layer / outside) and logit kernels of ``g``, each with
+    its Roofline coefficients; computed once per graph."""
+    hit = _GROUPS.get(id(g))
+    if hit is not None and hit[0] is g:
+        return hit[1]
+    attn = [k for k in g.kernels if k.ktype in _ATTENTION]
+    token_layer = [k for k in g.kernels if k.ktype not in _ATTENTION]
+    token_outside = [k for k in g.outside if k.name in ("embedding", "final_norm", "embedding_all_reduce")]
+    logit = [k for k in g.outside if k.name in ("lm_head", "logits_all_gather")]
+    groups = tuple((ks, _coefs(ks)) for ks in (attn, token_layer, token_outside, logit))
+    if len(_GROUPS) >= 256:
+        _GROUPS.clear()
+    _GROUPS[id(g)] = (g, groups)
+    return groups
 
 
 def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
@@ -33,19 +53,17 @@ def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
     idx = steps.request_step
     agg = aggregates(steps).step
 
-    attn = [k for k in g.kernels if k.ktype in _ATTENTION]
-    token = [k for k in g.kernels if k.ktype not in _ATTENTION] + [k for k in g.outside if k.name in ("embedding", "final_norm", "embedding_all_reduce")]
-    logit = [k for k in g.outside if k.name in ("lm_head", "logits_all_gather")]
+    (attn, c_attn), (token_layer, c_tl), (token_outside, c_to), (logit, c_logit) = _groups(g)
 
-    t_token = L * roofline([k for k in token if k in g.kernels], agg, dep).time_s.sum(1)
-    t_token += roofline([k for k in token if k not in g.kernels], agg, dep).time_s.sum(1)
-    t_logit = roofline(logit, agg, dep).time_s.sum(1)
+    t_token = L * roofline(token_layer, agg, dep, c_tl).time_s.sum(1)
+    t_token += roofline(token_outside, agg, dep, c_to).time_s.sum(1)
+    t_logit = roofline(logit, agg, dep, c_logit).time_s.sum(1)
 
     new = steps.new_tokens.astype(np.float64)
     ctx = steps.context_tokens.astype(np.float64)
     per = np.stack([np.ones_like(new), new, new * ctx + new * (new + 1) / 2, ctx + new, np.ones_like(new)], axis=1)
     # each slice's own attention time (as if alone), then the step's attention time split by it
-    t_attn_slice = L * roofline(attn, per, dep).time_s.sum(1)
+    t_attn_slice = L * roofline(attn, per, dep, c_attn).time_s.sum(1)
     t_attn = np.bincount(idx, weights=t_attn_slice, minlength=S)
 
     tokens = np.bincount(idx, weights=new, minlength=S)

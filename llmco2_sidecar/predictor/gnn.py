@@ -24,6 +24,7 @@ from ..graph import GLOBAL_FEATURE_NAMES, NODE_FEATURE_NAMES
 from ..workload import StepBatch
 from .api import Deployment, StepPrediction, StepPredictor
 from .dataset import Featurized, Packed, featurize_steps
+from .fused import FusedForward
 from .layers import TwoStageGNN, mean_adjacency
 from .prior import DurationModel, PhysicsPrior
 
@@ -83,6 +84,9 @@ class ModelState:
     info: dict = field(default_factory=dict)
 
 
+FUSED_MAX_STEPS = 128  # predict_steps: up to this many steps per call through FusedForward
+
+
 class GNNPredictor(StepPredictor):
     """The 2-GNN (or a variant) with its prior, duration model and normalisation.
 
@@ -98,6 +102,8 @@ class GNNPredictor(StepPredictor):
         self._node_idx = np.array([NODE_FEATURE_NAMES.index(c) for c in cfg.node_columns()])
         self._glob_idx = np.array([ALL_GLOBALS.index(c) for c in cfg.global_columns()])
         self._adj_cache: dict[tuple[int, bytes], torch.Tensor] = {}
+        self._adj_np: dict[tuple[int, bytes], np.ndarray] = {}
+        self._fused_fwd: FusedForward | None = None
 
     # ---- core ----------------------------------------------------------------------------
     def log_priors(self, prior_tot: torch.Tensor, prior_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,15 +160,46 @@ class GNNPredictor(StepPredictor):
                 torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32)),
                 torch.from_numpy(fe.prior_tot), torch.from_numpy(fe.prior_pre))
 
+    def _arrays(self, fe: Featurized) -> tuple[np.ndarray, ...]:
+        """:meth:`_tensors` as NumPy arrays for :class:`FusedForward` (log priors included)."""
+        n = self.state.norm
+        x = np.ascontiguousarray((fe.node_x[:, :, self._node_idx] - n["node_mean"]) / n["node_std"], dtype=np.float32)
+        g = np.ascontiguousarray((fe.global_x[:, self._glob_idx] - n["glob_mean"]) / n["glob_std"], dtype=np.float32)
+        key = (fe.node_x.shape[1], fe.edge_index.tobytes())
+        adj = self._adj_np.get(key)
+        if adj is None:
+            adj = self._adj_np[key] = mean_adjacency(torch.from_numpy(fe.edge_index), fe.node_x.shape[1]).numpy()
+        if self.state.config.use_prior:
+            coef = np.asarray(self.state.prior.coef, dtype=np.float64)
+            tot = np.maximum(fe.prior_tot @ coef, 1e-9)
+            pre = np.maximum(np.maximum(fe.prior_pre @ coef, 1e-9), 1e-3 * tot)
+            lt, lp = np.log(tot).astype(np.float32), np.log(pre).astype(np.float32)
+        else:
+            lt = lp = np.full(x.shape[0], float(self.state.log_bias), dtype=np.float32)
+        return x, adj, g, lp, lt
+
+    def _fused(self) -> FusedForward:
+        """The fused inference forward, rebuilt when a parameter changed (training goes on)."""
+        f = self._fused_fwd
+        if f is None or f.stamp(self.nets) != f.built_at:
+            f = self._fused_fwd = FusedForward(self.nets)
+        return f
+
     def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:
         if steps.n_steps == 0:
             z = np.zeros(0)
             return StepPrediction(z, z.copy(), z.copy())
         fe = featurize_steps(deployment, steps, self.state.duration)
-        with torch.no_grad():
-            lp, lt = self.forward_group(*self._tensors(fe))
-        tot = torch.exp(lt.double()).numpy()
-        pre = torch.exp(lp.double()).numpy() if self.state.config.two_stage else tot * _prefill_share(fe)
+        if steps.n_steps <= FUSED_MAX_STEPS:  # few steps: per-call overhead dominates, fused NumPy wins
+            lp, lt = self._fused()(*self._arrays(fe))
+            tot = np.exp(lt.astype(np.float64))
+            lp = lp.astype(np.float64)
+        else:  # many steps: torch's matrix products win (benchmarks/predictor_speed.py)
+            with torch.no_grad():
+                lp_t, lt_t = self.forward_group(*self._tensors(fe))
+            tot = torch.exp(lt_t.double()).numpy()
+            lp = lp_t.double().numpy()
+        pre = np.exp(lp) if self.state.config.two_stage else tot * _prefill_share(fe)
         pre = np.where(fe.features.prefill_tokens > 0, np.minimum(pre, tot), 0.0)
         # physical bound: over a step the GPUs cannot average more than their board power. It binds
         # where the network extrapolates to a GPU it never saw (e.g. A100 at high load); the accuracy
