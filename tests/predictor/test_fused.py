@@ -68,3 +68,21 @@ def test_few_and_many_steps_agree_across_the_switch(monkeypatch):
     plain = model.predict_steps(dep, steps)
     np.testing.assert_allclose(fused.energy_j, plain.energy_j, rtol=1e-5)
     np.testing.assert_allclose(fused.prefill_energy_j, plain.prefill_energy_j, rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_prior,two_stage", [(False, True), (True, False)])
+def test_variants_without_prior_or_second_stage_agree_across_the_switch(tiny_data, monkeypatch, use_prior, two_stage):
+    """The baselines' variants (no physics prior: a constant log bias; a single GNN) take the same paths."""
+    from llmco2_sidecar.predictor.gnn import GNNConfig
+    from llmco2_sidecar.predictor.training import TrainOptions, train_gnn
+
+    ex, feats = tiny_data
+    model = train_gnn(ex, feats, np.arange(len(ex)), None, GNNConfig(use_prior=use_prior, two_stage=two_stage),
+                      TrainOptions(epochs=3))
+    dep = ex[0].deployment
+    steps = StepBatch.from_steps([[(0, 128)], [(128, 1)] * 4, [(300, 1), (0, 40)]], duration_s=[0.03, 0.01, 0.02])
+    fused = model.predict_steps(dep, steps)
+    monkeypatch.setattr(gnn_mod, "FUSED_MAX_STEPS", 0)
+    plain = model.predict_steps(dep, steps)
+    np.testing.assert_allclose(fused.energy_j, plain.energy_j, rtol=1e-5)
+    np.testing.assert_allclose(fused.prefill_energy_j, plain.prefill_energy_j, rtol=1e-5)
