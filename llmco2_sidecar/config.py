@@ -68,7 +68,9 @@ class SidecarConfig:
     lifetime_years: float | None = _f(None, "GPU lifetime for embodied carbon amortisation (default: embodied module's)")
     hardware: str | None = _f(None, "extra hardware catalog TOML (GPUs, servers)")
     micro_batch_steps: int = _f(256, "predict at most this many steps at once")
-    micro_batch_ms: float = _f(1.0, "wait at most this long to fill a micro-batch")
+    micro_batch_ms: float = _f(1.0, "wait at most this long to fill a micro-batch that holds a finish (a record waits on it)")
+    step_wait_ms: float = _f(20.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits at "
+                                   "most this long for more, so that few-step messages share a prediction call")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
                                        "(backpressure: the engine's emitter buffers meanwhile)")
     predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")
@@ -96,6 +98,8 @@ class SidecarConfig:
         for name in ("window_s", "micro_batch_ms", "fsync_interval_s"):
             if not (getattr(self, name) > 0):
                 raise InputError(name, "must be positive", "> 0")
+        if not (self.step_wait_ms >= 0):
+            raise InputError("step_wait_ms", f"must not be negative, got {self.step_wait_ms!r}", ">= 0")
         for name in ("micro_batch_steps", "ledger_max_finished", "log_backups", "max_pending_steps", "predictor_threads"):
             if int(getattr(self, name)) < 1:
                 raise InputError(name, "must be at least 1", ">= 1")

@@ -2,7 +2,8 @@
 
 The server's event loop only validates, journals and acknowledges (:mod:`.ingest`); it hands each
 accepted message to :meth:`Pipeline.submit` and goes on. This thread takes whatever is queued (up
-to ``micro_batch_steps`` steps, waiting at most ``micro_batch_ms`` for more), calls the predictor
+to ``micro_batch_steps`` steps, waiting at most ``micro_batch_ms`` for more once a finish is in the
+micro-batch, ``step_wait_ms`` while it holds steps alone), calls the predictor
 ONCE per engine per micro-batch, splits energy over requests (:mod:`.attribution`), updates the
 ledger, and for every finished request writes its record to the carbon log, the metrics and the
 watchers -- in message order per engine.
@@ -65,6 +66,11 @@ class _Window:
     first_wall_s: float = math.inf  # start of the first step
     last_wall_s: float = -math.inf  # end of the last step
     touched_mono_s: float = 0.0  # time.monotonic() when a step last landed in the window (sidecar clock)
+
+
+def _awaited(item) -> bool:
+    """Does a record wait on this item (a finish, an abort, a static batch)?"""
+    return bool(getattr(item, "done", None) or getattr(item, "batches", None))
 
 
 class Pipeline:
@@ -139,6 +145,9 @@ class Pipeline:
     def _run(self) -> None:
         max_steps = int(self.config.micro_batch_steps)
         wait_s = float(self.config.micro_batch_ms) / 1000.0
+        # steps alone wait longer for company (nothing waits on them); a finish or abort closes the
+        # micro-batch within wait_s (its record is awaited: a held response, a lookup)
+        steps_wait_s = max(wait_s, float(getattr(self.config, "step_wait_ms", 0.0)) / 1000.0)
         while True:
             if time.monotonic() - self._last_housekeeping >= 1.0:
                 try:
@@ -157,7 +166,8 @@ class Pipeline:
                 continue
             items = [item]
             n = item.steps.n_steps if item.steps is not None else 1
-            deadline = time.perf_counter() + wait_s
+            urgent = _awaited(item)
+            deadline = time.perf_counter() + (wait_s if urgent else steps_wait_s)
             ctl = None
             while n < max_steps:
                 try:
@@ -175,6 +185,9 @@ class Pipeline:
                     break
                 items.append(nxt)
                 n += nxt.steps.n_steps if nxt.steps is not None else 1
+                if not urgent and _awaited(nxt):
+                    urgent = True
+                    deadline = min(deadline, time.perf_counter() + wait_s)
             try:
                 self._process(items)
             except Exception as exc:  # the sidecar keeps serving; the failure is logged

@@ -72,3 +72,39 @@ def test_request_id_reused_within_one_micro_batch(tmp_path):
     loop.close()
     recs = read_records(core.config.log)
     assert [(r["request_id"], r["steps"], r["prompt_tokens"]) for r in recs] == [("same", 1, 10), ("same", 2, 20)]
+
+
+def _paced(tmp_path, step_wait_ms):
+    """Three messages of steps alone 10 ms apart, then one with a finish: predictor calls, and the
+    seconds from the finish's submission to its record."""
+    import time
+
+    core = SidecarCore(make_config(tmp_path, micro_batch_ms=1.0, step_wait_ms=step_wait_ms))
+    calls = []
+    predict = core.predictor.predict_steps
+    core.predictor.predict_steps = lambda dep, sb: (calls.append(sb.n_steps), predict(dep, sb))[1]
+    loop = asyncio.new_event_loop()
+    core.start(loop)
+    st = core.open_stream(identity("paced").identity)
+    for k in range(3):
+        core.handle_events(st, steps_message(k + 1, [(k + 1, 0.1 * k, 0.1 * k + 0.05, [("r", 64 if k == 0 else 1, 0 if k == 0 else 63 + k, 64)])]).events)
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    core.handle_events(st, steps_message(4, [(4, 0.3, 0.35, [("r", 1, 66, 64)])], done=[("r", 4)]).events)
+    while core.ledger.get_finished("r") is None and time.perf_counter() - t0 < 10:
+        time.sleep(0.002)
+    waited = time.perf_counter() - t0
+    core.pipeline.barrier()
+    core.pipeline.stop()
+    core.carbon_log.close()
+    core.journal.close()
+    loop.close()
+    return calls, waited
+
+
+def test_steps_alone_wait_for_company_and_a_finish_closes_the_micro_batch(tmp_path):
+    calls, waited = _paced(tmp_path / "wait", step_wait_ms=2000.0)
+    assert calls == [4]  # one prediction call for the four messages
+    assert waited < 1.0  # the finish did not wait out the 2 s: it closed the micro-batch
+    calls, _ = _paced(tmp_path / "nowait", step_wait_ms=0.0)
+    assert len(calls) > 1 and sum(calls) == 4  # without the wait, messages 10 ms apart are predicted apart
