@@ -435,7 +435,13 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
     }
     try:
         separate.wait_ready()
-        for server in servers.values():  # one at a time: starting together starves them on 2 cores
+        for name, server in servers.items():  # one at a time: starting together starves them on 2 cores
+            # ports picked right before the start: a server started earlier binds ephemeral ports of its
+            # own (ZMQ, gloo) and may have taken one picked at construction
+            server.port = free_port()
+            if name in ("on", "nowait"):
+                ports[name] = free_port()
+                server.extra_env["LLMCO2_METRICS_PORT"] = str(ports[name])
             server.start()
             server.wait_ready()
         sidecar_pid = {"on": _auto_sidecar_pid(servers["on"].proc.pid),
