@@ -59,7 +59,11 @@ class FusedForward:
             wl, bl = _linear(h.conv1.lin_l)
             wr, br = _linear(h.conv1.lin_r)
             w1.append(np.concatenate([wl, wr], axis=0))
-            b1.append((bl if bl is not None else 0.0) + (br if br is not None else 0.0) * np.ones(wl.shape[1], np.float32))
+            bias = np.zeros(wl.shape[1], np.float32)
+            for b in (bl, br):  # PyG's lin_r has no bias by default; either may be absent
+                if b is not None:
+                    bias += b
+            b1.append(bias)
         self.w1 = np.ascontiguousarray(np.concatenate(w1, axis=1))
         self.b1 = np.concatenate(b1).astype(np.float32)
         # layer 2: block-diagonal over the heads, on [A h, h]
