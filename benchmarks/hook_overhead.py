@@ -556,8 +556,9 @@ def reading_of(results: dict) -> str:
              f"{on['latency_p50_ms_median_of_rounds']:.0f} ms on. Not held (`LLMCO2_RESPONSE_WAIT_S=0`): median "
              f"{nw['ratio_median_of_rounds']:.3f}; switch on with no sidecar listening (hook and middleware only): "
              f"{un['ratio_median_of_rounds']:.3f}"
-             + (" (that server sends nothing and holds nothing: its distance from 1 is this machine's scatter, the "
-                "size of what these ratios can resolve)." if abs(un["ratio_median_of_rounds"] - 1) > 0.05 else "."))
+             + (f" (that server runs the hook, at most {worst:.0f} us per step of about a millisecond, sends nothing "
+                "and holds no response: most of its distance from 1 is this machine's scatter, the size of what these "
+                "ratios can resolve)." if abs(un["ratio_median_of_rounds"] - 1) > 0.05 else "."))
     text += (f" The same switch with a sidecar started on its own, in its own session: median "
              f"{sep['ratio_median_of_rounds']:.3f}, responses held {_ms(sep, 'p50')} at the median. Its event-loop "
              f"thread waited, runnable, for a CPU {100 * sep['loop_thread_runq_per_wall']:.0f}% of the load's wall time "
