@@ -324,32 +324,14 @@ def _add_delta(acc: dict, before: dict, after: dict) -> None:
             acc.setdefault(key, {})[bound] = acc.get(key, {}).get(bound, 0.0) + count - before[key].get(bound, 0.0)
 
 
-def _schedstat(pid: int) -> dict:
-    """Per thread of ``pid``: (CPU seconds run, seconds runnable but waiting for a CPU) from
-    ``/proc/PID/task/TID/schedstat``, and which thread is the process's main one (its event loop)."""
-    out = {}
+def _schedstat(pid: int) -> tuple[float, float]:
+    """The main thread of ``pid`` (a sidecar's event loop): (seconds it ran, seconds it was runnable
+    but waiting for a CPU), from ``/proc/PID/task/PID/schedstat``; zeros when unreadable."""
     try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            run_ns, wait_ns, _ = open(f"/proc/{pid}/task/{tid}/schedstat").read().split()
-        except (OSError, ValueError):
-            continue
-        out[int(tid)] = (int(run_ns) / 1e9, int(wait_ns) / 1e9)
-    return out
-
-
-def _sched_delta(before: dict, after: dict, pid: int) -> dict:
-    """CPU and run-queue seconds of a process over an interval: main thread and all threads."""
-    def d(tid):
-        a, b = before.get(tid, (0.0, 0.0)), after[tid]
-        return b[0] - a[0], b[1] - a[1]
-    main = d(pid) if pid in after else (0.0, 0.0)
-    both = [d(t) for t in after]
-    return {"main_cpu_s": main[0], "main_runq_s": main[1], "all_cpu_s": sum(x[0] for x in both),
-            "all_runq_s": sum(x[1] for x in both)}
+        run_ns, wait_ns, _ = open(f"/proc/{pid}/task/{pid}/schedstat").read().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9
 
 
 def _late_share(hist: dict, bound: str = "0.05") -> dict:
@@ -359,19 +341,20 @@ def _late_share(hist: dict, bound: str = "0.05") -> dict:
 
 
 def _quantiles_of(hist: dict) -> dict:
-    return {f"p{int(q * 100)}": _bucket_quantile({}, hist, q) for q in (0.5, 0.9, 0.99)} if hist else {}
+    return {f"p{int(q * 100)}": _bucket_quantile(hist, q) for q in (0.5, 0.9, 0.99)} if hist else {}
 
 
-def _bucket_quantile(before: dict, after: dict, q: float) -> str | None:
-    """Upper bucket bound holding quantile ``q`` of the observations between two histogram reads."""
-    diff = [(float("inf") if b == "+Inf" else float(b), after[b] - before.get(b, 0.0)) for b in after]
-    diff.sort()
-    total = diff[-1][1] if diff else 0.0
+def _bucket_quantile(hist: dict, q: float) -> str | None:
+    """Upper bucket bound holding quantile ``q`` of a histogram's observations (cumulative counts per
+    bound, as Prometheus writes them); past the last finite bound, "> that bound"."""
+    rows = sorted((float("inf") if b == "+Inf" else float(b), count) for b, count in hist.items())
+    total = rows[-1][1] if rows else 0.0
     if total <= 0:
         return None
-    for bound, count in diff:
+    finite = [b for b, _ in rows if b != float("inf")]
+    for bound, count in rows:
         if count >= q * total:
-            return "> 2 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
+            return f"> {finite[-1] * 1000:g} ms" if bound == float("inf") else f"<= {bound * 1000:g} ms"
     return None
 
 
@@ -463,19 +446,18 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
                 quiet_waits.append(_wait_quiet(all_pids))
                 time.sleep(settle_s)
                 spid = sidecar_pid.get(name)
-                c0, s0 = cpu_seconds(server.proc.pid), cpu_seconds(spid) if spid else 0.0
+                s0 = cpu_seconds(spid) if spid else 0.0
                 h0 = _histograms(ports[name]) if spid else None
                 sched0 = _schedstat(spid) if spid else None
                 row[name] = res = _load(server.port, n_requests, concurrency, max_tokens)
                 if spid:
-                    res["sidecar_sched"] = _sched_delta(sched0, _schedstat(spid), spid)
+                    run1, wait1 = _schedstat(spid)
+                    res["sidecar_sched"] = {"main_cpu_s": run1 - sched0[0], "main_runq_s": wait1 - sched0[1]}
                     _wait_quiet([spid])  # the records of the last finishes land (responses not held)
                     _add_delta(hists[name], h0, _histograms(ports[name]))
                     res["sidecar_cpu_s"] = cpu_seconds(spid) - s0
                 else:
                     res["sidecar_cpu_s"] = 0.0
-                # the server's own CPU: an auto sidecar is its descendant, so take its share out
-                res["server_cpu_s"] = cpu_seconds(server.proc.pid) - c0 - (res["sidecar_cpu_s"] if name in ("on", "nowait") else 0.0)
             for name in ARMS[1:]:
                 row[f"ratio_{name}"] = row[name]["tokens_per_s"] / row["off"]["tokens_per_s"]
             per_round.append(row)
@@ -500,8 +482,7 @@ def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, 
         arm = {"tokens_per_s_pooled": tokens / wall,
                "latency_p50_ms_median_of_rounds": statistics.median(x["latency_p50_ms"] for x in rows),
                "carbon_wait_ms": _wait_summary([w for x in rows for w in x.get("waits_ms", [])]),
-               "carbon_status": status, "errors": sum(x["errors"] for x in rows),
-               "server_cpu_s_per_1000_tokens": sum(x["server_cpu_s"] for x in rows) / tokens * 1000}
+               "carbon_status": status, "errors": sum(x["errors"] for x in rows)}
         if name != "off":
             ratios = [r[f"ratio_{name}"] for r in per_round]
             arm.update(ratio_median_of_rounds=statistics.median(ratios), ratio_quartiles=list(_quartiles(ratios)),

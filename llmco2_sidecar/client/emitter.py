@@ -107,8 +107,7 @@ class EmitterConfig:
         max_inflight_messages: messages sent but not yet acknowledged before the sender waits.
         min_send_interval_s: at high step rates, the sender waits this long after its previous
             message so that the next one carries more steps (Nagle-like; an engine sending
-            less often than this is never delayed). A message with a finish or abort is never
-            delayed: a response may be held until the sidecar has the request's record.
+            less often than this is never delayed).
         backoff_initial_s, backoff_max_s: reconnection delays (doubling, with jitter).
         token: bearer token sent as ``authorization`` metadata.
         tls_root_cert: PEM bytes or path of the CA that signed the sidecar's certificate (TLS on).
@@ -405,9 +404,7 @@ class Emitter:
             items = self._drain()
             if items:
                 gap = time.monotonic() - last_send
-                # a finish (or a static batch) goes at once: a response may be held for its record
-                if gap < linger and len(items) < self.config.max_message_steps \
-                        and all(it[0] == _STEP for it in items):
+                if gap < linger and len(items) < self.config.max_message_steps:
                     time.sleep(linger - gap)  # the sender's own thread: the engine never waits here
                     items.extend(self._drain(self.config.max_message_steps - len(items)))
                 last_send = time.monotonic()

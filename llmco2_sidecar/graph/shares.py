@@ -23,23 +23,17 @@ from .builder import _coefs, aggregates, layer_graph, roofline
 _ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv")
 
 
-_GROUPS: dict[int, tuple] = {}  # id(LayerGraph) -> (the graph, its kernel groups); the graph is kept so its id stays its own
-
-
 def _groups(g) -> tuple:
     """The attention, token-proportional (layer / outside) and logit kernels of ``g``, each with
-    its Roofline coefficients; computed once per graph."""
-    hit = _GROUPS.get(id(g))
-    if hit is not None and hit[0] is g:
-        return hit[1]
-    attn = [k for k in g.kernels if k.ktype in _ATTENTION]
-    token_layer = [k for k in g.kernels if k.ktype not in _ATTENTION]
-    token_outside = [k for k in g.outside if k.name in ("embedding", "final_norm", "embedding_all_reduce")]
-    logit = [k for k in g.outside if k.name in ("lm_head", "logits_all_gather")]
-    groups = tuple((ks, _coefs(ks)) for ks in (attn, token_layer, token_outside, logit))
-    if len(_GROUPS) >= 256:
-        _GROUPS.clear()
-    _GROUPS[id(g)] = (g, groups)
+    its Roofline coefficients; computed once per (cached) graph and kept on it, as its own
+    coefficients are (:class:`~.builder.LayerGraph`)."""
+    groups = g.__dict__.get("_share_groups")
+    if groups is None:
+        attn = [k for k in g.kernels if k.ktype in _ATTENTION]
+        token_layer = [k for k in g.kernels if k.ktype not in _ATTENTION]
+        token_outside = [k for k in g.outside if k.name in ("embedding", "final_norm", "embedding_all_reduce")]
+        logit = [k for k in g.outside if k.name in ("lm_head", "logits_all_gather")]
+        groups = g.__dict__["_share_groups"] = tuple((ks, _coefs(ks)) for ks in (attn, token_layer, token_outside, logit))
     return groups
 
 

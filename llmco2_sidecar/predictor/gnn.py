@@ -102,7 +102,6 @@ class GNNPredictor(StepPredictor):
         self._node_idx = np.array([NODE_FEATURE_NAMES.index(c) for c in cfg.node_columns()])
         self._glob_idx = np.array([ALL_GLOBALS.index(c) for c in cfg.global_columns()])
         self._adj_cache: dict[tuple[int, bytes], torch.Tensor] = {}
-        self._adj_np: dict[tuple[int, bytes], np.ndarray] = {}
         self._fused_fwd: FusedForward | None = None
 
     # ---- core ----------------------------------------------------------------------------
@@ -148,7 +147,9 @@ class GNNPredictor(StepPredictor):
         return pred.numpy()
 
     # ---- StepPredictor -------------------------------------------------------------------
-    def _tensors(self, fe: Featurized) -> tuple[torch.Tensor, ...]:
+    def _normalized(self, fe: Featurized) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+        """``(x [S,N,F], adj [N,N], g [S,G])``: the model's feature columns, normalised (float32), and
+        the layer graph's mean adjacency (cached per topology)."""
         n = self.state.norm
         x = (fe.node_x[:, :, self._node_idx] - n["node_mean"]) / n["node_std"]
         g = (fe.global_x[:, self._glob_idx] - n["glob_mean"]) / n["glob_std"]
@@ -156,27 +157,18 @@ class GNNPredictor(StepPredictor):
         adj = self._adj_cache.get(key)
         if adj is None:
             adj = self._adj_cache[key] = mean_adjacency(torch.from_numpy(fe.edge_index), fe.node_x.shape[1])
-        return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), adj,
-                torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32)),
-                torch.from_numpy(fe.prior_tot), torch.from_numpy(fe.prior_pre))
+        return np.ascontiguousarray(x, dtype=np.float32), adj, np.ascontiguousarray(g, dtype=np.float32)
+
+    def _tensors(self, fe: Featurized) -> tuple[torch.Tensor, ...]:
+        x, adj, g = self._normalized(fe)
+        return (torch.from_numpy(x), adj, torch.from_numpy(g), torch.from_numpy(fe.prior_tot),
+                torch.from_numpy(fe.prior_pre))
 
     def _arrays(self, fe: Featurized) -> tuple[np.ndarray, ...]:
-        """:meth:`_tensors` as NumPy arrays for :class:`FusedForward` (log priors included)."""
-        n = self.state.norm
-        x = np.ascontiguousarray((fe.node_x[:, :, self._node_idx] - n["node_mean"]) / n["node_std"], dtype=np.float32)
-        g = np.ascontiguousarray((fe.global_x[:, self._glob_idx] - n["glob_mean"]) / n["glob_std"], dtype=np.float32)
-        key = (fe.node_x.shape[1], fe.edge_index.tobytes())
-        adj = self._adj_np.get(key)
-        if adj is None:
-            adj = self._adj_np[key] = mean_adjacency(torch.from_numpy(fe.edge_index), fe.node_x.shape[1]).numpy()
-        if self.state.config.use_prior:
-            coef = np.asarray(self.state.prior.coef, dtype=np.float64)
-            tot = np.maximum(fe.prior_tot @ coef, 1e-9)
-            pre = np.maximum(np.maximum(fe.prior_pre @ coef, 1e-9), 1e-3 * tot)
-            lt, lp = np.log(tot).astype(np.float32), np.log(pre).astype(np.float32)
-        else:
-            lt = lp = np.full(x.shape[0], float(self.state.log_bias), dtype=np.float32)
-        return x, adj, g, lp, lt
+        """The inputs of :class:`FusedForward`: :meth:`_tensors` as NumPy, log priors applied."""
+        x, adj, g = self._normalized(fe)
+        lt, lp = self.log_priors(torch.from_numpy(fe.prior_tot), torch.from_numpy(fe.prior_pre))
+        return x, adj.numpy(), g, lp.numpy(), lt.numpy()
 
     def _fused(self) -> FusedForward:
         """The fused inference forward, rebuilt when a parameter changed (training goes on)."""

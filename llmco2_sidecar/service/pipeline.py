@@ -68,9 +68,9 @@ class _Window:
     touched_mono_s: float = 0.0  # time.monotonic() when a step last landed in the window (sidecar clock)
 
 
-def _awaited(item) -> bool:
+def _awaited(item: Ingested) -> bool:
     """Does a record wait on this item (a finish, an abort, a static batch)?"""
-    return bool(getattr(item, "done", None) or getattr(item, "batches", None))
+    return bool(item.done or item.batches)
 
 
 class Pipeline:
@@ -147,7 +147,7 @@ class Pipeline:
         wait_s = float(self.config.micro_batch_ms) / 1000.0
         # steps alone wait longer for company (nothing waits on them); a finish or abort closes the
         # micro-batch within wait_s (its record is awaited: a held response, a lookup)
-        steps_wait_s = max(wait_s, float(getattr(self.config, "step_wait_ms", 0.0)) / 1000.0)
+        steps_wait_s = max(wait_s, float(self.config.step_wait_ms) / 1000.0)
         while True:
             if time.monotonic() - self._last_housekeeping >= 1.0:
                 try:

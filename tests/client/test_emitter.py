@@ -166,31 +166,3 @@ def test_close_is_bounded_when_the_sidecar_hangs():
     finally:
         hung.close()
 
-
-def test_a_finish_is_not_held_back_by_the_send_interval(sidecar):
-    """Steps right after a message wait out min_send_interval_s (to travel together); a finish does not."""
-    import grpc
-
-    from llmco2_sidecar._proto import sidecar_pb2 as spb
-    from llmco2_sidecar._proto import sidecar_pb2_grpc
-
-    linger = 1.5
-    em = Emitter(info("linger"), EmitterConfig(target=sidecar.address, min_send_interval_s=linger))
-    channel = grpc.insecure_channel(sidecar.address)
-    stub = sidecar_pb2_grpc.CarbonSidecarStub(channel)
-    em.emit_step(1, 0.0, 0.02, ["a"], [32], [0], [32])
-    em.emit_done("a", output_tokens=1)
-    assert em.flush(10)  # one message sent: the next one would linger
-    em.emit_step(2, 0.03, 0.05, ["b"], [16], [0], [16])
-    em.emit_done("b", output_tokens=1)
-    t0 = time.monotonic()
-    reply = stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="b", wait_s=5.0), timeout=10)
-    waited = time.monotonic() - t0
-    assert reply.records[0].state == spb.RequestCarbon.STATE_FINISHED
-    assert waited < linger / 2, waited  # not held for the send interval
-    em.emit_step(3, 0.06, 0.08, ["c"], [16], [0], [16])  # steps alone: they do wait (and then arrive)
-    t0 = time.monotonic()
-    assert em.flush(10)
-    assert time.monotonic() - t0 >= linger / 2
-    em.close(5)
-    channel.close()
