@@ -11,23 +11,30 @@ throughput with and without the switch, in one run.
    and 256 running requests, each step one request leaves (a finish event) and one enters (a
    prefill chunk of up to 512 tokens). The per-step time is the wrapped calls minus the same calls
    unwrapped, measured back to back ("hot") and with engine-like pacing (see ``_engine_work``).
-2. **Throughput.** Real vLLM OpenAI servers (CPU build, the tiny random LLaMA of the e2e test,
-   ``--max-num-batched-tokens 64``): *off* (``LLMCO2_SIDECAR`` unset); *on* (``LLMCO2_SIDECAR=auto``:
-   the plugin starts its own sidecar, with ``llmco2 serve`` defaults, and every response waits for
-   its carbon); *not held* (the same with ``LLMCO2_RESPONSE_WAIT_S=0``: everything sent and
-   recorded, no response held); *no sidecar* (the switch set to a socket nobody listens on: hook and
-   middleware run, nothing is sent); *own session* (the switch set to a sidecar started separately,
-   in a session of its own, as a separately launched service would be). The same closed-loop load
-   (concurrency 8, mixed prompt lengths, 32 output tokens each, ``ignore_eos``) runs against them in
-   rotating rounds, each server's load starting once all servers and sidecars are quiet (a vLLM
-   server keeps a core busy for about a second after its load, and all workers are pinned to the
-   same core) plus ``--settle-s``; the result is the median over rounds of the ratio of output
-   tokens per second, with / without, with its quartiles and range. Beside it: request latencies,
-   how long responses were held for their carbon (``x-llmco2-wait-ms``), each sidecar's latency
-   histograms (finish -> sidecar, arrival -> record, event-loop lag) and its event-loop thread's
-   running and run-queue time (``/proc/PID/task/TID/schedstat``).
+2. **Throughput.** Real vLLM OpenAI servers (CPU build, ``--max-num-batched-tokens 64
+   --max-num-seqs 8``) under a saturating closed-loop load (24 requests in flight, mixed prompt
+   lengths, 32 output tokens each, ``ignore_eos``): the engine's batch is always full and requests
+   queue, so throughput is the server's capacity, and a response held for its carbon adds latency
+   (reported) without emptying the batch. Servers run one at a time (five servers alive at once
+   disturbed each other: the switch-off server scattered by 4x from round to round), each arm's server
+   started several times (passes, the arms' order reversed from pass to pass) and loaded a few times per
+   start (rounds); the ratio is an arm's median tokens/s over the switch-off server's, beside the
+   per-pass ratios and their mean with a 95% t-interval (server starts differ by a few percent, so passes,
+   not rounds, set the resolution). Two regimes (``REGIMES``):
+   *step-bound*, the shape of a GPU server: a random LLaMA (hidden 768, 6 layers) whose steps take
+   real compute, the model worker alone on the core vLLM pins it to, every other process (API server,
+   EngineCore, sidecar, load client) on the other core; arms *off* and *on*
+   (``LLMCO2_SIDECAR=auto``, responses held for their carbon). *host-bound*: the e2e test's tiny
+   model, whose steps are almost all Python, every process on both cores; arms *off*, *on*, *not held*
+   (``LLMCO2_RESPONSE_WAIT_S=0``), *no sidecar* (the switch set to a socket nobody listens on: hook and
+   middleware run, nothing is sent) and *own session* (a sidecar started separately, in a session of
+   its own). Beside the ratios: request latencies, how long responses were held for their carbon
+   (``x-llmco2-wait-ms``), each sidecar's latency histograms (finish -> sidecar, arrival -> record,
+   event-loop lag), its event-loop thread's running and run-queue time
+   (``/proc/PID/task/TID/schedstat``), its CPU per 1000 tokens, the engine's steps per second, and its
+   carbon-log records against the responses.
 
-Run: ``python benchmarks/hook_overhead.py [--rounds N] [--skip-server]`` (it re-runs itself with the
+Run: ``python benchmarks/hook_overhead.py [--regimes step-bound,host-bound] [--skip-server]`` (about 20 minutes) (it re-runs itself with the
 e2e venv's python, building ``.venv-vllm`` if needed). Writes ``benchmarks/results/hook_overhead.json``
 and ``.md``.
 """
@@ -268,6 +275,7 @@ def _load(port: int, n_requests: int, concurrency: int, max_tokens: int) -> dict
     latencies.sort()
     waits_ms.sort()
     return {"output_tokens": tokens[0], "wall_s": wall, "tokens_per_s": tokens[0] / wall, "errors": errors[0],
+            "responses": len(latencies),
             "latency_p50_ms": 1000 * statistics.median(latencies) if latencies else None,
             "latency_p90_ms": 1000 * latencies[int(0.9 * len(latencies))] if latencies else None,
             "carbon_status": carbon_status, "waits_ms": waits_ms}
@@ -387,127 +395,234 @@ def _count_records(path: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("type", "request") == "request")
 
 
-def throughput(rounds: int, n_requests: int, concurrency: int, max_tokens: int, workdir: Path,
-               settle_s: float = 0.5) -> dict:
-    from llmco2_e2e_harness import Sidecar, VllmServer, build_tiny_model, cpu_seconds, free_port
+# the two regimes of the throughput part: what a server's step is bound by decides what the plugin can cost
+REGIMES = {
+    "step-bound": {
+        "what": "a random LLaMA with hidden size 768 and 6 layers (about 36M parameters) whose steps take real "
+                "compute; vLLM's model worker alone on the core vLLM pins it to, every other process (API server, "
+                "EngineCore, sidecar, load client) kept on the other core: the shape of a GPU server, where the "
+                "model step runs on the accelerator and the host's processes share the CPUs",
+        "hidden_size": 768, "num_layers": 6, "pin_host": True, "arms": ("off", "on"),
+    },
+    "host-bound": {
+        "what": "the tiny random LLaMA of the e2e test (hidden size 128, 2 layers), whose steps are almost all "
+                "Python: every process (the server's, the sidecar, the load client) shares both cores, so whatever "
+                "CPU the plugin and its sidecar use is taken from the engine",
+        "hidden_size": None, "num_layers": 2, "pin_host": False, "arms": ARMS,
+    },
+}
 
-    python = Path(sys.executable)
-    model = build_tiny_model(python, workdir / "tiny")
-    ports = {n: free_port() for n in SIDECAR_ARMS}
+
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` to ``cpus`` (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+
+
+def _pin_host(server_pid: int) -> set[int] | None:
+    """Keep the server's processes other than its model worker (with an auto sidecar) and this process
+    (the load client) off the worker's cores; returns the cores they now share, or None when that is
+    impossible (no worker found, or it may run on every core)."""
+    import psutil
+
+    procs = [psutil.Process(server_pid), *psutil.Process(server_pid).children(recursive=True)]
+    worker = set()
+    for p in procs:
+        if "Worker" in p.name():
+            worker |= os.sched_getaffinity(p.pid)
+    host = set(os.sched_getaffinity(0)) - worker
+    if not worker or not host:
+        return None
+    for p in procs:
+        if "Worker" not in p.name():
+            _pin(p.pid, host)
+    _pin(os.getpid(), host)
+    return host
+
+
+def _counter(metrics_port: int, name: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
+def _block(regime: str, arm: str, model: Path, python: Path, workdir: Path, pin_host: bool, separate,
+           rounds: int, n_requests: int, concurrency: int, max_tokens: int, max_num_seqs: int,
+           settle_s: float) -> dict:
+    """One server of ``arm`` started alone, warmed, loaded ``rounds`` times, stopped."""
+    from llmco2_e2e_harness import VllmServer, cpu_seconds, free_port
+
     gpu = {"LLMCO2_GPU": "A100-SXM4-80GB"}
-
-    def auto(name: str, **extra: str) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    metrics_port = free_port()
+    env = dict(gpu)
+    if arm in ("on", "nowait"):
         # the switch as users set it: the plugin starts `llmco2 serve` (its defaults: journal fsync every
         # second, no step log) in the server's session; the log and metrics port are the benchmark's
-        (workdir / name).mkdir(parents=True, exist_ok=True)
-        return {**gpu, "LLMCO2_SIDECAR": "auto", "LLMCO2_METRICS_PORT": str(ports[name]),
-                "LLMCO2_LOG": str(workdir / name / "carbon.jsonl"), **extra}
-
-    # a sidecar started on its own, in its own session (as a separately launched service would be)
-    separate = Sidecar(workdir / "sidecar", python=str(python), log_steps=False,
-                       extra=["--fsync", "interval", "--metrics-port", str(ports["separate"])]).start()
-    servers = {
-        "off": VllmServer(python, model, workdir / "off", max_num_batched_tokens=64),
-        "on": VllmServer(python, model, workdir / "on", max_num_batched_tokens=64, env=auto("on")),
-        "nowait": VllmServer(python, model, workdir / "nowait", max_num_batched_tokens=64,
-                             env=auto("nowait", LLMCO2_RESPONSE_WAIT_S="0")),
-        "unreachable": VllmServer(python, model, workdir / "unreachable", max_num_batched_tokens=64,
-                                  env={**gpu, "LLMCO2_SIDECAR": f"unix:{workdir}/no-sidecar.sock"}),
-        "separate": VllmServer(python, model, workdir / "separate", max_num_batched_tokens=64,
-                               env={**gpu, "LLMCO2_SIDECAR": separate.address}),
-    }
+        env.update(LLMCO2_SIDECAR="auto", LLMCO2_METRICS_PORT=str(metrics_port),
+                   LLMCO2_LOG=str(workdir / "carbon.jsonl"))
+        if arm == "nowait":
+            env["LLMCO2_RESPONSE_WAIT_S"] = "0"
+    elif arm == "unreachable":
+        env["LLMCO2_SIDECAR"] = f"unix:{workdir}/no-sidecar.sock"
+    elif arm == "separate":
+        env["LLMCO2_SIDECAR"] = separate.address
+        metrics_port = separate.metrics_port
+    elif arm == "off":
+        env = {}
+    server = VllmServer(python, model, workdir, max_num_batched_tokens=64, env=env)
+    server.args += ["--max-num-seqs", str(max_num_seqs)]
+    t0 = time.monotonic()
+    server.start()
+    host = None
     try:
-        separate.wait_ready()
-        for name, server in servers.items():  # one at a time: starting together starves them on 2 cores
-            # ports picked right before the start: a server started earlier binds ephemeral ports of its
-            # own (ZMQ, gloo) and may have taken one picked at construction
-            server.port = free_port()
-            if name in ("on", "nowait"):
-                ports[name] = free_port()
-                server.extra_env["LLMCO2_METRICS_PORT"] = str(ports[name])
-            server.start()
-            server.wait_ready()
-        sidecar_pid = {"on": _auto_sidecar_pid(servers["on"].proc.pid),
-                       "nowait": _auto_sidecar_pid(servers["nowait"].proc.pid), "separate": separate.proc.pid}
-        for server in servers.values():  # warm
-            _load(server.port, 8, concurrency, max_tokens)
-        all_pids = [s.proc.pid for s in servers.values()] + [separate.proc.pid]  # auto sidecars: descendants
-        per_round = []
-        quiet_waits: list[float] = []
-        hists = {n: {} for n in SIDECAR_ARMS}  # per arm: its sidecar's latency histograms over its loads
-        for r in range(rounds):
-            order = list(ARMS[r % len(ARMS):] + ARMS[:r % len(ARMS)])
-            row = {}
-            for name in order:
-                server = servers[name]
-                # after its load a vLLM server keeps a core busy for about a second (its worker, pinned to
-                # the same core as every other server's worker, spins before it sleeps): wait until every
-                # server and sidecar is quiet, so that no arm runs beside another's tail
-                quiet_waits.append(_wait_quiet(all_pids))
-                time.sleep(settle_s)
-                spid = sidecar_pid.get(name)
-                s0 = cpu_seconds(spid) if spid else 0.0
-                h0 = _histograms(ports[name]) if spid else None
-                sched0 = _schedstat(spid) if spid else None
-                row[name] = res = _load(server.port, n_requests, concurrency, max_tokens)
-                if spid:
-                    run1, wait1 = _schedstat(spid)
-                    res["sidecar_sched"] = {"main_cpu_s": run1 - sched0[0], "main_runq_s": wait1 - sched0[1]}
-                    _wait_quiet([spid])  # the records of the last finishes land (responses not held)
-                    _add_delta(hists[name], h0, _histograms(ports[name]))
-                    res["sidecar_cpu_s"] = cpu_seconds(spid) - s0
-                else:
-                    res["sidecar_cpu_s"] = 0.0
-            for name in ARMS[1:]:
-                row[f"ratio_{name}"] = row[name]["tokens_per_s"] / row["off"]["tokens_per_s"]
-            per_round.append(row)
-            print(f"round {r + 1}: off {row['off']['tokens_per_s']:.1f} tok/s; " + "; ".join(
-                f"{name} {row[name]['tokens_per_s']:.1f} ({row[f'ratio_{name}']:.3f}, latency p50 "
-                f"{row[name]['latency_p50_ms']:.0f} ms)" for name in ARMS[1:]), flush=True)
+        server.wait_ready()
+        start_s = time.monotonic() - t0
+        spid = None  # the arm's sidecar
+        if arm in ("on", "nowait"):
+            spid = _auto_sidecar_pid(server.proc.pid)
+        elif arm == "separate":
+            spid = separate.proc.pid
+        if pin_host:
+            host = _pin_host(server.proc.pid)
+        records0 = len(separate.records("request")) if arm == "separate" else 0
+        warm = _load(server.port, 2 * max_num_seqs, concurrency, max_tokens)
+        quiet = [server.proc.pid] + ([spid] if spid else [])
+        hist: dict = {}
+        out = []
+        steps0 = _counter(metrics_port, "llmco2_ingest_steps_total") if spid else None
+        wall_sum = 0.0
+        for _ in range(rounds):
+            waited = _wait_quiet(quiet)
+            time.sleep(settle_s)
+            s0 = cpu_seconds(spid) if spid else 0.0
+            h0 = _histograms(metrics_port) if spid else None
+            sched0 = _schedstat(spid) if spid else None
+            res = _load(server.port, n_requests, concurrency, max_tokens)
+            res["quiet_wait_s"] = waited
+            wall_sum += res["wall_s"]
+            if spid:
+                run1, wait1 = _schedstat(spid)
+                res["sidecar_sched"] = {"main_cpu_s": run1 - sched0[0], "main_runq_s": wait1 - sched0[1]}
+                _wait_quiet([spid])  # the records of the last finishes land (responses not held)
+                _add_delta(hist, h0, _histograms(metrics_port))
+                res["sidecar_cpu_s"] = cpu_seconds(spid) - s0
+            out.append(res)
+        steps = (_counter(metrics_port, "llmco2_ingest_steps_total") - steps0) if spid else None
     finally:
-        for server in servers.values():
-            server.stop()  # stops an auto sidecar with its server (SIGTERM: it flushes its log)
-        separate.stop()
-    records = {"on": _count_records(workdir / "on" / "carbon.jsonl"),
-               "nowait": _count_records(workdir / "nowait" / "carbon.jsonl"),
-               "separate": len(separate.records("request"))}
-    arms = {}
-    for name in ARMS:
-        rows = [r[name] for r in per_round]
-        tokens, wall = sum(x["output_tokens"] for x in rows), sum(x["wall_s"] for x in rows)
-        status: dict[str, int] = {}
-        for x in rows:
-            for k, v in x["carbon_status"].items():
-                status[k] = status.get(k, 0) + v
-        arm = {"tokens_per_s_pooled": tokens / wall,
-               "latency_p50_ms_median_of_rounds": statistics.median(x["latency_p50_ms"] for x in rows),
-               "carbon_wait_ms": _wait_summary([w for x in rows for w in x.get("waits_ms", [])]),
-               "carbon_status": status, "errors": sum(x["errors"] for x in rows)}
-        if name != "off":
-            ratios = [r[f"ratio_{name}"] for r in per_round]
-            arm.update(ratio_median_of_rounds=statistics.median(ratios), ratio_quartiles=list(_quartiles(ratios)),
-                       ratio_min_max=[min(ratios), max(ratios)])
-        if name in SIDECAR_ARMS:
-            h = hists[name]
-            arm.update(
-                sidecar_cpu_s_per_1000_tokens=sum(x["sidecar_cpu_s"] for x in rows) / tokens * 1000,
-                finish_lag=_quantiles_of(h.get("finish_lag", {})),
-                record_latency=_quantiles_of(h.get("record", {})),
-                loop_lag={**_quantiles_of(h.get("loop_lag", {})), **_late_share(h.get("loop_lag", {}))},
-                # the sidecar's event-loop thread, per second of load: running / runnable but waiting for a CPU
-                loop_thread_cpu_per_wall=sum(x["sidecar_sched"]["main_cpu_s"] for x in rows) / wall,
-                loop_thread_runq_per_wall=sum(x["sidecar_sched"]["main_runq_s"] for x in rows) / wall,
-                carbon_log_records=records.get(name))
-        arms[name] = arm
-    off = arms["off"]["tokens_per_s_pooled"]
-    for name in ARMS[1:]:
-        arms[name]["ratio_pooled"] = arms[name]["tokens_per_s_pooled"] / off
-    for r in per_round:  # per round keep the summary, not every response's figure
-        for n in ARMS:
-            r[n]["waits_ms"] = _wait_summary(r[n].get("waits_ms", []))
-    return {"arms": arms, "rounds": per_round, "settle_s": settle_s,
-            "quiet_wait_s": {"median": statistics.median(quiet_waits), "max": max(quiet_waits)},
-            "requests_per_round": n_requests, "concurrency": concurrency, "max_tokens": max_tokens}
+        server.stop()  # stops an auto sidecar with its server (SIGTERM: it flushes its log)
+        if host is not None:
+            _pin(os.getpid(), set(range(os.cpu_count() or 1)))
+    records = (len(separate.records("request")) - records0 if arm == "separate" else
+               _count_records(workdir / "carbon.jsonl") if arm in ("on", "nowait") else None)
+    return {"regime": regime, "arm": arm, "rounds": out, "start_s": start_s, "host_cpus": sorted(host) if host else None,
+            "hist": hist, "steps": steps, "load_wall_s": wall_sum, "carbon_log_records": records,
+            "responses_ok": warm["responses"] + sum(r["responses"] for r in out)}
+
+
+def _arm_summary(name: str, blocks: list[dict]) -> dict:
+    rows = [r for b in blocks for r in b["rounds"]]
+    tokens, wall = sum(x["output_tokens"] for x in rows), sum(x["wall_s"] for x in rows)
+    status: dict[str, int] = {}
+    for x in rows:
+        for k, v in x["carbon_status"].items():
+            status[k] = status.get(k, 0) + v
+    rates = [x["tokens_per_s"] for x in rows]
+    arm = {"tokens_per_s_median": statistics.median(rates), "tokens_per_s_quartiles": list(_quartiles(rates)),
+           "tokens_per_s_pooled": tokens / wall,
+           "block_medians": [statistics.median(x["tokens_per_s"] for x in b["rounds"]) for b in blocks],
+           "latency_p50_ms_median_of_rounds": statistics.median(x["latency_p50_ms"] for x in rows),
+           "carbon_wait_ms": _wait_summary([w for x in rows for w in x.get("waits_ms", [])]),
+           "carbon_status": status, "errors": sum(x["errors"] for x in rows),
+           "responses_ok": sum(b["responses_ok"] for b in blocks),
+           "server_start_s": [round(b["start_s"], 1) for b in blocks]}
+    if name in SIDECAR_ARMS and all("sidecar_cpu_s" in x for x in rows):
+        hist: dict = {}
+        for b in blocks:
+            for key, h in b["hist"].items():
+                for bound, count in h.items():
+                    hist.setdefault(key, {})[bound] = hist.get(key, {}).get(bound, 0.0) + count
+        steps = sum(b["steps"] or 0 for b in blocks)
+        load_wall = sum(b["load_wall_s"] for b in blocks)
+        arm.update(
+            sidecar_cpu_s_per_1000_tokens=sum(x["sidecar_cpu_s"] for x in rows) / tokens * 1000,
+            # steps the engine sent over the loads (the warm-up's few included), per second of load
+            engine_steps_per_s=steps / load_wall if load_wall else None,
+            finish_lag=_quantiles_of(hist.get("finish_lag", {})),
+            record_latency=_quantiles_of(hist.get("record", {})),
+            loop_lag={**_quantiles_of(hist.get("loop_lag", {})), **_late_share(hist.get("loop_lag", {}))},
+            # the sidecar's event-loop thread, per second of load: running / runnable but waiting for a CPU
+            loop_thread_cpu_per_wall=sum(x["sidecar_sched"]["main_cpu_s"] for x in rows) / wall,
+            loop_thread_runq_per_wall=sum(x["sidecar_sched"]["main_runq_s"] for x in rows) / wall,
+            carbon_log_records=sum(b["carbon_log_records"] or 0 for b in blocks))
+    return arm
+
+
+def throughput(regimes: list[str], passes: dict, rounds: int, concurrency: int, max_tokens: int, max_num_seqs: int,
+               workdir: Path, settle_s: float = 0.5, requests: dict | None = None) -> dict:
+    """Per regime: its arms' servers, one alive at a time, in ``passes`` passes (the arms' order reversed
+    from one pass to the next), each server loaded ``rounds`` times; a load keeps ``concurrency`` (more
+    than ``max_num_seqs``) requests in flight, so the engine always has a full batch and a queue."""
+    from llmco2_e2e_harness import Sidecar, build_tiny_model, free_port
+
+    python = Path(sys.executable)
+    out: dict = {"rounds_per_block": rounds, "concurrency": concurrency, "max_tokens": max_tokens,
+                 "max_num_seqs": max_num_seqs, "settle_s": settle_s, "regimes": {}}
+    for regime in regimes:
+        spec = REGIMES[regime]
+        n_requests = (requests or {}).get(regime, 96)
+        model = build_tiny_model(python, workdir / f"model-{regime}",
+                                 *([spec["hidden_size"], spec["num_layers"]] if spec["hidden_size"] else []))
+        separate = None
+        if "separate" in spec["arms"]:
+            # a sidecar started on its own, in its own session (as a separately launched service would be)
+            port = free_port()
+            separate = Sidecar(workdir / regime / "separate-sidecar", python=str(python), log_steps=False,
+                               extra=["--fsync", "interval", "--metrics-port", str(port)], own_session=True).start()
+            separate.metrics_port = port
+            separate.wait_ready()
+        blocks: list[dict] = []
+        n_passes = passes[regime]
+        try:
+            for p in range(n_passes):
+                order = spec["arms"] if p % 2 == 0 else tuple(reversed(spec["arms"]))
+                for arm in order:
+                    b = _block(regime, arm, model, python, workdir / regime / f"{arm}-{p}", spec["pin_host"],
+                               separate, rounds, n_requests, concurrency, max_tokens, max_num_seqs, settle_s)
+                    blocks.append(b)
+                    rates = [r["tokens_per_s"] for r in b["rounds"]]
+                    print(f"{regime} pass {p + 1} {arm}: {statistics.median(rates):.1f} tok/s median of "
+                          f"{len(rates)} rounds ({min(rates):.1f}-{max(rates):.1f}); server up in "
+                          f"{b['start_s']:.0f} s", flush=True)
+        finally:
+            if separate is not None:
+                separate.stop()
+        arms = {name: _arm_summary(name, [b for b in blocks if b["arm"] == name]) for name in spec["arms"]}
+        off = arms["off"]
+        for name in spec["arms"][1:]:
+            a = arms[name]
+            a["ratio_of_medians"] = a["tokens_per_s_median"] / off["tokens_per_s_median"]
+            a["ratio_pooled"] = a["tokens_per_s_pooled"] / off["tokens_per_s_pooled"]
+            a["ratio_per_pass"] = r = [x / y for x, y in zip(a["block_medians"], off["block_medians"])]
+            if len(r) > 1:  # mean of the per-pass ratios with a 95% t-interval (passes are independent starts)
+                half = _T95.get(len(r) - 1, 1.96) * statistics.stdev(r) / len(r) ** 0.5
+                a["ratio_per_pass_mean_ci95"] = [statistics.fmean(r), statistics.fmean(r) - half,
+                                                 statistics.fmean(r) + half]
+        for b in blocks:  # per round keep the summary, not every response's figure
+            for r in b["rounds"]:
+                r["waits_ms"] = _wait_summary(r.get("waits_ms", []))
+            b.pop("hist")
+        out["regimes"][regime] = {"what": spec["what"], "requests_per_round": n_requests, "passes": n_passes, "arms": arms,
+                                  "blocks": blocks, "host_cpus": blocks[0]["host_cpus"]}
+    return out
 
 
 def reading_of(results: dict) -> str:
@@ -525,41 +640,64 @@ def reading_of(results: dict) -> str:
     tp = results.get("throughput")
     if not tp:
         return text
-    a = tp["arms"]
-    on, sep, nw, un = a["on"], a["separate"], a["nowait"], a["unreachable"]
-    q1, q3 = on["ratio_quartiles"]
-    met = "met" if on["ratio_median_of_rounds"] >= 0.99 and q1 >= 0.99 else "not met here"
-    text += (f" Throughput with the switch on (`LLMCO2_SIDECAR=auto`, the plugin's own sidecar, responses held for "
-             f"their carbon), median over {len(tp['rounds'])} rounds: {on['ratio_median_of_rounds']:.3f} of the switch "
-             f"off (quartiles {q1:.3f}-{q3:.3f}; pooled {on['ratio_pooled']:.3f}; target >= 0.99: {met}). Responses "
-             f"waited for their carbon {_ms(on, 'p50')} at the median ({_ms(on, 'p90')} at p90); median request "
-             f"latency {a['off']['latency_p50_ms_median_of_rounds']:.0f} ms off, "
-             f"{on['latency_p50_ms_median_of_rounds']:.0f} ms on. Not held (`LLMCO2_RESPONSE_WAIT_S=0`): median "
-             f"{nw['ratio_median_of_rounds']:.3f}; switch on with no sidecar listening (hook and middleware only): "
-             f"{un['ratio_median_of_rounds']:.3f}"
-             + (f" (that server runs the hook, at most {worst:.0f} us per step of about a millisecond, sends nothing "
-                "and holds no response: most of its distance from 1 is this machine's scatter, the size of what these "
-                "ratios can resolve)." if abs(un["ratio_median_of_rounds"] - 1) > 0.05 else "."))
-    text += (f" The same switch with a sidecar started on its own, in its own session: median "
-             f"{sep['ratio_median_of_rounds']:.3f}, responses held {_ms(sep, 'p50')} at the median. Its event-loop "
-             f"thread waited, runnable, for a CPU {100 * sep['loop_thread_runq_per_wall']:.0f}% of the load's wall time "
-             f"and ran {100 * sep['loop_thread_cpu_per_wall']:.0f}% (schedstat), against "
-             f"{100 * on['loop_thread_runq_per_wall']:.0f}% and {100 * on['loop_thread_cpu_per_wall']:.0f}% for the "
-             "auto-started sidecar; its loop woke more than 50 ms late in "
-             f"{_pct(sep['loop_lag'].get('share_over_50ms'))} of its samples (auto: "
-             f"{_pct(on['loop_lag'].get('share_over_50ms'))}). This kernel groups processes by session for CPU "
-             "fairness (autogroup, `/proc/sys/kernel/sched_autogroup_enabled`): a sidecar in a session of its own "
-             "competes as a group against the whole vLLM server, whose processes poll each other, and waits; the "
-             "auto-started one shares the server's group and gets its turn beside the server's threads. Run the "
-             "sidecar with `LLMCO2_SIDECAR=auto`, or in the engine's session or cgroup, or give it a CPU share of "
-             "its own (a container's CPU request, a systemd `CPUWeight`).")
-    text += (" On this 2-core machine vLLM's CPU backend pins its worker to core 0 and leaves core 1 to everything "
-             "else (its log: reserved_cpus=[1]); the tiny model's steps last about a millisecond and a request about "
-             f"{a['off']['latency_p50_ms_median_of_rounds']:.0f} ms, so a few milliseconds of hold are a few percent "
-             "of a request in this closed loop; rounds scatter for every arm, the switch-off server's included. The "
-             "figures are not a prediction for a GPU server (steps of tens of milliseconds, requests of seconds, "
-             "cores to spare); nothing has been measured there.")
+    sb = tp["regimes"].get("step-bound")
+    if sb:
+        on, off = sb["arms"]["on"], sb["arms"]["off"]
+        per_pass = on["ratio_per_pass"]
+        ci = on.get("ratio_per_pass_mean_ci95")
+        if ci is None:
+            met = "not resolved (one pass)"
+        elif ci[1] >= 0.99:
+            met = "met (the whole interval at or above 0.99)"
+        elif ci[2] < 0.99:
+            met = "not met (the whole interval below 0.99)"
+        else:
+            met = f"not resolved: the interval reaches {ci[1]:.3f}, below 0.99"
+        text += (f" **Step-bound server** (the shape of a GPU server: the model step, about {_step_ms(on)} here, runs "
+                 "on a core of its own; the host's processes, sidecar included, share the other): throughput with the "
+                 f"switch on (`LLMCO2_SIDECAR=auto`, responses held for their carbon) {on['ratio_of_medians']:.3f} of "
+                 f"the switch off (median of {len(per_pass) * tp['rounds_per_block']} rounds each; per pass "
+                 f"{', '.join(f'{x:.3f}' for x in per_pass)}"
+                 + (f", their mean {ci[0]:.3f}, 95% interval {ci[1]:.3f}-{ci[2]:.3f}" if ci else "")
+                 + f"; pooled {on['ratio_pooled']:.3f}): target >= 0.99 {met}. "
+                 f"Responses waited for their carbon {_ms(on, 'p50')} at the median ({_ms(on, 'p90')} at p90) in "
+                 f"requests of {off['latency_p50_ms_median_of_rounds']:.0f} ms (median latency "
+                 f"{on['latency_p50_ms_median_of_rounds']:.0f} ms on); the sidecar used "
+                 f"{on['sidecar_cpu_s_per_1000_tokens']:.2f} CPU s per 1000 output tokens.")
+    hb = tp["regimes"].get("host-bound")
+    if hb:
+        a = hb["arms"]
+        on, sep, nw, un = a["on"], a["separate"], a["nowait"], a["unreachable"]
+        text += (f" **Host-bound server** (the tiny model: steps of about {_step_ms(on)}, almost all Python, and every "
+                 "process on the same two cores): with the switch on "
+                 f"{on['ratio_of_medians']:.3f} (per pass {', '.join(f'{x:.3f}' for x in on['ratio_per_pass'])}); not "
+                 f"held {nw['ratio_of_medians']:.3f}; switch on with no sidecar listening (hook and middleware only) "
+                 f"{un['ratio_of_medians']:.3f}; a sidecar in a session of its own {sep['ratio_of_medians']:.3f}. "
+                 f"Here the sidecar's CPU ({on['sidecar_cpu_s_per_1000_tokens']:.2f} CPU s per 1000 output tokens, "
+                 f"about {_per_step_us(on)} per engine step) is taken from the engine's own processes: what the "
+                 "switch costs on a host whose CPUs the engine saturates; a server that reaches no sidecar (the hook "
+                 "and the middleware alone) shows no loss this box resolves. Give the sidecar CPU the engine does "
+                 "not need (a GPU server has it: its step waits on the accelerator).")
+        text += (f" A sidecar in a session of its own waited, runnable, for a CPU "
+                 f"{100 * sep['loop_thread_runq_per_wall']:.0f}% of the load's wall time (auto-started: "
+                 f"{100 * on['loop_thread_runq_per_wall']:.0f}%) and held responses {_ms(sep, 'p50')} at the median "
+                 f"(auto: {_ms(on, 'p50')}): this kernel groups processes by session for CPU fairness (autogroup, "
+                 "`/proc/sys/kernel/sched_autogroup_enabled`), so a sidecar alone in its session competes as one "
+                 "group against the whole server. Run it with `LLMCO2_SIDECAR=auto`, or in the engine's session or "
+                 "cgroup, or with a CPU share of its own (a container's CPU request, a systemd `CPUWeight`).")
     return text
+
+
+def _step_ms(arm: dict) -> str:
+    r = arm.get("engine_steps_per_s")
+    return f"{1000 / r:.1f} ms" if r else "n/a"
+
+
+def _per_step_us(arm: dict) -> str:
+    r = arm.get("engine_steps_per_s")
+    if not r:
+        return "n/a"
+    return f"{arm['sidecar_cpu_s_per_1000_tokens'] / 1000 * arm['tokens_per_s_pooled'] / r * 1e6:.0f} us"
 
 
 def _ms(arm: dict, q: str) -> str:
@@ -591,79 +729,96 @@ def _autogroup() -> str:
 
 
 def _throughput_lines(tp: dict) -> list[str]:
-    a = tp["arms"]
-    others = ARMS[1:]
     lines = [
         "",
         "## Real server throughput with / without `LLMCO2_SIDECAR` (target: >= 0.99)",
         "",
-        "vLLM OpenAI servers with the tiny random LLaMA of the e2e test (`--max-num-batched-tokens 64`), closed loop, "
-        f"concurrency {tp['concurrency']}, {tp['requests_per_round']} requests of {tp['max_tokens']} output tokens per "
-        "round and server, the order of the servers rotating from round to round:",
+        "vLLM OpenAI servers (`--max-num-batched-tokens 64 --max-num-seqs "
+        f"{tp['max_num_seqs']}`), one alive at a time; a saturating closed-loop load: {tp['concurrency']} requests "
+        f"in flight (more than the {tp['max_num_seqs']} the engine runs at once, so its batch is always full and "
+        f"requests queue), mixed prompt lengths, {tp['max_tokens']} output tokens each (`ignore_eos`). Throughput is "
+        "then the server's capacity; a response held for its carbon adds to its latency (shown) but does not "
+        "empty the engine's batch. Each arm's server runs several times (passes; the arms' order reversed "
+        f"from one pass to the next), each time started, warmed and loaded {tp['rounds_per_block']} times (rounds), "
+        "every load starting once the server and its sidecar use under 0.1 core, plus "
+        f"{tp['settle_s']:g} s. Ratio = an arm's median tokens/s over all its rounds / the switch-off server's.",
         "",
-        "- *off*: `LLMCO2_SIDECAR` unset;",
-        "- *on*: `LLMCO2_SIDECAR=auto`, the switch as users set it: the plugin starts its own `llmco2 serve` "
-        "(defaults: journal fsync every second) and every response waits for its carbon;",
-        "- *not held*: the same with `LLMCO2_RESPONSE_WAIT_S=0`: every event is sent and recorded, no response "
-        "waits (separates the sending path from the response hold);",
-        "- *no sidecar*: the switch set to a socket nobody listens on: the hook and the middleware run, the "
-        "emitter buffers and sends nothing, lookups fail at once;",
-        "- *own session*: the switch set to the address of a sidecar started separately, in a session of its own "
-        "(as a separately launched service would be).",
-        "",
-        "| round | off tok/s | " + " | ".join(f"{ARM_TITLES[n]} tok/s (ratio)" for n in others) + " |",
-        "|---:|---:|" + "---:|" * len(others),
+        "Arms: *off*: `LLMCO2_SIDECAR` unset. *on*: `LLMCO2_SIDECAR=auto`, the switch as users set it: the plugin "
+        "starts its own `llmco2 serve` (defaults: journal fsync every second) and every response waits for its "
+        "carbon. *not held*: the same with `LLMCO2_RESPONSE_WAIT_S=0` (every event sent and recorded, no response "
+        "waits). *no sidecar*: the switch set to a socket nobody listens on (hook and middleware run, the emitter "
+        "buffers and sends nothing). *own session*: the switch set to a sidecar started separately, in a session of "
+        "its own.",
     ]
-    for i, r in enumerate(tp["rounds"], 1):
-        lines.append(f"| {i} | {r['off']['tokens_per_s']:.1f} | " + " | ".join(
-            f"{r[n]['tokens_per_s']:.1f} ({r[f'ratio_{n}']:.3f})" for n in others) + " |")
 
     def cell(d: dict | None, keys=("p50", "p90", "p99")) -> str:
         return " / ".join((d or {}).get(k) or "n/a" for k in keys) if d else "n/a"
 
-    def row(title: str, fn) -> str:
-        return f"| {title} | " + " | ".join(fn(n) for n in ARMS) + " |"
+    for regime, rg in tp["regimes"].items():
+        a = rg["arms"]
+        names = list(a)
+        lines += ["", f"### {regime}", "", f"{rg['what'][0].upper()}{rg['what'][1:]}"
+                  + (f" (host processes on cores {rg['host_cpus']})" if rg.get("host_cpus") else "")
+                  + f"; {rg['passes']} passes, {rg['requests_per_round']} requests per round.", "",
+                  "| pass | server | tokens/s, median of rounds (range) | server start |", "|---:|---|---:|---:|"]
+        seen: dict[str, int] = {}
+        for b in rg["blocks"]:
+            seen[b["arm"]] = seen.get(b["arm"], 0) + 1
+            rates = [r["tokens_per_s"] for r in b["rounds"]]
+            lines.append(f"| {seen[b['arm']]} | {ARM_TITLES[b['arm']]} | {statistics.median(rates):.1f} "
+                         f"({min(rates):.1f}-{max(rates):.1f}) | {b['start_s']:.0f} s |")
 
-    def sc(n: str, fn) -> str:
-        return fn(a[n]) if n in SIDECAR_ARMS else ""
+        def row(title: str, fn) -> str:
+            return f"| {title} | " + " | ".join(fn(n) for n in names) + " |"
 
+        def sc(n: str, fn) -> str:
+            return fn(a[n]) if "sidecar_cpu_s_per_1000_tokens" in a[n] else ""
+
+        lines += [
+            "",
+            "| | " + " | ".join(ARM_TITLES[n] for n in names) + " |",
+            "|---|" + "---:|" * len(names),
+            row("tokens/s, median of rounds (quartiles)", lambda n: "{:.1f} ({:.1f}-{:.1f})".format(
+                a[n]["tokens_per_s_median"], *a[n]["tokens_per_s_quartiles"])),
+            row("throughput / off (ratio of medians)", lambda n: "1" if n == "off" else
+                (f"**{a[n]['ratio_of_medians']:.3f}**" if n == "on" else f"{a[n]['ratio_of_medians']:.3f}")),
+            row("per pass (ratio of that pass's medians)", lambda n: "" if n == "off" else
+                ", ".join(f"{x:.3f}" for x in a[n]["ratio_per_pass"])),
+            row("mean of the per-pass ratios, 95% interval", lambda n: "" if "ratio_per_pass_mean_ci95" not in a[n]
+                else "{:.3f} ({:.3f}-{:.3f})".format(*a[n]["ratio_per_pass_mean_ci95"])),
+            row("pooled (total tokens / total seconds) / off", lambda n: "1" if n == "off" else f"{a[n]['ratio_pooled']:.3f}"),
+            row("request latency p50 (median of rounds)", lambda n: f"{a[n]['latency_p50_ms_median_of_rounds']:.0f} ms"),
+            row("held for carbon (`x-llmco2-wait-ms`), p50 / p90 / p99", lambda n: "" if not a[n]["carbon_wait_ms"] else
+                "{p50:.1f} / {p90:.1f} / {p99:.1f} ms".format(**a[n]["carbon_wait_ms"])),
+            row("responses by `x-llmco2-carbon-status`", lambda n: ", ".join(f"{k} {v}" for k, v in sorted(a[n]["carbon_status"].items()))),
+            row("engine steps per second of load (mean step)", lambda n: sc(n, lambda x: (
+                f"{x['engine_steps_per_s']:.0f} ({_step_ms(x)})" if x.get("engine_steps_per_s") else "n/a"))),
+            row("finish in the engine -> its event at the sidecar (`llmco2_finish_lag_seconds`), p50 / p90 / p99",
+                lambda n: sc(n, lambda x: cell(x["finish_lag"]))),
+            row("arrival at the sidecar -> request record (`llmco2_record_latency_seconds`), p50 / p90 / p99",
+                lambda n: sc(n, lambda x: cell(x["record_latency"]))),
+            row("sidecar event loop late (`llmco2_event_loop_lag_seconds`), p50 / p90 / p99",
+                lambda n: sc(n, lambda x: cell(x["loop_lag"]))),
+            row("sidecar event loop more than 50 ms late, share of samples",
+                lambda n: sc(n, lambda x: _pct(x["loop_lag"].get("share_over_50ms")))),
+            row("sidecar event-loop thread running, share of wall time",
+                lambda n: sc(n, lambda x: f"{100 * x['loop_thread_cpu_per_wall']:.0f}%")),
+            row("sidecar event-loop thread runnable, waiting for a CPU",
+                lambda n: sc(n, lambda x: f"{100 * x['loop_thread_runq_per_wall']:.0f}%")),
+            row("sidecar CPU s per 1000 output tokens (per engine step)", lambda n: sc(n, lambda x: (
+                f"{x['sidecar_cpu_s_per_1000_tokens']:.3f} ({_per_step_us(x)})"))),
+            row("requests in the sidecar's carbon log / responses", lambda n: sc(n, lambda x: (
+                f"{x['carbon_log_records']} / {a[n]['responses_ok']}"))),
+            row("HTTP errors", lambda n: str(a[n]["errors"])),
+        ]
     lines += [
         "",
-        f"Each server's load starts once every server and sidecar together use under 0.1 core (waited "
-        f"{tp['quiet_wait_s']['median']:.1f} s at the median, {tp['quiet_wait_s']['max']:.1f} s at most: after a load "
-        "a vLLM server keeps a core busy for about a second, and all workers are pinned to the same core) and "
-        f"{tp['settle_s']:g} s more, so that no server runs beside another's trailing work.",
-        "",
-        "| | " + " | ".join(ARM_TITLES[n] for n in ARMS) + " |",
-        "|---|" + "---:|" * len(ARMS),
-        row("throughput / off, median of rounds", lambda n: "1" if n == "off" else
-            (f"**{a[n]['ratio_median_of_rounds']:.3f}**" if n == "on" else f"{a[n]['ratio_median_of_rounds']:.3f}")),
-        row("quartiles of the per-round ratios", lambda n: "" if n == "off" else "{:.3f}-{:.3f}".format(*a[n]["ratio_quartiles"])),
-        row("range of the per-round ratios", lambda n: "" if n == "off" else "{:.3f}-{:.3f}".format(*a[n]["ratio_min_max"])),
-        row("pooled (total tokens / total seconds) / off", lambda n: "1" if n == "off" else f"{a[n]['ratio_pooled']:.3f}"),
-        row("request latency p50 (median of rounds)", lambda n: f"{a[n]['latency_p50_ms_median_of_rounds']:.0f} ms"),
-        row("held for carbon (`x-llmco2-wait-ms`), p50 / p90 / p99", lambda n: "" if not a[n]["carbon_wait_ms"] else
-            "{p50:.1f} / {p90:.1f} / {p99:.1f} ms".format(**a[n]["carbon_wait_ms"])),
-        row("responses by `x-llmco2-carbon-status`", lambda n: ", ".join(f"{k} {v}" for k, v in sorted(a[n]["carbon_status"].items()))),
-        row("finish in the engine -> its event at the sidecar (`llmco2_finish_lag_seconds`), p50 / p90 / p99",
-            lambda n: sc(n, lambda x: cell(x["finish_lag"]))),
-        row("arrival at the sidecar -> request record (`llmco2_record_latency_seconds`), p50 / p90 / p99",
-            lambda n: sc(n, lambda x: cell(x["record_latency"]))),
-        row("sidecar event loop late (`llmco2_event_loop_lag_seconds`), p50 / p90 / p99",
-            lambda n: sc(n, lambda x: cell(x["loop_lag"]))),
-        row("sidecar event loop more than 50 ms late, share of samples", lambda n: sc(n, lambda x: _pct(x["loop_lag"].get("share_over_50ms")))),
-        row("sidecar event-loop thread running, share of wall time", lambda n: sc(n, lambda x: f"{100 * x['loop_thread_cpu_per_wall']:.0f}%")),
-        row("sidecar event-loop thread runnable, waiting for a CPU", lambda n: sc(n, lambda x: f"{100 * x['loop_thread_runq_per_wall']:.0f}%")),
-        row("sidecar CPU s per 1000 output tokens", lambda n: sc(n, lambda x: f"{x['sidecar_cpu_s_per_1000_tokens']:.2f}")),
-        row("requests in the sidecar's carbon log", lambda n: sc(n, lambda x: str(x["carbon_log_records"]))),
-        row("HTTP errors", lambda n: str(a[n]["errors"])),
-        "",
-        "Latency histograms are Prometheus bucket bounds (\"<= 20 ms\": between the next lower bound and 20 ms). "
-        "The event-loop lag is how late the sidecar's loop woke from a 0.1 s sleep (ten samples a second; the loop "
-        "ingests every message and answers every lookup); running / waiting are its event-loop thread's "
-        "`/proc/PID/task/TID/schedstat` times over the loads. vLLM's EngineCore and worker poll each other while "
-        "requests are in flight, so the servers' CPU time follows the wall time and is not a measure of the plugin's "
-        "work.",
+        "Responses counts every response with status 200, each server's warm-up load included. Latency histograms are Prometheus bucket bounds "
+        "(\"<= 20 ms\": between the next lower bound and 20 ms). The event-loop lag is how late the sidecar's loop "
+        "woke from a 0.1 s sleep (ten samples a second; the loop ingests every message and answers every lookup); "
+        "running / waiting are its event-loop thread's `/proc/PID/task/TID/schedstat` times over the loads. vLLM's "
+        "EngineCore and worker poll each other while requests are in flight, so the servers' CPU time follows the "
+        "wall time and is not a measure of the plugin's work.",
     ]
     return lines
 
@@ -712,17 +867,30 @@ def write(results: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--regimes", default="step-bound,host-bound",
+                    help="which servers to load, comma-separated: " + "; ".join(
+                        f"{k}: {v['what'].split(':')[0]}" for k, v in REGIMES.items()))
+    ap.add_argument("--passes-step-bound", type=int, default=6,
+                    help="times each arm's step-bound server is started and loaded")
+    ap.add_argument("--passes-host-bound", type=int, default=2,
+                    help="times each arm's host-bound server is started and loaded")
+    ap.add_argument("--rounds", type=int, default=3, help="loads per server start")
     ap.add_argument("--settle-s", type=float, default=0.5,
-                    help="pause before each server's load, after all servers and the sidecar went quiet")
+                    help="pause before each load, after the server and its sidecar went quiet")
     ap.add_argument("--note", default="", help="what else ran on the machine (kept in the results)")
-    ap.add_argument("--requests", type=int, default=96, help="requests per round and server")
-    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--requests-step-bound", type=int, default=48, help="requests per round, step-bound server")
+    ap.add_argument("--requests-host-bound", type=int, default=192, help="requests per round, host-bound server")
+    ap.add_argument("--concurrency", type=int, default=24, help="requests in flight (more than --max-num-seqs)")
+    ap.add_argument("--max-num-seqs", type=int, default=8, help="the servers' --max-num-seqs")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--steps", type=int, default=3000, help="steps per batch size in the hook-cost part")
     ap.add_argument("--skip-server", action="store_true", help="only the hook-cost part")
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md (and reading) from the .json")
     args = ap.parse_args()
+    regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown:
+        ap.error(f"--regimes: unknown {', '.join(unknown)} (choose from {', '.join(REGIMES)})")
     if args.render_only:
         results = json.loads((RESULTS / "hook_overhead.json").read_text())
         results["reading"] = reading_of(results)
@@ -747,8 +915,10 @@ def main() -> int:
         finally:
             sidecar.stop()
         load_before = os.getloadavg()
-        tp = None if args.skip_server else throughput(args.rounds, args.requests, args.concurrency, args.max_tokens,
-                                                       work, settle_s=args.settle_s)
+        tp = None if args.skip_server else throughput(
+            regimes, {"step-bound": args.passes_step_bound, "host-bound": args.passes_host_bound}, args.rounds, args.concurrency, args.max_tokens, args.max_num_seqs, work,
+            settle_s=args.settle_s, requests={"step-bound": args.requests_step_bound,
+                                              "host-bound": args.requests_host_bound})
         load_after = os.getloadavg()
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs{_virtual()}, {platform.python_implementation()} "

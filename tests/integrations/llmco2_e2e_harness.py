@@ -42,10 +42,12 @@ def ensure_vllm_env(timeout_s: float = 900.0) -> Path:
     return python
 
 
-def build_tiny_model(python: Path, out_dir: Path) -> Path:
-    """The tiny random-weight LLaMA (tests/integrations/tiny_llama.py) built with the e2e venv's python."""
-    proc = subprocess.run([str(python), str(HERE / "tiny_llama.py"), str(out_dir)], capture_output=True, text=True,
-                          timeout=300)
+def build_tiny_model(python: Path, out_dir: Path, hidden_size: int | None = None, num_layers: int = 2) -> Path:
+    """The tiny random-weight LLaMA (tests/integrations/tiny_llama.py) built with the e2e venv's python;
+    ``hidden_size``/``num_layers`` for a larger one."""
+    size = [] if hidden_size is None else [str(hidden_size), str(num_layers)]
+    proc = subprocess.run([str(python), str(HERE / "tiny_llama.py"), str(out_dir), *size], capture_output=True,
+                          text=True, timeout=300)
     if proc.returncode != 0:
         raise HarnessError(f"tiny model build failed:\n{proc.stderr[-3000:]}")
     return out_dir
@@ -75,10 +77,13 @@ def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout_s: f
 
 
 class Sidecar:
-    """``llmco2 serve --unix SOCK --log LOG [--log-steps]`` as a subprocess (its own process group)."""
+    """``llmco2 serve --unix SOCK --log LOG [--log-steps]`` as a subprocess in a process group of its own
+    (killable as a whole). It stays in the caller's session unless ``own_session``: this kernel's
+    scheduler autogroup shares CPU between sessions first, and a sidecar alone in its session starves
+    beside a vLLM server (benchmarks/hook_overhead.py measures both)."""
 
     def __init__(self, workdir: Path, python: str = sys.executable, extra: list[str] | None = None,
-                 log_steps: bool = True):
+                 log_steps: bool = True, own_session: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sock = self.workdir / "sidecar.sock"
@@ -87,6 +92,7 @@ class Sidecar:
         self.extra = (["--log-steps"] if log_steps else []) + (extra or [])
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.own_session = own_session
 
     @property
     def address(self) -> str:
@@ -100,7 +106,7 @@ class Sidecar:
             [self.python, "-m", "llmco2_sidecar.cli.main", "serve", "--unix", str(self.sock), "--log", str(self.log),
              "--fsync", "never", *self.extra],
             cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)
+            **({"start_new_session": True} if self.own_session else {"process_group": 0}))
         out.close()
         return self
 

@@ -28,7 +28,10 @@ _CORPUS = [
 ]
 
 
-def build(out_dir: str | Path, vocab_size: int = 1000, seed: int = 0) -> Path:
+def build(out_dir: str | Path, vocab_size: int = 1000, seed: int = 0, hidden_size: int = 128,
+          num_layers: int = 2) -> Path:
+    """The model in ``out_dir``; ``hidden_size`` (a multiple of 32: heads of size 32) and ``num_layers``
+    make a larger one whose steps take real compute (benchmarks/hook_overhead.py's step-bound server)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -55,11 +58,11 @@ def build(out_dir: str | Path, vocab_size: int = 1000, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(fast),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=hidden_size // 32,
+        num_key_value_heads=hidden_size // 32,
         max_position_embeddings=512,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
@@ -72,4 +75,6 @@ def build(out_dir: str | Path, vocab_size: int = 1000, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    print(build(sys.argv[1]))
+    # OUT_DIR [HIDDEN_SIZE NUM_LAYERS]
+    print(build(sys.argv[1], **({"hidden_size": int(sys.argv[2]), "num_layers": int(sys.argv[3])}
+                              if len(sys.argv) > 3 else {})))
