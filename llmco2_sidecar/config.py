@@ -69,8 +69,9 @@ class SidecarConfig:
     hardware: str | None = _f(None, "extra hardware catalog TOML (GPUs, servers)")
     micro_batch_steps: int = _f(256, "predict at most this many steps at once")
     micro_batch_ms: float = _f(1.0, "wait at most this long to fill a micro-batch that holds a finish (a record waits on it)")
-    step_wait_ms: float = _f(20.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits at "
-                                   "most this long for more, so that few-step messages share a prediction call")
+    step_wait_ms: float = _f(100.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits "
+                                    "at most this long for more, so that few-step messages share a prediction call "
+                                    "(a finish or abort arriving meanwhile closes it within micro_batch_ms)")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
                                        "(backpressure: the engine's emitter buffers meanwhile)")
     predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")

@@ -105,16 +105,22 @@ class GNNPredictor(StepPredictor):
         self._fused_fwd: FusedForward | None = None
 
     # ---- core ----------------------------------------------------------------------------
-    def log_priors(self, prior_tot: torch.Tensor, prior_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step log prior energies (total, prefill) in log J."""
+    def log_priors_np(self, prior_tot: np.ndarray, prior_pre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-step log prior energies (total, prefill) in log J, float32. NumPy: the sidecar calls it
+        once per micro-batch, where a dozen torch calls cost more than the arithmetic."""
         if self.state.config.use_prior:
-            coef = torch.as_tensor(self.state.prior.coef, dtype=torch.float64)
-            tot = (prior_tot @ coef).clamp(min=1e-9)
-            pre = (prior_pre @ coef).clamp(min=1e-9)
-            pre = torch.maximum(pre, 1e-3 * tot)
-            return torch.log(tot).float(), torch.log(pre).float()
-        c = torch.full((prior_tot.shape[0],), float(self.state.log_bias))
+            coef = np.asarray(self.state.prior.coef, dtype=np.float64)
+            tot = np.maximum(prior_tot @ coef, 1e-9)
+            pre = np.maximum(np.maximum(prior_pre @ coef, 1e-9), 1e-3 * tot)
+            return np.log(tot).astype(np.float32), np.log(pre).astype(np.float32)
+        c = np.full(prior_tot.shape[0], float(self.state.log_bias), dtype=np.float32)
         return c, c
+
+    def log_priors(self, prior_tot: torch.Tensor, prior_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`log_priors_np` for tensors (training, the batched path); the priors are inputs, not
+        learned, so nothing flows back through them."""
+        lt, lp = self.log_priors_np(prior_tot.detach().cpu().numpy(), prior_pre.detach().cpu().numpy())
+        return torch.from_numpy(lt), torch.from_numpy(lp)
 
     @property
     def net(self) -> TwoStageGNN:
@@ -167,8 +173,8 @@ class GNNPredictor(StepPredictor):
     def _arrays(self, fe: Featurized) -> tuple[np.ndarray, ...]:
         """The inputs of :class:`FusedForward`: :meth:`_tensors` as NumPy, log priors applied."""
         x, adj, g = self._normalized(fe)
-        lt, lp = self.log_priors(torch.from_numpy(fe.prior_tot), torch.from_numpy(fe.prior_pre))
-        return x, adj.numpy(), g, lp.numpy(), lt.numpy()
+        lt, lp = self.log_priors_np(fe.prior_tot, fe.prior_pre)
+        return x, adj.numpy(), g, lp, lt
 
     def _fused(self) -> FusedForward:
         """The fused inference forward, rebuilt when a parameter changed (training goes on)."""
