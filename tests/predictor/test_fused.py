@@ -86,3 +86,26 @@ def test_variants_without_prior_or_second_stage_agree_across_the_switch(tiny_dat
     plain = model.predict_steps(dep, steps)
     np.testing.assert_allclose(fused.energy_j, plain.energy_j, rtol=1e-5)
     np.testing.assert_allclose(fused.prefill_energy_j, plain.prefill_energy_j, rtol=1e-5)
+
+
+def test_log_priors_against_hand_computed_values():
+    """log prior energies: log(max(terms @ coef, 1e-9)); the prefill one at least 1e-3 of the total;
+    float32; the tensor wrapper gives the same numbers; without a prior, the constant log bias."""
+    from types import SimpleNamespace
+
+    coef = np.array([2.0, 0.5])
+    tot = np.array([[1.0, 2.0], [-3.0, 1.0], [10.0, 0.0]])  # 3.0; negative -> 1e-9; 20.0
+    pre = np.array([[0.5, 0.0], [0.0, 0.0], [1e-6, 0.0]])   # 1.0; 0 -> max(1e-9, 1e-12); 2e-6 -> 1e-3 * 20
+    state = SimpleNamespace(config=SimpleNamespace(use_prior=True), prior=SimpleNamespace(coef=coef), log_bias=0.0)
+    model = gnn_mod.GNNPredictor.__new__(gnn_mod.GNNPredictor)
+    model.state = state
+    lt, lp = model.log_priors_np(tot, pre)
+    assert lt.dtype == np.float32 and lp.dtype == np.float32
+    np.testing.assert_array_equal(lt, np.float32([np.log(3.0), np.log(1e-9), np.log(20.0)]))
+    np.testing.assert_array_equal(lp, np.float32([np.log(1.0), np.log(1e-9), np.log(0.02)]))
+    lt_t, lp_t = model.log_priors(torch.from_numpy(tot), torch.from_numpy(pre))
+    assert torch.equal(lt_t, torch.from_numpy(lt)) and torch.equal(lp_t, torch.from_numpy(lp))
+    state.config.use_prior, state.log_bias = False, -1.25
+    lt, lp = model.log_priors_np(tot, pre)
+    np.testing.assert_array_equal(lt, np.float32([-1.25] * 3))
+    np.testing.assert_array_equal(lp, lt)
