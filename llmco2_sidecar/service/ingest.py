@@ -264,7 +264,8 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
     mark(count > MAX_SLICES_PER_STEP, 8)
     mark(~(np.isfinite(start) & np.isfinite(end)), 9)
     mark(end < start, 10)
-    mark(end - start > MAX_STEP_DURATION_S, 11)
+    with np.errstate(invalid="ignore"):  # inf - inf: already flagged (9); NaN compares False
+        mark(end - start > MAX_STEP_DURATION_S, 11)
     prev_id = np.maximum.accumulate(np.concatenate(([stream.last_step_id], sid)))[:-1]
     mark(sid <= prev_id, 12)
     ok_end = np.where(reason == 0, end, -np.inf)
