@@ -822,7 +822,7 @@ def _throughput_lines(tp: dict) -> list[str]:
         "## Real server throughput with / without `LLMCO2_SIDECAR` (target: >= 0.99)",
         "",
         "vLLM OpenAI servers (`--max-num-batched-tokens 64 --max-num-seqs "
-        f"{tp['max_num_seqs']}`), one alive at a time; a saturating closed-loop load: {tp['concurrency']} requests "
+        f"{tp['max_num_seqs']}`) under a saturating closed-loop load: {tp['concurrency']} requests "
         f"in flight (more than the {tp['max_num_seqs']} the engine runs at once, so its batch is always full and "
         f"requests queue), mixed prompt lengths, {tp['max_tokens']} output tokens each (`ignore_eos`). Throughput is "
         "then the server's capacity; a response held for its carbon adds to its latency (shown) but does not "
