@@ -430,6 +430,13 @@ def _t95(dof: int) -> float:
     return 2.042 if dof <= 60 else 2.000 if dof <= 120 else 1.980
 
 
+def _mean_ci95(values: list[float]) -> list[float]:
+    """[mean, lower, upper]: the mean with its two-sided 95% Student t-interval (at least two values)."""
+    m = statistics.fmean(values)
+    half = _t95(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return [m, m - half, m + half]
+
+
 def _pin(pid: int, cpus: set[int]) -> None:
     """Every thread of ``pid`` to ``cpus`` (threads it starts later inherit it)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -636,14 +643,15 @@ def _arm_summary(name: str, blocks: list[dict]) -> dict:
 
 def throughput(regimes: list[str], passes: dict, rounds_per: dict, concurrency: int, max_tokens: int, max_num_seqs: int,
                workdir: Path, settle_s: float = 0.5, requests: dict | None = None) -> dict:
-    """Per regime: its arms' servers, one alive at a time, in ``passes`` passes (the arms' order reversed
-    from one pass to the next), each server loaded ``rounds`` times; a load keeps ``concurrency`` (more
-    than ``max_num_seqs``) requests in flight, so the engine always has a full batch and a queue."""
+    """Per regime: its arms' servers in ``passes[regime]`` passes (the arms' order reversed from one pass
+    to the next; see :func:`_pass` for one at a time or interleaved), each server loaded
+    ``rounds_per[regime]`` times; a load keeps ``concurrency`` (more than ``max_num_seqs``) requests in
+    flight, so the engine always has a full batch and a queue."""
     from llmco2_e2e_harness import Sidecar, build_tiny_model, free_port
 
     python = Path(sys.executable)
-    out: dict = { "concurrency": concurrency, "max_tokens": max_tokens,
-                 "max_num_seqs": max_num_seqs, "settle_s": settle_s, "regimes": {}}
+    out: dict = {"concurrency": concurrency, "max_tokens": max_tokens, "max_num_seqs": max_num_seqs,
+                 "settle_s": settle_s, "regimes": {}}
     for regime in regimes:
         spec = REGIMES[regime]
         n_requests = (requests or {}).get(regime, 96)
@@ -685,10 +693,8 @@ def throughput(regimes: list[str], passes: dict, rounds_per: dict, concurrency: 
             a["ratio_of_medians"] = a["tokens_per_s_median"] / off["tokens_per_s_median"]
             a["ratio_pooled"] = a["tokens_per_s_pooled"] / off["tokens_per_s_pooled"]
             a["ratio_per_pass"] = r = [x / y for x, y in zip(a["block_medians"], off["block_medians"])]
-            if len(r) > 1:  # mean of the per-pass ratios with a 95% t-interval (passes are independent starts)
-                half = _t95(len(r) - 1) * statistics.stdev(r) / len(r) ** 0.5
-                a["ratio_per_pass_mean_ci95"] = [statistics.fmean(r), statistics.fmean(r) - half,
-                                                 statistics.fmean(r) + half]
+            if len(r) > 1:  # passes are independent server starts
+                a["ratio_per_pass_mean_ci95"] = _mean_ci95(r)
         if interleave:  # round r of an arm ran right beside round r of the switch-off server
             offs = [b for b in blocks if b["arm"] == "off"]
             for name in spec["arms"][1:]:
@@ -696,9 +702,8 @@ def throughput(regimes: list[str], passes: dict, rounds_per: dict, concurrency: 
                          for bo, bn in zip(offs, [b for b in blocks if b["arm"] == name])
                          for x, y in zip(bo["rounds"], bn["rounds"])]
                 if len(pairs) > 1:
-                    half = _t95(len(pairs) - 1) * statistics.stdev(pairs) / len(pairs) ** 0.5
-                    m = statistics.fmean(pairs)
-                    arms[name]["ratio_per_round_pair"] = {"n": len(pairs), "mean": m, "ci95": [m - half, m + half]}
+                    m, lo, hi = _mean_ci95(pairs)
+                    arms[name]["ratio_per_round_pair"] = {"n": len(pairs), "mean": m, "ci95": [lo, hi]}
         for b in blocks:  # per round keep the summary, not every response's figure
             for r in b["rounds"]:
                 r["waits_ms"] = _wait_summary(r.get("waits_ms", []))

@@ -165,4 +165,3 @@ def test_close_is_bounded_when_the_sidecar_hangs():
         assert time.perf_counter() - t0 < 3.0
     finally:
         hung.close()
-
