@@ -8,6 +8,9 @@ Usage (inside an engine's scheduler loop)::
     em.emit_done(request_id, output_tokens=n)
     em.close(timeout_s=2.0)
 
+(``emit_step_deferred`` queues a step whose columns the sender thread reads later from the engine's
+own step record: the vLLM hook uses it, so the engine's thread does no per-request work.)
+
 The ``emit_*`` calls only append one tuple to a bounded deque (about a microsecond; no protobuf,
 no lock, no system call except when the sender thread is asleep). The sequences passed in are
 owned by the emitter from then on: do not mutate them afterwards. A background thread drains the
@@ -32,7 +35,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import grpc
 
@@ -51,7 +54,7 @@ class Phase:
     DECODE = 3
 
 
-_STEP, _DONE, _BATCH = 0, 1, 2
+_STEP, _DONE, _BATCH, _DEFERRED = 0, 1, 2, 3
 _ARCH_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
                 "head_dim", "vocab_size", "weight_bits", "act_bits", "kv_bits", "tie_word_embeddings")
 
@@ -206,6 +209,22 @@ class Emitter:
         if len(self._q) >= self._bound:
             return self._drop()
         self._q.append((_STEP, step_id, start_s, end_s, request_ids, new_tokens, context_tokens, prompt_tokens, phases))
+        self._emitted += 1
+        if self._idle:
+            self._signal()
+        return True
+
+    def emit_step_deferred(self, step_id: int, start_s: float, end_s: float,
+                           read: Callable[[Any], tuple[Sequence[str], Sequence[int], Sequence[int], Sequence[int]]],
+                           source: Any) -> bool:
+        """Queue one engine step whose columns are read later, on the sender thread: ``read(source)``
+        returns ``(request_ids, new_tokens, context_tokens, prompt_tokens)``. For engines whose own
+        step record (``source``) stays unchanged after the step: the engine's thread then pays for
+        no per-request work. ``read`` must not raise; if it does, the step is dropped and counted
+        as malformed. False if dropped (buffer full)."""
+        if len(self._q) >= self._bound:
+            return self._drop()
+        self._q.append((_DEFERRED, step_id, start_s, end_s, read, source))
         self._emitted += 1
         if self._idle:
             self._signal()
@@ -460,6 +479,14 @@ class Emitter:
         any_phase = False
         for it in items:
             kind = it[0]
+            if kind == _DEFERRED:
+                _, sid, s0, s1, read, source = it
+                try:
+                    r, n, c, p = read(source)
+                except Exception as exc:  # a reader that broke its promise: drop the step, not the stream
+                    raise ValueError(f"reading step {sid}'s columns failed: {exc!r}") from exc
+                it = (_STEP, sid, s0, s1, r, n, c, p, None)
+                kind = _STEP
             if kind == _STEP:
                 _, sid, s0, s1, r, n, c, p, ph = it
                 step_id.append(int(sid))

@@ -83,6 +83,33 @@ def test_malformed_events_are_dropped_not_fatal(sidecar):
     em.close()
 
 
+def test_deferred_steps_are_read_on_the_sender_thread_and_a_broken_reader_costs_one_step(sidecar):
+    import threading
+
+    readers = []
+
+    def read(src):
+        readers.append(threading.current_thread().name)
+        if src is None:
+            raise RuntimeError("the engine's record is gone")
+        return src
+
+    em = Emitter(info(), EmitterConfig(target=sidecar.address))
+    em.emit_step_deferred(1, 0.0, 0.01, read, (["a", "b"], [5, 7], [0, 0], [5, 7]))
+    em.emit_step_deferred(2, 0.02, 0.03, read, None)  # the reader raises: this step is dropped
+    em.emit_step_deferred(3, 0.04, 0.05, read, (("a", "b"), (1, 1), (5, 7), (5, 7)))
+    em.emit_done("a", 2)
+    em.emit_done("b", 2)
+    assert em.flush(10)
+    s = em.stats()
+    assert (s.dropped, s.steps_accepted, s.done_accepted) == (1, 2, 2)
+    assert readers and set(readers) != {threading.current_thread().name}  # never on the caller's thread
+    em.close()
+    sidecar.flush()
+    recs = {r["request_id"]: r for r in read_records(sidecar.config.log)}
+    assert recs["a"]["steps"] == 2 and recs["b"]["output_tokens"] == 2
+
+
 def test_rejections_are_reported(sidecar):
     em = Emitter(info(), EmitterConfig(target=sidecar.address))
     em.emit_step(5, 0.0, 0.01, ["a"], [5], [0], [5])

@@ -222,6 +222,15 @@ def test_patched_scheduler_sends_what_it_scheduled(sidecar, tmp_path, async_sche
         return emit_step(step_id, t0, t1, rids, new, ctx, prompt, phases)
 
     hook.emitter.emit_step = spy
+    emit_deferred = hook.emitter.emit_step_deferred
+
+    def spy_deferred(step_id, t0, t1, read, source):  # what the emitter's thread will read later
+        rids, new, ctx, prompt = read(source)
+        sent.append((step_id, t0, t1, dict(zip(rids, ctx)), dict(zip(rids, new)), dict(zip(rids, prompt))))
+        order.append(("step", step_id, set(sent[-1][3])))
+        return emit_deferred(step_id, t0, t1, read, source)
+
+    hook.emitter.emit_step_deferred = spy_deferred
     order = []  # ("step", step_id, rids) and ("done", rid) in the order the emitter got them
     emit_done = hook.emitter.emit_done
 
@@ -338,10 +347,15 @@ def test_columns_are_read_on_the_engine_thread_while_the_emitter_is_backed_up():
     class Backlogged:
         def __init__(self, backlog):
             self._q = [None] * backlog
-            self.steps = []
+            self.steps = []  # columns read by the hook
+            self.deferred = []  # (read, SchedulerOutput): read later, on the emitter's thread
 
-        def emit_step(self, *args):
-            self.steps.append(args)
+        def emit_step(self, step_id, t0, t1, rids, new, ctx, prompt, phases=None):
+            self.steps.append((rids, new, ctx, prompt))
+            return True
+
+        def emit_step_deferred(self, step_id, t0, t1, read, source):
+            self.deferred.append((read, source))
             return True
 
         def emit_done(self, *a, **k):
@@ -351,14 +365,20 @@ def test_columns_are_read_on_the_engine_thread_while_the_emitter_is_backed_up():
         sched = MiniScheduler(_vllm_config())
         em = Backlogged(backlog)
         hook = StepHook(em, flush_s=0.0)
-        sched.add_request(Request(f"cmpl-{backlog}-0-00000000", 40, 2))
+        rid = f"cmpl-{backlog}-0-00000000"
+        sched.add_request(Request(rid, 40, 2))
         so = sched.schedule()
         hook.after_schedule(sched, so, 0.0)
         hook.before_update(so)
-        sched.update_from_output(so)
-        view = em.steps[-1][3]
-        assert (view.cols.so is not None) == lazy  # lazy: the SchedulerOutput is still referenced
-        assert list(view) == [f"cmpl-{backlog}-0-00000000"] and view.cols.so is None
+        sched.update_from_output(so)  # vLLM advances its counters: the snapshot in `so` does not change
+        if lazy:  # the SchedulerOutput itself is queued; its columns come out as scheduled
+            assert em.steps == [] and em.deferred[0][1] is so
+            read, source = em.deferred[0]
+            assert read(source) == ([rid], [32], [0], [40])
+        else:  # backed up: read now, no SchedulerOutput kept alive in the buffer
+            assert em.deferred == [] and em.steps == [([rid], [32], [0], [40])]
+    assert hook.read_columns(SimpleNamespace(num_scheduled_tokens=None)) == ([], [], [], [])  # never raises
+    assert hook.errors == 1
 
 
 def test_a_finish_is_handed_over_at_once_with_the_steps_before_it():
@@ -371,6 +391,9 @@ def test_a_finish_is_handed_over_at_once_with_the_steps_before_it():
         def emit_step(self, step_id, *args):
             self.events.append(("step", step_id))
             return True
+
+        def emit_step_deferred(self, step_id, *args):
+            return self.emit_step(step_id)
 
         def emit_done(self, rid, **kwargs):
             self.events.append(("done", rid))
@@ -394,3 +417,33 @@ def test_a_finish_is_handed_over_at_once_with_the_steps_before_it():
     assert em.events == [("step", 1), ("done", "cmpl-short-0-00000000")]
     hook.flush()
     assert em.events == [("step", 1), ("done", "cmpl-short-0-00000000"), ("step", 2)]
+
+
+def test_a_finish_says_aborted_from_the_request_status_whatever_its_type():
+    class Recorder:
+        def __init__(self):
+            self.done = {}
+
+        def emit_step_deferred(self, *a):
+            return True
+
+        def emit_done(self, rid, aborted=False, **kw):
+            self.done[rid] = aborted
+            return True
+
+    statuses = {"a": Status.ABORTED, "b": Status.LENGTH, "c": "FINISHED_ABORTED", "d": ["FINISHED_ABORTED"],
+                "e": None, "f": Status.ABORTED}
+    sched = MiniScheduler(_vllm_config(), budget=1000)
+    em = Recorder()
+    hook = StepHook(em, flush_s=0.0)
+    for rid in statuses:
+        sched.add_request(Request(rid, 4, 1))
+    so = sched.schedule()
+    hook.after_schedule(sched, so, 0.0)
+    hook.before_update(so)
+    for rid, status in statuses.items():
+        r = sched.requests[rid]
+        r.status = status
+        hook.on_free(r)
+    assert em.done == {"a": True, "b": False, "c": True, "d": True, "e": False, "f": True}
+    assert hook.errors == 0 and ["FINISHED_ABORTED"] not in list(hook._aborted)  # an unhashable one is not kept

@@ -68,6 +68,7 @@ class StepHook:
         self._prompt: dict[str, int] = {}
         self._held_done: dict[int, list[tuple]] = {}  # id(SchedulerOutput) -> finishes waiting for that step
         self._forget: collections.deque[str] = collections.deque()
+        self._aborted: dict[Any, bool] = {}  # request status -> aborted (see on_free)
         self._step_id = 0
         self._last_end = -math.inf
         self.errors = 0
@@ -81,7 +82,8 @@ class StepHook:
 
         Only the new requests' prompt lengths are read here (a few per step); the per-request
         columns are read from ``so`` (a snapshot vLLM does not change afterwards) on the emitter's
-        thread, when it builds the message (:class:`_Columns`).
+        thread, when it builds the message (:meth:`read_columns`, through the emitter's
+        ``emit_step_deferred``).
         """
         nst = so.num_scheduled_tokens
         if not nst:
@@ -94,12 +96,10 @@ class StepHook:
                 prompt[rid] = _prompt_len(nr, scheduler)
         cached = so.scheduled_cached_reqs
         n_cached = len(cached) if isinstance(cached, list) else len(cached.req_ids)
-        cols = _Columns(so, prompt, self)
+        step: Any = so  # its columns are read on the emitter's thread (read_columns)
         if len(new_reqs) + n_cached != len(nst):  # a request in neither list: take the scheduler's view now
-            cols.rids, cols.ctx = _from_requests(scheduler, nst)
-            cols.new = [nst[r] for r in cols.rids]
-            cols.prm = [prompt.get(r) or _remember(prompt, scheduler, r) for r in cols.rids]
-            cols.so = None
+            rids, ctx = _from_requests(scheduler, nst)
+            step = (rids, [nst[r] for r in rids], ctx, [prompt.get(r) or _remember(prompt, scheduler, r) for r in rids])
         pending = self._pending
         if len(pending) >= _MAX_PENDING:  # updates that never came: forget them, release their finishes
             pending.clear()
@@ -107,7 +107,7 @@ class StepHook:
             for dones in held.values():
                 for d in dones:
                     self._queue_done(d)
-        pending[id(so)] = (t0, cols, nst)
+        pending[id(so)] = (t0, step, nst)
 
     def before_update(self, so: Any) -> None:
         """The model step of ``so`` has finished: emit it, then any finish held back for it."""
@@ -115,7 +115,7 @@ class StepHook:
         if p is None:
             return
         t1 = self.clock()
-        t0, cols, _ = p
+        t0, step, _ = p
         if t0 < self._last_end:
             t0 = self._last_end
         if t1 < t0:
@@ -123,7 +123,7 @@ class StepHook:
         self._last_end = t1
         self._step_id += 1
         out = self._outbox
-        out.append((_STEP, t1, (self._step_id, t0, t1, _View(cols, 0), _View(cols, 1), _View(cols, 2), _View(cols, 3))))
+        out.append((_STEP, t1, (self._step_id, t0, t1, step)))
         if len(out) >= _MAX_OUTBOX or t1 - out[0][1] >= self.flush_s:
             self.flush()
         if self._dump is not None:
@@ -145,16 +145,29 @@ class StepHook:
         if len(forget) > _FORGET_AFTER:
             self._prompt.pop(forget.popleft(), None)
         status = getattr(request, "status", None)
-        aborted = "ABORT" in getattr(status, "name", str(status)).upper()
+        try:
+            aborted = self._aborted[status]
+        except (KeyError, TypeError):
+            aborted = self._aborted_status(status)
         done = (rid, int(request.num_output_tokens), aborted, self.clock(), prompt)
-        last = None  # the last scheduled-but-not-emitted step carrying the request (async scheduling)
-        for key, entry in self._pending.items():
-            if rid in entry[2]:
-                last = key
-        if last is None:
-            self._queue_done(done)
-        else:
-            self._held_done.setdefault(last, []).append(done)
+        if self._pending:  # the last scheduled-but-not-emitted step carrying the request (async scheduling)
+            last = None
+            for key, entry in self._pending.items():
+                if rid in entry[2]:
+                    last = key
+            if last is not None:
+                self._held_done.setdefault(last, []).append(done)
+                return
+        self._queue_done(done)
+
+    def _aborted_status(self, status: Any) -> bool:
+        """Whether a request status (vLLM's ``RequestStatus``) means aborted; remembered per status."""
+        aborted = "ABORT" in str(getattr(status, "name", status)).upper()
+        try:
+            self._aborted[status] = aborted
+        except TypeError:  # unhashable: not remembered
+            pass
+        return aborted
 
     def flush(self) -> None:
         """Hand the steps and ends held in the outbox to the emitter, in order."""
@@ -165,19 +178,61 @@ class StepHook:
         eager = len(getattr(em, "_q", ())) > _EAGER_BACKLOG
         for kind, _, args in out:
             if kind is _STEP:
-                if eager:
-                    args[3].cols.columns()
-                em.emit_step(*args)
+                step_id, t0, t1, step = args
+                if type(step) is tuple:  # columns already read (see after_schedule)
+                    em.emit_step(step_id, t0, t1, *step)
+                elif eager:
+                    em.emit_step(step_id, t0, t1, *self.read_columns(step))
+                else:
+                    em.emit_step_deferred(step_id, t0, t1, self.read_columns, step)
                 self.steps_emitted += 1
             else:
                 rid, output_tokens, aborted, t, prompt = args
                 em.emit_done(rid, output_tokens=output_tokens, aborted=aborted, time_s=t, prompt_tokens=prompt)
                 self.done_emitted += 1
 
+    def read_columns(self, so: Any) -> tuple[list, list, list, list]:
+        """A step's per-request columns, read from its SchedulerOutput (on the emitter's thread).
+
+        Request ids, tokens scheduled (``num_scheduled_tokens``), tokens in the KV cache before the
+        step (``NewRequestData.num_computed_tokens`` / ``CachedRequestData.num_computed_tokens``:
+        snapshots taken before vLLM advanced its counters) and prompt lengths (remembered by the
+        hook). Never raises: a step it cannot read becomes empty (the sidecar rejects it and the
+        emitter counts it).
+        """
+        try:
+            nst = so.num_scheduled_tokens
+            rids: list[str] = []
+            ctx: list[int] = []
+            for nr in so.scheduled_new_reqs:
+                rids.append(nr.req_id)
+                ctx.append(nr.num_computed_tokens)
+            cached = so.scheduled_cached_reqs
+            if isinstance(cached, list):  # vLLM < 0.10: one CachedRequestData per request
+                for c in cached:
+                    rids.append(c.req_id)
+                    ctx.append(c.num_computed_tokens)
+            else:
+                rids += cached.req_ids
+                ctx += cached.num_computed_tokens
+            new = list(map(nst.__getitem__, rids))
+            prm = list(map(self._prompt.get, rids))
+            if None in prm:  # requests already running when the hook started
+                prm = [p or 0 for p in prm]
+            return rids, new, ctx, prm
+        except Exception as exc:
+            self.failed("reading a SchedulerOutput", exc)
+            return [], [], [], []
+
     def _queue_done(self, done: tuple) -> None:
         """Hand a finish, and the steps held before it, to the emitter at once (see ``flush_s``)."""
-        self._outbox.append((_DONE, done[3], done))
-        self.flush()
+        if self._outbox:
+            self._outbox.append((_DONE, done[3], done))
+            self.flush()
+            return
+        rid, output_tokens, aborted, t, prompt = done
+        self.emitter.emit_done(rid, output_tokens=output_tokens, aborted=aborted, time_s=t, prompt_tokens=prompt)
+        self.done_emitted += 1
 
     # ---- failure handling ------------------------------------------------------------------------
     def failed(self, where: str, exc: BaseException) -> None:
@@ -195,69 +250,6 @@ class StepHook:
         close = getattr(self.emitter, "close", None)
         if close is not None:
             close(timeout_s=timeout_s)
-
-
-class _Columns:
-    """One step's per-request columns, read from its SchedulerOutput on first use (emitter thread).
-
-    Request ids, tokens scheduled (``num_scheduled_tokens``), tokens in the KV cache before the step
-    (``NewRequestData.num_computed_tokens`` / ``CachedRequestData.num_computed_tokens``: snapshots
-    taken before vLLM advanced its counters) and prompt lengths (remembered by the hook). Never
-    raises: a step it cannot read becomes empty (the sidecar rejects it and the emitter counts it).
-    """
-
-    __slots__ = ("so", "prompt", "hook", "rids", "new", "ctx", "prm")
-
-    def __init__(self, so: Any, prompt: dict, hook: "StepHook"):
-        self.so, self.prompt, self.hook = so, prompt, hook
-        self.rids = self.new = self.ctx = self.prm = None
-
-    def columns(self) -> tuple[list, list, list, list]:
-        so = self.so
-        if so is not None:
-            self.so = None
-            try:
-                nst = so.num_scheduled_tokens
-                rids: list[str] = []
-                ctx: list[int] = []
-                for nr in so.scheduled_new_reqs:
-                    rids.append(nr.req_id)
-                    ctx.append(nr.num_computed_tokens)
-                cached = so.scheduled_cached_reqs
-                if isinstance(cached, list):  # vLLM < 0.10: one CachedRequestData per request
-                    for c in cached:
-                        rids.append(c.req_id)
-                        ctx.append(c.num_computed_tokens)
-                else:
-                    rids += cached.req_ids
-                    ctx += cached.num_computed_tokens
-                new = list(map(nst.__getitem__, rids))
-                prm = list(map(self.prompt.get, rids))
-                if None in prm:  # requests already running when the hook started
-                    prm = [p or 0 for p in prm]
-                self.rids, self.new, self.ctx, self.prm = rids, new, ctx, prm
-            except Exception as exc:
-                self.rids, self.new, self.ctx, self.prm = [], [], [], []
-                self.hook.failed("reading a SchedulerOutput", exc)
-        return self.rids, self.new, self.ctx, self.prm
-
-
-class _View:
-    """One column of :class:`_Columns` as the emitter reads it (``len``, iteration, ``tolist``)."""
-
-    __slots__ = ("cols", "i")
-
-    def __init__(self, cols: _Columns, i: int):
-        self.cols, self.i = cols, i
-
-    def tolist(self) -> list:
-        return self.cols.columns()[self.i]
-
-    def __len__(self) -> int:
-        return len(self.cols.columns()[self.i])
-
-    def __iter__(self):
-        return iter(self.cols.columns()[self.i])
 
 
 def _prompt_len(new_req: Any, scheduler: Any) -> int:
