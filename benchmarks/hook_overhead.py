@@ -19,7 +19,9 @@ throughput with and without the switch, in one run.
    arms' order reversed from pass to pass) and loaded a few times per start (rounds); the ratio is an
    arm's median tokens/s over the switch-off server's, beside the per-pass ratios and their mean with
    a 95% t-interval (server starts differ by a few percent, so passes, not rounds, set the
-   resolution). Host-bound servers run one at a time (five alive at once disturbed each other: the
+   resolution), and the per-pass ratios with the start order as a factor of the design
+   (``_order_adjusted``: the server started second runs faster, whichever arm it is; the order
+   alternates, so the factor cancels in the estimate and, taken out, narrows the interval). Host-bound servers run one at a time (five alive at once disturbed each other: the
    switch-off server scattered by 4x from round to round); the step-bound pair runs interleaved (both
    started, loaded in turns, the order alternating from round to round), so that the machine's drift
    falls on both arms alike; there the mean ratio of side-by-side rounds is reported too.
@@ -37,9 +39,11 @@ throughput with and without the switch, in one run.
    (``/proc/PID/task/TID/schedstat``), its CPU per 1000 tokens, the engine's steps per second, and its
    carbon-log records against the responses.
 
-Run: ``python benchmarks/hook_overhead.py [--regimes step-bound,host-bound] [--skip-server]`` (about 25 minutes) (it re-runs itself with the
-e2e venv's python, building ``.venv-vllm`` if needed). Writes ``benchmarks/results/hook_overhead.json``
-and ``.md``.
+Run: ``python benchmarks/hook_overhead.py [--regimes step-bound,host-bound] [--passes-step-bound N]``
+(about 25 minutes with the default 6 step-bound passes; the committed figures used 30, about 85
+minutes; ``--hook-cost-only`` reruns part 1 in two minutes and keeps the committed part 2, naming
+both dates). It re-runs itself with the e2e venv's python, building ``.venv-vllm`` if needed. Writes
+``benchmarks/results/hook_overhead.json`` and ``.md``.
 """
 
 from __future__ import annotations
