@@ -229,7 +229,7 @@ def _engine_work(seconds: float) -> None:
     caches (8 MiB copied, GIL held), then the thread waits ``seconds`` for the model step (GIL
     released: the emitter's sender thread runs then). The wait is not shortened by the copy's time:
     on this box the copy alone takes about 0.9 ms, and a 1 ms step that included it left the sender
-    almost no GIL-free time (runs before 2026-11-26 14:45 UTC paced that way)."""
+    almost no GIL-free time (the hook-cost parts run before 2026-11-26 14:42 UTC were paced that way)."""
     _SCRATCH[:] = _ZEROS
     time.sleep(seconds)
 
