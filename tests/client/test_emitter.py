@@ -103,7 +103,7 @@ def test_deferred_steps_are_read_on_the_sender_thread_and_a_broken_reader_costs_
     assert em.flush(10)
     s = em.stats()
     assert (s.dropped, s.steps_accepted, s.done_accepted) == (1, 2, 2)
-    assert readers and set(readers) != {threading.current_thread().name}  # never on the caller's thread
+    assert len(readers) >= 3 and threading.current_thread().name not in readers  # never on the caller's thread
     em.close()
     sidecar.flush()
     recs = {r["request_id"]: r for r in read_records(sidecar.config.log)}
