@@ -14,11 +14,16 @@ No request ids as labels: per-request figures go into histograms. Names carry th
   the record latency, where a response held for its carbon waits), ``llmco2_event_loop_lag_seconds`` (how
   late the event loop wakes from a 0.1 s sleep: a starved sidecar), ``llmco2_requests_finished_total``,
   ``llmco2_watch_dropped_total`` (announcements a slow watcher missed), ``llmco2_measured_windows_total``.
+* grid intensity (``--grid``): ``llmco2_grid_intensity_g_per_kwh`` (the figure records use now),
+  ``llmco2_grid_fallback`` (1 while a live or CSV source is replaced by the static region),
+  ``llmco2_grid_source_info{kind, source, state}`` (state ``static``, ``series``, ``starting``, ``live``,
+  ``stale``, ``fallback``), ``llmco2_grid_polls_total{outcome}`` (ok, error),
+  ``llmco2_grid_reading_timestamp_seconds`` (unix time of the last good reading).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _ENERGY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 _CARBON_BUCKETS = (1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5)
@@ -56,6 +61,15 @@ class SidecarMetrics:
         self.watch_dropped = Counter("llmco2_watch_dropped", "Records not announced to a slow WatchFinished client "
                                      "(its queue was full; the record is still logged and queryable)", registry=r)
         self.measured_windows = Counter("llmco2_measured_windows", "Windows with a measured energy reading", registry=r)
+        self.grid_intensity = Gauge("llmco2_grid_intensity_g_per_kwh", "Grid carbon intensity records use now "
+                                    "(gCO2e/kWh)", registry=r)
+        self.grid_fallback = Gauge("llmco2_grid_fallback", "1 while the grid source is replaced by the static region "
+                                   "(a live source failing past its stale time, a CSV series not covering now)", registry=r)
+        self.grid_info = Info("llmco2_grid_source", "The grid intensity in use: kind (location, marginal), source, state",
+                              registry=r)
+        self.grid_polls = Counter("llmco2_grid_polls", "Polls of a live grid API, by outcome", ["outcome"], registry=r)
+        self.grid_reading_ts = Gauge("llmco2_grid_reading_timestamp_seconds", "Unix time of the last good grid reading",
+                                     registry=r)
 
         self._tok_prompt = self.req_tokens.labels("prompt")
         self._tok_output = self.req_tokens.labels("output")
