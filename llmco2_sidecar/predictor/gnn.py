@@ -183,6 +183,14 @@ class GNNPredictor(StepPredictor):
             f = self._fused_fwd = FusedForward(self.nets)
         return f
 
+    def predict_duration_s(self, deployment: Deployment, steps: StepBatch) -> np.ndarray:
+        """The ``duration_s`` that :meth:`predict_steps` would return, without the energy (the
+        simulator needs step times before it can go on; energies are predicted later in bulk)."""
+        from ..graph import step_features
+
+        dur = steps.duration_s
+        return np.where(np.isfinite(dur), dur, self.state.duration.predict(step_features(deployment, steps, with_nodes=False)))
+
     def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:
         if steps.n_steps == 0:
             z = np.zeros(0)

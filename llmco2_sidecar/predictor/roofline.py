@@ -39,5 +39,10 @@ class RooflinePredictor(StepPredictor):
         frac = np.divide(f.roofline_s_prefill, both, out=np.zeros_like(both), where=both > 0)
         return StepPrediction(energy_j=energy, prefill_energy_j=energy * frac, duration_s=dur)
 
+    def predict_duration_s(self, dep: Deployment, steps: StepBatch) -> np.ndarray:
+        """The ``duration_s`` of :meth:`predict_steps` alone (for the engine simulator)."""
+        f = step_features(dep, steps, with_nodes=False)
+        return np.where(np.isfinite(f.duration_s), f.duration_s, f.roofline_s / self.efficiency)
+
     def predict_steps(self, dep: Deployment, steps: StepBatch) -> StepPrediction:
         return self.predict_features(dep, step_features(dep, steps, with_nodes=False))

@@ -21,8 +21,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..energy.accounting import (Accounting, account_steps, accounting_from_config, embodied_g,  # noqa: F401
+                                 operational_g, predict_with_shares)
 from ..workload import StepBatch
-from .attribution import attribute, idle_gaps
+from .attribution import attribute
 from .carbon_log import CarbonLog, dumps
 from .ingest import PHASE_DECODE, AcceptedSteps, DoneEvent, Ingested, StaticBatchEvent, StreamState
 from .ledger import RequestLedger
@@ -37,20 +39,6 @@ class Barrier:
 
     fn: Callable[[], Any] | None = None
     done: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class Accounting:
-    """Carbon settings resolved for one engine."""
-
-    pue: float
-    ci_g_per_kwh: float
-    region: str
-    idle_power_w: float
-    host_busy_w: float
-    formation_j: float
-    embodied_g_per_gpu_s: float
-    n_gpus: int
 
 
 @dataclass
@@ -216,23 +204,7 @@ class Pipeline:
         acc = self._accounting.get(stream.stream_id)
         if acc is not None:
             return acc
-        from ..energy import carbon, embodied, serving
-
-        cfg = self.config
-        dep = stream.deployment
-        n = dep.n_gpus
-        power = serving.serving_power(dep.gpu, n, cfg.host_idle_w_per_gpu,
-                                      serving.DEFAULT_FORMATION_J if cfg.formation_j is None else cfg.formation_j)
-        pue = carbon.check_pue(carbon.DEFAULT_PUE if cfg.pue is None else cfg.pue)
-        if cfg.carbon_intensity_g_per_kwh is not None:
-            ci, region = carbon.check_carbon_intensity(cfg.carbon_intensity_g_per_kwh), "configured"
-        else:
-            reg = carbon.region(cfg.region)
-            ci, region = reg.g_per_kwh, reg.code
-        lifetime = embodied.DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
-        acc = Accounting(pue=pue, ci_g_per_kwh=ci, region=region, idle_power_w=power.idle_w,
-                         host_busy_w=power.host_idle_w, formation_j=power.formation_j,
-                         embodied_g_per_gpu_s=float(embodied.embodied_carbon_g(dep.gpu, 1.0, lifetime)), n_gpus=n)
+        acc = accounting_from_config(self.config, stream.deployment)
         self._accounting[stream.stream_id] = acc
         return acc
 
@@ -320,13 +292,7 @@ class Pipeline:
         dur = st.end_s - st.start_s
         dur = np.where(dur > 0, dur, np.nan)
         sb = StepBatch(step_of, st.context_tokens, st.new_tokens, dur)
-        pred = self.predictor.predict_steps(dep, sb)
-        from ..graph import request_shares
-
-        shares = request_shares(dep, sb)
-        energy = np.asarray(pred.energy_j, dtype=np.float64)
-        prefill = np.asarray(pred.prefill_energy_j, dtype=np.float64)
-        duration = np.asarray(pred.duration_s, dtype=np.float64)
+        energy, prefill, duration, shares = predict_with_shares(self.predictor, dep, sb)
         out = []
         s0 = r0 = 0
         for p in parts:
@@ -339,12 +305,9 @@ class Pipeline:
         acc = self.accounting(stream)
         S = st.n_steps
         step_of = np.repeat(np.arange(S, dtype=np.int64), st.slice_count)
-        energy_j, prefill_energy_j, duration_s, shares = predicted
-        gap = idle_gaps(st.start_s, st.end_s, self._last_end.get(stream.stream_id, math.inf))
-        continuing = np.bincount(step_of, weights=(st.context_tokens > 0), minlength=S) > 0
         is_prefill = st.phase != PHASE_DECODE
-        e = attribute(step_of, shares, is_prefill, continuing, energy_j, prefill_energy_j, duration_s,
-                      gap, acc.idle_power_w, acc.host_busy_w, acc.formation_j, acc.n_gpus)
+        e = account_steps(step_of, st.context_tokens, is_prefill, st.start_s, st.end_s, predicted,
+                          self._last_end.get(stream.stream_id, math.inf), acc)
         self._last_end[stream.stream_id] = float(max(self._last_end.get(stream.stream_id, -math.inf), st.end_s.max()))
         source = "predicted"
         wall_end = st.end_s + stream.clock_offset_s
@@ -363,7 +326,7 @@ class Pipeline:
             idle = float(e.idle_j.sum())
             if idle:
                 m.labels("idle", source).inc(idle)
-                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * acc.ci_g_per_kwh)
+                self.metrics.carbon.labels("operational").inc(operational_g(idle, acc))
         wall_start = st.start_s + stream.clock_offset_s
         out = self._windows_add(stream, acc, wall_start, wall_end, e, step_of, slots)
         if self.config.log_steps and not self.replaying:
@@ -430,8 +393,8 @@ class Pipeline:
             self._apply_calibration(stream, factor)
         f = factor if factor is not None else 1.0
         total = (w.gpu_j + w.serving_j + w.idle_j) * f
-        op = total * acc.pue / 3.6e6 * acc.ci_g_per_kwh
-        emb = w.gpu_s * acc.embodied_g_per_gpu_s
+        op = operational_g(total, acc)
+        emb = embodied_g(w.gpu_s, acc)
         if not self.config.log_windows:
             return None
         rec = {"type": "window", "ts": w.last_wall_s, "engine": stream.stream_id, "model": stream.model_label,
@@ -549,8 +512,8 @@ class Pipeline:
                 prefill_j: float, decode_j: float, serving_j: float, gpu_s: float, steps: int, aborted: bool,
                 source: str = "predicted") -> dict:
         total = prefill_j + decode_j + serving_j
-        op = total * acc.pue / 3.6e6 * acc.ci_g_per_kwh
-        emb = gpu_s * acc.embodied_g_per_gpu_s
+        op = operational_g(total, acc)
+        emb = embodied_g(gpu_s, acc)
         return {"type": "request", "ts": ts, "request_id": rid, "engine": stream.stream_id,
                 "model": stream.model_label, "gpu": stream.gpu_label, "prompt_tokens": int(prompt),
                 "output_tokens": int(output), "steps": int(steps), "aborted": bool(aborted),
