@@ -37,6 +37,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, lists: bool = False) -
                         help=f"running sequences at most (vLLM; default {DEFAULT_MAX_NUM_SEQS}){many}")
     parser.add_argument("--max-num-batched-tokens", type=int, default=DEFAULT_MAX_NUM_BATCHED_TOKENS,
                         help=f"token budget per step (vLLM; Sarathi's chunk size; default {DEFAULT_MAX_NUM_BATCHED_TOKENS})")
+    parser.add_argument("--scheduler", default="vllm", choices=("vllm", "sarathi"),
+                        help="step composition: vllm (v1: running requests in admission order) or sarathi "
+                             "(decodes first, then prefill chunks); default vllm")
     parser.add_argument("--no-chunked-prefill", action="store_true",
                         help="schedule each prompt whole (default: chunked prefill, as vLLM v1)")
     parser.add_argument("--kv-capacity-tokens", type=int, default=None,
@@ -91,7 +94,8 @@ def setup_from_args(args, model: str, gpu: str, tp: int, max_num_seqs: int, regi
     from ..sim.replay import ReplaySetup
 
     eng = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                       chunked_prefill=not args.no_chunked_prefill, kv_capacity_tokens=args.kv_capacity_tokens)
+                       chunked_prefill=not args.no_chunked_prefill, kv_capacity_tokens=args.kv_capacity_tokens,
+                       policy=args.scheduler)
     return ReplaySetup(trace=args.trace, trace_format=args.format, model=model, gpu=gpu, tp=tp, pp=args.pp,
                        engine=eng, predictor=args.predictor, region=region,
                        carbon_intensity_g_per_kwh=args.carbon_intensity, pue=args.pue,

@@ -44,6 +44,7 @@ from .trace import TraceRequest
 DEFAULT_MAX_NUM_SEQS = 256
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 _MAX_RUN = 512  # steps computed together at most
+POLICIES = ("vllm", "sarathi")
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,11 @@ class EngineConfig:
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
     chunked_prefill: bool = True
     kv_capacity_tokens: int | None = None
+    policy: str = "vllm"  # "vllm": running requests in admission order; "sarathi": their decodes first
 
     def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise InputError("scheduler", f"unknown scheduling policy {self.policy!r}", ", ".join(POLICIES))
         if not isinstance(self.max_num_seqs, (int, np.integer)) or self.max_num_seqs < 1:
             raise InputError("max-num-seqs", f"must be a positive integer, got {self.max_num_seqs!r}", ">= 1")
         if not isinstance(self.max_num_batched_tokens, (int, np.integer)) or self.max_num_batched_tokens < 1:
@@ -73,7 +77,7 @@ class Req:
     """One request in the engine (mutable; internal)."""
 
     __slots__ = ("rid", "arrival", "prompt", "output", "target", "processed", "generated", "blocks", "first_s",
-                 "finish_s", "preemptions", "slot")
+                 "finish_s", "preemptions", "slot", "recompute")
 
     def __init__(self, rid: str, arrival: float, prompt: int, output: int):
         self.rid, self.arrival, self.prompt, self.output = rid, arrival, prompt, output
@@ -85,6 +89,7 @@ class Req:
         self.finish_s = math.nan
         self.preemptions = 0
         self.slot = -1
+        self.recompute = False  # re-prefilling after a preemption
 
 
 @dataclass
@@ -102,6 +107,7 @@ class StepChunk:
     new_tokens: np.ndarray
     is_prefill: np.ndarray
     finished: list
+    recompute: np.ndarray | None = None  # bool [R]: a prefill slice recomputing after a preemption
 
     @property
     def n_steps(self) -> int:
@@ -150,6 +156,7 @@ class _Buffer:
         self.ctx: list = []
         self.new: list = []
         self.pre: list = []
+        self.rec: list = []
         self.finished: list = []
         self.n_steps = 0
 
@@ -160,7 +167,7 @@ class _Buffer:
                          step_of=np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts),
                          slot=cat(self.slot).astype(np.int64), context_tokens=cat(self.ctx).astype(np.int64),
                          new_tokens=cat(self.new).astype(np.int64), is_prefill=cat(self.pre).astype(bool),
-                         finished=self.finished)
+                         finished=self.finished, recompute=cat(self.rec).astype(bool))
 
 
 class EngineSimulator:
@@ -181,7 +188,7 @@ class EngineSimulator:
         self._free_blocks = self.cap_blocks
         self._free_slots: list[int] = []
         self._n_slots = 0
-        self._release: list[int] = []
+        self.slot_req: dict[int, Req] = {}  # the request holding each slot (for callers that need ids)
 
     # ---- slots -------------------------------------------------------------------------------
     def _slot(self) -> int:
@@ -208,20 +215,27 @@ class EngineSimulator:
         budget = cfg.max_num_batched_tokens
         out: list = []
         preempted = False
-        i = 0
-        while i < len(running) and budget > 0:
-            r = running[i]
+        if cfg.policy == "sarathi":  # Sarathi-Serve: decodes first, then the partial prefills
+            order = [r for r in running if r.processed >= r.target] + [r for r in running if r.processed < r.target]
+        else:  # vLLM v1: the running requests in admission order
+            order = list(running)
+        gone: set = set()
+        for r in order:
+            if budget <= 0:
+                break
+            if id(r) in gone:
+                continue
             if r.processed < r.target:
                 n = min(r.target - r.processed, budget)
                 if not cfg.chunked_prefill and n < r.target - r.processed:
-                    i += 1
                     continue
             else:
                 n = 1
             need = -(-(r.processed + n) // BLOCK_TOKENS) - r.blocks
             while need > self._free_blocks:
-                victim = running.pop()
+                victim = running.pop()  # the most recently admitted
                 preempted = True
+                gone.add(id(victim))
                 for j, (q, k) in enumerate(out):
                     if q is victim:
                         del out[j]
@@ -236,7 +250,6 @@ class EngineSimulator:
                     r.blocks += need
                 out.append((r, n))
                 budget -= n
-                i += 1
                 continue
             break  # r itself was preempted: nothing after it can run either
         if not preempted:
@@ -253,6 +266,7 @@ class EngineSimulator:
                 r.blocks += need
                 if r.slot < 0:
                     r.slot = self._slot()
+                    self.slot_req[r.slot] = r
                 running.append(r)
                 out.append((r, n))
                 budget -= n
@@ -266,6 +280,7 @@ class EngineSimulator:
         r.processed = 0
         r.target = r.prompt + r.generated
         r.preemptions += 1
+        r.recompute = True
         waiting.appendleft(r)
 
     # ---- the run -------------------------------------------------------------------------------
@@ -336,6 +351,7 @@ class EngineSimulator:
         new = np.fromiter((k for _, k in batch), dtype=np.int64, count=n)
         pre = np.fromiter((r.processed < r.target for r, _ in batch), dtype=bool, count=n)
         slots = np.fromiter((r.slot for r, _ in batch), dtype=np.int64, count=n)
+        rec = np.fromiter((r.recompute for r, _ in batch), dtype=bool, count=n)
         dur = float(step_durations(self.predictor, self.dep,
                                    StepBatch(np.zeros(n, dtype=np.int64), ctx, new, np.full(1, np.nan)))[0])
         start, end = self.now, self.now + dur
@@ -346,6 +362,7 @@ class EngineSimulator:
         buf.ctx.append(ctx)
         buf.new.append(new)
         buf.pre.append(pre)
+        buf.rec.append(rec)
         buf.n_steps += 1
         self.now = end
         st = self.stats
@@ -358,6 +375,7 @@ class EngineSimulator:
                 r.processed += k
                 if r.processed >= r.target:  # the last prefill chunk yields a token
                     r.generated += 1
+                    r.recompute = False
                     if r.first_s != r.first_s:  # NaN: the first token
                         r.first_s = end
             else:
@@ -416,6 +434,7 @@ class EngineSimulator:
         buf.ctx.append(ctx)
         buf.new.append(np.ones(K * m, dtype=np.int64))
         buf.pre.append(np.zeros(K * m, dtype=bool))
+        buf.rec.append(np.zeros(K * m, dtype=bool))
         buf.n_steps += K
         buf.last_dur = float(dur[-1])
         st = self.stats

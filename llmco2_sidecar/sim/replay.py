@@ -20,7 +20,7 @@ Embodied carbon is charged for every GPU-second of the trace (the replica is hel
 from __future__ import annotations
 
 import functools
-import math
+import itertools
 from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Callable
 
@@ -58,6 +58,7 @@ class ReplaySetup:
     lifetime_years: float | None = None
     intensity_csv: str | None = None  # hourly series: each step at its own hour's intensity
     start_s: float | None = None  # Unix time of the first request (default: the trace's own timestamps)
+    max_arrival_s: float | None = None  # replay only the requests arriving this many seconds into the trace
 
     def label(self) -> str:
         par = f"TP{self.tp}" + (f" PP{self.pp}" if self.pp > 1 else "")
@@ -122,11 +123,13 @@ def _intensity(setup: ReplaySetup):
 
 def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                progress: Callable[[int, float], None] | None = None,
-               regions: tuple[str | None, ...] | None = None) -> list[dict] | dict:
+               regions: tuple[str | None, ...] | None = None,
+               on_chunk: Callable | None = None) -> list[dict] | dict:
     """Replay ``setup``; returns its summary (see module docstring). With ``regions``, one summary per
     region from the same simulation (energy does not depend on the grid): a list.
     ``requests_out``: a text file receiving one JSON line per finished request.
-    ``progress(requests_done, simulated_s)`` is called after each chunk."""
+    ``progress(requests_done, simulated_s)`` is called after each chunk, ``on_chunk(sim, chunk, step_energy)``
+    after it is accounted (the demo sends the same steps to a live sidecar)."""
     from ..service.carbon_log import dumps
 
     dep = deployment(setup)
@@ -159,7 +162,10 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
             out[minute == m] = v
         return out
 
-    for chunk in sim.run(trace):
+    requests = trace
+    if setup.max_arrival_s is not None:
+        requests = itertools.takewhile(lambda q: q.arrival_s <= setup.max_arrival_s, trace)
+    for chunk in sim.run(requests):
         if series is not None and epoch is None:
             epoch = setup.start_s if setup.start_s is not None else trace.epoch_s
             if epoch is None:
@@ -216,6 +222,8 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                 lines.append(dumps(rec))
         if lines:
             requests_out.write("\n".join(lines) + "\n")
+        if on_chunk is not None:
+            on_chunk(sim, chunk, e)
         if progress is not None:
             progress(n_done, last_end)
     st = sim.stats
@@ -331,7 +339,8 @@ def fmt_summary(s: dict) -> str:
     ms = lambda v: "n/a" if v is None else f"{v * 1e3:.1f}"  # noqa: E731
     lines = [
         f"setup: {st['model']} on {st['n_gpus']} x {st['gpu']} ({par}); max_num_seqs {st['max_num_seqs']}, "
-        f"max_num_batched_tokens {st['max_num_batched_tokens']}, chunked prefill {'on' if st['chunked_prefill'] else 'off'}; "
+        f"max_num_batched_tokens {st['max_num_batched_tokens']}, chunked prefill {'on' if st['chunked_prefill'] else 'off'}, "
+        f"{st['policy']} scheduling; "
         f"predictor {st['predictor']}",
         f"carbon: PUE {st['pue']}, " + (f"{st['carbon_intensity_g_per_kwh']} gCO2e/kWh (region {st['region']})"
                                         if st["carbon_intensity_g_per_kwh"] is not None else "hourly intensity series"),

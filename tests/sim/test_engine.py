@@ -37,6 +37,7 @@ def _run(cfg, run_steps, trace=None, chunk_steps=64):
     EngineConfig(),
     EngineConfig(max_num_seqs=8, max_num_batched_tokens=512),
     EngineConfig(max_num_seqs=64, max_num_batched_tokens=256, kv_capacity_tokens=4096),  # preempts
+    EngineConfig(max_num_seqs=64, max_num_batched_tokens=256, kv_capacity_tokens=4096, policy="sarathi"),
     EngineConfig(max_num_seqs=32, max_num_batched_tokens=1024, chunked_prefill=False, kv_capacity_tokens=8192),
 ])
 def test_decode_runs_equal_single_steps(cfg):
