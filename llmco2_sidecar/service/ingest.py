@@ -7,7 +7,8 @@ accepted step id and end time, the requests it has seen and not yet finished.
 Outcomes:
 
 * a bad identity (first message) raises :class:`InputError` naming the field; the server ends that
-  stream with ``INVALID_ARGUMENT``;
+  stream with ``INVALID_ARGUMENT``; that includes anything the prediction pipeline would refuse
+  about the deployment (:mod:`.admission` runs the pipeline's own construction for it);
 * a bad step, done event or static batch is **rejected** (listed in the Ack with its field and
   reason) and the rest of the message is accepted;
 * a step whose continuing request was never seen (the engine started before the sidecar, or
@@ -167,8 +168,10 @@ def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = No
     return dep, ident.model_name or model.name, gpu.gpu_id
 
 
-def open_stream(ident: pb.EngineIdentity, streams: dict, hardware: str | None = None) -> StreamState:
-    """Validate an identity and return the (new or resumed) stream state."""
+def open_stream(ident: pb.EngineIdentity, streams: dict, hardware: str | None = None,
+                check=None) -> StreamState:
+    """Validate an identity and return the (new or resumed) stream state. ``check(deployment)``
+    (:class:`~.admission.DeploymentCheck`) runs the pipeline's own construction for it first."""
     if not ident.engine_name:
         raise InputError("identity.engine_name", "missing", "e.g. 'vllm'")
     if len(ident.instance_id) > 256:
@@ -177,6 +180,8 @@ def open_stream(ident: pb.EngineIdentity, streams: dict, hardware: str | None = 
         if not math.isfinite(getattr(ident, name)):
             raise InputError(f"identity.{name}", "not a finite number")
     dep, model_label, gpu_label = deployment_from_identity(ident, hardware)
+    if check is not None:
+        check(dep)
     offset = (ident.wall_clock_at_open_s - ident.engine_clock_at_open_s) if ident.wall_clock_at_open_s else 0.0
     key = ident.instance_id or f"anon-{len(streams)}"
     state = streams.get(key)
