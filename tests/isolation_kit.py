@@ -68,7 +68,8 @@ class Engine:
         return self.stream.close()
 
 
-POISON_PROMPT = 777
+POISON_PROMPT = 777  # the predictor raises (mode "raise") or returns NaN ("nan") on it
+NAN_PROMPT = 778  # the predictor always returns NaN energy on it
 
 
 class PoisonPredictor(RooflinePredictor):
@@ -86,6 +87,7 @@ class PoisonPredictor(RooflinePredictor):
         poisoned = np.isin(steps.request_step, steps.request_step[steps.new_tokens == POISON_PROMPT])
         if poisoned.any() and self.mode == "raise":
             raise RuntimeError("injected predictor failure")
+        poisoned |= np.isin(steps.request_step, steps.request_step[steps.new_tokens == NAN_PROMPT])
         pred = super().predict_steps(deployment, steps)
         if poisoned.any():
             e = np.asarray(pred.energy_j, dtype=np.float64).copy()

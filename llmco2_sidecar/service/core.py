@@ -24,13 +24,14 @@ from ..config import SidecarConfig
 from ..errors import InputError
 from . import ingest as ing
 from .admission import DeploymentCheck
-from .carbon_log import CarbonLog
+from .carbon_log import CarbonLog, dumps
 from .dead_letter import DeadLetter, dead_letter_path, describe
 from .journal import KIND_EVENTS, KIND_IDENTITY, Journal
 from .ledger import RequestLedger
 from .lookups import LookupsMixin, record_to_proto  # noqa: F401  (record_to_proto: re-exported)
 from .metrics import SidecarMetrics
 from .pipeline import Barrier, Pipeline
+from .records import error_record
 
 log = logging.getLogger("llmco2.server")
 MAX_REPLAY_ATTEMPTS = 2  # a journal whose replay did not finish this often is set aside (quarantine-*)
@@ -131,30 +132,42 @@ class SidecarCore(LookupsMixin):
         self.pipeline.suppress_ids = self.carbon_log.logged_request_ids()
         self.pipeline.replaying = True
         n = 0
-        refused: dict[str, str] = {}
+        refused: dict[str, tuple[str, pb.EngineIdentity | None]] = {}
+        errors: list[dict] = []
         for kind, key, payload in self.journal.replay(start_seg):
             if kind == KIND_IDENTITY:
+                ident = None
                 try:
-                    ing.open_stream(pb.EngineIdentity.FromString(payload), self.streams, self.config.hardware,
-                                    self.check_deployment)
+                    ident = pb.EngineIdentity.FromString(payload)
+                    ing.open_stream(ident, self.streams, self.config.hardware, self.check_deployment)
                     refused.pop(key, None)
-                except Exception as exc:  # the catalog changed, or an identity of an older version
-                    refused[key] = f"identity: {describe(exc)}"
+                except Exception as exc:  # the catalog changed, or an identity an older version took
+                    why = str(exc) if isinstance(exc, InputError) else describe(exc)
+                    refused[key] = (f"identity refused: {why}", ident)
                     self.streams.pop(key, None)
                 continue
             if kind != KIND_EVENTS:
                 continue
-            try:
-                if key not in self.streams:
-                    raise ValueError(refused.get(key, "no valid identity of this engine in the journal"))
-                res = ing.ingest(self.streams[key], pb.EventBatch.FromString(payload))
-            except Exception as exc:  # a frame that cannot be replayed: kept, counted, never replayed again
-                self.dead_letter.frame("replay", key, describe(exc), payload)
+            why = None
+            if key not in self.streams:
+                why = refused.get(key, ("no valid identity of this engine in the journal",))[0]
+            else:
+                try:
+                    res = ing.ingest(self.streams[key], pb.EventBatch.FromString(payload))
+                except Exception as exc:
+                    why = describe(exc)
+            if why is not None:  # a frame that cannot be replayed: kept, counted, never replayed again
+                self.dead_letter.frame("replay", key, why, payload)
+                errors.extend(_frame_error_records(key, refused.get(key, ("", None))[1], payload, why))
                 continue
             if res.steps is not None or res.done or res.batches:
                 self.pipeline.submit(res)
                 n += 1
         self.replayed_messages = n
+        logged = self.pipeline.suppress_ids
+        lines = [dumps(r) for r in errors if r["request_id"] not in logged]
+        if lines:  # the acknowledged finishes of frames that cannot be replayed still get a record
+            self.carbon_log.write_lines(lines)
 
         def done() -> None:
             self.pipeline.replaying = False
@@ -325,3 +338,23 @@ class SidecarCore(LookupsMixin):
         self.metrics.observe_ack(ack)
         self.metrics.queue_depth.set(self.pipeline.pending)
         return ack
+
+
+def _frame_error_records(key: str, ident, payload: bytes, why: str) -> list[dict]:
+    """Error records for the finishes in a journal frame that cannot be replayed."""
+    from types import SimpleNamespace
+
+    try:
+        batch = pb.EventBatch.FromString(payload)
+    except Exception:
+        return []
+    stream = SimpleNamespace(stream_id=key, model_label=ident.model_name if ident is not None else "",
+                             gpu_label=ident.gpu if ident is not None else "")
+    offset = (ident.wall_clock_at_open_s - ident.engine_clock_at_open_s) if ident is not None and \
+        ident.wall_clock_at_open_s else 0.0
+    out = [error_record(stream, None, d.request_id, (d.time_s + offset) if d.time_s else time.time(), f"replay: {why}",
+                        d.prompt_tokens, d.output_tokens, d.aborted) for d in batch.done if d.request_id]
+    for b in batch.static_batches:
+        out += [error_record(stream, None, r, b.end_s + offset, f"replay: {why}", p, o)
+                for r, p, o in zip(b.request_id, b.prompt_tokens, b.output_tokens) if r]
+    return out

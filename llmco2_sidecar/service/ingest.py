@@ -35,6 +35,7 @@ MAX_CONTEXT_TOKENS = 1 << 24
 MAX_STEP_DURATION_S = 3600.0
 MAX_STEPS_PER_MESSAGE = 100_000
 MAX_BATCH_REQUESTS = 65_536
+MAX_BATCH_SLOTS = 1 << 24  # requests x longest output of a static batch: the pipeline's arrays for it
 CLOCK_TOLERANCE_S = 1e-3
 MAX_REQUEST_ID_LEN = 512
 MAX_LISTED_REJECTIONS = 16
@@ -371,6 +372,8 @@ def _ingest_static(stream: StreamState, b: pb.StaticBatch, ack: pb.Ack, rej: _Re
         problem = ("static_batches.output_tokens", f"each request generates 1..{MAX_CONTEXT_TOKENS} tokens")
     elif not (math.isfinite(b.start_s) and math.isfinite(b.end_s)) or b.end_s < b.start_s:
         problem = ("static_batches.end_s", "the batch must end after it starts (finite times)")
+    elif n * max(b.output_tokens) > MAX_BATCH_SLOTS:
+        problem = ("static_batches.output_tokens", f"absurd: requests x longest output above {MAX_BATCH_SLOTS}")
     elif b.end_s - b.start_s > 24 * MAX_STEP_DURATION_S:
         problem = ("static_batches.end_s", "absurd batch duration")
     elif int(b.batch_id) <= stream.last_batch_id:
