@@ -83,7 +83,8 @@ class DeadLetter:
                     os.close(fd)
             except (OSError, ValueError) as werr:
                 self.write_errors += 1
-                log.warning("dead-letter file %s: cannot write (%s); the entry is lost, the count kept", self.path, werr)
+                log.warning("dead-letter file %s: cannot write (%s); the entry is lost, the count kept",
+                            self.path, werr)
 
     def frame(self, reason: str, engine: str, error: str, payload: bytes) -> None:
         """A journal frame that cannot be replayed (its raw bytes, base64)."""
