@@ -176,6 +176,8 @@ class SidecarCore:
         def write() -> None:  # on the pipeline thread, after everything before the roll
             state = {"segment": seg, "written_at": time.time(), "streams": streams,
                      "running": self.ledger.snapshot_running(), "last_end": dict(self.pipeline._last_end)}
+            if self.config.fsync != "never":  # the records of the segments about to go are on disk first
+                self.carbon_log.fsync()
             self.journal.write_checkpoint(state)
 
         self.pipeline._q.put(Barrier(write))
