@@ -19,6 +19,13 @@ No request ids as labels: per-request figures go into histograms. Names carry th
   ``llmco2_grid_source_info{kind, source, state}`` (state ``static``, ``series``, ``starting``, ``live``,
   ``stale``, ``fallback``), ``llmco2_grid_polls_total{outcome}`` (ok, error),
   ``llmco2_grid_reading_timestamp_seconds`` (unix time of the last good reading).
+* ``llmco2_dead_letter_total{reason}``: accepted units (a message's steps, a static batch, a finish, a
+  journal frame) that could not be accounted; their requests get ``source: "error"`` records
+  (counted in ``llmco2_requests_finished_total{outcome="error"}``).
+* ``llmco2_bad_messages_total``: engine messages that did not parse (the stream ends with INVALID_ARGUMENT).
+* ``llmco2_disk_errors_total{file}`` (``journal``, ``log``), ``llmco2_disk_ok`` (1, or 0 while the journal
+  or the carbon log cannot be written: messages are then not acknowledged), ``llmco2_log_backlog_records``
+  (records waiting in memory for the carbon log to be writable again).
 """
 
 from __future__ import annotations
@@ -71,6 +78,15 @@ class SidecarMetrics:
         self.grid_reading_ts = Gauge("llmco2_grid_reading_timestamp_seconds", "Unix time of the last good grid reading",
                                      registry=r)
 
+        self.dead_letter = Counter("llmco2_dead_letter", "Accepted units that could not be accounted (see the "
+                                   "dead-letter file), by the stage that failed", ["reason"], registry=r)
+        self.bad_messages = Counter("llmco2_bad_messages", "Engine messages that did not parse", registry=r)
+        self.disk_errors = Counter("llmco2_disk_errors", "Failed writes or syncs, by file", ["file"], registry=r)
+        self.disk_ok = Gauge("llmco2_disk_ok", "1 while the journal and the carbon log can be written", registry=r)
+        self.disk_ok.set(1)
+        self.log_backlog = Gauge("llmco2_log_backlog_records", "Records waiting for the carbon log to be writable",
+                                 registry=r)
+
         self._tok_prompt = self.req_tokens.labels("prompt")
         self._tok_output = self.req_tokens.labels("output")
         self._finished = self.finished.labels("finished")
@@ -113,7 +129,7 @@ class SidecarMetrics:
         energy, carbon, prompt, output = (self.req_energy.observe, self.req_carbon.observe,
                                           self._tok_prompt.observe, self._tok_output.observe)
         op = emb = 0.0
-        aborted = 0
+        aborted = errors = 0
         for rec in records:
             c = rec["carbon_g"]
             energy(rec["energy_j"]["total"])
@@ -122,11 +138,16 @@ class SidecarMetrics:
             output(rec["output_tokens"])
             op += c["operational"]
             emb += c["embodied"]
-            aborted += bool(rec.get("aborted"))
+            if rec.get("source") == "error":
+                errors += 1
+            else:
+                aborted += bool(rec.get("aborted"))
         if aborted:
             self._aborted.inc(aborted)
-        if len(records) > aborted:
-            self._finished.inc(len(records) - aborted)
+        if errors:
+            self.finished.labels("error").inc(errors)
+        if len(records) > aborted + errors:
+            self._finished.inc(len(records) - aborted - errors)
         self._carbon_op.inc(op)
         self._carbon_emb.inc(emb)
 

@@ -26,9 +26,10 @@ from typing import IO, Callable
 
 import numpy as np
 
-from ..energy.accounting import (Accounting, account_steps, embodied_g, operational_g, predict_with_shares,
-                                 resolve_accounting)
+from ..energy.accounting import (account_steps, embodied_g, gpu_idle_w, operational_g,
+                                 predict_with_shares, resolve_accounting)
 from ..errors import InputError
+from ..service.records import Accounting
 from .engine import EngineConfig, EngineSimulator, StepChunk
 from .quantiles import LogHistogram
 from .traces import open_trace
@@ -174,7 +175,7 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
         e = _account(chunk, dep, predictor, acc, last_end)
         last_end = float(chunk.end_s[-1])
         gap_s = e.gap_s
-        gpu_idle = acc.gpu_idle_w * gap_s
+        gpu_idle = gpu_idle_w(acc) * gap_s
         tot["prefill"] += float(e.prefill_j.sum())
         tot["decode"] += float(e.decode_j.sum())
         tot["gpu_idle"] += float(gpu_idle.sum())
@@ -306,7 +307,7 @@ def _setup_dict(setup: ReplaySetup, dep, acc: Accounting, predictor_name: str, s
             **eng, "predictor": predictor_name, "pue": acc.pue,
             "carbon_intensity_g_per_kwh": None if series else acc.ci_g_per_kwh,
             "region": "intensity series" if series else acc.region,
-            "host_idle_w": acc.host_busy_w, "gpu_idle_w": acc.gpu_idle_w, "formation_j": acc.formation_j,
+            "host_idle_w": acc.host_busy_w, "gpu_idle_w": gpu_idle_w(acc), "formation_j": acc.formation_j,
             "embodied_g_per_gpu_hour": acc.embodied_g_per_gpu_s * 3600.0}
 
 

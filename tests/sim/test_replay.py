@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llmco2_sidecar.cli.main import main
-from llmco2_sidecar.energy.accounting import resolve_accounting
+from llmco2_sidecar.energy.accounting import gpu_idle_w, resolve_accounting
 from llmco2_sidecar.sim.engine import EngineConfig
 from llmco2_sidecar.sim.replay import ReplaySetup, deployment, run_replay
 
@@ -45,7 +45,7 @@ def test_energy_books_balance(trace, tmp_path):
     # GPU idle = idle power x (trace time - busy time); the GPUs drew prefill + decode while busy
     dep = deployment(_setup(trace))
     acc = resolve_accounting(dep)
-    assert e["gpu_idle"] == pytest.approx(acc.gpu_idle_w * (s["duration_s"] - s["simulation"]["busy_s"]), rel=1e-6)
+    assert e["gpu_idle"] == pytest.approx(gpu_idle_w(acc) * (s["duration_s"] - s["simulation"]["busy_s"]), rel=1e-6)
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 150
     assert sum(r["energy_j"]["total"] for r in recs) == pytest.approx(e["attributed"], rel=1e-9)
