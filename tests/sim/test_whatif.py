@@ -37,7 +37,7 @@ def test_plan_lists_what_does_not_fit(trace):
     tasks, unfit = plan(base, [MODEL7, MODEL70], ["A100-SXM4-80GB"], [1, 3], [64], ["fr", "us"])
     assert [(t.setup.model, t.setup.tp, t.regions) for t in tasks] == [(MODEL7, 1, ("fr", "us"))]
     reasons = {(u["config"]["model"], u["config"]["tp"]): u["reason"] for u in unfit}
-    assert "needs 138.0 GB of weights" in reasons[(MODEL70, 1)]
+    assert "does not fit" in reasons[(MODEL70, 1)] and "72.0 GB" in reasons[(MODEL70, 1)]
     assert "does not divide" in reasons[(MODEL7, 3)]
     assert len(unfit) == 3 * 2  # (7B TP3, 70B TP1, 70B TP3) x 2 regions
 
