@@ -186,10 +186,12 @@ class GNNPredictor(StepPredictor):
     def predict_duration_s(self, deployment: Deployment, steps: StepBatch) -> np.ndarray:
         """The ``duration_s`` that :meth:`predict_steps` would return, without the energy (the
         simulator needs step times before it can go on; energies are predicted later in bulk)."""
-        from ..graph import step_features
+        from ..graph.builder import step_roofline_s
 
         dur = steps.duration_s
-        return np.where(np.isfinite(dur), dur, self.state.duration.predict(step_features(deployment, steps, with_nodes=False)))
+        t, n = step_roofline_s(deployment, steps)
+        model = np.maximum(np.stack([t, np.ones_like(t), n], axis=1) @ self.state.duration.coef, 1e-6)  # DurationModel.predict
+        return np.where(np.isfinite(dur), dur, model)
 
     def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:
         if steps.n_steps == 0:

@@ -41,8 +41,10 @@ class RooflinePredictor(StepPredictor):
 
     def predict_duration_s(self, dep: Deployment, steps: StepBatch) -> np.ndarray:
         """The ``duration_s`` of :meth:`predict_steps` alone (for the engine simulator)."""
-        f = step_features(dep, steps, with_nodes=False)
-        return np.where(np.isfinite(f.duration_s), f.duration_s, f.roofline_s / self.efficiency)
+        from ..graph.builder import step_roofline_s
+
+        t, _ = step_roofline_s(dep, steps)
+        return np.where(np.isfinite(steps.duration_s), steps.duration_s, t / self.efficiency)
 
     def predict_steps(self, dep: Deployment, steps: StepBatch) -> StepPrediction:
         return self.predict_features(dep, step_features(dep, steps, with_nodes=False))

@@ -102,3 +102,18 @@ def test_step_times_are_the_predictors():
 def test_idle_engine_jumps_to_next_arrival():
     sim, chunks, c, *_ = _run(EngineConfig(), True, [TraceRequest("a", 0.0, 10, 2), TraceRequest("b", 100.0, 10, 2)])
     assert c["start_s"][0] == 0.0 and 100.0 in list(c["start_s"])
+
+
+@pytest.mark.parametrize("name", ["roofline", "default"])
+def test_duration_fast_path_matches_predict_steps(name):
+    from llmco2_sidecar.sim.replay import load_predictor
+
+    p = load_predictor(name)
+    rng = np.random.default_rng(5)
+    S = 40
+    counts = rng.integers(1, 50, S)
+    step_of = np.repeat(np.arange(S), counts)
+    ctx = rng.integers(0, 3000, step_of.size)
+    new = np.where(rng.random(step_of.size) < 0.2, rng.integers(2, 400, step_of.size), 1)
+    sb = StepBatch(step_of, ctx, new, np.full(S, np.nan))
+    np.testing.assert_allclose(p.predict_duration_s(DEP, sb), p.predict_steps(DEP, sb).duration_s, rtol=1e-12)
