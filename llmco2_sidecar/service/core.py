@@ -246,6 +246,8 @@ class SidecarCore(LookupsMixin):
             state = {"segment": seg, "written_at": time.time(), "streams": streams,
                      "running": self.ledger.snapshot_running(), "last_end": dict(self.pipeline._last_end)}
             try:
+                if self.config.fsync != "never":  # the records of the segments about to go are on disk first
+                    self.carbon_log.fsync()
                 self.journal.write_checkpoint(state)
             except OSError as exc:  # the older segments stay; the next roll tries again
                 self.metrics.disk_errors.labels("journal").inc()
