@@ -238,3 +238,32 @@ def test_bad_wire_events_are_refused_in_the_ack_and_cost_no_one_else(tmp_path):
         assert not _dead_letters(sc)
     finally:
         sc.stop()
+
+
+def test_a_bug_outside_the_isolated_parts_still_gives_records(tmp_path, monkeypatch):
+    """The last resort: a failure where no isolation applies (injected into the micro-batch's
+    grouping) dead-letters the micro-batch's messages and still writes their finishes' records."""
+    sc = _sidecar(tmp_path)
+    try:
+        stub = sidecar_pb2_grpc.CarbonSidecarStub(grpc.insecure_channel(sc.address))
+        good = Engine(stub, "good")
+        good.send(good.message())
+        sc.flush()
+
+        def broken(by_stream):
+            raise KeyError("injected bug")
+
+        monkeypatch.setattr(sc.core.pipeline, "_predict_units", broken)
+        good.send(good.message())
+        sc.flush()
+        monkeypatch.undo()
+        good.send(good.message())
+        good.close()
+        recs = _records(sc)
+        assert sorted(recs) == sorted(good.acked_done) and len(recs) == 9
+        errs = sorted(r for r in recs if recs[r]["source"] == "error")
+        assert errs == ["good-m2-r0", "good-m2-r1", "good-m2-r2"]
+        assert recs["good-m2-r0"]["error"] == "pipeline: KeyError: 'injected bug'"
+        assert [d["reason"] for d in _dead_letters(sc)] == ["pipeline"]
+    finally:
+        sc.stop()
