@@ -113,18 +113,20 @@ def check_vllm_and_plugin(env: Any, entry_points: Callable[[], Any] | None = Non
     (``vllm=None``: no vLLM installed)."""
     from importlib import metadata
 
-    from llmco2_vllm.plugin import SUPPORTED, version_supported
+    from llmco2_vllm.compat import TESTED, version_tested
 
     found = installed_vllm() if vllm is False else vllm
-    supported = f"{SUPPORTED[0][0]}.{SUPPORTED[0][1]}-{SUPPORTED[1][0]}.{SUPPORTED[1][1]}"
+    tested = f"{TESTED[0][0]}.{TESTED[0][1]}-{TESTED[1][0]}.{TESTED[1][1]}"
     if found is None:
-        vline = Check("vllm", OFF, f"no vLLM installed in this environment (the plugin supports {supported}; "
-                                   "the sidecar alone does not need vLLM)")
-    elif version_supported(found[1]):
-        vline = Check("vllm", OK, f"{found[0]} {found[1]}: supported ({supported})")
+        vline = Check("vllm", OFF, f"no vLLM installed in this environment (the plugin's end-to-end test passed on "
+                                   f"{tested}; the sidecar alone does not need vLLM)")
+    elif version_tested(found[1]):
+        vline = Check("vllm", OK, f"{found[0]} {found[1]}: tested ({tested})")
     else:
-        vline = Check("vllm", WARN, f"{found[0]} {found[1]}: outside the supported {supported}; the plugin logs one "
-                                    "line and vLLM runs without carbon accounting")
+        vline = Check("vllm", WARN, f"{found[0]} {found[1]}: untested (the end-to-end test passed on {tested}); at "
+                                    "start the plugin checks that vLLM has every scheduler method and SchedulerOutput "
+                                    "field it reads: all there, it hooks the engine with one warning, otherwise it "
+                                    "logs which one is missing and vLLM runs without carbon accounting")
 
     eps = (entry_points or metadata.entry_points)()
     group = eps.select(group=PLUGIN_GROUP) if hasattr(eps, "select") else eps.get(PLUGIN_GROUP, [])

