@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..energy.sci import request_sci
 from ..workload import StepBatch
 from .attribution import attribute, idle_gaps
 from .carbon_log import CarbonLog, dumps
@@ -51,6 +52,11 @@ class Accounting:
     formation_j: float
     embodied_g_per_gpu_s: float
     n_gpus: int
+    grid: Any = None  # an energy.grid GridSource: the intensity at a time (never blocks)
+
+    def intensity(self, unix_s: float | None = None):
+        """The grid reading (g_per_kwh, kind, source, ts) for energy at ``unix_s``."""
+        return self.grid.reading(unix_s)
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Pipeline:
         self.submitted_steps = 0
         self.done_steps = 0
         self._streams_by_id: dict[str, StreamState] = {}
+        self.grid = None  # GridSource (set by the server; opened from the config on first use otherwise)
 
     # ---- control -------------------------------------------------------------------------------
     @property
@@ -225,14 +232,19 @@ class Pipeline:
                                       serving.DEFAULT_FORMATION_J if cfg.formation_j is None else cfg.formation_j)
         pue = carbon.check_pue(carbon.DEFAULT_PUE if cfg.pue is None else cfg.pue)
         if cfg.carbon_intensity_g_per_kwh is not None:
-            ci, region = carbon.check_carbon_intensity(cfg.carbon_intensity_g_per_kwh), "configured"
+            region = "configured"
         else:
-            reg = carbon.region(cfg.region)
-            ci, region = reg.g_per_kwh, reg.code
+            region = carbon.region(cfg.region).code
+        if self.grid is None:
+            from ..config import open_grid_source
+
+            self.grid = open_grid_source(cfg).start()
+        ci = self.grid.reading().g_per_kwh
         lifetime = embodied.DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
         acc = Accounting(pue=pue, ci_g_per_kwh=ci, region=region, idle_power_w=power.idle_w,
                          host_busy_w=power.host_idle_w, formation_j=power.formation_j,
-                         embodied_g_per_gpu_s=float(embodied.embodied_carbon_g(dep.gpu, 1.0, lifetime)), n_gpus=n)
+                         embodied_g_per_gpu_s=float(embodied.embodied_carbon_g(dep.gpu, 1.0, lifetime)), n_gpus=n,
+                         grid=self.grid)
         self._accounting[stream.stream_id] = acc
         return acc
 
@@ -363,7 +375,8 @@ class Pipeline:
             idle = float(e.idle_j.sum())
             if idle:
                 m.labels("idle", source).inc(idle)
-                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * acc.ci_g_per_kwh)
+                ci = acc.intensity(float(st.end_s[-1] + stream.clock_offset_s)).g_per_kwh
+                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * ci)
         wall_start = st.start_s + stream.clock_offset_s
         out = self._windows_add(stream, acc, wall_start, wall_end, e, step_of, slots)
         if self.config.log_steps and not self.replaying:
@@ -430,7 +443,8 @@ class Pipeline:
             self._apply_calibration(stream, factor)
         f = factor if factor is not None else 1.0
         total = (w.gpu_j + w.serving_j + w.idle_j) * f
-        op = total * acc.pue / 3.6e6 * acc.ci_g_per_kwh
+        grid = acc.intensity(w.last_wall_s)
+        op = total * acc.pue / 3.6e6 * grid.g_per_kwh
         emb = w.gpu_s * acc.embodied_g_per_gpu_s
         if not self.config.log_windows:
             return None
@@ -442,7 +456,7 @@ class Pipeline:
                "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
                "source": "measured" if factor is not None else "predicted",
                "predictor": self.predictor.name, "predicted_j": w.predicted_j, "calibration_factor": factor,
-               "pue": acc.pue, "carbon_intensity_g_per_kwh": acc.ci_g_per_kwh}
+               "pue": acc.pue, **_grid_fields(grid)}
         if measured is not None:
             rec["measured"] = measured
         return rec
@@ -549,15 +563,17 @@ class Pipeline:
                 prefill_j: float, decode_j: float, serving_j: float, gpu_s: float, steps: int, aborted: bool,
                 source: str = "predicted") -> dict:
         total = prefill_j + decode_j + serving_j
-        op = total * acc.pue / 3.6e6 * acc.ci_g_per_kwh
+        grid = acc.intensity(ts)
+        op = total * acc.pue / 3.6e6 * grid.g_per_kwh
         emb = gpu_s * acc.embodied_g_per_gpu_s
         return {"type": "request", "ts": ts, "request_id": rid, "engine": stream.stream_id,
                 "model": stream.model_label, "gpu": stream.gpu_label, "prompt_tokens": int(prompt),
                 "output_tokens": int(output), "steps": int(steps), "aborted": bool(aborted),
                 "energy_j": {"prefill": prefill_j, "decode": decode_j, "serving": serving_j, "total": total},
                 "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
+                "sci": request_sci(op + emb, int(prompt), int(output)),
                 "gpu_s": gpu_s, "source": source, "predictor": self.predictor.name,
-                "pue": acc.pue, "carbon_intensity_g_per_kwh": acc.ci_g_per_kwh, "region": acc.region}
+                "pue": acc.pue, **_grid_fields(grid), "region": acc.region}
 
     def _finish(self, stream: StreamState, d: DoneEvent) -> dict | None:
         acc = self.accounting(stream)
@@ -610,6 +626,12 @@ class Pipeline:
         return [self._record(stream, acc, b.request_id[i], ts, int(prompt[i]), int(out[i]), float(sums["prefill_j"][i]),
                              float(sums["decode_j"][i]), float(sums["serving_j"][i]), float(sums["gpu_s"][i]),
                              int(steps[i]), False) for i in range(B)]
+
+
+def _grid_fields(r) -> dict:
+    """The intensity a record used: figure, kind (location, marginal), source, unix time of the reading."""
+    return {"carbon_intensity_g_per_kwh": r.g_per_kwh, "carbon_intensity_kind": r.kind,
+            "carbon_intensity_source": r.source, "carbon_intensity_ts": r.ts}
 
 
 def _reuses_finished_id(its: list[Ingested]) -> bool:

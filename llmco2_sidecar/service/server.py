@@ -55,6 +55,9 @@ def make_predictor(name: str):
     raise InputError("predictor", f"unknown predictor {name!r}", "default, roofline")
 
 
+GRID_FIRST_WAIT_S = 3.0  # at start, wait this long for a live grid source's first reading
+
+
 class SidecarCore:
     """Everything but the RPC layer. Methods run on the event loop thread unless noted."""
 
@@ -68,6 +71,10 @@ class SidecarCore:
         self.journal = Journal(config.journal_dir, config.fsync, config.fsync_interval_s, config.journal_max_bytes)
         self.ledger = RequestLedger(config.ledger_max_finished, config.ledger_ttl_s)
         self.pipeline = Pipeline(config, self.predictor, self.carbon_log, self.metrics, self.ledger, self._on_records)
+        from ..config import open_grid_source
+
+        self.grid = self.pipeline.grid = open_grid_source(config)  # --grid: polled off the hot path
+        self.grid.bind_metrics(self.metrics)
         self.streams: dict[str, ing.StreamState] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
@@ -87,6 +94,10 @@ class SidecarCore:
             log.warning("carbon log %s: removed a torn last line (%d bytes)", self.carbon_log.path,
                         self.carbon_log.repaired_bytes)
         self._open_meters()
+        self.grid.start()
+        if getattr(self.grid, "live", False) and not self.grid.wait_first(GRID_FIRST_WAIT_S):
+            log.warning("grid: no first reading from %s within %.0f s: records use the static region until it answers",
+                        self.config.grid, GRID_FIRST_WAIT_S)
         self.pipeline.start()
         replayed = self._recover()
         self.journal.open()
@@ -181,6 +192,7 @@ class SidecarCore:
         self.pipeline._q.put(Barrier(write))
 
     async def stop(self) -> None:
+        self.grid.stop()
         self.journal.close()
         await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
         self.carbon_log.close()
