@@ -1,6 +1,9 @@
 """Prometheus metrics of the sidecar (``prometheus_client``, one registry per sidecar).
 
-No request ids as labels: per-request figures go into histograms. Names carry their units:
+No request ids as labels: per-request figures go into histograms, whose observations carry the
+request's id as an OpenMetrics exemplar (``request_id``: the id the client knows, its X-Request-Id,
+else the engine's; shown to scrapers that ask for ``application/openmetrics-text``, as Prometheus
+does with exemplar storage on). Names carry their units:
 
 * ``llmco2_energy_joules_total{phase, source}``: phase ``prefill``, ``decode``, ``serving``
   (host and attributed gaps), ``idle`` (unattributed idle gaps); source ``predicted`` or ``measured``.
@@ -116,8 +119,9 @@ class SidecarMetrics:
         aborted = 0
         for rec in records:
             c = rec["carbon_g"]
-            energy(rec["energy_j"]["total"])
-            carbon(c["total"])
+            ex = {"request_id": _exemplar_id(rec.get("client_request_id") or rec["request_id"])}
+            energy(rec["energy_j"]["total"], ex)
+            carbon(c["total"], ex)
             prompt(rec["prompt_tokens"])
             output(rec["output_tokens"])
             op += c["operational"]
@@ -132,6 +136,13 @@ class SidecarMetrics:
 
     def observe_record(self, rec: dict) -> None:
         self.observe_records([rec])
+
+
+_EXEMPLAR_MAX = 128 - len("request_id")  # OpenMetrics: exemplar label names + values <= 128 characters
+
+
+def _exemplar_id(rid: str) -> str:
+    return rid if len(rid) <= _EXEMPLAR_MAX else rid[: _EXEMPLAR_MAX - 1] + "~"
 
 
 def start_http(metrics: SidecarMetrics, host: str, port: int):

@@ -561,12 +561,13 @@ class Pipeline:
 
     def _record(self, stream: StreamState, acc: Accounting, rid: str, ts: float, prompt: int, output: int,
                 prefill_j: float, decode_j: float, serving_j: float, gpu_s: float, steps: int, aborted: bool,
-                source: str = "predicted") -> dict:
+                source: str = "predicted", client_id: str = "") -> dict:
         total = prefill_j + decode_j + serving_j
         grid = acc.intensity(ts)
         op = total * acc.pue / 3.6e6 * grid.g_per_kwh
         emb = gpu_s * acc.embodied_g_per_gpu_s
-        return {"type": "request", "ts": ts, "request_id": rid, "engine": stream.stream_id,
+        return {"type": "request", "ts": ts, "request_id": rid, "client_request_id": client_id or None,
+                "engine": stream.stream_id,
                 "model": stream.model_label, "gpu": stream.gpu_label, "prompt_tokens": int(prompt),
                 "output_tokens": int(output), "steps": int(steps), "aborted": bool(aborted),
                 "energy_j": {"prefill": prefill_j, "decode": decode_j, "serving": serving_j, "total": total},
@@ -585,7 +586,8 @@ class Pipeline:
         output = d.output_tokens or (t.decode_slices + (1 if t.prefill_tokens >= max(t.prompt_tokens, 1) else 0))
         source = "measured" if self.calibrating and t.uncalibrated == 0 else "predicted"
         return self._record(stream, acc, d.request_id, ts, d.prompt_tokens or t.prompt_tokens, output,
-                            t.prefill_j, t.decode_j, t.serving_j, t.gpu_s, t.steps, d.aborted, source)
+                            t.prefill_j, t.decode_j, t.serving_j, t.gpu_s, t.steps, d.aborted, source,
+                            d.client_request_id)
 
     def _process_static(self, stream: StreamState, b: StaticBatchEvent) -> list[dict]:
         """A static batch: prefill of every request together, then decodes until each has its output."""
