@@ -73,6 +73,7 @@ class SidecarConfig:
     otlp: str | None = _f(None, "export metrics and one log record per finished request over OTLP/gRPC to this "
                                 "endpoint (http://host:4317 plaintext, https:// TLS; needs the [otel] extra)")
     otlp_interval_s: float = _f(10.0, "OTLP metric export interval (seconds)")
+    otlp_timeout_s: float = _f(5.0, "timeout of one OTLP export; at exit the last export waits at most about this long")
     pue: float | None = _f(None, "power usage effectiveness of the data centre (default: carbon module's)")
     host_idle_w_per_gpu: float | None = _f(None, "host (CPU, DRAM, fans) idle power per GPU in W "
                                                  "(default: the catalog server's host idle / GPUs per node, else 60)")
@@ -109,7 +110,7 @@ class SidecarConfig:
         if self.pue is not None and self.pue < 1:
             raise InputError("pue", f"a PUE below 1 is impossible, got {self.pue}", ">= 1")
         for name in ("window_s", "micro_batch_ms", "fsync_interval_s", "grid_ttl_s", "grid_stale_s", "grid_timeout_s",
-                     "otlp_interval_s"):
+                     "otlp_interval_s", "otlp_timeout_s"):
             if not (getattr(self, name) > 0):
                 raise InputError(name, "must be positive", "> 0")
         if not (self.step_wait_ms >= 0):

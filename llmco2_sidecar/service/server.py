@@ -75,6 +75,13 @@ class SidecarCore:
 
         self.grid = self.pipeline.grid = open_grid_source(config)  # --grid: polled off the hot path
         self.grid.bind_metrics(self.metrics)
+        self.otlp = None
+        if config.otlp:  # --otlp: metrics and one log record per finished request to an OTLP collector
+            from .. import __version__
+            from .otel import OtlpExporter
+
+            self.otlp = OtlpExporter(config.otlp, self.metrics, config.otlp_interval_s, __version__,
+                                     config.otlp_timeout_s)
         self.streams: dict[str, ing.StreamState] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
@@ -195,6 +202,8 @@ class SidecarCore:
         self.grid.stop()
         self.journal.close()
         await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+        if self.otlp is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.otlp.shutdown)
         self.carbon_log.close()
         if self.pipeline.sampler is not None:
             self.pipeline.sampler.close(close_meters=True)
@@ -230,6 +239,9 @@ class SidecarCore:
 
     # ---- announcements (pipeline thread -> loop) -----------------------------------------------
     def _on_records(self, records: list[dict]) -> None:
+        if self.otlp is not None:
+            suppress = self.pipeline.suppress_ids  # journal replay: records already in the log were exported
+            self.otlp.on_records([r for r in records if r["request_id"] not in suppress] if suppress else records)
         loop = self.loop
         if loop is not None and (self._waiters or self._watchers or self._prefix_waiters):
             try:
