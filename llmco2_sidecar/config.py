@@ -87,6 +87,8 @@ class SidecarConfig:
                                     "(a finish or abort arriving meanwhile closes it within micro_batch_ms)")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
                                        "(backpressure: the engine's emitter buffers meanwhile)")
+    log_backlog_max_records: int = _f(100_000, "records kept in memory while the carbon log cannot be written; "
+                                           "beyond, messages are not acknowledged until it can")
     predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")
     # ---- measurement -----------------------------------------------------------------------
     measure: str | None = _f(None, "energy meters to read beside the predictions, e.g. 'nvml,rapl'")

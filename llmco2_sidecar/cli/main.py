@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "measure": ("measure", "read the NVML and RAPL energy meters over a few seconds"),
     "profile": ("profile", "measure per-batch GPU energy on a real GPU (training data harness)"),
     "train": ("train", "train the 2-GNN predictor from measurements and write a model file"),
+    "doctor": ("doctor", "check the install: vLLM and the plugin, NVML, RAPL, the sidecar, the grid source"),
     "catalog": ("catalog", "list the bundled GPUs, servers, models and carbon-intensity regions"),
 }
 

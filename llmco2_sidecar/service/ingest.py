@@ -7,7 +7,8 @@ accepted step id and end time, the requests it has seen and not yet finished.
 Outcomes:
 
 * a bad identity (first message) raises :class:`InputError` naming the field; the server ends that
-  stream with ``INVALID_ARGUMENT``;
+  stream with ``INVALID_ARGUMENT``; that includes anything the prediction pipeline would refuse
+  about the deployment (:mod:`.admission` runs the pipeline's own construction for it);
 * a bad step, done event or static batch is **rejected** (listed in the Ack with its field and
   reason) and the rest of the message is accepted;
 * a step whose continuing request was never seen (the engine started before the sidecar, or
@@ -34,6 +35,7 @@ MAX_CONTEXT_TOKENS = 1 << 24
 MAX_STEP_DURATION_S = 3600.0
 MAX_STEPS_PER_MESSAGE = 100_000
 MAX_BATCH_REQUESTS = 65_536
+MAX_BATCH_SLOTS = 1 << 24  # requests x longest output of a static batch: the pipeline's arrays for it
 CLOCK_TOLERANCE_S = 1e-3
 MAX_REQUEST_ID_LEN = 512
 MAX_LISTED_REJECTIONS = 16
@@ -168,8 +170,10 @@ def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = No
     return dep, ident.model_name or model.name, gpu.gpu_id
 
 
-def open_stream(ident: pb.EngineIdentity, streams: dict, hardware: str | None = None) -> StreamState:
-    """Validate an identity and return the (new or resumed) stream state."""
+def open_stream(ident: pb.EngineIdentity, streams: dict, hardware: str | None = None,
+                check=None) -> StreamState:
+    """Validate an identity and return the (new or resumed) stream state. ``check(deployment)``
+    (:class:`~.admission.DeploymentCheck`) runs the pipeline's own construction for it first."""
     if not ident.engine_name:
         raise InputError("identity.engine_name", "missing", "e.g. 'vllm'")
     if len(ident.instance_id) > 256:
@@ -178,6 +182,8 @@ def open_stream(ident: pb.EngineIdentity, streams: dict, hardware: str | None = 
         if not math.isfinite(getattr(ident, name)):
             raise InputError(f"identity.{name}", "not a finite number")
     dep, model_label, gpu_label = deployment_from_identity(ident, hardware)
+    if check is not None:
+        check(dep)
     offset = (ident.wall_clock_at_open_s - ident.engine_clock_at_open_s) if ident.wall_clock_at_open_s else 0.0
     key = ident.instance_id or f"anon-{len(streams)}"
     state = streams.get(key)
@@ -368,6 +374,8 @@ def _ingest_static(stream: StreamState, b: pb.StaticBatch, ack: pb.Ack, rej: _Re
         problem = ("static_batches.output_tokens", f"each request generates 1..{MAX_CONTEXT_TOKENS} tokens")
     elif not (math.isfinite(b.start_s) and math.isfinite(b.end_s)) or b.end_s < b.start_s:
         problem = ("static_batches.end_s", "the batch must end after it starts (finite times)")
+    elif n * max(b.output_tokens) > MAX_BATCH_SLOTS:
+        problem = ("static_batches.output_tokens", f"absurd: requests x longest output above {MAX_BATCH_SLOTS}")
     elif b.end_s - b.start_s > 24 * MAX_STEP_DURATION_S:
         problem = ("static_batches.end_s", "absurd batch duration")
     elif int(b.batch_id) <= stream.last_batch_id:

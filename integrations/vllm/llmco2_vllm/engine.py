@@ -28,6 +28,12 @@ def make_hook(scheduler: Any, settings: Settings):
     cfg = EmitterConfig(target=settings.target, max_buffered_events=settings.buffer_events, token=settings.token,
                         clock=time.monotonic, client_request_id=client_request_id)
     emitter = Emitter(info, cfg)
+    from .platform import platform_note
+
+    note = platform_note()
+    if note:
+        log.warning("llmco2: %s (energy and carbon are predicted for %s running steps as long as this CPU's)",
+                    note, info.gpu)
     log.info("llmco2: step hook on (%s, model %s, gpu %s, tp %d pp %d dp %d) -> sidecar %s",
              type(scheduler).__name__, info.model_name, info.gpu, info.tp, info.pp, info.dp, settings.target)
     return StepHook(emitter, clock=time.monotonic, dump_path=settings.step_dump, flush_s=settings.flush_ms / 1000.0)
