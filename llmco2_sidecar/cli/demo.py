@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..energy import sci
+
 DEFAULT_MODEL = "meta-llama/Llama-2-7b-hf"
 DEFAULT_GPU = "A100-SXM4-80GB"
 
@@ -41,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pue", type=float, default=None, help="PUE (default: the carbon module's default)")
     parser.add_argument("--carbon-intensity-g-per-kwh", type=float, default=None, help="grid intensity override")
     parser.add_argument("--predictor", default="default", choices=("default", "roofline"), help="step predictor")
+    from .. import config as cfgmod
+
+    cfgmod.add_grid_arguments(parser)
     parser.add_argument("--trace", default=None, help="another trace CSV with the Azure columns")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -56,7 +61,7 @@ def _clear(log: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..client import Emitter, EmitterConfig, EngineInfo
-    from ..config import SidecarConfig
+    from ..config import SidecarConfig, grid_settings
     from ..errors import InputError
     from ..hardware.catalog import load_gpu
     from ..models.catalog import load_model
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = make_predictor(args.predictor)
     config = SidecarConfig(port=0, log=str(log), predictor=args.predictor, window_s=5.0, region=args.region,
                            pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity_g_per_kwh,
-                           fsync="never")
+                           fsync="never", **grid_settings(args))
     t_start = time.perf_counter()
     sidecar = SidecarThread(config, predictor=predictor).start()
     sim_clock = [0.0]
@@ -147,7 +152,8 @@ def summarise(reqs, windows, dep, stats, es, args, wall, delivered, predictor_na
                   "max_num_seqs": args.max_num_seqs, "trace": "Azure LLM inference trace 2023, conversation",
                   "trace_minutes": args.minutes, "predictor": predictor_name,
                   "pue": first.get("pue"), "carbon_intensity_g_per_kwh": first.get("carbon_intensity_g_per_kwh"),
-                  "region": first.get("region")},
+                  "region": first.get("region"), "carbon_intensity_kind": first.get("carbon_intensity_kind"),
+                  "carbon_intensity_source": first.get("carbon_intensity_source")},
         "requests": len(reqs),
         "tokens": {"prompt": in_tok, "output": out_tok},
         "energy_j": {"requests": float(e_total.sum()), "unattributed_idle": idle_j,
@@ -159,6 +165,7 @@ def summarise(reqs, windows, dep, stats, es, args, wall, delivered, predictor_na
                      "operational": float(sum(r["carbon_g"]["operational"] for r in reqs)),
                      "embodied": float(sum(r["carbon_g"]["embodied"] for r in reqs))},
         "per_request": {"energy_j": _pct(e_total), "carbon_g": _pct(c_total)},
+        "sci": sci.summary_sci(reqs, windows),
         "j_per_output_token": float(e_total.sum() / out_tok) if out_tok else None,
         "j_per_token": float(e_total.sum() / (out_tok + in_tok)) if out_tok + in_tok else None,
         "simulation": {"steps": stats.steps, "preemptions": stats.preemptions, "simulated_s": stats.end_s,
@@ -174,7 +181,8 @@ def print_summary(s: dict) -> None:
     st, e, c = s["setup"], s["energy_j"], s["carbon_g"]
     print(f"setup: {st['model']} on {st['tp']} x {st['gpu']} (TP {st['tp']}), Sarathi-style chunk {st['chunk_size']}, "
           f"max {st['max_num_seqs']} seqs; predictor {st['predictor']}")
-    print(f"carbon: PUE {st['pue']}, {st['carbon_intensity_g_per_kwh']} gCO2e/kWh (region {st['region']}, location based)")
+    print(f"carbon: PUE {st['pue']}, {st['carbon_intensity_g_per_kwh']} gCO2e/kWh ({st.get('carbon_intensity_kind')}; "
+          f"{st.get('carbon_intensity_source')}; region {st['region']})")
     print(f"trace: {st['trace']}, first {st['trace_minutes']:g} min: {s['requests']} requests, "
           f"{s['tokens']['prompt']} prompt + {s['tokens']['output']} output tokens")
     sim = s["simulation"]
@@ -189,6 +197,10 @@ def print_summary(s: dict) -> None:
         print(f"per request: energy p50 {pe['p50']:.1f} J, p90 {pe['p90']:.1f} J, p99 {pe['p99']:.1f} J; "
               f"carbon p50 {pc['p50']:.3f} g, p90 {pc['p90']:.3f} g, p99 {pc['p99']:.3f} g")
     print(f"joules per output token: {s['j_per_output_token']:.3f}; per token (prompt + output): {s['j_per_token']:.4f}")
+    sci = s.get("sci") or {}
+    if sci.get("g_per_request") is not None:
+        print(f"SCI ((E x I) + M per R, idle included): {sci['g_per_request']:.4f} gCO2e per request, "
+              f"{sci['g_per_1k_output_tokens']:.4f} per 1,000 output tokens")
     t = s["transport"]
     print(f"transport: {t['events_emitted']} events in {t['messages']} gRPC messages, {t['dropped']} dropped; "
           f"wall {s['wall_s']:.1f} s")
