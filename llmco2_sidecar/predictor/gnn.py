@@ -183,6 +183,16 @@ class GNNPredictor(StepPredictor):
             f = self._fused_fwd = FusedForward(self.nets)
         return f
 
+    def predict_duration_s(self, deployment: Deployment, steps: StepBatch) -> np.ndarray:
+        """The ``duration_s`` that :meth:`predict_steps` would return, without the energy (the
+        simulator needs step times before it can go on; energies are predicted later in bulk)."""
+        from ..graph.builder import step_roofline_s
+
+        dur = steps.duration_s
+        t, n = step_roofline_s(deployment, steps)
+        model = np.maximum(np.stack([t, np.ones_like(t), n], axis=1) @ self.state.duration.coef, 1e-6)  # DurationModel.predict
+        return np.where(np.isfinite(dur), dur, model)
+
     def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:
         if steps.n_steps == 0:
             z = np.zeros(0)
