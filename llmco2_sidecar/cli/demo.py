@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 DEFAULT_MODEL = "meta-llama/Llama-2-7b-hf"
 DEFAULT_GPU = "A100-SXM4-80GB"
 
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pue", type=float, default=None, help="PUE (default: the carbon module's default)")
     parser.add_argument("--carbon-intensity-g-per-kwh", type=float, default=None, help="grid intensity override")
     parser.add_argument("--predictor", default="default", choices=("default", "roofline"), help="step predictor")
+    from .. import config as cfgmod
+
+    cfgmod.add_grid_arguments(parser)
     parser.add_argument("--trace", default=None, help="another trace CSV with the Azure columns")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     import io
 
     from ..client import Emitter, EmitterConfig, EngineInfo
-    from ..config import SidecarConfig
+    from ..config import SidecarConfig, grid_settings
     from ..errors import InputError
     from ..service.carbon_log import read_records
     from ..service.server import SidecarThread
@@ -127,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     window_s = 5.0
     config = SidecarConfig(port=0, log=str(log), predictor=args.predictor, window_s=window_s, region=args.region,
                            pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity_g_per_kwh,
-                           fsync="never")
+                           fsync="never", **grid_settings(args))
     t_start = time.perf_counter()
     sidecar = SidecarThread(config, predictor=predictor).start()
     from ..sim.traces import open_trace

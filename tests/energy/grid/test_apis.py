@@ -8,7 +8,7 @@ import pytest
 
 from llmco2_sidecar.energy.grid.apis import GridFetchError, WattTimeClient, fetch_electricitymaps, fetch_ukci
 
-from .fake_apis import EM_LATEST, UK_NATIONAL, UK_REGIONAL, WT_FORECAST, FakeApi
+from grid_fakes import EM_LATEST, UK_NATIONAL, UK_REGIONAL, WT_FORECAST, FakeApi
 
 T10 = 1796551200.0  # 2026-12-06T10:00:00Z
 

@@ -14,7 +14,7 @@ from llmco2_sidecar.energy.grid.sources import (
 from llmco2_sidecar.errors import InputError
 from llmco2_sidecar.service.metrics import SidecarMetrics
 
-from .fake_apis import EM_LATEST, UK_NATIONAL, WT_FORECAST, FakeApi
+from grid_fakes import EM_LATEST, UK_NATIONAL, WT_FORECAST, FakeApi
 
 
 @pytest.fixture
