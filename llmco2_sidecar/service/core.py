@@ -115,7 +115,10 @@ class SidecarCore(LookupsMixin):
         if replayed:  # compact: checkpoint the recovered state, drop the replayed segments
             self._checkpoint()
             self.pipeline.barrier(None, timeout_s=600)
-        (self.journal.dir / REPLAY_ATTEMPTS).unlink(missing_ok=True)
+        try:
+            (self.journal.dir / REPLAY_ATTEMPTS).unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def _open_meters(self) -> None:
         """``--measure nvml,rapl``: sample the meters; window records carry measured energy."""
@@ -214,8 +217,11 @@ class SidecarCore(LookupsMixin):
                                  f"were moved to {dest} and not replayed", events={"quarantine": str(dest)})
             path.unlink(missing_ok=True)
             return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(str(attempts + 1))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(attempts + 1))
+        except OSError as exc:  # a full disk: replay without the guard (and say so)
+            log.warning("journal: cannot count the replay attempt (%s)", exc)
         return True
 
     def _restore_checkpoint(self, ckpt: dict) -> None:

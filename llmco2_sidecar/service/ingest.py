@@ -39,6 +39,7 @@ MAX_BATCH_SLOTS = 1 << 24  # requests x longest output of a static batch: the pi
 CLOCK_TOLERANCE_S = 1e-3
 MAX_REQUEST_ID_LEN = 512
 MAX_LISTED_REJECTIONS = 16
+FAST_PATH_MAX_SLICES = 64  # a one-step message up to this many slices is validated without numpy
 
 PHASE_NEW, PHASE_CHUNK, PHASE_DECODE = 1, 2, 3
 
@@ -230,14 +231,16 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
     if S > MAX_STEPS_PER_MESSAGE:
         _reject_all_steps(st, ack, rej, "steps.step_id", f"more than {MAX_STEPS_PER_MESSAGE} steps in one message")
         return None
-    count = np.array(st.slice_count, dtype=np.int64)
-    R = int(count.sum())
+    R = int(st.slice_count[0]) if S == 1 else int(sum(st.slice_count))
     rids = list(st.request_id)
     n_phase = len(st.phase)
     if not (len(rids) == len(st.new_tokens) == len(st.context_tokens) == len(st.prompt_tokens) == R) or n_phase not in (0, R):
         _reject_all_steps(st, ack, rej, "steps.request_id",
                           f"slice columns must each have sum(slice_count) = {R} entries")
         return None
+    if S == 1 and R <= FAST_PATH_MAX_SLICES:
+        return _ingest_one_step(stream, st, rids, R, n_phase, ack, rej)
+    count = np.array(st.slice_count, dtype=np.int64)
     sid = np.array(st.step_id, dtype=np.uint64)
     if S and sid.max() > np.uint64(1 << 62):
         bad_ids = sid > np.uint64(1 << 62)
@@ -315,6 +318,82 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
     stream.last_end_s = float(max(stream.last_end_s, end.max()))
     return AcceptedSteps(step_id=sid, start_s=start, end_s=end, slice_count=count, request_id=rids,
                          phase=phase.astype(np.int8), new_tokens=new, context_tokens=ctx, prompt_tokens=prm)
+
+
+def _one_step_reason(stream: StreamState, st: pb.StepColumns, rids: list, R: int, sid: int) -> int:
+    """The rejection code of a message's only step (0: accepted): the first of the columnar checks
+    of :func:`_ingest_steps` that fails, in the same order."""
+    if R:
+        new, ctx, prm = st.new_tokens, st.context_tokens, st.prompt_tokens
+        if min(new) < 1:
+            return 1
+        if max(new) > MAX_NEW_TOKENS:
+            return 2
+        if max(ctx) > MAX_CONTEXT_TOKENS:
+            return 3
+        if max(prm) > MAX_CONTEXT_TOKENS:
+            return 4
+        if len(st.phase) and (min(st.phase) < 0 or max(st.phase) > 3):
+            return 5
+        if not all(rids) or max(map(len, rids)) > MAX_REQUEST_ID_LEN:
+            return 6
+    if R < 1:
+        return 7
+    if R > MAX_SLICES_PER_STEP:
+        return 8
+    start, end = st.start_s[0], st.end_s[0]
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return 9
+    if end < start:
+        return 10
+    if end - start > MAX_STEP_DURATION_S:
+        return 11
+    if sid <= stream.last_step_id:
+        return 12
+    if end < stream.last_end_s - CLOCK_TOLERANCE_S:
+        return 13
+    return 0
+
+
+def _ingest_one_step(stream: StreamState, st: pb.StepColumns, rids: list, R: int, n_phase: int, ack: pb.Ack,
+                     rej: _Rejections) -> AcceptedSteps | None:
+    """:func:`_ingest_steps` for a message of one step (the common case at low step rates): the same
+    checks, outcome and stream updates, in plain Python (no numpy until the accepted columns)."""
+    sid = int(st.step_id[0])
+    if sid > 1 << 62:
+        sid = 0
+    code = _one_step_reason(stream, st, rids, R, sid)
+    if code:
+        ack.steps_rejected += 1
+        field_, text = _STEP_REASONS[code]
+        rej.add(pb.Rejection.KIND_STEP, sid, "", field_, text)
+        return None
+    ack.steps_accepted += 1
+    new, ctx, prm = list(st.new_tokens), list(st.context_tokens), list(st.prompt_tokens)
+    if n_phase:
+        phase = [p if p else (PHASE_NEW if c == 0 else PHASE_CHUNK if c < q else PHASE_DECODE)
+                 for p, c, q in zip(st.phase, ctx, prm)]
+    else:
+        phase = [PHASE_NEW if c == 0 else PHASE_CHUNK if c < q else PHASE_DECODE for c, q in zip(ctx, prm)]
+    live = stream.live
+    unseen = set(rids).difference(live)
+    if unseen:
+        index = rids.index
+        ack.flagged += sum(1 for r in unseen if ctx[index(r)] > 0)
+        if len(live) > 1_000_000:  # an engine that never reports finishes
+            live.clear()
+        live.update(unseen)
+        done = stream.recently_done
+        for r in unseen:  # an id used again after its finish is a new request
+            done.pop(r, None)
+    end = st.end_s[0]
+    stream.last_step_id = sid
+    stream.last_end_s = float(max(stream.last_end_s, end))
+    i64 = np.int64
+    return AcceptedSteps(step_id=np.array([sid], i64), start_s=np.array([st.start_s[0]], np.float64),
+                         end_s=np.array([end], np.float64), slice_count=np.array([R], i64), request_id=rids,
+                         phase=np.array(phase, np.int8), new_tokens=np.array(new, i64),
+                         context_tokens=np.array(ctx, i64), prompt_tokens=np.array(prm, i64))
 
 
 _STEP_REASONS = {

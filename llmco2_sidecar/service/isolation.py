@@ -29,15 +29,33 @@ MAX_ERRORED_REQUESTS = 100_000
 
 class IsolationMixin:
     def _last_resort(self, items: list[Ingested], exc: BaseException) -> None:
-        for it in items:
-            rids = list(it.steps.request_id) if it.steps is not None else []
-            rids += [d.request_id for d in it.done] + [r for b in it.batches for r in b.request_id]
-            try:
-                self.dead_letter.put("pipeline", it.stream.stream_id, exc, rids,
-                                     it.steps.n_steps if it.steps is not None else 0)
-                self._mark_errored(it.stream.stream_id, rids, f"pipeline: {describe(exc)}")
-            except Exception:
-                log.exception("pipeline failed on a micro-batch of %d messages", len(items))
+        """A failure outside the isolated parts (a bug): dead-letter the micro-batch's messages and still
+        give their finishes and static batches a record that says why."""
+        records: list[dict] = []
+        try:
+            with self.ledger.lock:
+                for it in items:
+                    sid = it.stream.stream_id
+                    rids = list(it.steps.request_id) if it.steps is not None else []
+                    rids += [d.request_id for d in it.done] + [r for b in it.batches for r in b.request_id]
+                    self.dead_letter.put("pipeline", sid, exc, rids, it.steps.n_steps if it.steps is not None else 0)
+                    why = f"pipeline: {describe(exc)}"
+                    self._mark_errored(sid, rids, why)
+                    acc = self._accounting.get(sid)
+                    for b in it.batches:
+                        records += [error_record(it.stream, acc, r, b.end_s + it.stream.clock_offset_s, why, p, o,
+                                                 predictor=self.predictor.name)
+                                    for r, p, o in zip(b.request_id, b.prompt_tokens, b.output_tokens)]
+                    for d in it.done:
+                        rec = self._finish_isolated(it.stream, d)
+                        if rec is not None:
+                            records.append(rec)
+                lines = [self._dumps(r) for r in records]
+                for rec, line in zip(records, lines):
+                    self.ledger.put_finished(rec, time.monotonic(), line)
+            self._emit(records, lines, [], items)
+        except Exception:
+            log.exception("pipeline failed on a micro-batch of %d messages", len(items))
 
     def _predict_units(self, by_stream: dict[str, list[Ingested]]) -> dict[str, list[tuple]]:
         """Per engine, the units it is accounted in: ``(messages, steps, prediction)``, the prediction

@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .attribution import PredictionError, attribute, idle_gaps
+from ..energy.accounting import account_steps
+from .attribution import PredictionError, attribute
 from .carbon_log import CarbonLog
 from .dead_letter import DeadLetter
 from .ingest import (
@@ -269,11 +270,11 @@ class Pipeline(IsolationMixin, WindowsMixin):
         S = st.n_steps
         step_of = np.repeat(np.arange(S, dtype=np.int64), st.slice_count)
         energy_j, prefill_energy_j, duration_s, shares = predicted
-        gap = idle_gaps(st.start_s, st.end_s, self._last_end.get(stream.stream_id, math.inf))
-        continuing = np.bincount(step_of, weights=(st.context_tokens > 0), minlength=S) > 0
         is_prefill = st.phase != PHASE_DECODE
-        e = attribute(step_of, shares, is_prefill, continuing, energy_j, prefill_energy_j, duration_s,
-                      gap, acc.idle_power_w, acc.host_busy_w, acc.formation_j, acc.n_gpus)
+        # the same function accounts a replayed trace (llmco2 replay): one code path
+        e = account_steps(step_of, st.context_tokens, is_prefill, st.start_s, st.end_s,
+                          (energy_j, prefill_energy_j, duration_s, shares),
+                          self._last_end.get(stream.stream_id, math.inf), acc)
         if not (np.isfinite(e.slice_total_j).all() and np.isfinite(e.step_total_j).all()):
             raise PredictionError("attribution gave non-finite energy")
         # nothing is changed above this line: a failure leaves the books as they were

@@ -27,7 +27,8 @@ def _predictor(name):
 
 slice_ = st.tuples(st.sampled_from([1, 2, 17, 4096, ing.MAX_NEW_TOKENS]),
                    st.sampled_from([0, 1, 8191, 1 << 20, ing.MAX_CONTEXT_TOKENS]))
-step = st.tuples(st.sampled_from([0.0, 1e-6, 0.02, ing.MAX_STEP_DURATION_S - 1.0]), st.lists(slice_, min_size=1, max_size=4))
+step = st.tuples(st.sampled_from([0.0, 1e-6, 0.02, ing.MAX_STEP_DURATION_S - 1.0]),
+                 st.lists(slice_, min_size=1, max_size=4))
 
 
 @pytest.mark.parametrize("predictor", ["roofline", "default"])
