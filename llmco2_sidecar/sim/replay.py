@@ -373,6 +373,10 @@ def fmt_summary(s: dict) -> str:
         f"latency: TTFT p50 {ms(lat['ttft_p50'])} / p99 {ms(lat['ttft_p99'])} ms, TPOT p50 {ms(lat['tpot_p50'])} / "
         f"p99 {ms(lat['tpot_p99'])} ms, end-to-end p50 {ms(lat['e2e_p50'])} / p99 {ms(lat['e2e_p99'])} ms",
     ]
+    sci = s.get("sci") or {}
+    if sci.get("g_per_request") is not None:
+        lines.append(f"SCI ((E x I) + M per R, idle included): {sci['g_per_request']:.4f} gCO2e per request, "
+                     f"{sci['g_per_1k_output_tokens']:.4f} per 1,000 output tokens")
     if "intensity" in s:
         i = s["intensity"]
         lines.append(f"time-varying intensity: {c['operational']:.2f} g operational vs {i['operational_g_at_series_mean']:.2f} g "
