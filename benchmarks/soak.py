@@ -412,14 +412,21 @@ def run(args) -> dict:
     def pct(a, q):
         return float(np.percentile(a, q)) if a.size else None
 
-    per_min = []
-    if lat_t:
+    def binned(width_s: float) -> list[dict]:
+        out = []
+        if not lat_t:
+            return out
         t_arr = np.array(lat_t)
-        for m in range(int(np.ceil(t_arr.max() / 60.0)) + 1):
-            sel = lat_ms_arr[(t_arr >= m * 60) & (t_arr < (m + 1) * 60)]
+        for b in range(int(np.ceil(t_arr.max() / width_s)) + 1):
+            sel = lat_ms_arr[(t_arr >= b * width_s) & (t_arr < (b + 1) * width_s)]
             if sel.size:
-                per_min.append({"minute": m, "n": int(sel.size), "p50_ms": pct(sel, 50), "p99_ms": pct(sel, 99),
-                                "max_ms": float(sel.max())})
+                out.append({"from_s": b * width_s, "n": int(sel.size), "p50_ms": pct(sel, 50), "p99_ms": pct(sel, 99),
+                            "max_ms": float(sel.max())})
+        return out
+
+    per_min = [{"minute": int(x["from_s"] // 60), **{k: v for k, v in x.items() if k != "from_s"}} for x in binned(60.0)]
+    bin_s = max(5.0, duration / 60.0)
+    per_bin = binned(bin_s)
     warm = args.warmup_min * 60.0
 
     def growth(t0, t1):
@@ -461,7 +468,7 @@ def run(args) -> dict:
                                        "p99_ms": pct(steady_arr, 99), "p999_ms": pct(steady_arr, 99.9),
                                        "max_ms": float(steady_arr.max()) if steady_arr.size else None,
                                        "excluded_window_s": [round(outage[0], 1), round(outage[1], 1)]},
-                    "per_minute": per_min},
+                    "per_minute": per_min, "bin_s": bin_s, "per_bin": per_bin},
         "rss_growth_after_warmup": phases,
         "journal_max_bytes": max(s["journal_bytes"] for s in samples),
         "log_max_bytes": max(s["log_bytes"] for s in samples),
@@ -540,7 +547,19 @@ def render(r: dict) -> str:
         "Per minute (step end -> record): " + "; ".join(
             f"{x['minute']}: p99 {x['p99_ms']:,.0f} ms" for x in lat["per_minute"]) + ".", "",
         "![RSS, journal, latency](soak.png)", "",
+        "Over time (every sample in soak.json):", "",
+        "| minute | sidecar RSS MB | journal MB | carbon log MB | requests finished | records | sidecar CPU s | load 1m |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    every = max(1, len(r["samples"]) // 16)
+    picked = r["samples"][::every]
+    if picked[-1] is not r["samples"][-1]:
+        picked.append(r["samples"][-1])
+    for x in picked:
+        lines.append(f"| {x['t_s'] / 60:.1f} | {x['rss_mb'] or 0:.0f} | {x['journal_bytes'] / 2**20:.1f} | "
+                     f"{x['log_bytes'] / 2**20:.1f} | {x['finished']:,} | {x['records']:,} | {x['sidecar_cpu_s']:,.0f} | "
+                     f"{x['load_1m']:.1f} |")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -558,9 +577,10 @@ def plot(r: dict, path: Path) -> None:
     ax[1].plot(t, [s["log_bytes"] / 2**20 for s in r["samples"]], label="carbon log + rotations", color="C2")
     ax[1].set_ylabel("MB on disk")
     ax[1].legend(loc="upper left")
-    pm = r["latency"]["per_minute"]
-    ax[2].plot([x["minute"] + 0.5 for x in pm], [x["p99_ms"] for x in pm], marker="o", label="p99", color="C3")
-    ax[2].plot([x["minute"] + 0.5 for x in pm], [x["p50_ms"] for x in pm], marker=".", label="p50", color="C4")
+    pb_ = r["latency"]["per_bin"]
+    mid = [(x["from_s"] + r["latency"]["bin_s"] / 2) / 60.0 for x in pb_]
+    ax[2].plot(mid, [x["p99_ms"] for x in pb_], marker=".", label=f"p99 per {r['latency']['bin_s']:g} s", color="C3")
+    ax[2].plot(mid, [x["p50_ms"] for x in pb_], marker=".", label="p50", color="C4")
     ax[2].set_yscale("log")
     ax[2].set_ylabel("step end -> record (ms)")
     ax[2].set_xlabel("minutes")

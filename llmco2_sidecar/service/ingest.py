@@ -91,6 +91,7 @@ class DoneEvent:
     output_tokens: int
     prompt_tokens: int
     time_s: float  # engine clock; 0 = unknown
+    client_request_id: str = ""  # the id the client knows it by (X-Request-Id); "" unknown
 
 
 @dataclass(frozen=True)
@@ -433,7 +434,8 @@ def _ingest_done(stream: StreamState, d: pb.RequestDone, ack: pb.Ack, rej: _Reje
     stream.recently_done[rid] = None
     stream.forget_done()
     ack.done_accepted += 1
-    return DoneEvent(rid, bool(d.aborted), int(d.output_tokens), int(d.prompt_tokens), float(d.time_s))
+    client = d.client_request_id if len(d.client_request_id) <= MAX_REQUEST_ID_LEN else ""  # too long: dropped
+    return DoneEvent(rid, bool(d.aborted), int(d.output_tokens), int(d.prompt_tokens), float(d.time_s), client)
 
 
 def _ingest_static(stream: StreamState, b: pb.StaticBatch, ack: pb.Ack, rej: _Rejections) -> StaticBatchEvent | None:

@@ -165,7 +165,7 @@ class IsolationMixin:
             self._errored.pop((stream.stream_id, d.request_id), None)
             return error_record(stream, self._accounting.get(stream.stream_id), d.request_id,
                                 (d.time_s + stream.clock_offset_s) if d.time_s else time.time(), why,
-                                d.prompt_tokens, d.output_tokens, d.aborted, self.predictor.name)
+                                d.prompt_tokens, d.output_tokens, d.aborted, self.predictor.name, d.client_request_id)
 
     def _dumps(self, rec: dict) -> str:
         """A record's line; a record that cannot be written (a non-finite figure) becomes an error record."""

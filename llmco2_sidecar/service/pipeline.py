@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .attribution import PredictionError, attribute, idle_gaps
+from ..energy.accounting import account_steps
+from .attribution import PredictionError, attribute
 from .carbon_log import CarbonLog
 from .dead_letter import DeadLetter
 from .ingest import (
@@ -98,6 +99,7 @@ class Pipeline(IsolationMixin, WindowsMixin):
         self.submitted_steps = 0
         self.done_steps = 0
         self._streams_by_id: dict[str, StreamState] = {}
+        self.grid = None  # --grid source (set by the core; opened from the config on first use otherwise)
 
     # ---- control -------------------------------------------------------------------------------
     @property
@@ -210,7 +212,11 @@ class Pipeline(IsolationMixin, WindowsMixin):
     def accounting(self, stream: StreamState) -> Accounting:
         acc = self._accounting.get(stream.stream_id)
         if acc is None:
-            acc = self._accounting[stream.stream_id] = make_accounting(self.config, stream.deployment)
+            if self.grid is None:
+                from ..config import open_grid_source
+
+                self.grid = open_grid_source(self.config).start()
+            acc = self._accounting[stream.stream_id] = make_accounting(self.config, stream.deployment, self.grid)
         return acc
 
     # ---- processing ------------------------------------------------------------------------------
@@ -264,11 +270,11 @@ class Pipeline(IsolationMixin, WindowsMixin):
         S = st.n_steps
         step_of = np.repeat(np.arange(S, dtype=np.int64), st.slice_count)
         energy_j, prefill_energy_j, duration_s, shares = predicted
-        gap = idle_gaps(st.start_s, st.end_s, self._last_end.get(stream.stream_id, math.inf))
-        continuing = np.bincount(step_of, weights=(st.context_tokens > 0), minlength=S) > 0
         is_prefill = st.phase != PHASE_DECODE
-        e = attribute(step_of, shares, is_prefill, continuing, energy_j, prefill_energy_j, duration_s,
-                      gap, acc.idle_power_w, acc.host_busy_w, acc.formation_j, acc.n_gpus)
+        # the same function accounts a replayed trace (llmco2 replay): one code path
+        e = account_steps(step_of, st.context_tokens, is_prefill, st.start_s, st.end_s,
+                          (energy_j, prefill_energy_j, duration_s, shares),
+                          self._last_end.get(stream.stream_id, math.inf), acc)
         if not (np.isfinite(e.slice_total_j).all() and np.isfinite(e.step_total_j).all()):
             raise PredictionError("attribution gave non-finite energy")
         # nothing is changed above this line: a failure leaves the books as they were
@@ -290,7 +296,8 @@ class Pipeline(IsolationMixin, WindowsMixin):
             idle = float(e.idle_j.sum())
             if idle:
                 m.labels("idle", source).inc(idle)
-                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * acc.ci_g_per_kwh)
+                ci = acc.intensity(float(st.end_s[-1] + stream.clock_offset_s)).g_per_kwh
+                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * ci)
         wall_start = st.start_s + stream.clock_offset_s
         out = self._windows_add(stream, acc, wall_start, wall_end, e, step_of, slots)
         if self.config.log_steps and not self.replaying:
@@ -347,9 +354,9 @@ class Pipeline(IsolationMixin, WindowsMixin):
 
     def _record(self, stream: StreamState, acc: Accounting, rid: str, ts: float, prompt: int, output: int,
                 prefill_j: float, decode_j: float, serving_j: float, gpu_s: float, steps: int, aborted: bool,
-                source: str = "predicted", error: str | None = None) -> dict:
+                source: str = "predicted", error: str | None = None, client_id: str = "") -> dict:
         return request_record(stream, acc, rid, ts, prompt, output, prefill_j, decode_j, serving_j, gpu_s, steps,
-                              aborted, source, self.predictor.name, error)
+                              aborted, source, self.predictor.name, error, client_id)
 
     def _finish(self, stream: StreamState, d: DoneEvent) -> dict | None:
         t = self.ledger.close(d.request_id)
@@ -360,13 +367,14 @@ class Pipeline(IsolationMixin, WindowsMixin):
                 log.warning("finish of %s without any accounted step", d.request_id)
             return error_record(stream, self._accounting.get(stream.stream_id), d.request_id,
                                 (d.time_s + stream.clock_offset_s) if d.time_s else time.time(), why,
-                                d.prompt_tokens, d.output_tokens, d.aborted, self.predictor.name)
+                                d.prompt_tokens, d.output_tokens, d.aborted, self.predictor.name, d.client_request_id)
         acc = self.accounting(stream)
         ts = (d.time_s + stream.clock_offset_s) if d.time_s else (t.last_wall_s or time.time())
         output = d.output_tokens or (t.decode_slices + (1 if t.prefill_tokens >= max(t.prompt_tokens, 1) else 0))
         source = "measured" if self.calibrating and t.uncalibrated == 0 else "predicted"
         return self._record(stream, acc, d.request_id, ts, d.prompt_tokens or t.prompt_tokens, output,
-                            t.prefill_j, t.decode_j, t.serving_j, t.gpu_s, t.steps, d.aborted, source, why)
+                            t.prefill_j, t.decode_j, t.serving_j, t.gpu_s, t.steps, d.aborted, source, why,
+                            d.client_request_id)
 
     def _process_static(self, stream: StreamState, b: StaticBatchEvent) -> list[dict]:
         """A static batch: prefill of every request together, then decodes until each has its output."""

@@ -15,18 +15,12 @@ def predict_steps(predictor, dep, parts: list[AcceptedSteps]) -> list:
     """Predict the steps of several engines of one deployment in ONE call; split per engine:
     (energy_j [S], prefill_energy_j [S], duration_s [S], shares [R]) each, or a
     :class:`PredictionError` for a part whose output is not finite. Raises what the predictor raises."""
-    from ..graph import request_shares
-
     st = _concat(parts)
     step_of = np.repeat(np.arange(st.n_steps, dtype=np.int64), st.slice_count)
     dur = st.end_s - st.start_s
     dur = np.where(dur > 0, dur, np.nan)
     sb = StepBatch(step_of, st.context_tokens, st.new_tokens, dur)
-    pred = predictor.predict_steps(dep, sb)
-    shares = request_shares(dep, sb)
-    energy = np.asarray(pred.energy_j, dtype=np.float64)
-    prefill = np.asarray(pred.prefill_energy_j, dtype=np.float64)
-    duration = np.asarray(pred.duration_s, dtype=np.float64)
+    energy, prefill, duration, shares = predict_step_batch(predictor, dep, sb)
     S, R = st.n_steps, int(st.slice_count.sum())
     if energy.shape != (S,) or prefill.shape != (S,) or duration.shape != (S,) or shares.shape != (R,):
         raise PredictionError(f"predictor returned shapes {energy.shape}/{prefill.shape}/{duration.shape} "
@@ -43,6 +37,17 @@ def predict_steps(predictor, dep, parts: list[AcceptedSteps]) -> list:
             out.append((e, pf, d, sh))
         s0, r0 = s1, r1
     return out
+
+
+def predict_step_batch(predictor, dep, sb: StepBatch) -> tuple:
+    """One predictor call over columnar steps: (energy_j [S], prefill_energy_j [S], duration_s [S],
+    shares [R]) as float64 (trace replay calls this with its simulated steps)."""
+    from ..graph import request_shares
+
+    pred = predictor.predict_steps(dep, sb)
+    shares = request_shares(dep, sb)
+    return (np.asarray(pred.energy_j, dtype=np.float64), np.asarray(pred.prefill_energy_j, dtype=np.float64),
+            np.asarray(pred.duration_s, dtype=np.float64), shares)
 
 
 def _concat(parts: list[AcceptedSteps]) -> AcceptedSteps:

@@ -90,7 +90,7 @@ def _outage_and_recovery(sc, break_disk, repair_disk) -> None:
 def test_a_full_tmpfs(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip() or res.returncode}); "
                     "test_file_layer_faults covers the same paths")

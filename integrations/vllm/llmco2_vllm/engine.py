@@ -23,8 +23,10 @@ def make_hook(scheduler: Any, settings: Settings):
     info = engine_info(scheduler.vllm_config, settings)
     if info is None:
         return None
+    from .ids import client_request_id
+
     cfg = EmitterConfig(target=settings.target, max_buffered_events=settings.buffer_events, token=settings.token,
-                        clock=time.monotonic)
+                        clock=time.monotonic, client_request_id=client_request_id)
     emitter = Emitter(info, cfg)
     from .platform import platform_note
 
