@@ -24,6 +24,7 @@ LOCAL_FIELDS = ("local_attention", "local_window", "num_local_layers", "num_nope
 PRECISION_FIELDS = ("expert_weight_bits", "gemm_dtype", "quant_method")
 ARCHITECTURE_FIELDS = DENSE_FIELDS + MOE_FIELDS + MLA_FIELDS + LOCAL_FIELDS + PRECISION_FIELDS
 _P = "identity.architecture."
+_HF_TO_FIELD = {"num_experts_per_tok": "experts_per_token", "num_local_experts": "num_experts", "num_experts": "num_experts"}
 
 
 def architecture_from_spec(spec: ModelSpec) -> dict[str, Any]:
@@ -64,7 +65,8 @@ def spec_from_architecture(a: Mapping[str, Any] | Any, name: str = "") -> ModelS
     try:
         spec = ModelSpec.from_hf_config(cfg, name=name or model_type)
     except InputError as exc:
-        raise type(exc)(_P + exc.field.split(":")[-1].replace("num_hidden_layers", "num_layers"),
+        key = exc.field.split(":")[-1]
+        raise type(exc)(_P + _HF_TO_FIELD.get(key, key),
                         str(exc).split(": ", 1)[-1].split(" (allowed")[0], exc.allowed) from None
     changes: dict[str, Any] = {}
     bits = {k: get(k) for k in ("weight_bits", "act_bits", "kv_bits") if get(k)}
