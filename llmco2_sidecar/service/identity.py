@@ -16,10 +16,9 @@ from ..workload import Parallelism
 def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = None) -> tuple[Deployment, str, str]:
     """Resolve the identity's model and GPU. Raises :class:`InputError` naming the field."""
     from ..hardware.catalog import load_gpu
-    from ..models.spec import ModelSpec
 
-    tp, pp, dp = ident.tp or 1, ident.pp or 1, ident.dp or 1
-    for name, value in (("identity.tp", tp), ("identity.pp", pp), ("identity.dp", dp)):
+    tp, pp, dp, ep = ident.tp or 1, ident.pp or 1, ident.dp or 1, ident.ep or 1
+    for name, value in (("identity.tp", tp), ("identity.pp", pp), ("identity.dp", dp), ("identity.ep", ep)):
         if value > 4096:
             raise InputError(name, f"absurd value {value}", "1..4096")
     if ident.gpu_count and ident.gpu_count != tp * pp:
@@ -31,31 +30,9 @@ def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = No
     except InputError as exc:
         raise InputError("identity.gpu", str(exc).split(": ", 1)[-1]) from None
     if ident.HasField("architecture") and ident.architecture.hidden_size:
-        a = ident.architecture
-        cfg = {
-            "model_type": a.model_type or "llama", "hidden_size": a.hidden_size,
-            "intermediate_size": a.intermediate_size, "num_hidden_layers": a.num_layers,
-            "num_attention_heads": a.num_heads, "num_key_value_heads": a.num_kv_heads or a.num_heads,
-            "vocab_size": a.vocab_size, "tie_word_embeddings": a.tie_word_embeddings,
-        }
-        if a.head_dim:
-            cfg["head_dim"] = a.head_dim
-        for key, value in (("intermediate_size", a.intermediate_size), ("num_layers", a.num_layers),
-                           ("num_heads", a.num_heads), ("vocab_size", a.vocab_size)):
-            if value < 1:
-                raise InputError(f"identity.architecture.{key}", "missing or zero", ">= 1")
-        if a.hidden_size > 1 << 20 or a.num_layers > 10_000 or a.vocab_size > 1 << 24:
-            raise InputError("identity.architecture", "absurd model size")
-        try:
-            model = ModelSpec.from_hf_config(cfg, name=ident.model_name or a.model_type or "model")
-        except InputError as exc:
-            raise InputError("identity.architecture." + exc.field.split(":")[-1], str(exc).split(": ", 1)[-1]) from None
-        bits = {k: v for k, v in (("weight_bits", a.weight_bits), ("act_bits", a.act_bits), ("kv_bits", a.kv_bits)) if v}
-        for key, value in bits.items():
-            if value not in (4, 8, 16, 32):
-                raise InputError(f"identity.architecture.{key}", f"unsupported bit width {value}", "4, 8, 16, 32")
-        if bits:
-            model = model.with_bits(**bits)
+        from ..models.identity import spec_from_architecture
+
+        model = spec_from_architecture(ident.architecture, name=ident.model_name or ident.architecture.model_type or "model")
     elif ident.model_name:
         from ..models.catalog import load_model
 
@@ -65,7 +42,17 @@ def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = No
             raise InputError("identity.model_name", str(exc).split(": ", 1)[-1], exc.allowed) from None
     else:
         raise InputError("identity.model_name", "missing: send a model name or the architecture fields")
-    dep = Deployment(model=model, gpu=gpu, parallel=Parallelism(tp=int(tp), pp=int(pp), dp=int(dp)))
+    try:
+        par = Parallelism(tp=int(tp), pp=int(pp), dp=int(dp), ep=int(ep))
+    except InputError as exc:
+        raise InputError("identity." + exc.field, str(exc).split(": ", 1)[-1]) from None
+    dep = Deployment(model=model, gpu=gpu, parallel=par)
+    from ..graph.builder import check_deployment
+
+    try:  # a split the kernel graph cannot cost (tp not dividing the heads or the experts' width, ...)
+        check_deployment(dep)
+    except InputError as exc:
+        raise InputError("identity." + exc.field, str(exc).split(": ", 1)[-1], exc.allowed) from None
     return dep, ident.model_name or model.name, gpu.gpu_id
 
 
