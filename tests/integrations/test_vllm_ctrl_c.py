@@ -1,10 +1,15 @@
 """Ctrl-C of a real vLLM (CPU build 0.32) with the switch on (``LLMCO2_SIDECAR=auto``), as a terminal
-sends it: SIGINT to the server's whole process group, while streamed requests are in flight.
+sends it: SIGINT to the server's whole process group, the server idle after serving a request.
 
 Expected, as with the switch off: vLLM exits by itself with status 0, its output has no ERROR line and
-no ``EngineDeadError``; the sidecar the plugin started is stopped after vLLM (no gRPC stream aborted
-under the engine), and its socket and private folder are removed. Also checked on the way: responses
-carry their carbon, and the note that a CPU engine's figures are not a GPU's.
+no ``EngineDeadError``; the sidecar the plugin started is stopped after vLLM (it runs in a process
+group of its own, so the engine's gRPC stream is not cut under it: no "Aborting method" warning), and
+its socket and private folder are removed. Also checked on the way: the response carries its carbon
+and the note that a CPU engine's figures are not a GPU's.
+
+Not asserted: Ctrl-C with streamed requests still in flight. vLLM 0.32 itself then logs ``ERROR ...
+AsyncLLM output_handler failed`` / ``EngineDeadError`` for each of them, with the switch off as well
+(seen here: 8 streams, SIGINT 0.2 s after they started, switch off: 396 ERROR lines).
 
 Skipped with LLMCO2_SKIP_E2E=1 (like test_vllm_e2e.py); fails when the vLLM environment cannot be built.
 """
@@ -14,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -63,18 +67,7 @@ def test_ctrl_c_stops_vllm_and_its_sidecar_cleanly(vllm_python: Path, tmp_path: 
         sidecar, sock = _auto_sidecar(server.proc.pid)
         assert os.path.exists(sock)
 
-        def stream(i: int) -> None:
-            try:
-                http_request(server.port, "POST", "/v1/completions",
-                             {"model": "tiny", "prompt": "Hello", "max_tokens": 240, "ignore_eos": True,
-                              "stream": True}, {"x-request-id": f"in-flight-{i}"}, timeout_s=60)
-            except Exception:  # the server goes away under it: expected
-                pass
-
-        threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(3)]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
+        time.sleep(1.0)  # the request's record is written; the server idles, as when a user stops it
         os.killpg(server.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         rc = server.proc.wait(timeout=120)
         output = server.log_tail(10**7)
