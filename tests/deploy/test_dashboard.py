@@ -20,7 +20,7 @@ _LABEL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)")
 # labels Prometheus attaches to every scraped series (target labels), not the exporter's
 _TARGET_LABELS = {"namespace", "pod", "job", "instance", "container", "service", "endpoint"}
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
-             "summary": ("_sum", "_count", "")}
+             "summary": ("_sum", "_count", ""), "info": ("_info",), "enum": ("",)}
 
 
 def exported_series(metrics: SidecarMetrics | None = None) -> dict[str, set[str]]:

@@ -328,6 +328,10 @@ def test_auto_starts_a_sidecar_and_stops_it(tmp_path, monkeypatch):
         grpc.channel_ready_future(channel).result(timeout=90)
         channel.close()
         assert proc.poll() is None
+        # a terminal's Ctrl-C (SIGINT to vLLM's process group) does not reach it; it stays in the
+        # server's session (the scheduler's autogroup counts it with the engine)
+        assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
+        assert os.getsid(proc.pid) == os.getsid(0)
     finally:
         autostart.stop_sidecars()
     assert proc.poll() is not None and not autostart._children
