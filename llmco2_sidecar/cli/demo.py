@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print_summary(summary)
+    if getattr(predictor, "guard", None) is not None:  # how often the idle floor / TDP cap acted (issue 14)
+        print(predictor.guard.describe(), file=sys.stderr if args.json else sys.stdout)
     if not args.no_plot:
         out = Path(args.plot) if args.plot else log.with_name("demo.png")
         plot(reqs, windows, out, summary)
