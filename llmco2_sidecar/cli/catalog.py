@@ -13,6 +13,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def model_support(hf_id: str) -> dict:
+    """Whether the product can model a bundled config: decided by building its spec, so the answer
+    follows the model code (a family that gains support stops being marked). ``reason``: why not."""
+    from ..errors import InputError
+    from ..models import load_model
+
+    try:
+        load_model(hf_id)
+    except InputError as exc:
+        return {"supported": False, "reason": getattr(exc, "message", str(exc))}
+    return {"supported": True, "reason": ""}
+
+
 def run(a: argparse.Namespace) -> int:
     from ..energy import carbon
     from ..hardware import load_catalog
@@ -29,7 +42,7 @@ def run(a: argparse.Namespace) -> int:
         "servers": {k: {"name": s.name, "gpu_id": s.gpu_id, "gpus_per_node": s.gpus_per_node, "cpu_model": s.cpu_model,
                         "cpus_per_node": s.cpus_per_node, "host_idle_w": s.host_idle_w,
                         "host_idle_w_source": s.sources.get("host_idle_w", "")} for k, s in cat.servers.items()},
-        "models": {k: {"verified": v} for k, v in bundled_status().items()},
+        "models": {k: {"verified": v, **model_support(k)} for k, v in bundled_status().items()},
         "regions": {k: {"g_per_kwh": r.g_per_kwh, "source": r.source, "year": r.year} for k, r in carbon.regions().items()},
     }
     if a.what:
@@ -51,9 +64,10 @@ def run(a: argparse.Namespace) -> int:
             print(f"  {k:<16} {s['gpus_per_node']} x {s['gpu_id']}, {s['cpus_per_node']} x {s['cpu_model']}, "
                   f"host idle {s['host_idle_w']:.0f} W ({s['host_idle_w_source']})")
     if "models" in out:
-        print("Models (Hugging Face ids; * = checked in one public copy only):")
+        print("Models (Hugging Face ids; * = checked in one public copy only; UNSUPPORTED = refused by estimate and serve):")
         for k, m in out["models"].items():
-            print(f"  {k}{'' if m['verified'] else ' *'}")
+            mark = "" if m["supported"] else f"  UNSUPPORTED: {m['reason']}"
+            print(f"  {k}{'' if m['verified'] else ' *'}{mark}")
     if "regions" in out:
         print("Grid carbon intensity, gCO2e/kWh:")
         for k, r in out["regions"].items():

@@ -38,7 +38,7 @@ class Catalog:
 
     def resolve_gpu_id(self, name: str) -> str:
         if not name:
-            raise InputError("gpu", "missing", ", ".join(self.gpus))
+            raise InputError("gpu", "missing", ", ".join(self.known_names()))
         lowered = {k.lower(): k for k in self.gpus}
         lowered_alias = {k.lower(): v for k, v in self.aliases.items()}
         key = name.strip()
@@ -51,7 +51,17 @@ class Catalog:
         for k in self.gpus:
             if k.lower() == norm or self.gpus[k].name.lower() == key.lower():
                 return k
-        raise InputError("gpu", f"unknown GPU {name!r}", ", ".join(list(self.gpus) + sorted(self.aliases)))
+        raise InputError("gpu", f"unknown GPU {name!r}", ", ".join(self.known_names()))
+
+    def known_names(self) -> list[str]:
+        """GPU ids, then the aliases that are not also ids, each once (error messages list them)."""
+        seen = {k.lower() for k in self.gpus}
+        out = list(self.gpus)
+        for alias in sorted(self.aliases):
+            if alias.lower() not in seen:
+                seen.add(alias.lower())
+                out.append(alias)
+        return out
 
     def server(self, server_id: str) -> ServerSpec:
         for k, v in self.servers.items():

@@ -42,5 +42,12 @@ class RooflinePredictor(StepPredictor):
         frac = np.divide(f.roofline_s_prefill, both, out=np.zeros_like(both), where=both > 0)
         return StepPrediction(energy_j=energy, prefill_energy_j=energy * frac, duration_s=dur)
 
+    def predict_duration_s(self, dep: Deployment, steps: StepBatch) -> np.ndarray:
+        """The ``duration_s`` of :meth:`predict_steps` alone (for the engine simulator)."""
+        from ..graph.builder import step_roofline_s
+
+        t, _ = step_roofline_s(dep, steps)
+        return np.where(np.isfinite(steps.duration_s), steps.duration_s, t / self.efficiency)
+
     def predict_steps(self, dep: Deployment, steps: StepBatch) -> StepPrediction:
         return self.predict_features(dep, step_features(dep, steps, with_nodes=False))
