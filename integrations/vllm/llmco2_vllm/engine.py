@@ -26,8 +26,11 @@ def make_hook(scheduler: Any, settings: Settings):
     cfg = EmitterConfig(target=settings.target, max_buffered_events=settings.buffer_events, token=settings.token,
                         clock=time.monotonic)
     emitter = Emitter(info, cfg)
-    log.info("llmco2: step hook on (%s, model %s, gpu %s, tp %d pp %d dp %d) -> sidecar %s",
-             type(scheduler).__name__, info.model_name, info.gpu, info.tp, info.pp, info.dp, settings.target)
+    arch = info.architecture or {}
+    moe = (f", MoE {arch['num_experts']} experts ({arch.get('experts_per_token', 0)} per token) ep {info.ep}"
+           if arch.get("num_experts") else "")
+    log.info("llmco2: step hook on (%s, model %s, gpu %s, tp %d pp %d dp %d%s) -> sidecar %s",
+             type(scheduler).__name__, info.model_name, info.gpu, info.tp, info.pp, info.dp, moe, settings.target)
     return StepHook(emitter, clock=time.monotonic, dump_path=settings.step_dump, flush_s=settings.flush_ms / 1000.0)
 
 
