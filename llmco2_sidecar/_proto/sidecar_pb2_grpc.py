@@ -6,7 +6,7 @@ import warnings
 from . import events_pb2 as llmco2_dot_v1_dot_events__pb2
 from . import sidecar_pb2 as llmco2_dot_v1_dot_sidecar__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

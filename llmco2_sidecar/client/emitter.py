@@ -55,8 +55,8 @@ class Phase:
 
 
 _STEP, _DONE, _BATCH, _DEFERRED = 0, 1, 2, 3
-_ARCH_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                "head_dim", "vocab_size", "weight_bits", "act_bits", "kv_bits", "tie_word_embeddings")
+# every ModelArchitecture field (dense, experts, MLA, local attention, number formats)
+_ARCH_FIELDS = tuple(pb.ModelArchitecture.DESCRIPTOR.fields_by_name)
 
 
 @dataclass
@@ -79,6 +79,7 @@ class EngineInfo:
     dp: int = 1
     dp_rank: int = 0
     architecture: Mapping[str, Any] | None = None
+    ep: int = 1  # expert-parallel size (vLLM --enable-expert-parallel: tp x dp)
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
@@ -90,7 +91,7 @@ class EngineInfo:
         ident = pb.EngineIdentity(
             engine_name=self.engine_name, engine_version=self.engine_version, instance_id=self.instance_id,
             model_name=self.model_name, gpu=self.gpu, gpu_count=int(self.gpu_count), tp=int(self.tp),
-            pp=int(self.pp), dp=int(self.dp), dp_rank=int(self.dp_rank),
+            pp=int(self.pp), dp=int(self.dp), dp_rank=int(self.dp_rank), ep=int(self.ep),
             engine_clock_at_open_s=engine_clock_s, wall_clock_at_open_s=wall_clock_s,
         )
         if self.architecture:
@@ -119,6 +120,9 @@ class EmitterConfig:
         clock: the engine clock the step times use.
         wall_clock: wall time (``time.time``) sent with the identity to map the engine clock; a
             replay (the demo) passes the trace's own time.
+        client_request_id: a function from an engine request id to the id the client sees (vLLM:
+            ``cmpl-my-id-0-9bf73448`` -> ``my-id``, its X-Request-Id), applied on the sender thread
+            to every finish that has none of its own; None: finishes carry only the engine id.
     """
 
     target: str = "127.0.0.1:50551"
@@ -134,6 +138,7 @@ class EmitterConfig:
     log_interval_s: float = 30.0
     clock: Any = time.monotonic
     wall_clock: Any = time.time
+    client_request_id: Any = None
 
 
 @dataclass
@@ -233,11 +238,12 @@ class Emitter:
         return True
 
     def emit_done(self, request_id: str, output_tokens: int = 0, aborted: bool = False, time_s: float = 0.0,
-                  prompt_tokens: int = 0) -> bool:
-        """Queue a request's finish (or abort). False if dropped."""
+                  prompt_tokens: int = 0, client_request_id: str = "") -> bool:
+        """Queue a request's finish (or abort); ``client_request_id``: the id its client knows it by
+        (default: the config's ``client_request_id`` function of ``request_id``). False if dropped."""
         if len(self._q) >= self._bound:
             return self._drop()
-        self._q.append((_DONE, request_id, output_tokens, aborted, time_s, prompt_tokens))
+        self._q.append((_DONE, request_id, output_tokens, aborted, time_s, prompt_tokens, client_request_id))
         self._emitted += 1
         if self._idle:
             self._signal()
@@ -430,7 +436,7 @@ class Emitter:
                     items.extend(self._drain(self.config.max_message_steps - len(items)))
                 last_send = time.monotonic()
                 try:
-                    msg, n = self._build(items)
+                    msg, n = self._build(items, self.config.client_request_id)
                 except (TypeError, ValueError, OverflowError) as exc:
                     msg, n = self._build_valid(items, exc)
                     if msg is None:
@@ -465,15 +471,15 @@ class Emitter:
         good = []
         for it in items:
             try:
-                self._build([it])
+                self._build([it], self.config.client_request_id)
                 good.append(it)
             except (TypeError, ValueError, OverflowError):
                 self._dropped_malformed += 1
         log.warning("llmco2 emitter: dropped %d malformed events (%s)", len(items) - len(good), exc)
-        return self._build(good) if good else (None, 0)
+        return self._build(good, self.config.client_request_id) if good else (None, 0)
 
     @staticmethod
-    def _build(items: list) -> tuple[pb.EngineMessage, int]:
+    def _build(items: list, client_id_of=None) -> tuple[pb.EngineMessage, int]:
         msg = pb.EngineMessage()
         ev = msg.events
         step_id, start, end, count = [], [], [], []
@@ -507,9 +513,14 @@ class Emitter:
                 elif any_phase:
                     phases.extend([0] * len(r))
             elif kind == _DONE:
-                _, rid, out_tok, aborted, t, p = it
+                _, rid, out_tok, aborted, t, p, client = it
+                if not client and client_id_of is not None:
+                    try:
+                        client = client_id_of(rid) or ""
+                    except Exception:  # a bad mapping loses the client id, never the finish
+                        client = ""
                 ev.done.add(request_id=rid, output_tokens=int(out_tok), aborted=bool(aborted), time_s=float(t),
-                            prompt_tokens=int(p))
+                            prompt_tokens=int(p), client_request_id=str(client))
             else:
                 _, bid, s0, s1, r, p, o = it
                 ev.static_batches.add(batch_id=int(bid), start_s=float(s0), end_s=float(s1), request_id=list(r),

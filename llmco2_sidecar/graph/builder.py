@@ -22,7 +22,7 @@ import numpy as np
 from ..predictor.api import Deployment
 from ..errors import InputError
 from ..workload import StepBatch
-from .kernels import AGGREGATES, KERNEL_TYPES, Kernel, layer_edges, layer_kernels, outside_kernels
+from .kernels import AGGREGATES, KERNEL_TYPES, Kernel, extended, layer_edges, layer_kernels, outside_kernels
 
 PHASES = ("step", "prefill", "decode")
 _PER_PHASE = ("log_flops", "log_mem_bytes", "log_net_bytes", "log_time_us", "log_mai", "log_perf_tflops", "bound_memory")
@@ -38,6 +38,8 @@ GLOBAL_FEATURE_NAMES = (
     "weight_bits", "act_bits", "kv_bits", "log_hidden", "log_intermediate", "log_heads", "log_kv_heads", "log_layers",
     "log_params", "tp", "pp", "log_peak_tflops", "log_mem_bw_tb_s", "log_net_bw_gb_s", "log_mrp", "log_nrp",
     "tdp_kw", "idle_kw", "log_n_gpus",
+    # appended with MoE support (a model trained before reads them with zero weights, predictor.gnn)
+    "log_active_params", "log1p_experts", "experts_per_token", "mean_weight_bits",
 )
 
 
@@ -93,8 +95,18 @@ def check_deployment(dep: Deployment) -> None:
     if m.num_heads % p.tp:
         raise InputError("tp", f"{p.tp} does not divide the {m.num_heads} attention heads of {m.name}",
                          "a divisor of num_attention_heads")
-    if m.intermediate_size % p.tp:
+    if (not m.is_moe or m.num_dense_layers) and m.intermediate_size % p.tp:
         raise InputError("tp", f"{p.tp} does not divide intermediate_size={m.intermediate_size}")
+    if p.ep > 1 and not m.is_moe:
+        raise InputError("ep", f"{m.name} has no experts to spread", "1 for a dense model")
+    if m.is_moe:
+        if p.ep == 1 and m.expert_intermediate_size % p.tp:
+            raise InputError("tp", f"{p.tp} does not divide the expert intermediate size {m.expert_intermediate_size}",
+                             "a divisor, or expert parallelism (ep)")
+        if m.num_experts % p.ep:
+            raise InputError("ep", f"{p.ep} does not divide the {m.num_experts} experts of {m.name}")
+        if m.shared_expert_intermediate_size % p.tp:
+            raise InputError("tp", f"{p.tp} does not divide the shared-expert size {m.shared_expert_intermediate_size}")
     if p.pp > m.num_layers:
         raise InputError("pp", f"{p.pp} stages exceed the {m.num_layers} layers of {m.name}", f"<= {m.num_layers}")
 
@@ -117,21 +129,53 @@ class StepAggregates:
     is_prefill: np.ndarray  # bool [R]
 
 
-def aggregates(steps: StepBatch) -> StepAggregates:
+def slice_aggregates(new: np.ndarray, ctx: np.ndarray, model=None) -> np.ndarray:
+    """Per request slice: ``[R, 5]`` over (run, T, A, K, n), or ``[R, 8]`` with ``U`` (0 here: it is a
+    per-step figure), ``Aw`` and ``Kw`` for models whose kernels need them (:func:`.kernels.extended`)."""
+    cols = [np.ones_like(new), new, new * ctx + new * (new + 1) / 2, ctx + new, np.ones_like(new)]
+    if model is not None and extended(model):
+        W = float(model.local_window or 1)
+        end = ctx + new
+        if model.local_attention == "chunked":
+            def s_(p):  # sum over positions 1..p of the keys a query sees in its own chunk
+                q, r = np.floor_divide(p, W), np.mod(p, W)
+                return q * W * (W + 1) / 2 + r * (r + 1) / 2
+            aw = s_(end) - s_(ctx)
+            kw = end - W * np.floor_divide(ctx, W)
+        else:  # sliding: a query at position p (1-based) sees min(p, W) keys
+            def s_(p):
+                lo = np.minimum(p, W)
+                return lo * (lo + 1) / 2 + (p - lo) * W
+            aw = s_(end) - s_(ctx)
+            kw = np.minimum(end, W + new - 1)
+        cols += [np.zeros_like(new), aw, kw]
+    return np.stack(cols, axis=1)
+
+
+def aggregates(steps: StepBatch, dep: Deployment | None = None) -> StepAggregates:
+    """Per-step aggregates; with ``dep`` of a MoE or local-attention model, the extended columns."""
     S = steps.n_steps
     new = steps.new_tokens.astype(np.float64)
     ctx = steps.context_tokens.astype(np.float64)
     idx = steps.request_step
     is_prefill = (steps.new_tokens > 1) | (steps.context_tokens == 0)
-    per = np.stack([np.ones_like(new), new, new * ctx + new * (new + 1) / 2, ctx + new, np.ones_like(new)], axis=1)
+    model = dep.model if dep is not None else None
+    per = slice_aggregates(new, ctx, model)
+    width = per.shape[1]
 
     def sums(mask: np.ndarray | None) -> np.ndarray:
-        out = np.zeros((S, 5))
+        out = np.zeros((S, width))
         sel_idx = idx if mask is None else idx[mask]
         sel = per if mask is None else per[mask]
-        for j in range(1, 5):
+        for j in range(1, width):
+            if j == 5:
+                continue
             out[:, j] = np.bincount(sel_idx, weights=sel[:, j], minlength=S)
         out[:, 0] = (out[:, 4] > 0).astype(np.float64)
+        if width > 5 and model.is_moe:
+            from .moe import touched_share
+
+            out[:, 5] = touched_share(out[:, 1], model, dep.parallel)
         return out
 
     n = np.maximum(np.bincount(idx, minlength=S), 1)
@@ -164,9 +208,19 @@ def roofline(kernels, agg: np.ndarray, dep: Deployment, coefs=None) -> Roofline:
     cf, cm, cn = _coefs(kernels) if coefs is None else coefs
     flops, mem, net = agg @ cf, agg @ cm, agg @ cn
     gpu = dep.gpu
-    peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
+    peak = kernel_peaks(kernels, dep)
     t = np.stack([flops / peak, mem / gpu.mem_bandwidth_bytes_s, net / gpu.interconnect_bytes_s])
     return Roofline(flops, mem, net, t.max(axis=0), t.argmax(axis=0).astype(np.int8))
+
+
+def kernel_peaks(kernels, dep: Deployment):
+    """The compute peak (FLOP/s) of each kernel: the activations' data type, or the kernel's own
+    (FP8 GEMMs) where the GPU lists a peak for it (else its BF16 peak). A scalar when all agree."""
+    gpu = dep.gpu
+    base = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
+    if not any(k.dtype for k in kernels):
+        return base
+    return np.array([gpu.peak_flops(k.dtype) if k.dtype else base for k in kernels])
 
 
 @dataclass
@@ -233,6 +287,47 @@ def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray
     return flops, mem, net, time, lay
 
 
+def step_roofline_s(dep: Deployment, steps: StepBatch, fused_attention: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(roofline_s [S], n_requests [S])`` alone, the inputs of a step-duration model, at a fraction of
+    :func:`step_features`' cost (the whole step only: no prefill / decode blocks, no node features).
+    The engine simulator calls it once per simulated step or run of steps."""
+    g = layer_graph(dep, fused_attention)
+    S = steps.n_steps
+    new = steps.new_tokens.astype(np.float64)
+    ctx = steps.context_tokens.astype(np.float64)
+    idx = steps.request_step
+    agg = np.empty((S, 5))
+    agg[:, 1] = np.bincount(idx, weights=new, minlength=S)
+    agg[:, 2] = np.bincount(idx, weights=new * ctx + new * (new + 1) / 2, minlength=S)
+    agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
+    agg[:, 4] = np.bincount(idx, minlength=S)
+    agg[:, 0] = agg[:, 4] > 0
+    w, weights = _time_form(dep, fused_attention)
+    S3 = (agg @ w).reshape(S, 3, -1)  # per kernel: compute, memory and network time
+    return S3.max(axis=1) @ weights, agg[:, 4].copy()
+
+
+def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``W [5, 3K]`` and ``weights [K]`` so that a step's Roofline time is ``max3(agg @ W) @ weights``:
+    every kernel's compute, memory and network time is linear in the step aggregates (what
+    :func:`roofline` computes; layers count ``num_layers`` times, the outside kernels once)."""
+    g = layer_graph(dep, fused_attention)
+    gpu = dep.gpu
+    peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
+    key = (peak, gpu.mem_bandwidth_bytes_s, gpu.interconnect_bytes_s, dep.model.num_layers)
+    cache = g.__dict__.setdefault("_time_forms", {})  # kept on the (cached) layer graph, as its coefficients
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    cf = np.concatenate([g.coefs[0], g.outside_coefs[0]], axis=1)
+    cm = np.concatenate([g.coefs[1], g.outside_coefs[1]], axis=1)
+    cn = np.concatenate([g.coefs[2], g.outside_coefs[2]], axis=1)
+    w = np.concatenate([cf / peak, cm / gpu.mem_bandwidth_bytes_s, cn / gpu.interconnect_bytes_s], axis=1)
+    weights = np.concatenate([np.full(g.n_nodes, float(dep.model.num_layers)), np.ones(len(g.outside))])
+    cache[key] = out = (np.ascontiguousarray(w), weights)
+    return out
+
+
 def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True, with_nodes: bool = True) -> StepFeatures:
     """Kernel-graph features of every step in ``steps`` (see module docstring).
 
@@ -240,7 +335,7 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
     ``global_x`` ``[S, 0]``) for callers that need only the totals, such as the analytic predictor.
     """
     g = layer_graph(dep, fused_attention)
-    ag = aggregates(steps)
+    ag = aggregates(steps, dep)
     S, N = steps.n_steps, g.n_nodes
     # the whole step, its prefill slices and its decode slices in one pass (three row blocks of S)
     f3, m3, n3, t3, lay3 = _totals(dep, g, np.concatenate([ag.step, ag.prefill, ag.decode]))
@@ -273,7 +368,8 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
         m.weight_bits, m.act_bits, m.kv_bits, log(m.hidden_size), log(m.intermediate_size), log(m.num_heads),
         log(m.num_kv_heads), log(m.num_layers), log(m.total_params), par.tp, par.pp, log(peak / 1e12),
         log(gpu.mem_bandwidth_gb_s / 1e3), log(gpu.interconnect_bytes_s / 1e9), log(peak / gpu.mem_bandwidth_bytes_s),
-        log(peak / gpu.interconnect_bytes_s), gpu.tdp_w / 1e3, gpu.idle_w / 1e3, log(dep.n_gpus)], dtype=np.float64)
+        log(peak / gpu.interconnect_bytes_s), gpu.tdp_w / 1e3, gpu.idle_w / 1e3, log(dep.n_gpus),
+        log(m.active_params), math.log1p(m.num_experts), m.experts_per_token, m.mean_weight_bits], dtype=np.float64)
     glob = np.concatenate([per_step, has.astype(float)[:, None], np.broadcast_to(const, (S, const.size))], axis=1)
     return StepFeatures(
         node_x=node_x.astype(np.float32), global_x=glob.astype(np.float32), edge_index=g.edge_index,
@@ -305,13 +401,14 @@ class KernelRow:
 def kernel_table(dep: Deployment, steps: StepBatch, step_index: int = 0, fused_attention: bool = True) -> list[KernelRow]:
     """Per-kernel figures of one step, for display."""
     g = layer_graph(dep, fused_attention)
-    ag = aggregates(steps).step[step_index:step_index + 1]
+    ag = aggregates(steps, dep).step[step_index:step_index + 1]
     gpu = dep.gpu
-    peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
     rows = []
     for scope, ks in (("layer", g.kernels), ("model", g.outside)):
         r = roofline(ks, ag, dep)
+        peaks = np.broadcast_to(kernel_peaks(ks, dep), (len(ks),))
         for j, k in enumerate(ks):
+            peak = float(peaks[j])
             f, mb, nb = r.flops[0, j], r.mem_bytes[0, j], r.net_bytes[0, j]
             if k.is_network:
                 inten = f / nb if nb else 0.0

@@ -33,6 +33,24 @@ bytes, and a whole step (or thousands of steps) is one matrix product. Formulas:
 * Pipeline send/recv: ``(pp-1)`` stage boundaries per forward pass, each ``T x hidden`` activations;
   the per-layer graph carries that transfer averaged over the layers.
 
+Models with experts or local attention (:func:`extended`) add three aggregates, zero-coefficient
+for every other kernel (dense models keep the five above, bit for bit):
+
+=========  ==============================================================================
+``U``      share of a MoE layer's experts on a GPU that the step touches: with ``B`` tokens routed
+           to ``k`` of ``E`` experts, ``1 - (1 - k/E)^B`` under uniform routing (so
+           ``E (1 - (1 - k/E)^B)`` distinct experts; see :mod:`.moe` for where real routing differs)
+``Aw``     attention pairs under the local-attention window (sliding: the last ``W`` keys;
+           chunked: keys of the query's own ``W``-token chunk)
+``Kw``     KV-cache tokens the window reads: ``min(context + new, W + new - 1)`` (sliding),
+           ``context + new - W floor(context / W)`` (chunked)
+=========  ==============================================================================
+
+A kernel that runs in only some layers (a dense MLP in DeepSeek's first three layers, local
+attention in gpt-oss's alternate layers, RoPE outside Llama-4's NoPE layers) carries its
+coefficients times the share of layers it runs in, so ``num_layers x`` the layer graph stays the
+model's total and each node is its per-layer average.
+
 Outside the layer graph (but inside totals): embedding lookup (vocab-parallel under TP, then an
 all-reduce), the final norm over all tokens, the LM head for one row per request slice (vLLM
 computes logits for the last scheduled token of each request), and the logits all-gather under TP.
@@ -40,7 +58,7 @@ computes logits for the last scheduled token of each request), and the logits al
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,6 +66,7 @@ from ..models.spec import ModelSpec
 from ..workload import Parallelism
 
 AGGREGATES = ("run", "T", "A", "K", "n")
+EXTENDED_AGGREGATES = AGGREGATES + ("U", "Aw", "Kw")
 
 KERNEL_TYPES = (
     "norm",
@@ -62,7 +81,19 @@ KERNEL_TYPES = (
     "all_reduce",
     "send_recv",
     "embedding",
+    # appended (the shipped GNN's one-hot columns above keep their positions; see predictor.gnn)
+    "moe_router",
+    "moe_topk",
+    "expert_linear",
+    "shared_expert",
+    "all_to_all",
+    "attention_mla",
 )
+
+#: New node types as their nearest original type, for a GNN trained before they existed
+#: (``GNNPredictor.load`` extends the first layer so that such a node reads as its parent type).
+KERNEL_TYPE_PARENT = {"moe_router": "linear", "moe_topk": "softmax", "expert_linear": "linear",
+                      "shared_expert": "linear", "all_to_all": "all_reduce", "attention_mla": "attention_fused"}
 
 
 @dataclass(frozen=True)
@@ -73,13 +104,36 @@ class Kernel:
     name: str
     ktype: str
     dims: tuple[float, float, float]  # (d_in or heads, d_out or kv heads, head_dim or 0), per GPU
-    flops: tuple[float, float, float, float, float]
-    mem_bytes: tuple[float, float, float, float, float]
-    net_bytes: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    flops: tuple[float, ...]
+    mem_bytes: tuple[float, ...]
+    net_bytes: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    dtype: str = ""  # compute data type where it differs from the model's activations ("fp8" GEMMs)
 
     @property
     def is_network(self) -> bool:
-        return self.ktype in ("all_reduce", "send_recv")
+        return self.ktype in ("all_reduce", "send_recv", "all_to_all")
+
+    def padded(self, n: int) -> "Kernel":
+        """The kernel over ``n`` aggregates (zero coefficients for the added ones)."""
+        def pad(v: tuple[float, ...]) -> tuple[float, ...]:
+            return v + (0.0,) * (n - len(v))
+        return replace(self, flops=pad(self.flops), mem_bytes=pad(self.mem_bytes), net_bytes=pad(self.net_bytes))
+
+    def scaled(self, f: float) -> "Kernel":
+        """The kernel with every coefficient times ``f`` (the share of layers it runs in)."""
+        if f == 1.0:
+            return self
+        return replace(self, flops=tuple(x * f for x in self.flops), mem_bytes=tuple(x * f for x in self.mem_bytes),
+                       net_bytes=tuple(x * f for x in self.net_bytes))
+
+
+def extended(model: ModelSpec) -> bool:
+    """Whether the model's kernels need the aggregates ``U``, ``Aw``, ``Kw``."""
+    return model.is_moe or model.num_local_layers > 0
+
+
+def _x(run=0.0, T=0.0, A=0.0, K=0.0, n=0.0, U=0.0, Aw=0.0, Kw=0.0) -> tuple[float, ...]:
+    return (float(run), float(T), float(A), float(K), float(n), float(U), float(Aw), float(Kw))
 
 
 def _v(run=0.0, T=0.0, A=0.0, K=0.0, n=0.0) -> tuple[float, float, float, float, float]:
@@ -101,6 +155,7 @@ class Shapes:
     wb: float  # bytes per weight
     ab: float  # bytes per activation
     kb: float  # bytes per KV-cache element
+    wbe: float = 0.0  # bytes per routed-expert weight (MXFP4: 4.25 / 8)
 
     @classmethod
     def of(cls, model: ModelSpec, par: Parallelism) -> "Shapes":
@@ -119,6 +174,7 @@ class Shapes:
             wb=model.weight_bits / 8,
             ab=model.act_bits / 8,
             kb=model.kv_bits / 8,
+            wbe=model.expert_bits / 8,
         )
 
 
@@ -148,46 +204,17 @@ def _all_reduce(name: str, s: Shapes, tp: int) -> Kernel:
     )
 
 
-def layer_kernels(model: ModelSpec, par: Parallelism, fused_attention: bool = True) -> list[Kernel]:
-    """The kernels of one transformer layer on one GPU, in execution order."""
-    s = Shapes.of(model, par)
-    ks: list[Kernel] = [_norm("input_norm", s.h, s)]
-    ks += [
-        _linear("q_proj", s.h, s.q, s, model.qkv_bias),
-        _linear("k_proj", s.h, s.kv, s, model.qkv_bias),
-        _linear("v_proj", s.h, s.kv, s, model.qkv_bias),
-    ]
-    if model.qk_norm:
-        qk = s.q + s.kv
-        ks.append(Kernel("qk_norm", "norm", (qk, qk, s.head_dim), _v(T=4 * qk), _v(run=2 * s.head_dim * s.wb, T=2 * qk * s.ab)))
-    rot = s.q + s.kv
-    ks.append(Kernel("rope", "rope", (rot, rot, s.head_dim), _v(T=3 * rot), _v(T=2 * rot * s.ab)))
-    kv_write = 2 * s.kv * s.kb  # bytes per new token written to the KV cache
-    if fused_attention:
-        ks.append(
-            Kernel(
-                "attention",
-                "attention_fused",
-                (s.heads, s.kv_heads, s.head_dim),
-                _v(A=(4 * s.head_dim + 5) * s.heads),
-                _v(T=2 * s.q * s.ab + kv_write, K=2 * s.kv * s.kb),
-            )
-        )
-    else:
-        ks += [
-            Kernel("attn_qk", "attention_qk", (s.heads, s.kv_heads, s.head_dim), _v(A=2 * s.head_dim * s.heads),
-                   _v(T=s.q * s.ab + kv_write, K=s.kv * s.kb, A=s.heads * s.ab)),
-            Kernel("attn_softmax", "softmax", (s.heads, s.kv_heads, 0), _v(A=5 * s.heads), _v(A=2 * s.heads * s.ab)),
-            Kernel("attn_sv", "attention_sv", (s.heads, s.kv_heads, s.head_dim), _v(A=2 * s.head_dim * s.heads),
-                   _v(T=s.q * s.ab, K=s.kv * s.kb, A=s.heads * s.ab)),
-        ]
-    ks.append(_linear("o_proj", s.q, s.h, s))
-    if model.post_norms:
-        ks.append(_norm("post_attn_out_norm", s.h, s))
-    if par.tp > 1:
-        ks.append(_all_reduce("attn_all_reduce", s, par.tp))
-    ks.append(Kernel("residual_add_1", "residual_add", (s.h, s.h, 0), _v(T=s.h), _v(T=3 * s.h * s.ab)))
-    ks.append(_norm("post_attention_norm", s.h, s))
+def _localize(k: Kernel, local: float) -> Kernel:
+    """An attention kernel over full and local layers: the ``A``/``K`` coefficients split into full
+    (share ``1 - local``) and windowed ``Aw``/``Kw`` (share ``local``)."""
+    def split(v: tuple[float, ...]) -> tuple[float, ...]:
+        run, T, A, K, n = v[:5]
+        return (run, T, A * (1 - local), K * (1 - local), n, 0.0, A * local, K * local)
+    return replace(k, flops=split(k.flops), mem_bytes=split(k.mem_bytes), net_bytes=split(k.net_bytes))
+
+
+def _dense_mlp(model: ModelSpec, s: Shapes, dtype: str) -> list[Kernel]:
+    ks: list[Kernel] = []
     if model.gated_mlp:
         ks += [_linear("gate_proj", s.h, s.i, s), _linear("up_proj", s.h, s.i, s)]
         ks.append(Kernel("act_mul", "activation", (s.i, s.i, 0), _v(T=5 * s.i), _v(T=3 * s.i * s.ab)))
@@ -195,6 +222,75 @@ def layer_kernels(model: ModelSpec, par: Parallelism, fused_attention: bool = Tr
         ks.append(_linear("up_proj", s.h, s.i, s))
         ks.append(Kernel("act", "activation", (s.i, s.i, 0), _v(T=4 * s.i), _v(T=2 * s.i * s.ab)))
     ks.append(_linear("down_proj", s.i, s.h, s))
+    return [replace(k, dtype=dtype) if dtype and k.ktype == "linear" else k for k in ks]
+
+
+def layer_kernels(model: ModelSpec, par: Parallelism, fused_attention: bool = True) -> list[Kernel]:
+    """The kernels of one transformer layer on one GPU, in execution order. For models whose layers
+    differ (dense and MoE layers, local and full attention, NoPE layers) each kernel carries its
+    per-layer average (module docstring)."""
+    s = Shapes.of(model, par)
+    L = model.num_layers
+    gd = model.gemm_dtype
+    ks: list[Kernel] = [_norm("input_norm", s.h, s)]
+    if model.is_mla:
+        from .mla import mla_kernels
+
+        ks += mla_kernels(model, par, s, gd)
+        o_in = (model.num_heads // par.tp) * model.v_head_dim
+    else:
+        ks += [
+            _linear("q_proj", s.h, s.q, s, model.qkv_bias),
+            _linear("k_proj", s.h, s.kv, s, model.qkv_bias),
+            _linear("v_proj", s.h, s.kv, s, model.qkv_bias),
+        ]
+        if gd:
+            ks[1:] = [replace(k, dtype=gd) for k in ks[1:]]
+        if model.qk_norm:
+            qk = s.q + s.kv
+            ks.append(Kernel("qk_norm", "norm", (qk, qk, s.head_dim), _v(T=4 * qk), _v(run=2 * s.head_dim * s.wb, T=2 * qk * s.ab)))
+        rot = s.q + s.kv
+        ks.append(Kernel("rope", "rope", (rot, rot, s.head_dim), _v(T=3 * rot), _v(T=2 * rot * s.ab))
+                  .scaled((L - model.num_nope_layers) / L if model.num_nope_layers else 1.0))
+        kv_write = 2 * s.kv * s.kb  # bytes per new token written to the KV cache
+        if fused_attention:
+            attn = [
+                Kernel(
+                    "attention",
+                    "attention_fused",
+                    (s.heads, s.kv_heads, s.head_dim),
+                    _v(A=(4 * s.head_dim + 5) * s.heads),
+                    _v(T=2 * s.q * s.ab + kv_write, K=2 * s.kv * s.kb),
+                )
+            ]
+        else:
+            attn = [
+                Kernel("attn_qk", "attention_qk", (s.heads, s.kv_heads, s.head_dim), _v(A=2 * s.head_dim * s.heads),
+                       _v(T=s.q * s.ab + kv_write, K=s.kv * s.kb, A=s.heads * s.ab)),
+                Kernel("attn_softmax", "softmax", (s.heads, s.kv_heads, 0), _v(A=5 * s.heads), _v(A=2 * s.heads * s.ab)),
+                Kernel("attn_sv", "attention_sv", (s.heads, s.kv_heads, s.head_dim), _v(A=2 * s.head_dim * s.heads),
+                       _v(T=s.q * s.ab, K=s.kv * s.kb, A=s.heads * s.ab)),
+            ]
+        if model.num_local_layers:
+            attn = [_localize(k, model.num_local_layers / L) for k in attn]
+        ks += attn
+        o_in = s.q
+    o = _linear("o_proj", o_in, s.h, s)
+    ks.append(replace(o, dtype=gd) if gd else o)
+    if model.post_norms:
+        ks.append(_norm("post_attn_out_norm", s.h, s))
+    if par.tp > 1:
+        ks.append(_all_reduce("attn_all_reduce", s, par.tp))
+    ks.append(Kernel("residual_add_1", "residual_add", (s.h, s.h, 0), _v(T=s.h), _v(T=3 * s.h * s.ab)))
+    ks.append(_norm("post_attention_norm", s.h, s))
+    if not model.is_moe:
+        ks += _dense_mlp(model, s, gd)
+    else:
+        from .moe import moe_kernels
+
+        if model.num_dense_layers:
+            ks += [k.scaled(model.num_dense_layers / L) for k in _dense_mlp(model, s, gd)]
+        ks += [k.scaled(model.num_moe_layers / L) for k in moe_kernels(model, par, s, gd)]
     if model.post_norms:
         ks.append(_norm("post_mlp_out_norm", s.h, s))
     if par.tp > 1:
@@ -203,6 +299,8 @@ def layer_kernels(model: ModelSpec, par: Parallelism, fused_attention: bool = Tr
     if par.pp > 1:
         per_layer = (par.pp - 1) / model.num_layers * s.h * s.ab
         ks.append(Kernel("pp_send_recv", "send_recv", (s.h, s.h, 0), _v(), _v(T=per_layer), _v(T=per_layer)))
+    if extended(model):
+        ks = [k.padded(len(EXTENDED_AGGREGATES)) for k in ks]
     return ks
 
 
@@ -210,30 +308,48 @@ def layer_edges(kernels: list[Kernel]) -> list[tuple[str, str]]:
     """Data dependencies between the kernels of one layer (a DAG, residual stream included)."""
     names = {k.name for k in kernels}
     seq_attn_out = [n for n in ("o_proj", "post_attn_out_norm", "attn_all_reduce") if n in names]
-    seq_mlp_out = [n for n in ("down_proj", "post_mlp_out_norm", "mlp_all_reduce") if n in names]
+    seq_mlp_out = [n for n in ("post_mlp_out_norm", "mlp_all_reduce") if n in names]
     e: list[tuple[str, str]] = []
-    for proj in ("q_proj", "k_proj", "v_proj"):
-        e.append(("input_norm", proj))
-    if "qk_norm" in names:
-        e += [("q_proj", "qk_norm"), ("k_proj", "qk_norm"), ("qk_norm", "rope")]
+    if "kv_a_proj" in names:
+        from .mla import mla_edges
+
+        e += mla_edges(names)
+        e.append(("v_up", "o_proj"))
     else:
-        e += [("q_proj", "rope"), ("k_proj", "rope")]
-    if "attention" in names:
-        e += [("rope", "attention"), ("v_proj", "attention"), ("attention", "o_proj")]
-    else:
-        e += [("rope", "attn_qk"), ("attn_qk", "attn_softmax"), ("attn_softmax", "attn_sv"), ("v_proj", "attn_sv"),
-              ("attn_sv", "o_proj")]
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            e.append(("input_norm", proj))
+        if "qk_norm" in names:
+            e += [("q_proj", "qk_norm"), ("k_proj", "qk_norm"), ("qk_norm", "rope")]
+        else:
+            e += [("q_proj", "rope"), ("k_proj", "rope")]
+        if "attention" in names:
+            e += [("rope", "attention"), ("v_proj", "attention"), ("attention", "o_proj")]
+        else:
+            e += [("rope", "attn_qk"), ("attn_qk", "attn_softmax"), ("attn_softmax", "attn_sv"), ("v_proj", "attn_sv"),
+                  ("attn_sv", "o_proj")]
     e += list(zip(seq_attn_out, seq_attn_out[1:]))
     e.append((seq_attn_out[-1], "residual_add_1"))
     e.append(("input_norm", "residual_add_1"))  # residual stream (the layer input, read by the norm)
     e.append(("residual_add_1", "post_attention_norm"))
+    mlp_outs: list[str] = []
     if "gate_proj" in names:
         e += [("post_attention_norm", "gate_proj"), ("post_attention_norm", "up_proj"), ("gate_proj", "act_mul"),
               ("up_proj", "act_mul"), ("act_mul", "down_proj")]
-    else:
+        mlp_outs.append("down_proj")
+    elif "up_proj" in names:
         e += [("post_attention_norm", "up_proj"), ("up_proj", "act"), ("act", "down_proj")]
+        mlp_outs.append("down_proj")
+    if "router" in names:
+        from .moe import moe_edges
+
+        moe_e, moe_outs = moe_edges(names, "post_attention_norm")
+        e += moe_e
+        mlp_outs += moe_outs
+    after = seq_mlp_out[0] if seq_mlp_out else "residual_add_2"
+    e += [(o, after) for o in mlp_outs]
     e += list(zip(seq_mlp_out, seq_mlp_out[1:]))
-    e.append((seq_mlp_out[-1], "residual_add_2"))
+    if seq_mlp_out:
+        e.append((seq_mlp_out[-1], "residual_add_2"))
     e.append(("residual_add_1", "residual_add_2"))
     if "pp_send_recv" in names:
         e.append(("residual_add_2", "pp_send_recv"))
@@ -255,4 +371,6 @@ def outside_kernels(model: ModelSpec, par: Parallelism) -> list[Kernel]:
                          _v(T=2 * frac * s.h * s.ab)))
         ks.append(Kernel("logits_all_gather", "all_reduce", (s.vocab, s.vocab, 0), _v(), _v(n=2 * s.vocab * s.ab),
                          _v(n=frac * s.vocab * tp * s.ab)))
+    if extended(model):
+        ks = [k.padded(len(EXTENDED_AGGREGATES)) for k in ks]
     return ks

@@ -18,9 +18,9 @@ import numpy as np
 
 from ..predictor.api import Deployment
 from ..workload import StepBatch
-from .builder import _coefs, aggregates, layer_graph, roofline
+from .builder import _coefs, aggregates, layer_graph, roofline, slice_aggregates
 
-_ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv")
+_ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv", "attention_mla")
 
 
 def _groups(g) -> tuple:
@@ -45,7 +45,7 @@ def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
     L = dep.model.num_layers
     S = steps.n_steps
     idx = steps.request_step
-    agg = aggregates(steps).step
+    agg = aggregates(steps, dep).step
 
     (attn, c_attn), (token_layer, c_tl), (token_outside, c_to), (logit, c_logit) = _groups(g)
 
@@ -55,7 +55,7 @@ def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
 
     new = steps.new_tokens.astype(np.float64)
     ctx = steps.context_tokens.astype(np.float64)
-    per = np.stack([np.ones_like(new), new, new * ctx + new * (new + 1) / 2, ctx + new, np.ones_like(new)], axis=1)
+    per = slice_aggregates(new, ctx, dep.model)
     # each slice's own attention time (as if alone), then the step's attention time split by it
     t_attn_slice = L * roofline(attn, per, dep, c_attn).time_s.sum(1)
     t_attn = np.bincount(idx, weights=t_attn_slice, minlength=S)

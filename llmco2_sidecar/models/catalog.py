@@ -21,9 +21,16 @@ def _id_to_file(hf_id: str) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def _aliases() -> dict[str, str]:
+def _aliases() -> dict[str, dict]:
+    """Alias id -> ``{"base": bundled id, "quant_method"?, "verified"?, "note"?}`` (a plain string value
+    is the base id of a same-architecture fine-tune)."""
     data = json.loads((CONFIG_DIR / "_aliases.json").read_text())
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+    return {k: (v if isinstance(v, dict) else {"base": v}) for k, v in data.items() if not k.startswith("_")}
+
+
+def list_aliases() -> dict[str, dict]:
+    """Alias ids (fine-tunes, FP8 releases) and what they resolve to."""
+    return dict(_aliases())
 
 
 def list_models() -> list[str]:
@@ -78,13 +85,24 @@ def _load(name: str) -> ModelSpec:
         return ModelSpec.from_hf_config(_read_json(path, "model"), name=str(path.parent.name if path.name == "config.json" else path.stem),
                                         source=str(path))
     ids = {i.lower(): i for i in list_models()}
-    aliases = {k.lower(): v for k, v in _aliases().items()}
+    aliases = {k.lower(): (k, v) for k, v in _aliases().items()}
     key = name.lower()
-    hf_id = ids.get(key) or aliases.get(key)
+    alias = None
+    hf_id = ids.get(key)
+    if hf_id is None and key in aliases:
+        alias_id, alias = aliases[key]
+        hf_id = alias["base"]
     if hf_id is None:
         raise InputError("model", f"unknown model {name!r} (not bundled and not a path to a config.json)",
                          ", ".join(list_models()))
     cfg = _read_json(_id_to_file(hf_id), "model")
     meta = cfg.pop("_llmco2", {})
-    return ModelSpec.from_hf_config(cfg, name=hf_id, verified=bool(meta.get("verified", True)),
-                                    source=meta.get("note", "bundled config, checked in >= 2 public copies (configs/SOURCE.md)"))
+    verified = bool(meta.get("verified", True))
+    source = meta.get("note", "bundled config, checked in >= 2 public copies (configs/SOURCE.md)")
+    if alias is None or set(alias) == {"base"}:  # plain aliases (fine-tunes) keep the base id as name
+        return ModelSpec.from_hf_config(cfg, name=hf_id, verified=verified, source=source)
+    if alias.get("quant_method"):
+        cfg["quantization_config"] = {"quant_method": alias["quant_method"], "activation_scheme": "dynamic"}
+    verified = verified and bool(alias.get("verified", True))
+    source = f"{hf_id} architecture" + (f"; {alias['note']}" if alias.get("note") else "") + f" ({source})"
+    return ModelSpec.from_hf_config(cfg, name=alias_id, verified=verified, source=source)

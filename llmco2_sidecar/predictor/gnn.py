@@ -26,11 +26,12 @@ from .api import Deployment, StepPrediction, StepPredictor
 from .dataset import Featurized, Packed, featurize_steps
 from .fused import FusedForward
 from .layers import TwoStageGNN, mean_adjacency
+from .physics import GuardStats, apply_power_bounds
 from .prior import DurationModel, PhysicsPrior
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 DEFAULT_MODEL = WEIGHTS_DIR / "llmco2-gnn-v1.safetensors"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: datasheet-scaled prior terms, Roofline-floored durations (2026-12-06)
 
 ALL_GLOBALS = tuple(GLOBAL_FEATURE_NAMES) + ("log_overhead_ratio",)
 _ROOFLINE_NODE = ("log_time_us", "log_mai", "log_perf_tflops", "bound_memory")
@@ -103,6 +104,8 @@ class GNNPredictor(StepPredictor):
         self._glob_idx = np.array([ALL_GLOBALS.index(c) for c in cfg.global_columns()])
         self._adj_cache: dict[tuple[int, bytes], torch.Tensor] = {}
         self._fused_fwd: FusedForward | None = None
+        #: how often the power window (idle floor, TDP cap) acted on this predictor's steps
+        self.guard = GuardStats()
 
     # ---- core ----------------------------------------------------------------------------
     def log_priors_np(self, prior_tot: np.ndarray, prior_pre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,11 +147,19 @@ class GNNPredictor(StepPredictor):
             poss.append(grp.step_pos)
         return torch.cat(pres), torch.cat(tots), torch.cat(poss)
 
+    @staticmethod
+    def bounded_energy(packed: Packed, log_tot: torch.Tensor) -> torch.Tensor:
+        """Step energies (J, float64, packed group order) inside the power window, as the product
+        predicts them (:mod:`.physics`)."""
+        lo = torch.cat([g.e_low for g in packed.groups])
+        hi = torch.cat([g.e_high for g in packed.groups])
+        return torch.minimum(torch.maximum(torch.exp(log_tot.double()), lo), hi)
+
     def predict_packed(self, packed: Packed) -> np.ndarray:
-        """Example predictions (same unit as the targets)."""
+        """Example predictions (same unit as the targets), power window applied as in the product."""
         with torch.no_grad():
             _, lt, pos = self.forward_packed(packed)
-            contrib = packed.step_weight[pos] * torch.exp(lt.double())
+            contrib = packed.step_weight[pos] * self.bounded_energy(packed, lt)
             pred = torch.zeros(packed.n_examples, dtype=torch.float64).index_add_(0, packed.step_example[pos], contrib)
         return pred.numpy()
 
@@ -183,6 +194,16 @@ class GNNPredictor(StepPredictor):
             f = self._fused_fwd = FusedForward(self.nets)
         return f
 
+    def predict_duration_s(self, deployment: Deployment, steps: StepBatch) -> np.ndarray:
+        """The ``duration_s`` that :meth:`predict_steps` would return, without the energy (the
+        simulator needs step times before it can go on; energies are predicted later in bulk)."""
+        from ..graph.builder import step_roofline_s
+
+        dur = steps.duration_s
+        t, n = step_roofline_s(deployment, steps)
+        model = np.maximum(np.stack([t, np.ones_like(t), n], axis=1) @ self.state.duration.coef, 1e-6)  # DurationModel.predict
+        return np.where(np.isfinite(dur), dur, model)
+
     def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:
         if steps.n_steps == 0:
             z = np.zeros(0)
@@ -199,14 +220,9 @@ class GNNPredictor(StepPredictor):
             lp = lp_t.double().numpy()
         pre = np.exp(lp) if self.state.config.two_stage else tot * _prefill_share(fe)
         pre = np.where(fe.features.prefill_tokens > 0, np.minimum(pre, tot), 0.0)
-        # physical bound: over a step the GPUs cannot average more than their board power. It binds
-        # where the network extrapolates to a GPU it never saw (e.g. A100 at high load); the accuracy
-        # benchmark scores the unbounded network on H100/B200, where measured power stays below TDP.
-        cap = deployment.n_gpus * deployment.gpu.tdp_w * fe.duration_s
-        over = tot > cap
-        if over.any():
-            pre = np.where(over, pre * cap / tot, pre)
-            tot = np.minimum(tot, cap)
+        # the power window (idle floor, TDP cap): a guard, counted in self.guard; the accuracy
+        # benchmark scores the same bounded prediction (predict_packed)
+        tot, pre = apply_power_bounds(tot, pre, fe.e_low, fe.e_high, self.guard)
         return StepPrediction(energy_j=tot, prefill_energy_j=pre, duration_s=fe.duration_s.copy())
 
     # ---- files ---------------------------------------------------------------------------
@@ -239,9 +255,9 @@ class GNNPredictor(StepPredictor):
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: model format {meta.get('format_version')} (this code reads {FORMAT_VERSION})")
         cfg = GNNConfig(**meta["config"])
-        if cfg.node_columns() != meta["node_columns"] or cfg.global_columns() != meta["global_columns"]:
-            raise ValueError(f"{path}: feature columns differ from this code's graph features; retrain the model")
         tensors = load_file(str(path))
+        if cfg.node_columns() != meta["node_columns"] or cfg.global_columns() != meta["global_columns"]:
+            tensors = _widen(tensors, meta, cfg, path)
         norm = {k[5:]: tensors[k].numpy() for k in tensors if k.startswith("norm.")}
         nets = []
         for i, hidden in enumerate(meta["member_hidden"]):
@@ -252,6 +268,56 @@ class GNNPredictor(StepPredictor):
         state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
                            float(meta["log_bias"]), meta.get("info", {}))
         return cls(nets, state)
+
+
+def _widen(tensors: dict, meta: dict, cfg: GNNConfig, path: Path) -> dict:
+    """A model trained on fewer feature columns, read for this code's columns (added node types, such
+    as the MoE kernels). Each new column gets mean 0 and std 1 in the normalisation and, in the first
+    layer reading it, a zero weight, so the model computes exactly what it did on the graphs it was
+    trained on. A new node type with a parent (:data:`~llmco2_sidecar.graph.kernels.KERNEL_TYPE_PARENT`)
+    gets the parent column's weight divided by its std instead: such a node then reads as its parent
+    type (its parent column is 0, normalised ``-mean/std``; the added ``1 / std`` makes up
+    ``(1 - mean) / std``). Dropped or renamed columns cannot be mapped: retrain."""
+    from ..graph.kernels import KERNEL_TYPE_PARENT
+
+    old_n, new_n = list(meta["node_columns"]), cfg.node_columns()
+    old_g, new_g = list(meta["global_columns"]), cfg.global_columns()
+    if not (set(old_n) <= set(new_n) and set(old_g) <= set(new_g)):
+        raise ValueError(f"{path}: feature columns differ from this code's graph features; retrain the model")
+    out = dict(tensors)
+    jn = [new_n.index(c) for c in old_n]
+    jg = [new_g.index(c) for c in old_g]
+
+    def widen_vec(key: str, cols: list[int], width: int, fill: float) -> None:
+        v = torch.full((width,), fill, dtype=tensors[key].dtype)
+        v[cols] = tensors[key]
+        out[key] = v
+
+    widen_vec("norm.node_mean", jn, len(new_n), 0.0)
+    widen_vec("norm.node_std", jn, len(new_n), 1.0)
+    widen_vec("norm.glob_mean", jg, len(new_g), 0.0)
+    widen_vec("norm.glob_std", jg, len(new_g), 1.0)
+    std = tensors["norm.node_std"]
+    for key, w in tensors.items():
+        if key.endswith(("conv1.lin_l.weight", "conv1.lin_r.weight")):  # [hidden, F]
+            nw = torch.zeros(w.shape[0], len(new_n), dtype=w.dtype)
+            nw[:, jn] = w
+            for c in new_n:
+                parent = KERNEL_TYPE_PARENT.get(c.removeprefix("type_")) if c.startswith("type_") else None
+                if c not in old_n and parent and f"type_{parent}" in old_n:
+                    j = old_n.index(f"type_{parent}")
+                    nw[:, new_n.index(c)] = w[:, j] / std[j]
+            out[key] = nw
+        elif key.endswith("lin1.weight"):  # [hidden, 2 hidden + G (+1 for the total head)]
+            pooled = w.shape[1] - len(old_g) - (1 if ".tot." in key and cfg.two_stage else 0)
+            extra = w.shape[1] - pooled - len(old_g)
+            nw = torch.zeros(w.shape[0], pooled + len(new_g) + extra, dtype=w.dtype)
+            nw[:, :pooled] = w[:, :pooled]
+            nw[:, [pooled + j for j in jg]] = w[:, pooled:pooled + len(old_g)]
+            if extra:
+                nw[:, -extra:] = w[:, -extra:]
+            out[key] = nw
+    return out
 
 
 def _prefill_share(fe: Featurized) -> np.ndarray:

@@ -94,7 +94,7 @@ class DeploymentCheck:
 
     @staticmethod
     def key(dep) -> tuple:
-        return (dep.model, dep.gpu.gpu_id, dep.parallel)
+        return (repr(dep.model), dep.gpu.gpu_id, dep.parallel)  # repr: whatever fields a ModelSpec grows
 
     def known(self, dep) -> bool:
         return self.key(dep) in self._ok

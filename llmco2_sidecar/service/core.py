@@ -36,6 +36,7 @@ from .records import error_record
 log = logging.getLogger("llmco2.server")
 MAX_REPLAY_ATTEMPTS = 2  # a journal whose replay did not finish this often is set aside (quarantine-*)
 REPLAY_ATTEMPTS = "replay-attempts"
+GRID_FIRST_WAIT_S = 3.0  # at start, wait this long for a live grid source's first reading
 
 
 class DiskUnavailable(RuntimeError):
@@ -70,6 +71,17 @@ class SidecarCore(LookupsMixin):
         self.pipeline = Pipeline(config, self.predictor, self.carbon_log, self.metrics, self.ledger, self._on_records,
                                  self.dead_letter)
         self.check_deployment = DeploymentCheck(self.predictor, config)
+        from ..config import open_grid_source
+
+        self.grid = self.pipeline.grid = open_grid_source(config)  # --grid: polled off the hot path
+        self.grid.bind_metrics(self.metrics)
+        self.otlp = None
+        if config.otlp:  # --otlp: metrics and one log record per finished request to an OTLP collector
+            from .. import __version__
+            from .otel import OtlpExporter
+
+            self.otlp = OtlpExporter(config.otlp, self.metrics, config.otlp_interval_s, __version__,
+                                     config.otlp_timeout_s)
         self.streams: dict[str, ing.StreamState] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
@@ -93,13 +105,20 @@ class SidecarCore(LookupsMixin):
             log.warning("carbon log %s: removed a torn last line (%d bytes)", self.carbon_log.path,
                         self.carbon_log.repaired_bytes)
         self._open_meters()
+        self.grid.start()
+        if getattr(self.grid, "live", False) and not self.grid.wait_first(GRID_FIRST_WAIT_S):
+            log.warning("grid: no first reading from %s within %.0f s: records use the static region until it answers",
+                        self.config.grid, GRID_FIRST_WAIT_S)
         self.pipeline.start()
         replayed = self._recover()
         self.journal.open()
         if replayed:  # compact: checkpoint the recovered state, drop the replayed segments
             self._checkpoint()
             self.pipeline.barrier(None, timeout_s=600)
-        (self.journal.dir / REPLAY_ATTEMPTS).unlink(missing_ok=True)
+        try:
+            (self.journal.dir / REPLAY_ATTEMPTS).unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def _open_meters(self) -> None:
         """``--measure nvml,rapl``: sample the meters; window records carry measured energy."""
@@ -198,8 +217,11 @@ class SidecarCore(LookupsMixin):
                                  f"were moved to {dest} and not replayed", events={"quarantine": str(dest)})
             path.unlink(missing_ok=True)
             return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(str(attempts + 1))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(attempts + 1))
+        except OSError as exc:  # a full disk: replay without the guard (and say so)
+            log.warning("journal: cannot count the replay attempt (%s)", exc)
         return True
 
     def _restore_checkpoint(self, ckpt: dict) -> None:
@@ -240,6 +262,8 @@ class SidecarCore(LookupsMixin):
             state = {"segment": seg, "written_at": time.time(), "streams": streams,
                      "running": self.ledger.snapshot_running(), "last_end": dict(self.pipeline._last_end)}
             try:
+                if self.config.fsync != "never":  # the records of the segments about to go are on disk first
+                    self.carbon_log.fsync()
                 self.journal.write_checkpoint(state)
             except OSError as exc:  # the older segments stay; the next roll tries again
                 self.metrics.disk_errors.labels("journal").inc()
@@ -248,11 +272,14 @@ class SidecarCore(LookupsMixin):
         self.pipeline._q.put(Barrier(write))
 
     async def stop(self) -> None:
+        self.grid.stop()
         try:
             self.journal.close()
         except OSError as exc:
             log.warning("journal: close failed (%s)", exc)
         await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+        if self.otlp is not None:  # the last log records and metrics, bounded by --otlp-timeout-s
+            await asyncio.get_running_loop().run_in_executor(None, self.otlp.shutdown)
         self.carbon_log.close()
         if self.carbon_log.backlog:
             log.error("carbon log %s: %d records could not be written (%s); they are in the journal and are "

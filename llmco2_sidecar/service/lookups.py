@@ -16,6 +16,9 @@ MAX_WAIT_S = 30.0
 class LookupsMixin:
     # ---- announcements (pipeline thread -> loop) -----------------------------------------------
     def _on_records(self, records: list[dict]) -> None:
+        if self.otlp is not None:  # --otlp: one log record per finished request (on the pipeline thread)
+            suppress = self.pipeline.suppress_ids  # journal replay: records already in the log were exported
+            self.otlp.on_records([r for r in records if r["request_id"] not in suppress] if suppress else records)
         loop = self.loop
         if loop is not None and (self._waiters or self._watchers or self._prefix_waiters):
             try:
@@ -24,19 +27,23 @@ class LookupsMixin:
                 pass
 
     def _announce(self, records: list[dict]) -> None:
+        # a record answers to its engine id and to its client's id (X-Request-Id)
         for prefix, fut in self._prefix_waiters:
-            if not fut.done() and any(rec["request_id"].startswith(prefix) for rec in records):
+            if not fut.done() and any(rec["request_id"].startswith(prefix)
+                                      or (rec.get("client_request_id") or "").startswith(prefix) for rec in records):
                 fut.set_result(None)
         for rec in records:
-            futs = self._waiters.pop(rec["request_id"], None)
-            if futs:
-                for f in futs:
-                    if not f.done():
-                        f.set_result(rec)
+            client = rec.get("client_request_id") or ""
+            for key in (rec["request_id"], client) if client else (rec["request_id"],):
+                futs = self._waiters.pop(key, None)
+                if futs:
+                    for f in futs:
+                        if not f.done():
+                            f.set_result(rec)
             if self._watchers:
                 msg = None
                 for prefix, q in self._watchers:
-                    if rec["request_id"].startswith(prefix):
+                    if rec["request_id"].startswith(prefix) or (client and client.startswith(prefix)):
                         msg = msg or record_to_proto(rec)
                         try:
                             q.put_nowait(msg)
@@ -57,6 +64,14 @@ class LookupsMixin:
                              t.decode_j, t.serving_j, t.gpu_s, t.steps, False, predictor=self.pipeline.predictor.name)
         rec["state"] = "running"
         return rec
+
+    def _finished(self, rid: str) -> list[dict]:
+        """The finished record of engine id ``rid``, else every finished record the client knows as ``rid``."""
+        rec = self.ledger.get_finished(rid)
+        if rec is not None:
+            return [rec]
+        with self.ledger.lock:
+            return self.ledger.get_by_client(rid)
 
     async def lookup(self, rid: str, wait_s: float, prefix: bool) -> list[dict]:
         wait_s = min(max(wait_s, 0.0), MAX_WAIT_S)
@@ -79,17 +94,18 @@ class LookupsMixin:
                     pass
                 finally:
                     self._prefix_waiters.remove(entry)
-        rec = self.ledger.get_finished(rid)
-        if rec is not None:
-            return [rec]
+        found = self._finished(rid)
+        if found:
+            return found
         if wait_s > 0:
             fut = self.loop.create_future()
             self._waiters.setdefault(rid, []).append(fut)
-            rec = self.ledger.get_finished(rid)  # finished between the check and the registration
-            if rec is not None:
-                return [rec]
+            found = self._finished(rid)  # finished between the check and the registration
+            if found:
+                return found
             try:
-                return [await asyncio.wait_for(fut, wait_s)]
+                rec = await asyncio.wait_for(fut, wait_s)
+                return self._finished(rid) or [rec]
             except asyncio.TimeoutError:
                 pass
             finally:
@@ -98,9 +114,9 @@ class LookupsMixin:
                     lst.remove(fut)
                     if not lst:
                         self._waiters.pop(rid, None)
-        rec = self.ledger.get_finished(rid)
-        if rec is not None:
-            return [rec]
+        found = self._finished(rid)
+        if found:
+            return found
         running = self.running_record(rid)
         if running is None and any(rid in s.live or rid in s.recently_done for s in self.streams.values()):
             # accepted (acknowledged) but the pipeline has not reached it yet: wait for it, briefly
@@ -130,6 +146,11 @@ def record_to_proto(rec: dict) -> spb.RequestCarbon:
         carbon_g=spb.CarbonBreakdown(operational=c["operational"], embodied=c["embodied"], total=c["total"]),
         source=rec["source"], pue=rec["pue"], carbon_intensity_g_per_kwh=rec["carbon_intensity_g_per_kwh"],
         engine=rec.get("engine", ""), steps=rec.get("steps", 0),
+        client_request_id=rec.get("client_request_id") or "",
+        carbon_intensity_kind=rec.get("carbon_intensity_kind") or "",
+        carbon_intensity_source=rec.get("carbon_intensity_source") or "",
+        carbon_intensity_ts=rec.get("carbon_intensity_ts") or 0.0,
+        sci_g_per_1k_output_tokens=(rec.get("sci") or {}).get("g_per_1k_output_tokens") or 0.0,
     )
 
 

@@ -28,19 +28,27 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..workload import StepBatch
-from .attribution import PredictionError, attribute, idle_gaps
-from .carbon_log import CarbonLog, dumps
-from .dead_letter import DeadLetter, describe, steps_to_json
-from .ingest import PHASE_DECODE, AcceptedSteps, DoneEvent, Ingested, StaticBatchEvent, StreamState
+from ..energy.accounting import account_steps
+from .attribution import PredictionError
+from .carbon_log import CarbonLog
+from .dead_letter import DeadLetter
+from .ingest import (
+    PHASE_DECODE,
+    AcceptedSteps,
+    DoneEvent,
+    Ingested,
+    StaticBatchEvent,
+    StreamState,
+)
+from .isolation import IsolationMixin
 from .ledger import RequestLedger
 from .metrics import SidecarMetrics
+from .prediction import _concat, predict_steps  # noqa: F401  (predict_steps: re-exported)
 from .records import Accounting, error_record, make_accounting, request_record
 from .static import static_batch_energy
 from .windows import WindowsMixin, _Window  # noqa: F401  (_Window: re-exported for tests)
 
 log = logging.getLogger("llmco2.pipeline")
-MAX_ERRORED_REQUESTS = 100_000
 
 
 @dataclass
@@ -56,40 +64,7 @@ def _awaited(item: Ingested) -> bool:
     return bool(item.done or item.batches)
 
 
-def predict_steps(predictor, dep, parts: list[AcceptedSteps]) -> list:
-    """Predict the steps of several engines of one deployment in ONE call; split per engine:
-    (energy_j [S], prefill_energy_j [S], duration_s [S], shares [R]) each, or a
-    :class:`PredictionError` for a part whose output is not finite. Raises what the predictor raises."""
-    from ..graph import request_shares
-
-    st = _concat(parts)
-    step_of = np.repeat(np.arange(st.n_steps, dtype=np.int64), st.slice_count)
-    dur = st.end_s - st.start_s
-    dur = np.where(dur > 0, dur, np.nan)
-    sb = StepBatch(step_of, st.context_tokens, st.new_tokens, dur)
-    pred = predictor.predict_steps(dep, sb)
-    shares = request_shares(dep, sb)
-    energy = np.asarray(pred.energy_j, dtype=np.float64)
-    prefill = np.asarray(pred.prefill_energy_j, dtype=np.float64)
-    duration = np.asarray(pred.duration_s, dtype=np.float64)
-    S, R = st.n_steps, int(st.slice_count.sum())
-    if energy.shape != (S,) or prefill.shape != (S,) or duration.shape != (S,) or shares.shape != (R,):
-        raise PredictionError(f"predictor returned shapes {energy.shape}/{prefill.shape}/{duration.shape} for {S} steps")
-    out: list = []
-    s0 = r0 = 0
-    for p in parts:
-        s1, r1 = s0 + p.n_steps, r0 + int(p.slice_count.sum())
-        e, pf, d, sh = energy[s0:s1], prefill[s0:s1], duration[s0:s1], shares[r0:r1]
-        bad = ~(np.isfinite(e) & np.isfinite(pf) & np.isfinite(d))
-        if bad.any() or not np.isfinite(sh).all():
-            out.append(PredictionError(f"predictor returned non-finite energy for {int(bad.sum())} of {p.n_steps} steps"))
-        else:
-            out.append((e, pf, d, sh))
-        s0, r0 = s1, r1
-    return out
-
-
-class Pipeline(WindowsMixin):
+class Pipeline(IsolationMixin, WindowsMixin):
     STOP = object()
 
     def __init__(self, config, predictor, carbon_log: CarbonLog, metrics: SidecarMetrics,
@@ -124,6 +99,7 @@ class Pipeline(WindowsMixin):
         self.submitted_steps = 0
         self.done_steps = 0
         self._streams_by_id: dict[str, StreamState] = {}
+        self.grid = None  # --grid source (set by the core; opened from the config on first use otherwise)
 
     # ---- control -------------------------------------------------------------------------------
     @property
@@ -232,22 +208,15 @@ class Pipeline(WindowsMixin):
         finally:
             b.done.set()
 
-    def _last_resort(self, items: list[Ingested], exc: BaseException) -> None:
-        for it in items:
-            rids = list(it.steps.request_id) if it.steps is not None else []
-            rids += [d.request_id for d in it.done] + [r for b in it.batches for r in b.request_id]
-            try:
-                self.dead_letter.put("pipeline", it.stream.stream_id, exc, rids,
-                                     it.steps.n_steps if it.steps is not None else 0)
-                self._mark_errored(it.stream.stream_id, rids, f"pipeline: {describe(exc)}")
-            except Exception:
-                log.exception("pipeline failed on a micro-batch of %d messages", len(items))
-
     # ---- accounting ------------------------------------------------------------------------------
     def accounting(self, stream: StreamState) -> Accounting:
         acc = self._accounting.get(stream.stream_id)
         if acc is None:
-            acc = self._accounting[stream.stream_id] = make_accounting(self.config, stream.deployment)
+            if self.grid is None:
+                from ..config import open_grid_source
+
+                self.grid = open_grid_source(self.config).start()
+            acc = self._accounting[stream.stream_id] = make_accounting(self.config, stream.deployment, self.grid)
         return acc
 
     # ---- processing ------------------------------------------------------------------------------
@@ -279,128 +248,6 @@ class Pipeline(WindowsMixin):
                 self.ledger.put_finished(rec, now, line)
         self._emit(records, lines, extra, items)
 
-    def _predict_units(self, by_stream: dict[str, list[Ingested]]) -> dict[str, list[tuple]]:
-        """Per engine, the units it is accounted in: ``(messages, steps, prediction)``, the prediction
-        a tuple or the exception that stands for it. One predictor call per deployment; a failed
-        shared call is retried per engine, a failed engine call per message (outside the ledger lock)."""
-        stream_steps: dict[str, AcceptedSteps] = {}
-        groups: list[tuple[object, list[str]]] = []
-        for sid, its in by_stream.items():
-            steps = [it.steps for it in its if it.steps is not None]
-            if not steps:
-                continue
-            stream_steps[sid] = _concat(steps)
-            dep = its[0].stream.deployment
-            for gdep, members in groups:
-                if gdep == dep:
-                    members.append(sid)
-                    break
-            else:
-                groups.append((dep, [sid]))
-        predicted: dict[str, object] = {}
-        for dep, members in groups:
-            try:
-                outs = predict_steps(self.predictor, dep, [stream_steps[m] for m in members])
-            except Exception as exc:
-                outs = [exc] * len(members)
-                if len(members) > 1:  # someone's steps broke the shared call: each engine alone
-                    outs = [self._predict_one(dep, stream_steps[m]) for m in members]
-            predicted.update(zip(members, outs))
-        units: dict[str, list[tuple]] = {}
-        for sid, its in by_stream.items():
-            pred = predicted.get(sid)
-            if isinstance(pred, BaseException) and sum(it.steps is not None for it in its) > 1:
-                dep = its[0].stream.deployment  # this engine's call failed: each message alone
-                units[sid] = [([it], it.steps, self._predict_one(dep, it.steps) if it.steps is not None else None)
-                              for it in its]
-            else:
-                units[sid] = [(its, stream_steps.get(sid), pred)]
-        return units
-
-    def _predict_one(self, dep, steps: AcceptedSteps):
-        try:
-            return predict_steps(self.predictor, dep, [steps])[0]
-        except Exception as exc:
-            return exc
-
-    def _account_unit(self, stream: StreamState, items: list[Ingested], steps: AcceptedSteps | None, pred,
-                      records: list[dict], extra: list[dict]) -> None:
-        """Steps, then static batches, then finishes of ``items`` (one engine), each part isolated."""
-        if steps is not None:
-            stage = "predict"
-            try:
-                if isinstance(pred, BaseException):
-                    raise pred
-                stage = "attribute"
-                extra.extend(self._process_steps(stream, steps, pred))
-            except Exception as exc:
-                self._fail_steps(stream, steps, exc, stage)
-        for it in items:
-            for b in it.batches:
-                records.extend(self._static_isolated(stream, b))
-        for it in items:
-            for d in it.done:
-                if self.calibrating and self.ledger.in_open_window(d.request_id):
-                    # its energy in the open window is calibrated when the window closes
-                    self._deferred.setdefault(stream.stream_id, {})[d.request_id] = d
-                    continue
-                rec = self._finish_isolated(stream, d)
-                if rec is not None:
-                    records.append(rec)
-
-    def _mark_errored(self, sid: str, rids, why: str) -> None:
-        err = self._errored
-        for r in rids:
-            err[(sid, r)] = why
-        while len(err) > MAX_ERRORED_REQUESTS:
-            err.popitem(last=False)
-
-    def _fail_steps(self, stream: StreamState, steps: AcceptedSteps, exc: BaseException, stage: str) -> None:
-        why = f"{stage}: {describe(exc)}"
-        self.dead_letter.put(stage, stream.stream_id, exc, steps.request_id, steps.n_steps, steps_to_json(steps))
-        self._mark_errored(stream.stream_id, steps.request_id, why)
-
-    def _static_isolated(self, stream: StreamState, b: StaticBatchEvent) -> list[dict]:
-        try:
-            return self._process_static(stream, b)
-        except Exception as exc:
-            why = f"static_batch: {describe(exc)}"
-            self.dead_letter.put("static_batch", stream.stream_id, exc, b.request_id, len(b.request_id),
-                                 {"static_batch": {"batch_id": b.batch_id, "start_s": b.start_s, "end_s": b.end_s,
-                                                   "request_id": list(b.request_id),
-                                                   "prompt_tokens": list(b.prompt_tokens),
-                                                   "output_tokens": list(b.output_tokens)}})
-            acc = self._accounting.get(stream.stream_id)
-            return [error_record(stream, acc, r, b.end_s + stream.clock_offset_s, why, p, o,
-                                 predictor=self.predictor.name)
-                    for r, p, o in zip(b.request_id, b.prompt_tokens, b.output_tokens)]
-
-    def _finish_isolated(self, stream: StreamState, d: DoneEvent) -> dict | None:
-        try:
-            return self._finish(stream, d)
-        except Exception as exc:
-            why = f"finish: {describe(exc)}"
-            self.dead_letter.put("finish", stream.stream_id, exc, [d.request_id], 0,
-                                 {"done": {"request_id": d.request_id, "aborted": d.aborted,
-                                           "output_tokens": d.output_tokens, "prompt_tokens": d.prompt_tokens,
-                                           "time_s": d.time_s}})
-            self._errored.pop((stream.stream_id, d.request_id), None)
-            return error_record(stream, self._accounting.get(stream.stream_id), d.request_id,
-                                (d.time_s + stream.clock_offset_s) if d.time_s else time.time(), why,
-                                d.prompt_tokens, d.output_tokens, d.aborted, self.predictor.name)
-
-    def _dumps(self, rec: dict) -> str:
-        """A record's line; a record that cannot be written (a non-finite figure) becomes an error record."""
-        try:
-            return dumps(rec)
-        except (ValueError, TypeError) as exc:
-            self.dead_letter.put("record", rec.get("engine", ""), exc, [rec.get("request_id", "")], 0,
-                                 {"record": {k: v for k, v in rec.items() if k not in ("energy_j", "carbon_g")}})
-            for key in ("energy_j", "carbon_g"):
-                rec[key] = {k: 0.0 for k in rec[key]}
-            rec.update(gpu_s=0.0, source="error", error=f"record: {describe(exc)}")
-            return dumps(rec)
-
     def _emit(self, records: list[dict], lines: list[str], extra: list[dict], items: list[Ingested]) -> None:
         if self.suppress_ids:
             lines = [ln for r, ln in zip(records, lines) if r["request_id"] not in self.suppress_ids]
@@ -423,11 +270,11 @@ class Pipeline(WindowsMixin):
         S = st.n_steps
         step_of = np.repeat(np.arange(S, dtype=np.int64), st.slice_count)
         energy_j, prefill_energy_j, duration_s, shares = predicted
-        gap = idle_gaps(st.start_s, st.end_s, self._last_end.get(stream.stream_id, math.inf))
-        continuing = np.bincount(step_of, weights=(st.context_tokens > 0), minlength=S) > 0
         is_prefill = st.phase != PHASE_DECODE
-        e = attribute(step_of, shares, is_prefill, continuing, energy_j, prefill_energy_j, duration_s,
-                      gap, acc.idle_power_w, acc.host_busy_w, acc.formation_j, acc.n_gpus)
+        # the same function accounts a replayed trace (llmco2 replay): one code path
+        e = account_steps(step_of, st.context_tokens, is_prefill, st.start_s, st.end_s,
+                          (energy_j, prefill_energy_j, duration_s, shares),
+                          self._last_end.get(stream.stream_id, math.inf), acc)
         if not (np.isfinite(e.slice_total_j).all() and np.isfinite(e.step_total_j).all()):
             raise PredictionError("attribution gave non-finite energy")
         # nothing is changed above this line: a failure leaves the books as they were
@@ -449,7 +296,8 @@ class Pipeline(WindowsMixin):
             idle = float(e.idle_j.sum())
             if idle:
                 m.labels("idle", source).inc(idle)
-                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * acc.ci_g_per_kwh)
+                ci = acc.intensity(float(st.end_s[-1] + stream.clock_offset_s)).g_per_kwh
+                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * ci)
         wall_start = st.start_s + stream.clock_offset_s
         out = self._windows_add(stream, acc, wall_start, wall_end, e, step_of, slots)
         if self.config.log_steps and not self.replaying:
@@ -506,9 +354,9 @@ class Pipeline(WindowsMixin):
 
     def _record(self, stream: StreamState, acc: Accounting, rid: str, ts: float, prompt: int, output: int,
                 prefill_j: float, decode_j: float, serving_j: float, gpu_s: float, steps: int, aborted: bool,
-                source: str = "predicted", error: str | None = None) -> dict:
+                source: str = "predicted", error: str | None = None, client_id: str = "") -> dict:
         return request_record(stream, acc, rid, ts, prompt, output, prefill_j, decode_j, serving_j, gpu_s, steps,
-                              aborted, source, self.predictor.name, error)
+                              aborted, source, self.predictor.name, error, client_id)
 
     def _finish(self, stream: StreamState, d: DoneEvent) -> dict | None:
         t = self.ledger.close(d.request_id)
@@ -519,13 +367,14 @@ class Pipeline(WindowsMixin):
                 log.warning("finish of %s without any accounted step", d.request_id)
             return error_record(stream, self._accounting.get(stream.stream_id), d.request_id,
                                 (d.time_s + stream.clock_offset_s) if d.time_s else time.time(), why,
-                                d.prompt_tokens, d.output_tokens, d.aborted, self.predictor.name)
+                                d.prompt_tokens, d.output_tokens, d.aborted, self.predictor.name, d.client_request_id)
         acc = self.accounting(stream)
         ts = (d.time_s + stream.clock_offset_s) if d.time_s else (t.last_wall_s or time.time())
         output = d.output_tokens or (t.decode_slices + (1 if t.prefill_tokens >= max(t.prompt_tokens, 1) else 0))
         source = "measured" if self.calibrating and t.uncalibrated == 0 else "predicted"
         return self._record(stream, acc, d.request_id, ts, d.prompt_tokens or t.prompt_tokens, output,
-                            t.prefill_j, t.decode_j, t.serving_j, t.gpu_s, t.steps, d.aborted, source, why)
+                            t.prefill_j, t.decode_j, t.serving_j, t.gpu_s, t.steps, d.aborted, source, why,
+                            d.client_request_id)
 
     def _process_static(self, stream: StreamState, b: StaticBatchEvent) -> list[dict]:
         """A static batch: prefill of every request together, then decodes until each has its output."""
@@ -552,18 +401,3 @@ def _reuses_finished_id(its: list[Ingested]) -> bool:
         if it.steps is not None:
             later.update(it.steps.request_id)
     return False
-
-
-def _concat(parts: list[AcceptedSteps]) -> AcceptedSteps:
-    if len(parts) == 1:
-        return parts[0]
-    rids: list = []
-    for p in parts:
-        rids.extend(p.request_id)
-    cat = np.concatenate
-    return AcceptedSteps(step_id=cat([p.step_id for p in parts]), start_s=cat([p.start_s for p in parts]),
-                         end_s=cat([p.end_s for p in parts]), slice_count=cat([p.slice_count for p in parts]),
-                         request_id=rids, phase=cat([p.phase for p in parts]),
-                         new_tokens=cat([p.new_tokens for p in parts]),
-                         context_tokens=cat([p.context_tokens for p in parts]),
-                         prompt_tokens=cat([p.prompt_tokens for p in parts]))

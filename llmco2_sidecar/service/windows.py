@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ingest import StreamState
-from .records import Accounting
+from .records import Accounting, grid_fields
 
 
 @dataclass
@@ -85,7 +85,8 @@ class WindowsMixin:
             self._apply_calibration(stream, factor)
         f = factor if factor is not None else 1.0
         total = (w.gpu_j + w.serving_j + w.idle_j) * f
-        op = total * acc.pue / 3.6e6 * acc.ci_g_per_kwh
+        grid = acc.intensity(w.last_wall_s)
+        op = total * acc.pue / 3.6e6 * grid.g_per_kwh
         emb = w.gpu_s * acc.embodied_g_per_gpu_s
         if not self.config.log_windows:
             return None
@@ -97,7 +98,7 @@ class WindowsMixin:
                "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
                "source": "measured" if factor is not None else "predicted",
                "predictor": self.predictor.name, "predicted_j": w.predicted_j, "calibration_factor": factor,
-               "pue": acc.pue, "carbon_intensity_g_per_kwh": acc.ci_g_per_kwh}
+               "pue": acc.pue, **grid_fields(grid)}
         if measured is not None:
             rec["measured"] = measured
         return rec

@@ -40,9 +40,13 @@ def test_unverified_configs_flagged():
     assert status["meta-llama/Llama-2-7b-hf"] is True
 
 
-def test_moe_is_not_supported_yet():
-    with pytest.raises(UnsupportedModelError, match="not supported yet"):
-        load_model("mistralai/Mixtral-8x7B-v0.1")
+def test_unknown_architecture_is_refused_naming_the_field(tmp_path):
+    cfg = {"model_type": "jamba", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "vocab_size": 100, "num_experts": 16}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedModelError) as e:
+        load_model(str(tmp_path))
+    assert e.value.field == "config.json:model_type" and "mixture-of-experts" in str(e.value)
 
 
 def test_config_path_and_folder(tmp_path):

@@ -205,3 +205,65 @@ def test_bytes_that_do_not_parse_end_the_stream_with_invalid_argument(tmp_path, 
         assert len(lines) == 1 and lines[0].exc_info is None  # one line, no traceback
     finally:
         sc.stop()
+
+
+def test_bad_wire_events_are_refused_in_the_ack_and_cost_no_one_else(tmp_path):
+    """Engine b's bad steps, finishes and static batches are refused in its Acks (naming the field);
+    engine a, streaming in between, keeps every record; nothing reaches the dead-letter file."""
+    from sidecar_testkit import steps_message
+
+    sc = _sidecar(tmp_path, micro_batch_ms=20.0)
+    try:
+        stub = sidecar_pb2_grpc.CarbonSidecarStub(grpc.insecure_channel(sc.address))
+        a, b = Engine(stub, "a"), Engine(stub, "b")
+        bad = [
+            steps_message(1, [(5, 0.0, 0.01, [("z", 0, 0, 5)])]),  # a slice of zero tokens
+            steps_message(2, [(6, 0.5, 0.4, [("z", 1, 0, 5)])]),  # ends before it starts
+            steps_message(3, [(7, 0.0, 0.01, [("z", 3, 0, 3)])], done=[("never-seen", 1), ("z", 1), ("z", 1)]),
+            _static(steps_message(4, []), 9, ["s", "s"], [3, 3], [1, 1]),  # a request twice in a batch
+            steps_message(5, [(7, 0.0, 0.01, [("y", 3, 0, 3)])]),  # a duplicate step id
+        ]
+        fields = []
+        for msg in bad:
+            a.send(a.message())
+            fields += [r.field for r in b.send(msg).rejections]
+        a.close()
+        b.close()
+        assert fields == ["steps.new_tokens", "steps.end_s", "done.request_id", "done.request_id",
+                          "static_batches.request_id", "steps.step_id"]
+        recs = _records(sc)
+        assert sorted(r for r in recs if r.startswith("a-")) == sorted(a.acked_done)
+        assert all(recs[r]["source"] == "predicted" for r in recs)
+        assert set(recs) == set(a.acked_done) | {"z"}
+        assert not _dead_letters(sc)
+    finally:
+        sc.stop()
+
+
+def test_a_bug_outside_the_isolated_parts_still_gives_records(tmp_path, monkeypatch):
+    """The last resort: a failure where no isolation applies (injected into the micro-batch's
+    grouping) dead-letters the micro-batch's messages and still writes their finishes' records."""
+    sc = _sidecar(tmp_path)
+    try:
+        stub = sidecar_pb2_grpc.CarbonSidecarStub(grpc.insecure_channel(sc.address))
+        good = Engine(stub, "good")
+        good.send(good.message())
+        sc.flush()
+
+        def broken(by_stream):
+            raise KeyError("injected bug")
+
+        monkeypatch.setattr(sc.core.pipeline, "_predict_units", broken)
+        good.send(good.message())
+        sc.flush()
+        monkeypatch.undo()
+        good.send(good.message())
+        good.close()
+        recs = _records(sc)
+        assert sorted(recs) == sorted(good.acked_done) and len(recs) == 9
+        errs = sorted(r for r in recs if recs[r]["source"] == "error")
+        assert errs == ["good-m2-r0", "good-m2-r1", "good-m2-r2"]
+        assert recs["good-m2-r0"]["error"] == "pipeline: KeyError: 'injected bug'"
+        assert [d["reason"] for d in _dead_letters(sc)] == ["pipeline"]
+    finally:
+        sc.stop()

@@ -1,0 +1,37 @@
+"""Dense models' kernel-graph features stay bit-identical to those recorded before the MoE work
+(``make_dense_golden.py``): MoE, MLA, local attention and precision must not move a dense figure."""
+
+from pathlib import Path
+
+import numpy as np
+
+import importlib.util
+
+_spec = importlib.util.spec_from_file_location("make_dense_golden", Path(__file__).with_name("make_dense_golden.py"))
+_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_mod)
+compute = _mod.compute
+
+GOLDEN = Path(__file__).with_name("data") / "dense_golden.npz"
+
+
+# node types appended after the golden was recorded: dense graphs never use them
+NEW_TYPES = ("moe_router", "moe_topk", "expert_linear", "shared_expert", "all_to_all", "attention_mla")
+
+
+def test_dense_features_bit_identical():
+    from llmco2_sidecar.graph import NODE_FEATURE_NAMES
+
+    want = np.load(GOLDEN)
+    got = compute()
+    assert set(got) == set(want.files)
+    new_cols = [j for j, c in enumerate(NODE_FEATURE_NAMES) if c.removeprefix("type_") in NEW_TYPES]
+    old_cols = [j for j in range(len(NODE_FEATURE_NAMES)) if j not in new_cols]
+    for key in want.files:
+        g = got[key]
+        if key.endswith("|node_x"):
+            assert not g[:, :, new_cols].any(), key
+            g = g[:, :, old_cols]
+        if key.endswith("|global_x"):  # globals appended after the golden: the old ones come first
+            g = g[:, :want[key].shape[1]]
+        np.testing.assert_array_equal(g, want[key], err_msg=key)

@@ -1,0 +1,91 @@
+"""The shipped GNN was trained before the MoE node types existed: loading it widens its first layer
+(zero columns; a new type reads as its parent type) so that it predicts exactly what it did on dense
+graphs, and MoE graphs get the parent types' view. Checked against the raw weights run the old way."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llmco2_sidecar.graph import NODE_FEATURE_NAMES
+from llmco2_sidecar.graph.kernels import KERNEL_TYPE_PARENT
+from llmco2_sidecar.hardware import load_gpu
+from llmco2_sidecar.models import load_model
+from llmco2_sidecar.predictor.api import Deployment
+from llmco2_sidecar.predictor.dataset import featurize_steps
+from llmco2_sidecar.predictor.gnn import ALL_GLOBALS, DEFAULT_MODEL, GNNConfig, GNNPredictor, ModelState
+from llmco2_sidecar.predictor.layers import TwoStageGNN
+from llmco2_sidecar.predictor.prior import DurationModel, PhysicsPrior
+from llmco2_sidecar.workload import Parallelism, StepBatch
+
+STEPS = StepBatch.from_steps([[(0, 700)], [(0, 300), (512, 1), (4000, 1)], [(8191, 1)] * 64], duration_s=[0.08, None, 0.03])
+
+
+def _old_predictor() -> GNNPredictor:
+    """The shipped file run on its own (narrower) columns, without any widening."""
+    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    tensors = load_file(str(DEFAULT_MODEL))
+    cfg = GNNConfig(**meta["config"])
+    nets = []
+    for i, hidden in enumerate(meta["member_hidden"]):
+        net = TwoStageGNN(len(meta["node_columns"]), len(meta["global_columns"]), int(hidden), cfg.two_stage)
+        net.load_state_dict({k[len(f"net{i}."):]: v for k, v in tensors.items() if k.startswith(f"net{i}.")})
+        nets.append(net)
+    norm = {k[5:]: tensors[k].numpy() for k in tensors if k.startswith("norm.")}
+    state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
+                       float(meta["log_bias"]), meta.get("info", {}))
+    old = GNNPredictor(nets, state)
+    old._node_idx = np.array([NODE_FEATURE_NAMES.index(c) for c in meta["node_columns"]])
+    old._glob_idx = np.array([ALL_GLOBALS.index(c) for c in meta["global_columns"]])
+    return old, meta
+
+
+def _forward(pred: GNNPredictor, fe) -> np.ndarray:
+    with torch.no_grad():
+        _, lt = pred.forward_group(*pred._tensors(fe))
+    return lt.double().numpy()
+
+
+def test_shipped_model_predates_the_moe_columns():
+    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert "type_expert_linear" not in meta["node_columns"]  # else this test checks nothing
+    assert "log_active_params" not in meta["global_columns"]
+
+
+@pytest.mark.parametrize("model,gpu,tp", [("meta-llama/Llama-3.1-8B", "H100", 1), ("Qwen/Qwen3-32B", "A100", 4)])
+def test_widened_model_equals_the_old_one_on_dense_graphs(model, gpu, tp):
+    old, _ = _old_predictor()
+    new = GNNPredictor.load(DEFAULT_MODEL)
+    dep = Deployment(load_model(model), load_gpu(gpu), Parallelism(tp=tp))
+    fe = featurize_steps(dep, STEPS, new.state.duration)
+    np.testing.assert_allclose(_forward(new, fe), _forward(old, fe), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(new.predict_steps(dep, STEPS).energy_j, old.predict_steps(dep, STEPS).energy_j, rtol=1e-5)
+
+
+def test_moe_nodes_read_as_their_parent_types():
+    old, meta = _old_predictor()
+    new = GNNPredictor.load(DEFAULT_MODEL)
+    dep = Deployment(load_model("deepseek-ai/DeepSeek-V3"), load_gpu("H200"), Parallelism(tp=8, dp=2, ep=16))
+    fe = featurize_steps(dep, STEPS, new.state.duration)
+    seen = fe.node_x.copy()  # what the old model should see: each new type's one-hot moved to its parent
+    for child, parent in KERNEL_TYPE_PARENT.items():
+        c, p = NODE_FEATURE_NAMES.index(f"type_{child}"), NODE_FEATURE_NAMES.index(f"type_{parent}")
+        seen[:, :, p] += seen[:, :, c]
+        seen[:, :, c] = 0
+    assert fe.node_x[:, :, NODE_FEATURE_NAMES.index("type_expert_linear")].any()
+    fe_old = type(fe)(**{**fe.__dict__, "node_x": seen})
+    np.testing.assert_allclose(_forward(new, fe), _forward(old, fe_old), rtol=1e-5, atol=1e-5)
+    e = new.predict_steps(dep, STEPS).energy_j
+    assert np.isfinite(e).all() and (e > 0).all()
+
+
+def test_dropped_columns_still_refused(tmp_path):
+    new = GNNPredictor.load(DEFAULT_MODEL)
+    path = new.save(tmp_path / "m.safetensors")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["node_columns"] = meta["node_columns"] + ["type_from_the_future"]
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="retrain"):
+        GNNPredictor.load(path)
