@@ -54,7 +54,9 @@ class SidecarConfig:
     fsync: str = _f("interval", "journal fsync policy: every message, every --fsync-interval-s, or never",
                     FSYNC_POLICIES)
     fsync_interval_s: float = _f(1.0, "journal fsync period for --fsync interval")
-    journal_max_bytes: int = _f(256 * 1024 * 1024, "checkpoint and start a new journal segment beyond this size")
+    journal_max_bytes: int = _f(32 * 1024 * 1024, "checkpoint and start a new journal segment beyond this size; "
+                                                   "older segments are deleted once their records are on disk, so a "
+                                                   "restart replays about this much at most")
     ledger_max_finished: int = _f(100_000, "finished requests kept for lookups (LRU)")
     ledger_ttl_s: float = _f(3600.0, "finished requests older than this are dropped from lookups")
     # ---- accounting ------------------------------------------------------------------------

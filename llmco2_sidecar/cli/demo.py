@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
                  f"DISAGREES with the in-process accounting: {missing} missing, worst relative difference {worst:.2e}"))
     print(f"transport: {es.emitted} events in {es.sent_messages} gRPC messages, {es.dropped} dropped; wall {wall:.1f} s",
           file=sys.stderr)
+    if getattr(predictor, "guard", None) is not None:  # how often the idle floor / TDP cap acted (issue 14)
+        print(predictor.guard.describe(), file=sys.stderr if args.json else sys.stdout)
     if not args.no_plot:
         out = Path(args.plot) if args.plot else log.with_name("demo.png")
         plot(mine, sender.windows, out, summary)

@@ -15,7 +15,7 @@ from llmco2_sidecar.hardware import load_gpu
 from llmco2_sidecar.models import load_model
 from llmco2_sidecar.predictor.api import Deployment
 from llmco2_sidecar.predictor.dataset import featurize_steps
-from llmco2_sidecar.predictor.gnn import DEFAULT_MODEL, GNNConfig, GNNPredictor, ModelState
+from llmco2_sidecar.predictor.gnn import ALL_GLOBALS, DEFAULT_MODEL, GNNConfig, GNNPredictor, ModelState
 from llmco2_sidecar.predictor.layers import TwoStageGNN
 from llmco2_sidecar.predictor.prior import DurationModel, PhysicsPrior
 from llmco2_sidecar.workload import Parallelism, StepBatch
@@ -38,6 +38,7 @@ def _old_predictor() -> GNNPredictor:
                        float(meta["log_bias"]), meta.get("info", {}))
     old = GNNPredictor(nets, state)
     old._node_idx = np.array([NODE_FEATURE_NAMES.index(c) for c in meta["node_columns"]])
+    old._glob_idx = np.array([ALL_GLOBALS.index(c) for c in meta["global_columns"]])
     return old, meta
 
 
@@ -50,6 +51,7 @@ def _forward(pred: GNNPredictor, fe) -> np.ndarray:
 def test_shipped_model_predates_the_moe_columns():
     meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
     assert "type_expert_linear" not in meta["node_columns"]  # else this test checks nothing
+    assert "log_active_params" not in meta["global_columns"]
 
 
 @pytest.mark.parametrize("model,gpu,tp", [("meta-llama/Llama-3.1-8B", "H100", 1), ("Qwen/Qwen3-32B", "A100", 4)])
