@@ -61,6 +61,19 @@ class SidecarConfig:
     predictor: str = _f("default", "step energy predictor: 'default' (best shipped) or 'roofline'")
     region: str | None = _f(None, "carbon-intensity region of the bundled table (default: the table's default)")
     carbon_intensity_g_per_kwh: float | None = _f(None, "location-based grid intensity; overrides --region")
+    grid: str | None = _f(None, "grid intensity source: static:REGION (the bundled table; default static:--region), "
+                                "csv:PATH (hourly timestamp,g_per_kwh), electricitymaps:ZONE (key in "
+                                "ELECTRICITYMAPS_API_KEY), watttime:REGION (marginal MOER; WATTTIME_USER, "
+                                "WATTTIME_PASSWORD), ukci[:REGION] (UK Carbon Intensity API, no key)")
+    grid_url: str | None = _f(None, "base URL of the --grid API (a proxy, a test server)")
+    grid_ttl_s: float = _f(300.0, "poll a live --grid API this often (seconds)")
+    grid_stale_s: float = _f(3600.0, "after a failed poll keep the last good reading this long, then use the static "
+                                     "--region until the API answers again")
+    grid_timeout_s: float = _f(10.0, "timeout of one --grid API call (seconds)")
+    otlp: str | None = _f(None, "export metrics and one log record per finished request over OTLP/gRPC to this "
+                                "endpoint (http://host:4317 plaintext, https:// TLS; needs the [otel] extra)")
+    otlp_interval_s: float = _f(10.0, "OTLP metric export interval (seconds)")
+    otlp_timeout_s: float = _f(5.0, "timeout of one OTLP export; at exit the last export waits at most about this long")
     pue: float | None = _f(None, "power usage effectiveness of the data centre (default: carbon module's)")
     host_idle_w_per_gpu: float | None = _f(None, "host (CPU, DRAM, fans) idle power per GPU in W "
                                                  "(default: the catalog server's host idle / GPUs per node, else 60)")
@@ -74,6 +87,8 @@ class SidecarConfig:
                                     "(a finish or abort arriving meanwhile closes it within micro_batch_ms)")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
                                        "(backpressure: the engine's emitter buffers meanwhile)")
+    log_backlog_max_records: int = _f(100_000, "records kept in memory while the carbon log cannot be written; "
+                                           "beyond, messages are not acknowledged until it can")
     predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")
     # ---- measurement -----------------------------------------------------------------------
     measure: str | None = _f(None, "energy meters to read beside the predictions, e.g. 'nvml,rapl'")
@@ -96,7 +111,8 @@ class SidecarConfig:
                 raise InputError(name, f"must not be negative, got {value!r}", ">= 0")
         if self.pue is not None and self.pue < 1:
             raise InputError("pue", f"a PUE below 1 is impossible, got {self.pue}", ">= 1")
-        for name in ("window_s", "micro_batch_ms", "fsync_interval_s"):
+        for name in ("window_s", "micro_batch_ms", "fsync_interval_s", "grid_ttl_s", "grid_stale_s", "grid_timeout_s",
+                     "otlp_interval_s", "otlp_timeout_s"):
             if not (getattr(self, name) > 0):
                 raise InputError(name, "must be positive", "> 0")
         if not (self.step_wait_ms >= 0):
@@ -104,6 +120,15 @@ class SidecarConfig:
         for name in ("micro_batch_steps", "ledger_max_finished", "log_backups", "max_pending_steps", "predictor_threads"):
             if int(getattr(self, name)) < 1:
                 raise InputError(name, "must be at least 1", ">= 1")
+
+        if self.grid and self.carbon_intensity_g_per_kwh is not None:
+            raise InputError("carbon_intensity_g_per_kwh", "a fixed intensity and --grid exclude each other",
+                             "one of them")
+        from .energy.grid.sources import parse_grid
+
+        parse_grid(self.grid, self.grid_url, self.region)  # raises InputError naming the field
+        if self.otlp is not None and not self.otlp.strip():
+            raise InputError("otlp", "empty endpoint", "http://HOST:4317 or https://HOST:4317")
 
     @property
     def journal_dir(self) -> Path:
@@ -157,6 +182,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             group.add_argument(flag, dest=f.name, type=kind, default=None, choices=f.metadata["choices"],
                                metavar={int: "N", float: "X"}.get(kind, "TEXT"), help=help_text)
+
+
+GRID_ENV = ENV_PREFIX + "GRID"
+GRID_URL_ENV = ENV_PREFIX + "GRID_URL"
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--grid SOURCE`` and ``--grid-url URL`` for commands other than ``serve`` (estimate, replay,
+    demo): one call; read them back with :func:`grid_settings`."""
+    help_text = _FIELDS["grid"].metadata["help"]
+    parser.add_argument("--grid", default=None, metavar="SOURCE",
+                        help=f"{help_text} [default: static region; env {GRID_ENV}]")
+    parser.add_argument("--grid-url", default=None, metavar="URL",
+                        help=f"{_FIELDS['grid_url'].metadata['help']} [env {GRID_URL_ENV}]")
+
+
+def grid_settings(args: argparse.Namespace | Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``{"grid": ..., "grid_url": ...}`` from flags, else ``LLMCO2_GRID``/``LLMCO2_GRID_URL`` (for
+    ``SidecarConfig(**grid_settings(args))``); None values mean the default (the static region)."""
+    ns = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+    env = os.environ if env is None else env
+    return {"grid": ns.get("grid") or env.get(GRID_ENV) or None,
+            "grid_url": ns.get("grid_url") or env.get(GRID_URL_ENV) or None}
+
+
+def open_grid_source(config: "SidecarConfig"):
+    """The :class:`~llmco2_sidecar.energy.grid.sources.GridSource` of a config (not started), or the
+    constant ``configured`` reading of ``carbon_intensity_g_per_kwh``."""
+    from .energy.grid import sources
+
+    if config.carbon_intensity_g_per_kwh is not None:
+        return sources.GridSource(sources.configured_reading(config.carbon_intensity_g_per_kwh))
+    spec = sources.parse_grid(config.grid, config.grid_url, config.region)
+    return sources.open_source(spec, config.region, config.grid_ttl_s, config.grid_stale_s, config.grid_timeout_s)
 
 
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:

@@ -31,12 +31,29 @@ class CarbonSettings:
     carbon_intensity_g_per_kwh: float | None = None  # None: the region's figure
     region: str | None = None
     lifetime_years: float = embodied.DEFAULT_LIFETIME_YEARS
+    grid: object | None = None  # an energy.grid IntensityReading (--grid): wins over the two above
 
     def resolved_ci(self) -> tuple[float, str]:
+        if self.grid is not None:
+            return self.grid.g_per_kwh, self.grid.source
         if self.carbon_intensity_g_per_kwh is not None:
             return carbon.check_carbon_intensity(self.carbon_intensity_g_per_kwh), "given"
         reg = carbon.region(self.region)
         return reg.g_per_kwh, f"{reg.code} ({reg.source}, {reg.year})"
+
+    def grid_fields(self) -> dict:
+        """Kind (location, marginal) and unix time of the intensity used (None: an annual or given figure)."""
+        if self.grid is not None:
+            return {"carbon_intensity_kind": self.grid.kind, "carbon_intensity_ts": self.grid.ts}
+        return {"carbon_intensity_kind": "location", "carbon_intensity_ts": None}
+
+
+def batch_sci(carbon_g: float, batch: int, prompt_len: int, output_len: int) -> dict:
+    """SCI of the batch (energy/sci.py): per request, per 1,000 output tokens, per 1,000 tokens."""
+    from .energy.sci import _per
+
+    return {"g_per_request": _per(carbon_g, batch), "g_per_1k_output_tokens": _per(carbon_g, batch * output_len, 1000.0),
+            "g_per_1k_tokens": _per(carbon_g, batch * (prompt_len + output_len), 1000.0)}
 
 
 def deployment_for(query: BatchQuery) -> Deployment:
@@ -100,8 +117,10 @@ def estimate(query: BatchQuery, settings: CarbonSettings = CarbonSettings(), pre
         "pue": settings.pue,
         "carbon_intensity_g_per_kwh": ci,
         "carbon_intensity_source": ci_source,
+        **settings.grid_fields(),
         "energy_j": {"prefill": e_prefill, "decode": e_gpu - e_prefill, "serving": e_serving, "total": e_total},
         "carbon_g": {"operational": op_g, "embodied": emb_g, "total": op_g + emb_g},
+        "sci": batch_sci(op_g + emb_g, query.batch, query.prompt_len, query.output_len),
         "flops": {"prefill": float(feats.flops_prefill.sum()), "decode": float(feats.flops_decode.sum())},
         "memory_bytes": {"prefill": float(feats.memory_bytes_prefill.sum()), "decode": float(feats.memory_bytes_decode.sum())},
         "network_bytes": {"prefill": float(feats.network_bytes_prefill.sum()), "decode": float(feats.network_bytes_decode.sum())},

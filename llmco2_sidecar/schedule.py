@@ -47,15 +47,25 @@ class BatchSchedule:
 
 
 def kv_capacity_tokens(dep: Deployment) -> int:
-    """Tokens of KV cache the replica can hold (all layers; PP stages each hold their layers)."""
+    """Tokens of KV cache the replica can hold (all layers; PP stages each hold their layers).
+
+    When nothing is left for the KV cache the :class:`InputError` says what is short: the memory the
+    GPUs offer at the configured utilisation, what the weights and the activation reserve take, and
+    how many GB the KV cache lacks for even one block per layer.
+    """
     m, gpu, n = dep.model, dep.gpu, dep.n_gpus
-    usable = gpu.memory_bytes * n * (GPU_MEMORY_UTILIZATION - ACTIVATION_RESERVE_FRACTION) - m.weight_bytes
-    if usable <= 0:
+    offered = gpu.memory_bytes * n * GPU_MEMORY_UTILIZATION
+    reserve = gpu.memory_bytes * n * ACTIVATION_RESERVE_FRACTION
+    usable = offered - reserve - m.weight_bytes
+    min_kv = m.kv_bytes_per_token * BLOCK_TOKENS
+    if usable < min_kv:
+        short = min_kv - usable
         raise InputError(
             "gpu",
-            f"{m.name} needs {m.weight_bytes / 1e9:.1f} GB of weights; {n} x {gpu.gpu_id} offer "
-            f"{gpu.memory_bytes * n * GPU_MEMORY_UTILIZATION / 1e9:.1f} GB at 90% utilisation",
-            "more GPUs (--tp/--pp) or a larger GPU",
+            f"{m.name} does not fit on {n} x {gpu.gpu_id}: at gpu_memory_utilization {GPU_MEMORY_UTILIZATION:g} "
+            f"they offer {offered / 1e9:.1f} GB; the weights take {m.weight_bytes / 1e9:.1f} GB and the activation "
+            f"reserve {reserve / 1e9:.1f} GB, leaving no room for the KV cache ({short / 1e9:.1f} GB short)",
+            "more GPUs (--tp/--pp) or a GPU with more memory",
         )
     return int(usable // m.kv_bytes_per_token) // BLOCK_TOKENS * BLOCK_TOKENS
 
@@ -70,7 +80,9 @@ def batch_steps(dep: Deployment, batch: int, prompt_len: int, output_len: int,
     cap = kv_capacity_tokens(dep) if kv_capacity is None else int(kv_capacity)
     peak_one = prompt_len + output_len - 1
     if _blocks(peak_one) * BLOCK_TOKENS > cap:
-        raise InputError("prompt-len", f"one request needs {peak_one} tokens of KV cache, the replica holds {cap}",
+        raise InputError("prompt-len", f"one request needs {peak_one} tokens of KV cache, the replica holds {cap} "
+                         f"({cap * dep.model.kv_bytes_per_token / 1e9:.2f} GB of KV cache room at "
+                         f"gpu_memory_utilization {GPU_MEMORY_UTILIZATION:g})",
                          f"prompt-len + output-len <= {cap + 1}")
     fits = batch * _blocks(peak_one) * BLOCK_TOKENS <= cap
     if fits and max_batched_tokens is None:

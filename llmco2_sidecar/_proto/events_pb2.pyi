@@ -137,18 +137,20 @@ class StepColumns(_message.Message):
     def __init__(self, step_id: _Optional[_Iterable[int]] = ..., start_s: _Optional[_Iterable[float]] = ..., end_s: _Optional[_Iterable[float]] = ..., slice_count: _Optional[_Iterable[int]] = ..., request_id: _Optional[_Iterable[str]] = ..., phase: _Optional[_Iterable[_Union[Phase, str]]] = ..., new_tokens: _Optional[_Iterable[int]] = ..., context_tokens: _Optional[_Iterable[int]] = ..., prompt_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RequestDone(_message.Message):
-    __slots__ = ("request_id", "aborted", "output_tokens", "prompt_tokens", "time_s")
+    __slots__ = ("request_id", "aborted", "output_tokens", "prompt_tokens", "time_s", "client_request_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ABORTED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TIME_S_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     aborted: bool
     output_tokens: int
     prompt_tokens: int
     time_s: float
-    def __init__(self, request_id: _Optional[str] = ..., aborted: _Optional[bool] = ..., output_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., time_s: _Optional[float] = ...) -> None: ...
+    client_request_id: str
+    def __init__(self, request_id: _Optional[str] = ..., aborted: _Optional[bool] = ..., output_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., time_s: _Optional[float] = ..., client_request_id: _Optional[str] = ...) -> None: ...
 
 class StaticBatch(_message.Message):
     __slots__ = ("batch_id", "start_s", "end_s", "request_id", "prompt_tokens", "output_tokens")

@@ -55,6 +55,11 @@ def _models() -> dict[str, dict]:
     aliases = list_aliases()
     out = {}
     for hf_id in list(bundled_status()) + sorted(aliases):
+        support = model_support(hf_id)
+        if not support["supported"]:
+            out[hf_id] = {"verified": bundled_status().get(hf_id, False), "alias_of": aliases.get(hf_id, {}).get("base"),
+                          **support}
+            continue
         m = load_model(hf_id)
         fmt = f"w{m.weight_bits}" + (f"/experts {m.expert_bits:g}" if m.is_moe and m.expert_bits != m.weight_bits else "")
         fmt += f" {m.quant_method}" if m.quant_method else ""
@@ -64,9 +69,22 @@ def _models() -> dict[str, dict]:
             "local_attention": m.local_attention, "params_b": m.total_params / 1e9, "active_params_b": m.active_params / 1e9,
             "weight_bits": m.weight_bits, "expert_weight_bits": m.expert_bits if m.is_moe else None,
             "quant_method": m.quant_method or None, "format": fmt, "kv_bytes_per_token": m.kv_bytes_per_token,
-            "heldout_mape": held.get(f"family={moe_family(m) if m.is_moe else _family(hf_id)}"),
+            "heldout_mape": held.get(f"family={moe_family(m) if m.is_moe else _family(hf_id)}"), **support,
         }
     return out
+
+
+def model_support(hf_id: str) -> dict:
+    """Whether the product can model a bundled config: decided by building its spec, so the answer
+    follows the model code (a family that gains support stops being marked). ``reason``: why not."""
+    from ..errors import InputError
+    from ..models import load_model
+
+    try:
+        load_model(hf_id)
+    except InputError as exc:
+        return {"supported": False, "reason": getattr(exc, "message", str(exc))}
+    return {"supported": True, "reason": ""}
 
 
 def run(a: argparse.Namespace) -> int:
@@ -107,8 +125,11 @@ def run(a: argparse.Namespace) -> int:
                   f"host idle {s['host_idle_w']:.0f} W ({s['host_idle_w_source']})")
     if "models" in out:
         print("Models (Hugging Face ids; * = config checked in one public copy only; heldout: the shipped predictor's "
-              "MAPE on the model's family held out, '-' where it has none):")
+              "MAPE on the model's family held out, '-' where it has none; UNSUPPORTED = refused by estimate and serve):")
         for k, m in out["models"].items():
+            if not m["supported"]:
+                print(f"  {k}{'' if m['verified'] else ' *'}  UNSUPPORTED: {m['reason']}")
+                continue
             kind = "dense" if not m["experts"] else f"MoE {m['experts']}/{m['experts_per_token']}"
             kind += " MLA" if m["mla"] else ""
             kind += f" {m['local_attention']}" if m["local_attention"] else ""

@@ -1,14 +1,16 @@
 """``llmco2 demo``: replay the Azure conversation trace through the sidecar and summarise.
 
-Starts a sidecar in this process (a ``grpc.aio`` server on a free loopback port), replays the first
-``--minutes`` of the bundled Azure LLM inference trace 2023 (conversation; CC-BY-4.0, see
-``llmco2_sidecar/data/SOURCE.md``) through a Sarathi-style scheduler simulator whose adapter sends
-real gRPC step events through the engine emitter, then prints a summary read back from the carbon
-log and writes a PNG plot. Defaults: Llama-2-7B (meta-llama/Llama-2-7b-hf) on one
-A100-SXM4-80GB (TP 1), chunk size 512, 128 sequences at most, 5 trace minutes (1,445
-requests; under a minute on a 2-core machine with the shipped predictor, about 15 s with
-``--predictor roofline``). The files at ``--log`` (and its rotations and journal) are
-replaced.
+Replays the first ``--minutes`` of the bundled Azure LLM inference trace 2023 (conversation;
+CC-BY-4.0, see ``llmco2_sidecar/data/SOURCE.md``) through the engine simulator of ``llmco2 replay``
+(vLLM v1 / Sarathi-style scheduling; step times come from the simulator, driven by the predictor's
+duration model, not from a GPU), accounts it in process with the sidecar's code, and sends the very
+same steps as real gRPC step events through the engine emitter to a sidecar started in this process
+(a ``grpc.aio`` server on a free loopback port), whose carbon log must agree request by request.
+Prints the summary (the same figures on every run of the same trace: they come from the
+deterministic in-process accounting) and writes a PNG plot. Defaults: Llama-2-7B
+(meta-llama/Llama-2-7b-hf) on one A100-SXM4-80GB (TP 1), chunk size (token budget) 512, 128
+sequences at most, 5 trace minutes (1,445 requests). The files at ``--log`` (and its rotations and
+journal) are replaced.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 
 DEFAULT_MODEL = "meta-llama/Llama-2-7b-hf"
 DEFAULT_GPU = "A100-SXM4-80GB"
@@ -41,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pue", type=float, default=None, help="PUE (default: the carbon module's default)")
     parser.add_argument("--carbon-intensity-g-per-kwh", type=float, default=None, help="grid intensity override")
     parser.add_argument("--predictor", default="default", choices=("default", "roofline"), help="step predictor")
+    from .. import config as cfgmod
+
+    cfgmod.add_grid_arguments(parser)
     parser.add_argument("--trace", default=None, help="another trace CSV with the Azure columns")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -54,147 +60,143 @@ def _clear(log: Path) -> None:
         shutil.rmtree(journal)
 
 
+class _Sender:
+    """Sends each accounted chunk of simulated steps to the live sidecar through the emitter."""
+
+    def __init__(self, emitter, window_s: float):
+        from ..client.emitter import Phase
+
+        self.emitter = emitter
+        self.phase = Phase
+        self.step_id = 0
+        self.window_s = window_s
+        self.windows: dict[int, list] = {}  # index -> [gpu_j, host_j, idle_j]: power over time, in process
+
+    def __call__(self, sim, chunk, e) -> None:
+        em, P = self.emitter, self.phase
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(chunk.step_of, minlength=chunk.n_steps))))
+        slots, ctx, new, pre = (chunk.slot.tolist(), chunk.context_tokens.tolist(), chunk.new_tokens.tolist(),
+                                chunk.is_prefill.tolist())
+        reqs = sim.slot_req
+        done = {r.slot: r for r in chunk.finished}
+        for i in range(chunk.n_steps):
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            rs = [done.get(s) or reqs[s] for s in slots[a:b]]
+            self.step_id += 1
+            em.emit_step(self.step_id, float(chunk.start_s[i]), float(chunk.end_s[i]), [r.rid for r in rs],
+                         new[a:b], ctx[a:b], [r.prompt for r in rs],
+                         [P.PREFILL_NEW if c == 0 else (P.PREFILL_CHUNK if p else P.DECODE)
+                          for c, p in zip(ctx[a:b], pre[a:b])])
+        for r in chunk.finished:
+            em.emit_done(r.rid, output_tokens=r.generated, time_s=r.finish_s, prompt_tokens=r.prompt)
+        idx = np.floor(chunk.end_s / self.window_s).astype(np.int64)
+        host = e.busy_host_j + e.gap_attributed_j + e.idle_j
+        for w in np.unique(idx):
+            sel = idx == w
+            acc = self.windows.setdefault(int(w), [0.0, 0.0, 0.0])
+            acc[0] += float(e.gpu_j[sel].sum())
+            acc[1] += float(host[sel].sum())
+            acc[2] += float(e.idle_j[sel].sum())
+
+
 def run(args: argparse.Namespace) -> int:
+    import io
+
     from ..client import Emitter, EmitterConfig, EngineInfo
-    from ..config import SidecarConfig
+    from ..config import SidecarConfig, grid_settings
     from ..errors import InputError
-    from ..hardware.catalog import load_gpu
-    from ..models.catalog import load_model
-    from ..predictor.api import Deployment
     from ..service.carbon_log import read_records
-    from ..service.server import SidecarThread, make_predictor
-    from ..sim import SarathiAdapter, SarathiSimulator, SchedulerConfig, load_azure_conv
-    from ..workload import Parallelism
+    from ..service.server import SidecarThread
+    from ..sim.engine import EngineConfig
+    from ..sim.replay import ReplaySetup, fmt_summary, load_predictor, run_replay
+    from ..sim.trace import BUNDLED_CONV
 
     if args.tp < 1:
         raise InputError("tp", "must be positive", ">= 1")
+    if not args.minutes > 0:
+        raise InputError("minutes", f"must be positive, got {args.minutes!r}", "> 0")
     log = Path(args.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     _clear(log)
-    dep = Deployment(load_model(args.model), load_gpu(args.gpu), Parallelism(tp=args.tp))
-    requests, epoch = load_azure_conv(args.trace, minutes=args.minutes)
-    if not requests:
-        raise InputError("minutes", "no request arrives in that many minutes of the trace")
-    predictor = make_predictor(args.predictor)
-    config = SidecarConfig(port=0, log=str(log), predictor=args.predictor, window_s=5.0, region=args.region,
+    setup = ReplaySetup(trace=str(args.trace or BUNDLED_CONV), trace_format="azure", model=args.model, gpu=args.gpu,
+                        tp=args.tp, engine=EngineConfig(max_num_seqs=args.max_num_seqs,
+                                                        max_num_batched_tokens=args.chunk_size),
+                        predictor=args.predictor, region=args.region,
+                        carbon_intensity_g_per_kwh=args.carbon_intensity_g_per_kwh, pue=args.pue,
+                        max_arrival_s=args.minutes * 60.0)
+    from ..sim.replay import deployment
+
+    deployment(setup)  # a configuration that does not fit fails here, before anything starts
+    predictor = load_predictor(args.predictor)
+    window_s = 5.0
+    config = SidecarConfig(port=0, log=str(log), predictor=args.predictor, window_s=window_s, region=args.region,
                            pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity_g_per_kwh,
-                           fsync="never")
+                           fsync="never", **grid_settings(args))
     t_start = time.perf_counter()
     sidecar = SidecarThread(config, predictor=predictor).start()
-    sim_clock = [0.0]
+    from ..sim.traces import open_trace
+
+    epoch = open_trace(setup.trace, "azure")
+    first = next(iter(epoch), None)
+    if first is None:
+        raise InputError("trace", "no request in the trace")
+    epoch_s = epoch.epoch_s or 0.0
+    # constant clocks: the engine clock is simulated time, the offset to wall time exactly the trace's start
     emitter = Emitter(
-        EngineInfo(engine_name="sarathi-sim", engine_version="llmco2-demo", model_name=args.model, gpu=args.gpu,
+        EngineInfo(engine_name="llmco2-engine-sim", engine_version="llmco2-demo", model_name=args.model, gpu=args.gpu,
                    tp=args.tp, instance_id="demo-engine"),
-        EmitterConfig(target=sidecar.address, max_buffered_events=1_000_000, clock=lambda: sim_clock[0],
-                      wall_clock=lambda: epoch + sim_clock[0]))
-    sim = SarathiSimulator(dep, predictor, SarathiAdapter(emitter),
-                           SchedulerConfig(chunk_size=args.chunk_size, max_num_seqs=args.max_num_seqs))
-
-    class _Clocked:
-        """Keeps the emitter's engine clock on simulated time."""
-
-        def __init__(self, inner):
-            self.inner = inner
-
-        def on_step(self, start_s, end_s, seqs):
-            sim_clock[0] = end_s
-            return self.inner.on_step(start_s, end_s, seqs)
-
-        def on_finished(self, *a, **kw):
-            return self.inner.on_finished(*a, **kw)
-
-    sim.sink = _Clocked(sim.sink)
-    print(f"llmco2 demo: {len(requests)} requests from the first {args.minutes:g} min of the Azure conversation "
-          f"trace 2023 -> Sarathi-style simulator -> gRPC -> sidecar at {sidecar.address}", file=sys.stderr)
-    stats = sim.run(requests)
-    delivered = emitter.flush(120)
-    es = emitter.stats()
-    emitter.close(5)
-    sidecar.flush(120)
-    sidecar.stop()
+        EmitterConfig(target=sidecar.address, max_buffered_events=1_000_000, clock=lambda: 0.0,
+                      wall_clock=lambda: epoch_s))
+    sender = _Sender(emitter, window_s)
+    print(f"llmco2 demo: the first {args.minutes:g} min of {Path(setup.trace).name} -> engine simulator (step times "
+          f"from the simulator) -> in-process accounting, and the same steps -> gRPC -> sidecar at {sidecar.address}",
+          file=sys.stderr)
+    replay_lines = io.StringIO()
+    try:
+        summary = run_replay(setup, requests_out=replay_lines, on_chunk=sender)
+        if summary["requests"] == 0:
+            raise InputError("minutes", "no request arrives in that many minutes of the trace")
+    finally:
+        delivered = emitter.flush(300)
+        es = emitter.stats()
+        emitter.close(5)
+        sidecar.flush(300)
+        sidecar.stop()
     wall = time.perf_counter() - t_start
     recs = read_records(log, ("request", "window"))
-    reqs = [r for r in recs if r["type"] == "request"]
-    windows = [r for r in recs if r["type"] == "window"]
-    summary = summarise(reqs, windows, dep, stats, es, args, wall, delivered, predictor.name, epoch)
+    live = {r["request_id"]: r for r in recs if r["type"] == "request"}
+    mine = [json.loads(line) for line in replay_lines.getvalue().splitlines()]
+    worst = 0.0
+    missing = 0
+    for r in mine:
+        other = live.get(r["request_id"])
+        if other is None:
+            missing += 1
+            continue
+        a, b = r["energy_j"]["total"], other["energy_j"]["total"]
+        worst = max(worst, abs(a - b) / max(abs(a), 1e-12))
+    agrees = missing == 0 and len(live) == len(mine) and worst <= 1e-6
+    summary["sidecar"] = {"records": len(live), "agrees_with_replay": agrees,
+                          "tolerance": "per-request energy within 1e-6 (relative)"}
+    summary["demo"] = {"trace_minutes": args.minutes, "trace_start_epoch_s": epoch_s, "window_s": window_s,
+                       "step_times": "simulated (engine simulator + the predictor's duration model), not measured"}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print_summary(summary)
+        print(fmt_summary(summary))
+        print(f"sidecar over gRPC: {len(live)} request records in {log}; "
+              + ("each agrees with the in-process accounting (per-request energy within 1e-6)" if agrees else
+                 f"DISAGREES with the in-process accounting: {missing} missing, worst relative difference {worst:.2e}"))
+    print(f"transport: {es.emitted} events in {es.sent_messages} gRPC messages, {es.dropped} dropped; wall {wall:.1f} s",
+          file=sys.stderr)
     if not args.no_plot:
         out = Path(args.plot) if args.plot else log.with_name("demo.png")
-        plot(reqs, windows, out, summary)
-        print(f"plot: {out}")
-    print(f"carbon log: {log}")
-    return 0 if delivered and es.dropped == 0 else 1
+        plot(mine, sender.windows, out, summary)
+        print(f"plot: {out}", file=sys.stderr)
+    return 0 if delivered and es.dropped == 0 and agrees else 1
 
 
-def _pct(values, qs=(50, 90, 99)) -> dict:
-    a = np.asarray(values, dtype=float)
-    return {f"p{q}": float(np.percentile(a, q)) for q in qs} if a.size else {}
-
-
-def summarise(reqs, windows, dep, stats, es, args, wall, delivered, predictor_name, epoch) -> dict:
-    e_total = np.array([r["energy_j"]["total"] for r in reqs])
-    c_total = np.array([r["carbon_g"]["total"] for r in reqs])
-    out_tok = sum(r["output_tokens"] for r in reqs)
-    in_tok = sum(r["prompt_tokens"] for r in reqs)
-    idle_j = sum(w["energy_j"]["idle"] for w in windows)
-    win_total = sum(w["energy_j"]["total"] for w in windows)
-    first = reqs[0] if reqs else {}
-    return {
-        "setup": {"model": args.model, "gpu": dep.gpu.gpu_id, "tp": args.tp, "chunk_size": args.chunk_size,
-                  "max_num_seqs": args.max_num_seqs, "trace": "Azure LLM inference trace 2023, conversation",
-                  "trace_minutes": args.minutes, "predictor": predictor_name,
-                  "pue": first.get("pue"), "carbon_intensity_g_per_kwh": first.get("carbon_intensity_g_per_kwh"),
-                  "region": first.get("region")},
-        "requests": len(reqs),
-        "tokens": {"prompt": in_tok, "output": out_tok},
-        "energy_j": {"requests": float(e_total.sum()), "unattributed_idle": idle_j,
-                     "prefill": float(sum(r["energy_j"]["prefill"] for r in reqs)),
-                     "decode": float(sum(r["energy_j"]["decode"] for r in reqs)),
-                     "serving": float(sum(r["energy_j"]["serving"] for r in reqs)),
-                     "windows_total": win_total},
-        "carbon_g": {"total": float(c_total.sum()),
-                     "operational": float(sum(r["carbon_g"]["operational"] for r in reqs)),
-                     "embodied": float(sum(r["carbon_g"]["embodied"] for r in reqs))},
-        "per_request": {"energy_j": _pct(e_total), "carbon_g": _pct(c_total)},
-        "j_per_output_token": float(e_total.sum() / out_tok) if out_tok else None,
-        "j_per_token": float(e_total.sum() / (out_tok + in_tok)) if out_tok + in_tok else None,
-        "simulation": {"steps": stats.steps, "preemptions": stats.preemptions, "simulated_s": stats.end_s,
-                       "busy_s": stats.busy_s, "max_running": stats.max_running, "skipped": len(stats.skipped)},
-        "transport": {"events_emitted": es.emitted, "messages": es.sent_messages, "steps_accepted": es.steps_accepted,
-                      "dropped": es.dropped, "all_acknowledged": delivered},
-        "wall_s": wall,
-        "trace_start_epoch_s": epoch,
-    }
-
-
-def print_summary(s: dict) -> None:
-    st, e, c = s["setup"], s["energy_j"], s["carbon_g"]
-    print(f"setup: {st['model']} on {st['tp']} x {st['gpu']} (TP {st['tp']}), Sarathi-style chunk {st['chunk_size']}, "
-          f"max {st['max_num_seqs']} seqs; predictor {st['predictor']}")
-    print(f"carbon: PUE {st['pue']}, {st['carbon_intensity_g_per_kwh']} gCO2e/kWh (region {st['region']}, location based)")
-    print(f"trace: {st['trace']}, first {st['trace_minutes']:g} min: {s['requests']} requests, "
-          f"{s['tokens']['prompt']} prompt + {s['tokens']['output']} output tokens")
-    sim = s["simulation"]
-    print(f"engine (simulated): {sim['steps']} steps over {sim['simulated_s']:.1f} s, busy {sim['busy_s']:.1f} s, "
-          f"{sim['preemptions']} preemptions, up to {sim['max_running']} running")
-    print(f"energy: requests {e['requests'] / 3.6e3:.2f} Wh (prefill {e['prefill'] / 3.6e3:.2f}, decode "
-          f"{e['decode'] / 3.6e3:.2f}, serving {e['serving'] / 3.6e3:.2f}) + unattributed idle "
-          f"{e['unattributed_idle'] / 3.6e3:.3f} Wh")
-    print(f"carbon: {c['total']:.2f} gCO2e ({c['operational']:.2f} operational + {c['embodied']:.3f} embodied)")
-    pe, pc = s["per_request"]["energy_j"], s["per_request"]["carbon_g"]
-    if pe:
-        print(f"per request: energy p50 {pe['p50']:.1f} J, p90 {pe['p90']:.1f} J, p99 {pe['p99']:.1f} J; "
-              f"carbon p50 {pc['p50']:.3f} g, p90 {pc['p90']:.3f} g, p99 {pc['p99']:.3f} g")
-    print(f"joules per output token: {s['j_per_output_token']:.3f}; per token (prompt + output): {s['j_per_token']:.4f}")
-    t = s["transport"]
-    print(f"transport: {t['events_emitted']} events in {t['messages']} gRPC messages, {t['dropped']} dropped; "
-          f"wall {s['wall_s']:.1f} s")
-
-
-def plot(reqs, windows, path: Path, summary: dict) -> None:
+def plot(reqs, windows: dict, path: Path, summary: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,21 +212,20 @@ def plot(reqs, windows, path: Path, summary: dict) -> None:
     a1.set_ylabel("gCO2e per request")
     a1.set_title("Per-request carbon")
     if windows:
-        t0 = summary["trace_start_epoch_s"]
-        ws = [(w["window_start"] - t0, w["window_end"] - t0, w["energy_j"]) for w in windows]
-        mids = [(a + b) / 2 for a, b, _ in ws]
-        width = [b - a for a, b, _ in ws]
-        a2.step(mids, [e["total"] / d for (_, _, e), d in zip(ws, width)], where="mid", label="total")
-        a2.step(mids, [e["gpu"] / d for (_, _, e), d in zip(ws, width)], where="mid", label="GPU (predicted)")
-        a2.step(mids, [(e["serving"] + e["idle"]) / d for (_, _, e), d in zip(ws, width)], where="mid",
-                label="serving + idle")
+        ws = summary["demo"]["window_s"]
+        keys = sorted(windows)
+        mids = [(k + 0.5) * ws for k in keys]
+        a2.step(mids, [sum(windows[k][:2]) / ws for k in keys], where="mid", label="total")
+        a2.step(mids, [windows[k][0] / ws for k in keys], where="mid", label="GPU (predicted)")
+        a2.step(mids, [windows[k][1] / ws for k in keys], where="mid", label="host + idle")
         a2.legend()
     a2.set_xlabel("trace time (s)")
     a2.set_ylabel("average power (W)")
-    a2.set_title("Power over time (sidecar window records)")
+    a2.set_title("Power over time (simulated steps, 5 s windows)")
     st = summary["setup"]
     fig.suptitle(f"{st['model']} on {st['gpu']} (TP {st['tp']}), Azure conversation trace, first "
-                 f"{st['trace_minutes']:g} min, predictor {st['predictor']}", fontsize=10)
+                 f"{summary['demo']['trace_minutes']:g} min, predictor {st['predictor']}; step times simulated",
+                 fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

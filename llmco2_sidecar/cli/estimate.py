@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH", help="grid intensity, gCO2e/kWh")
     g.add_argument("--region", default=None, help=f"grid region code from the bundled table (default {carbon.DEFAULT_REGION})")
+    from .. import config as cfgmod
+
+    cfgmod.add_grid_arguments(p)
     p.add_argument("--queries", default=None, metavar="FILE", help="JSON lines, one query each (use - for stdin)")
     p.add_argument("--hardware", default=None, metavar="FILE",
                    help="TOML file adding or overriding GPU/server entries (also LLMCO2_HARDWARE)")
@@ -77,7 +80,11 @@ def _print_human(r: dict) -> None:
           f"total {e['total']:.1f} J ({e['total'] / 3.6e3:.3f} Wh)")
     print(f"  latency  prefill {r['latency_s']['prefill']:.3f} s   decode {r['latency_s']['decode']:.3f} s")
     print(f"  carbon   operational {c['operational']:.3f} g   embodied {c['embodied']:.4f} g   total {c['total']:.3f} gCO2e")
-    print(f"           (PUE {r['pue']}, {r['carbon_intensity_g_per_kwh']} gCO2e/kWh: {r['carbon_intensity_source']})")
+    print(f"           (PUE {r['pue']}, {r['carbon_intensity_g_per_kwh']:g} gCO2e/kWh {r['carbon_intensity_kind']}: "
+          f"{r['carbon_intensity_source']})")
+    sci = r["sci"]
+    print(f"  SCI      {sci['g_per_request']:.4f} gCO2e per request, {sci['g_per_1k_output_tokens']:.4f} per 1,000 output "
+          f"tokens ((E x I) + M, docs/sci.md)")
     kv = r["kv_cache"]
     if not kv["fits"]:
         print(f"  KV cache does not fit ({kv['capacity_tokens']} tokens): {kv['preemptions']} preemptions, "
@@ -110,7 +117,20 @@ def run(a: argparse.Namespace) -> int:
     if a.hardware:
         os.environ["LLMCO2_HARDWARE"] = a.hardware
 
-    settings = CarbonSettings(pue=carbon.check_pue(a.pue), carbon_intensity_g_per_kwh=a.carbon_intensity, region=a.region)
+    from .. import config as cfgmod
+
+    grid = cfgmod.grid_settings(a)
+    reading = None
+    if grid["grid"] or grid["grid_url"]:
+        if a.carbon_intensity is not None:
+            raise InputError("carbon-intensity", "a fixed intensity and --grid exclude each other", "one of them")
+        from ..energy.grid.sources import parse_grid, reading_once
+
+        reading = reading_once(parse_grid(grid["grid"], grid["grid_url"], a.region), a.region)
+        if "fallback" in reading.source:
+            print(f"llmco2 estimate: note: {reading.source}", file=sys.stderr)
+    settings = CarbonSettings(pue=carbon.check_pue(a.pue), carbon_intensity_g_per_kwh=a.carbon_intensity, region=a.region,
+                              grid=reading)
     settings.resolved_ci()  # validate before any work
     if a.queries is None:
         r = estimate(_query_from_args(a), settings, max_batched_tokens=a.max_batched_tokens)

@@ -17,9 +17,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the sidecar: gRPC ingest of engine steps, per-request carbon, logs, metrics"),
     "tail": ("tail", "follow the carbon log as a live table"),
     "demo": ("demo", "replay the Azure conversation trace through the sidecar and summarise"),
+    "replay": ("replay", "a request trace through a simulated engine: energy, carbon, latency of one configuration"),
+    "whatif": ("whatif", "replay a trace on many configurations; the carbon-minimal one meeting latency SLOs"),
     "measure": ("measure", "read the NVML and RAPL energy meters over a few seconds"),
     "profile": ("profile", "measure per-batch GPU energy on a real GPU (training data harness)"),
     "train": ("train", "train the 2-GNN predictor from measurements and write a model file"),
+    "doctor": ("doctor", "check the install: vLLM and the plugin, NVML, RAPL, the sidecar, the grid source"),
     "catalog": ("catalog", "list the bundled GPUs, servers, models and carbon-intensity regions"),
 }
 

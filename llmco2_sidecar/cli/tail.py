@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="only records whose model contains this text")
     parser.add_argument("--gpu", help="only records whose GPU contains this text")
     parser.add_argument("--engine", help="only records of this engine (stream id)")
-    parser.add_argument("--request", help="only request ids starting with this text")
+    parser.add_argument("--request", help="only requests whose id starts with this text: the client's id "
+                                          "(X-Request-Id) or the engine's (vLLM: cmpl-ID-0-...)")
     parser.add_argument("--min-carbon-g", type=float, default=None, help="only records with at least this much carbon")
     parser.add_argument("--source", choices=("predicted", "measured"), help="only predicted or measured figures")
     parser.add_argument("--json", action="store_true", help="print matching records as JSON lines, not a table")
@@ -47,7 +48,8 @@ def matches(rec: dict, args: argparse.Namespace) -> bool:
         return False
     if args.engine and rec.get("engine") != args.engine:
         return False
-    if args.request and not str(rec.get("request_id", "")).startswith(args.request):
+    if args.request and not (str(rec.get("request_id", "")).startswith(args.request)
+                             or str(rec.get("client_request_id") or "").startswith(args.request)):
         return False
     if args.source and rec.get("source") != args.source:
         return False
@@ -59,6 +61,8 @@ def matches(rec: dict, args: argparse.Namespace) -> bool:
 def _cell(rec: dict, col: str) -> str:
     if col == "time":
         return datetime.fromtimestamp(rec.get("ts", 0), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    if col == "request_id":  # the id the client knows (X-Request-Id) where the engine sent it
+        return str(rec.get("client_request_id") or rec.get("request_id", ""))
     if col == "prompt":
         return str(rec.get("prompt_tokens", ""))
     if col == "output":

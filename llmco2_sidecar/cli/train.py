@@ -18,11 +18,15 @@ import numpy as np
 from ..errors import InputError
 
 BUNDLED_MLENERGY = Path(__file__).resolve().parent.parent / "training_data" / "mlenergy_leaderboard_v3"
+BUNDLED_MLENERGY_V2 = Path(__file__).resolve().parent.parent / "training_data" / "mlenergy_leaderboard_v2"
 DEFAULT_EPOCHS = 150
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=str(BUNDLED_MLENERGY), help="ML.ENERGY v3 folder (models/*.json); default: the bundled copy")
+    p.add_argument("--data-v2", default=str(BUNDLED_MLENERGY_V2),
+                   help="ML.ENERGY v2 folder (chat/<GPU>/<org>/<model>/*.json, sharegpt/*.json); default: the bundled "
+                   "copy; 'none' to train on v3 alone")
     p.add_argument("--measurements", default="data/measurements", help="folder of per-batch measurement CSVs (read when present)")
     p.add_argument("--out", default="llmco2-gnn-v1.safetensors", help="model file to write (.safetensors; .json beside it)")
     p.add_argument("--report", default=None, help="Markdown report (default: OUT with .report.md)")
@@ -32,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", default=None, help="also write the next measurement plan (CSV) to this file, "
                    "e.g. data/measurements/next_plan.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
+                   "makes training many times slower)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise InputError("epochs", f"must be positive, got {args.epochs}", ">= 1")
+    torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
     t0 = time.time()
     meas = Path(args.measurements) if args.measurements and Path(args.measurements).is_dir() else None
-    examples, feats, skipped = load_examples(args.data, meas, seed=args.seed)
+    v2 = None if str(args.data_v2).lower() == "none" else args.data_v2
+    examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2)
     if not examples:
         raise InputError("data", "no usable training rows found", "ML.ENERGY v3 model files or measurement CSVs")
     config = GNNConfig()

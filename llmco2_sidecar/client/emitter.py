@@ -120,6 +120,9 @@ class EmitterConfig:
         clock: the engine clock the step times use.
         wall_clock: wall time (``time.time``) sent with the identity to map the engine clock; a
             replay (the demo) passes the trace's own time.
+        client_request_id: a function from an engine request id to the id the client sees (vLLM:
+            ``cmpl-my-id-0-9bf73448`` -> ``my-id``, its X-Request-Id), applied on the sender thread
+            to every finish that has none of its own; None: finishes carry only the engine id.
     """
 
     target: str = "127.0.0.1:50551"
@@ -135,6 +138,7 @@ class EmitterConfig:
     log_interval_s: float = 30.0
     clock: Any = time.monotonic
     wall_clock: Any = time.time
+    client_request_id: Any = None
 
 
 @dataclass
@@ -234,11 +238,12 @@ class Emitter:
         return True
 
     def emit_done(self, request_id: str, output_tokens: int = 0, aborted: bool = False, time_s: float = 0.0,
-                  prompt_tokens: int = 0) -> bool:
-        """Queue a request's finish (or abort). False if dropped."""
+                  prompt_tokens: int = 0, client_request_id: str = "") -> bool:
+        """Queue a request's finish (or abort); ``client_request_id``: the id its client knows it by
+        (default: the config's ``client_request_id`` function of ``request_id``). False if dropped."""
         if len(self._q) >= self._bound:
             return self._drop()
-        self._q.append((_DONE, request_id, output_tokens, aborted, time_s, prompt_tokens))
+        self._q.append((_DONE, request_id, output_tokens, aborted, time_s, prompt_tokens, client_request_id))
         self._emitted += 1
         if self._idle:
             self._signal()
@@ -431,7 +436,7 @@ class Emitter:
                     items.extend(self._drain(self.config.max_message_steps - len(items)))
                 last_send = time.monotonic()
                 try:
-                    msg, n = self._build(items)
+                    msg, n = self._build(items, self.config.client_request_id)
                 except (TypeError, ValueError, OverflowError) as exc:
                     msg, n = self._build_valid(items, exc)
                     if msg is None:
@@ -466,15 +471,15 @@ class Emitter:
         good = []
         for it in items:
             try:
-                self._build([it])
+                self._build([it], self.config.client_request_id)
                 good.append(it)
             except (TypeError, ValueError, OverflowError):
                 self._dropped_malformed += 1
         log.warning("llmco2 emitter: dropped %d malformed events (%s)", len(items) - len(good), exc)
-        return self._build(good) if good else (None, 0)
+        return self._build(good, self.config.client_request_id) if good else (None, 0)
 
     @staticmethod
-    def _build(items: list) -> tuple[pb.EngineMessage, int]:
+    def _build(items: list, client_id_of=None) -> tuple[pb.EngineMessage, int]:
         msg = pb.EngineMessage()
         ev = msg.events
         step_id, start, end, count = [], [], [], []
@@ -508,9 +513,14 @@ class Emitter:
                 elif any_phase:
                     phases.extend([0] * len(r))
             elif kind == _DONE:
-                _, rid, out_tok, aborted, t, p = it
+                _, rid, out_tok, aborted, t, p, client = it
+                if not client and client_id_of is not None:
+                    try:
+                        client = client_id_of(rid) or ""
+                    except Exception:  # a bad mapping loses the client id, never the finish
+                        client = ""
                 ev.done.add(request_id=rid, output_tokens=int(out_tok), aborted=bool(aborted), time_s=float(t),
-                            prompt_tokens=int(p))
+                            prompt_tokens=int(p), client_request_id=str(client))
             else:
                 _, bid, s0, s1, r, p, o = it
                 ev.static_batches.add(batch_id=int(bid), start_s=float(s0), end_s=float(s1), request_id=list(r),

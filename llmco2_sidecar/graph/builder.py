@@ -287,6 +287,47 @@ def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray
     return flops, mem, net, time, lay
 
 
+def step_roofline_s(dep: Deployment, steps: StepBatch, fused_attention: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(roofline_s [S], n_requests [S])`` alone, the inputs of a step-duration model, at a fraction of
+    :func:`step_features`' cost (the whole step only: no prefill / decode blocks, no node features).
+    The engine simulator calls it once per simulated step or run of steps."""
+    g = layer_graph(dep, fused_attention)
+    S = steps.n_steps
+    new = steps.new_tokens.astype(np.float64)
+    ctx = steps.context_tokens.astype(np.float64)
+    idx = steps.request_step
+    agg = np.empty((S, 5))
+    agg[:, 1] = np.bincount(idx, weights=new, minlength=S)
+    agg[:, 2] = np.bincount(idx, weights=new * ctx + new * (new + 1) / 2, minlength=S)
+    agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
+    agg[:, 4] = np.bincount(idx, minlength=S)
+    agg[:, 0] = agg[:, 4] > 0
+    w, weights = _time_form(dep, fused_attention)
+    S3 = (agg @ w).reshape(S, 3, -1)  # per kernel: compute, memory and network time
+    return S3.max(axis=1) @ weights, agg[:, 4].copy()
+
+
+def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``W [5, 3K]`` and ``weights [K]`` so that a step's Roofline time is ``max3(agg @ W) @ weights``:
+    every kernel's compute, memory and network time is linear in the step aggregates (what
+    :func:`roofline` computes; layers count ``num_layers`` times, the outside kernels once)."""
+    g = layer_graph(dep, fused_attention)
+    gpu = dep.gpu
+    peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
+    key = (peak, gpu.mem_bandwidth_bytes_s, gpu.interconnect_bytes_s, dep.model.num_layers)
+    cache = g.__dict__.setdefault("_time_forms", {})  # kept on the (cached) layer graph, as its coefficients
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    cf = np.concatenate([g.coefs[0], g.outside_coefs[0]], axis=1)
+    cm = np.concatenate([g.coefs[1], g.outside_coefs[1]], axis=1)
+    cn = np.concatenate([g.coefs[2], g.outside_coefs[2]], axis=1)
+    w = np.concatenate([cf / peak, cm / gpu.mem_bandwidth_bytes_s, cn / gpu.interconnect_bytes_s], axis=1)
+    weights = np.concatenate([np.full(g.n_nodes, float(dep.model.num_layers)), np.ones(len(g.outside))])
+    cache[key] = out = (np.ascontiguousarray(w), weights)
+    return out
+
+
 def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True, with_nodes: bool = True) -> StepFeatures:
     """Kernel-graph features of every step in ``steps`` (see module docstring).
 

@@ -38,7 +38,7 @@ class Catalog:
 
     def resolve_gpu_id(self, name: str) -> str:
         if not name:
-            raise InputError("gpu", "missing", ", ".join(self.gpus))
+            raise InputError("gpu", "missing", ", ".join(self.known_names()))
         lowered = {k.lower(): k for k in self.gpus}
         lowered_alias = {k.lower(): v for k, v in self.aliases.items()}
         key = name.strip()
@@ -51,7 +51,17 @@ class Catalog:
         for k in self.gpus:
             if k.lower() == norm or self.gpus[k].name.lower() == key.lower():
                 return k
-        raise InputError("gpu", f"unknown GPU {name!r}", ", ".join(list(self.gpus) + sorted(self.aliases)))
+        raise InputError("gpu", f"unknown GPU {name!r}", ", ".join(self.known_names()))
+
+    def known_names(self) -> list[str]:
+        """GPU ids, then the aliases that are not also ids, each once (error messages list them)."""
+        seen = {k.lower() for k in self.gpus}
+        out = list(self.gpus)
+        for alias in sorted(self.aliases):
+            if alias.lower() not in seen:
+                seen.add(alias.lower())
+                out.append(alias)
+        return out
 
     def server(self, server_id: str) -> ServerSpec:
         for k, v in self.servers.items():
@@ -84,6 +94,8 @@ def _gpu_from_table(gid: str, t: dict, origin: str) -> GPUSpec:
     sources = {"all": t.get("source", origin)}
     if "idle_w_source" in t:
         sources["idle_w"] = t["idle_w_source"]
+    if "idle_ctx_w_source" in t:
+        sources["idle_ctx_w"] = t["idle_ctx_w_source"]
     try:
         return GPUSpec(
             gpu_id=gid, name=t["name"], architecture=t["architecture"],
@@ -92,7 +104,7 @@ def _gpu_from_table(gid: str, t: dict, origin: str) -> GPUSpec:
             nvlink_gb_s=float(t["nvlink_gb_s"]), pcie_gb_s=float(t["pcie_gb_s"]), tdp_w=float(t["tdp_w"]),
             idle_w=float(t["idle_w"]), die_area_mm2=float(t["die_area_mm2"]), process_node=str(t["process_node"]),
             sm_count=int(t.get("sm_count", 0)), l2_cache_mb=float(t.get("l2_cache_mb", 0.0)),
-            flags=str(t.get("flags", "")), sources=sources,
+            flags=str(t.get("flags", "")), idle_ctx_w=float(t.get("idle_ctx_w", 0.0)), sources=sources,
         )
     except (TypeError, ValueError) as exc:
         raise InputError(f"gpu.{gid}", f"bad value in {origin}: {exc}") from None

@@ -26,10 +26,11 @@ from .api import Deployment
 from .layers import mean_adjacency
 from .measurements import MeasuredBatch
 from .mlenergy import GPU_NAMES, MLEnergyRow, exclusion_reason
+from .physics import power_bounds_j
 from .prior import DurationModel, prior_terms
 from .window import steady_window
 
-SOURCE_MLENERGY = "mlenergy-v3"
+SOURCE_MLENERGY = "mlenergy-v3"  # the newest engine (vLLM 0.11.1): the duration model's source
 SOURCE_MEASURED = "measurements"
 
 
@@ -53,7 +54,7 @@ class Example:
 
 def _family(model_id: str) -> str:
     name = model_id.split("/")[-1].lower()
-    for fam in ("llama-3", "llama-2", "qwen3", "qwen2", "gemma", "mistral", "phi-3", "internlm"):
+    for fam in ("llama-3", "llama-2", "qwen3", "qwen2", "gemma", "mixtral", "mistral", "phi-3", "internlm"):
         if name.startswith(fam) or fam in name:
             return fam
     return name
@@ -86,11 +87,11 @@ def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4,
             continue
         w = steady_window(row, seed=seed * 100003 + i, k_decode=k_decode, k_prefill=k_prefill)
         out.append(Example(
-            key=row.key, source=SOURCE_MLENERGY, model=re.sub(r"-FP8$", "", row.model_id), family=_family(row.model_id),
+            key=row.key, source=row.source, model=re.sub(r"-FP8$", "", row.model_id), family=_family(row.model_id),
             gpu=row.gpu, deployment=dep, steps=w.steps, weight=w.weight, denom=w.tokens_per_step,
             target=w.target_j_per_token,
             meta={"task": row.task, "tp": row.tp, "batch": row.avg_batch_size, "precision": row.weight_precision,
-                  "step_s": row.step_duration_s, "max_num_seqs": row.max_num_seqs},
+                  "step_s": row.step_duration_s, "max_num_seqs": row.max_num_seqs, "file": row.file},
         ))
     return out, skipped
 
@@ -130,6 +131,8 @@ class Featurized:
     dur_terms: np.ndarray  # [S, 3]
     duration_s: np.ndarray  # [S]
     features: StepFeatures = field(repr=False, default=None)
+    e_low: np.ndarray = None  # [S] J: n x idle_w x t (physics.power_bounds_j)
+    e_high: np.ndarray = None  # [S] J: n x tdp_w x t
 
 
 def extra_globals(f: StepFeatures, duration_s: np.ndarray) -> np.ndarray:
@@ -150,7 +153,8 @@ def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationM
         dur = filled
     tot, pre = prior_terms(dep, f, dur)
     gx = np.concatenate([f.global_x, extra_globals(f, dur)], axis=1)
-    return Featurized(f.node_x, gx, f.edge_index, tot, pre, DurationModel.terms(f), dur, f)
+    low, high = power_bounds_j(dep.n_gpus, dep.gpu, dur)
+    return Featurized(f.node_x, gx, f.edge_index, tot, pre, DurationModel.terms(f), dur, f, low, high)
 
 
 def featurize(examples: list[Example]) -> list[Featurized]:
@@ -167,6 +171,8 @@ class Group:
     prior_tot: torch.Tensor  # [S, 4] float64
     prior_pre: torch.Tensor  # [S, 4] float64
     step_pos: torch.Tensor  # int64 [S], position in the packed step order
+    e_low: torch.Tensor = None  # float64 [S], J (the power window, physics.power_bounds_j)
+    e_high: torch.Tensor = None  # float64 [S], J
 
 
 @dataclass
@@ -204,6 +210,8 @@ def pack(feats: list[Featurized], examples: list[Example], node_cols: np.ndarray
             prior_tot=torch.from_numpy(np.concatenate([feats[i].prior_tot for i in idx])),
             prior_pre=torch.from_numpy(np.concatenate([feats[i].prior_pre for i in idx])),
             step_pos=torch.from_numpy(pos.astype(np.int64)),
+            e_low=torch.from_numpy(np.concatenate([feats[i].e_low for i in idx]).astype(np.float64)),
+            e_high=torch.from_numpy(np.concatenate([feats[i].e_high for i in idx]).astype(np.float64)),
         ))
     step_example = np.concatenate([np.full(fe.node_x.shape[0], k) for k, fe in enumerate(feats)])
     step_weight = np.concatenate([e.weight / e.denom for e in examples])

@@ -24,7 +24,8 @@ from ..errors import InputError
 TASK_PROMPT_MEAN_TOKENS = {"lm-arena-chat": 634.0, "gpqa": 224.0}
 
 #: ML.ENERGY GPU names -> hardware catalog names.
-GPU_NAMES = {"H100": "H100-SXM5-80GB", "B200": "B200"}
+GPU_NAMES = {"H100": "H100-SXM5-80GB", "B200": "B200", "A100": "A100-SXM4-40GB"}
+SOURCE_V3 = "mlenergy-v3"
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,19 @@ class MLEnergyRow:
     output_tokens_per_s: float
     hist_edges: tuple[float, ...] = field(default=(), repr=False)
     hist_counts: tuple[int, ...] = field(default=(), repr=False)
+    # set by other sources (ML.ENERGY v2, :mod:`.mlenergy_v2`); v3 leaves the defaults
+    source: str = SOURCE_V3
+    pp: int = 1
+    observed_step_s: float | None = None  # measured step time (v2: Avg TPOT); None: batch / throughput
+    tokens_per_step: float | None = None  # output tokens a step emits; None: the running batch
+    prompt_mean: float | None = None  # None: the task's published mean
+    prompt_log_sigma: float | None = None  # None: the Azure trace's spread (window.PROMPT_LOG_SIGMA)
+    max_prompt_tokens: int | None = None  # None: vLLM 0.11's chunk budget
+    file: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.model_id}|{self.task}|{self.gpu}x{self.num_gpus}|tp{self.tp}|seqs{self.max_num_seqs}"
+        return f"{self.source}|{self.model_id}|{self.task}|{self.gpu}x{self.num_gpus}|tp{self.tp}|seqs{self.max_num_seqs}"
 
     @property
     def family(self) -> str:
@@ -80,12 +90,15 @@ class MLEnergyRow:
     @property
     def step_duration_s(self) -> float:
         """Mean engine-step wall time: every running request emits one token per step, so a step
-        takes ``batch / throughput`` (per replica: ``dp`` replicas share the throughput)."""
+        takes ``batch / throughput`` (per replica: ``dp`` replicas share the throughput). Sources that
+        measure it (v2's time per output token) give it directly."""
+        if self.observed_step_s is not None:
+            return self.observed_step_s
         return self.avg_batch_size * self.dp / self.output_tokens_per_s
 
     @property
     def prompt_mean_tokens(self) -> float:
-        return TASK_PROMPT_MEAN_TOKENS[self.task]
+        return self.prompt_mean if self.prompt_mean is not None else TASK_PROMPT_MEAN_TOKENS[self.task]
 
 
 def _rows_from_model_file(path: Path) -> list[MLEnergyRow]:
@@ -134,7 +147,7 @@ def exclusion_reason(row: MLEnergyRow, supported_models: set[str] | None = None)
     """Why a row cannot train the dense step model, or None if it can."""
     if row.architecture != "Dense Transformer":
         return f"architecture {row.architecture!r} (only dense transformers are modelled)"
-    if row.task not in TASK_PROMPT_MEAN_TOKENS:
+    if row.task not in TASK_PROMPT_MEAN_TOKENS and row.prompt_mean is None:
         return f"task {row.task!r} has no published prompt-length figure"
     if row.gpu not in GPU_NAMES:
         return f"GPU {row.gpu!r} not in the catalog mapping"
@@ -142,6 +155,8 @@ def exclusion_reason(row: MLEnergyRow, supported_models: set[str] | None = None)
         return f"weight precision {row.weight_precision!r}"
     if supported_models is not None and row.model_id not in supported_models:
         return "architecture config not in the models catalog"
+    if row.pp != 1:
+        return f"pipeline parallelism {row.pp} (the window models one stage per step)"
     if not row.hist_counts or sum(row.hist_counts) == 0:
         return "no output-length histogram"
     if not (row.energy_per_token_j > 0 and row.output_tokens_per_s > 0 and row.avg_batch_size > 0):

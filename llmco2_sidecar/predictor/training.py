@@ -39,7 +39,13 @@ class TrainOptions:
 
 
 def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> DurationModel:
-    use = [i for i in idx if examples[i].source == SOURCE_MLENERGY or examples[i].head == "total"]
+    """Step-time model for steps without an observed duration, fitted on the newest engine's rows
+    (ML.ENERGY v3, vLLM 0.11.1) when the training side has any: an older engine's overhead (v2's
+    vLLM 0.4.2) is not what a user of today's vLLM sees. Measured totals are used too."""
+    idx = np.asarray(idx)
+    newest = [i for i in idx if examples[i].source == SOURCE_MLENERGY]
+    pool = newest if newest else list(idx)
+    use = [i for i in pool if examples[i].head == "total"]
     a, y = example_duration_terms([feats[i] for i in use], [examples[i] for i in use])
     return DurationModel().fit(a, y)
 
@@ -97,7 +103,7 @@ def train_gnn(
         net.train()
         opt.zero_grad()
         lp, lt, pos = model.forward_packed(train_p)
-        contrib = train_p.step_weight[pos] * torch.exp(lt.double())
+        contrib = train_p.step_weight[pos] * model.bounded_energy(train_p, lt)
         pred = torch.zeros(train_p.n_examples, dtype=torch.float64).index_add(0, train_p.step_example[pos], contrib)
         loss = (ex_weight * (torch.log(pred) - log_target) ** 2).sum() / ex_weight.sum()
         if options.residual_reg and config.use_prior:  # keep the GNN a correction of the prior

@@ -26,6 +26,10 @@ import numpy as np
 from ..energy.serving import host_energy_j, serving_energy_j
 
 
+class PredictionError(RuntimeError):
+    """The predictor's output for some steps is unusable (wrong shape, not finite)."""
+
+
 @dataclass
 class StepEnergy:
     """Per-step and per-slice energies of one engine's steps, in J.

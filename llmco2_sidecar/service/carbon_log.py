@@ -6,6 +6,10 @@ Crash safety: the file is opened with ``O_APPEND`` and every batch of whole line
 the last line short, and :meth:`CarbonLog.open` repairs that on start by truncating the file back
 to its last newline (the journal replay then writes the lost record again). Rotation by size:
 ``log`` -> ``log.1`` -> ... -> ``log.N`` (oldest dropped), only between whole writes.
+
+Disk trouble: a write that fails (a full or unwritable disk) is cut back to the last whole line and
+its lines wait in memory (``backlog``); every later write, and :meth:`CarbonLog.retry`, tries them
+first, in order. ``failed`` holds the error until the backlog is written.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ class CarbonLog:
         self._size = 0
         self.repaired_bytes = 0
         self.records_written = 0
+        self.backlog: list[str] = []  # lines not yet written (the disk failed), oldest first
+        self.failed: OSError | None = None
+        self.errors = 0
 
     def open(self) -> "CarbonLog":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,34 +86,64 @@ class CarbonLog:
 
     def _rotate(self) -> None:
         os.close(self._fd)
-        paths = self.rotated_paths()
-        for i in range(len(paths) - 1, 0, -1):
-            if paths[i - 1].exists():
-                os.replace(paths[i - 1], paths[i])
-        os.replace(self.path, paths[0])
-        self._open_fd()
+        self._fd = None
+        try:
+            paths = self.rotated_paths()
+            for i in range(len(paths) - 1, 0, -1):
+                if paths[i - 1].exists():
+                    os.replace(paths[i - 1], paths[i])
+            os.replace(self.path, paths[0])
+        finally:
+            self._open_fd()
 
     def write_records(self, records: Iterable[dict]) -> int:
         """Write records as whole lines, one ``os.write`` per call (rotating first if needed)."""
         return self.write_lines([dumps(r) for r in records])
 
     def write_lines(self, lines: list[str]) -> int:
-        """Write already serialised records (see :func:`dumps`), one ``os.write`` per call."""
-        if not lines:
+        """Write already serialised records (see :func:`dumps`), one ``os.write`` per call. Returns the
+        lines written now (the backlog included); on a disk error they join the backlog instead."""
+        if not lines and not self.backlog:
             return 0
-        data = ("\n".join(lines) + "\n").encode()
         with self._lock:
-            if self._fd is None:
-                self.open()
-            if self.max_bytes and self._size > 0 and self._size + len(data) > self.max_bytes:
-                self._rotate()
-            view = memoryview(data)
+            if self.backlog:
+                self.backlog.extend(lines)
+                lines, self.backlog = self.backlog, []
+            try:
+                self._write_locked(lines)
+            except OSError as exc:
+                self.failed = exc
+                self.errors += 1
+                self.backlog = lines
+                return 0
+            self.failed = None
+        return len(lines)
+
+    def retry(self) -> bool:
+        """Write the backlog if there is one. True when nothing waits."""
+        if self.backlog:
+            self.write_lines([])
+        return not self.backlog
+
+    def _write_locked(self, lines: list[str]) -> None:
+        data = ("\n".join(lines) + "\n").encode()
+        if self._fd is None:
+            self.open()
+        if self.max_bytes and self._size > 0 and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        view = memoryview(data)
+        try:
             while view:
                 n = os.write(self._fd, view)
                 view = view[n:]
-            self._size += len(data)
-            self.records_written += len(lines)
-        return len(lines)
+        except OSError:
+            try:  # cut a partly written batch back to the last whole line
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass
+            raise
+        self._size += len(data)
+        self.records_written += len(lines)
 
     def fsync(self) -> None:
         with self._lock:
@@ -116,7 +153,10 @@ class CarbonLog:
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
-                os.fsync(self._fd)
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self.failed = exc
                 os.close(self._fd)
                 self._fd = None
 

@@ -7,7 +7,8 @@ accepted step id and end time, the requests it has seen and not yet finished.
 Outcomes:
 
 * a bad identity (first message) raises :class:`InputError` naming the field; the server ends that
-  stream with ``INVALID_ARGUMENT``;
+  stream with ``INVALID_ARGUMENT``; that includes anything the prediction pipeline would refuse
+  about the deployment (:mod:`.admission` runs the pipeline's own construction for it);
 * a bad step, done event or static batch is **rejected** (listed in the Ack with its field and
   reason) and the rest of the message is accepted;
 * a step whose continuing request was never seen (the engine started before the sidecar, or
@@ -23,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._proto import events_pb2 as pb
-from ..errors import InputError
 from ..predictor.api import Deployment
-from ..workload import Parallelism
+from .identity import deployment_from_identity, open_stream  # noqa: F401  (re-exported: the identity's checks)
 
 # Absurd sizes: far above any real engine, low enough to keep the pipeline safe.
 MAX_SLICES_PER_STEP = 65_536
@@ -34,9 +34,11 @@ MAX_CONTEXT_TOKENS = 1 << 24
 MAX_STEP_DURATION_S = 3600.0
 MAX_STEPS_PER_MESSAGE = 100_000
 MAX_BATCH_REQUESTS = 65_536
+MAX_BATCH_SLOTS = 1 << 24  # requests x longest output of a static batch: the pipeline's arrays for it
 CLOCK_TOLERANCE_S = 1e-3
 MAX_REQUEST_ID_LEN = 512
 MAX_LISTED_REJECTIONS = 16
+FAST_PATH_MAX_SLICES = 64  # a one-step message up to this many slices is validated without numpy
 
 PHASE_NEW, PHASE_CHUNK, PHASE_DECODE = 1, 2, 3
 
@@ -88,6 +90,7 @@ class DoneEvent:
     output_tokens: int
     prompt_tokens: int
     time_s: float  # engine clock; 0 = unknown
+    client_request_id: str = ""  # the id the client knows it by (X-Request-Id); "" unknown
 
 
 @dataclass(frozen=True)
@@ -109,72 +112,6 @@ class Ingested:
     done: list
     batches: list
     ack: pb.Ack
-
-
-def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = None) -> tuple[Deployment, str, str]:
-    """Resolve the identity's model and GPU. Raises :class:`InputError` naming the field."""
-    from ..hardware.catalog import load_gpu
-
-    tp, pp, dp, ep = ident.tp or 1, ident.pp or 1, ident.dp or 1, ident.ep or 1
-    for name, value in (("identity.tp", tp), ("identity.pp", pp), ("identity.dp", dp), ("identity.ep", ep)):
-        if value > 4096:
-            raise InputError(name, f"absurd value {value}", "1..4096")
-    if ident.gpu_count and ident.gpu_count != tp * pp:
-        raise InputError("identity.gpu_count", f"{ident.gpu_count} GPUs but tp*pp = {tp * pp}", "0 or tp*pp")
-    if not ident.gpu:
-        raise InputError("identity.gpu", "missing: the GPU type of the replica", "a GPU catalog id or alias")
-    try:
-        gpu = load_gpu(ident.gpu, hardware) if hardware else load_gpu(ident.gpu)
-    except InputError as exc:
-        raise InputError("identity.gpu", str(exc).split(": ", 1)[-1]) from None
-    if ident.HasField("architecture") and ident.architecture.hidden_size:
-        from ..models.identity import spec_from_architecture
-
-        model = spec_from_architecture(ident.architecture, name=ident.model_name or ident.architecture.model_type or "model")
-    elif ident.model_name:
-        from ..models.catalog import load_model
-
-        try:
-            model = load_model(ident.model_name)
-        except InputError as exc:
-            raise InputError("identity.model_name", str(exc).split(": ", 1)[-1], exc.allowed) from None
-    else:
-        raise InputError("identity.model_name", "missing: send a model name or the architecture fields")
-    try:
-        par = Parallelism(tp=int(tp), pp=int(pp), dp=int(dp), ep=int(ep))
-    except InputError as exc:
-        raise InputError("identity." + exc.field, str(exc).split(": ", 1)[-1]) from None
-    dep = Deployment(model=model, gpu=gpu, parallel=par)
-    from ..graph.builder import check_deployment
-
-    try:  # a split the kernel graph cannot cost (tp not dividing the heads or the experts' width, ...)
-        check_deployment(dep)
-    except InputError as exc:
-        raise InputError("identity." + exc.field, str(exc).split(": ", 1)[-1], exc.allowed) from None
-    return dep, ident.model_name or model.name, gpu.gpu_id
-
-
-def open_stream(ident: pb.EngineIdentity, streams: dict, hardware: str | None = None) -> StreamState:
-    """Validate an identity and return the (new or resumed) stream state."""
-    if not ident.engine_name:
-        raise InputError("identity.engine_name", "missing", "e.g. 'vllm'")
-    if len(ident.instance_id) > 256:
-        raise InputError("identity.instance_id", "longer than 256 characters")
-    for name in ("engine_clock_at_open_s", "wall_clock_at_open_s"):
-        if not math.isfinite(getattr(ident, name)):
-            raise InputError(f"identity.{name}", "not a finite number")
-    dep, model_label, gpu_label = deployment_from_identity(ident, hardware)
-    offset = (ident.wall_clock_at_open_s - ident.engine_clock_at_open_s) if ident.wall_clock_at_open_s else 0.0
-    key = ident.instance_id or f"anon-{len(streams)}"
-    state = streams.get(key)
-    if state is not None and state.deployment == dep:
-        state.identity = ident
-        state.clock_offset_s = offset
-        return state
-    state = StreamState(stream_id=key, identity=ident, deployment=dep, model_label=model_label,
-                        gpu_label=gpu_label, clock_offset_s=offset)
-    streams[key] = state
-    return state
 
 
 class _Rejections:
@@ -210,14 +147,16 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
     if S > MAX_STEPS_PER_MESSAGE:
         _reject_all_steps(st, ack, rej, "steps.step_id", f"more than {MAX_STEPS_PER_MESSAGE} steps in one message")
         return None
-    count = np.array(st.slice_count, dtype=np.int64)
-    R = int(count.sum())
+    R = int(st.slice_count[0]) if S == 1 else int(sum(st.slice_count))
     rids = list(st.request_id)
     n_phase = len(st.phase)
     if not (len(rids) == len(st.new_tokens) == len(st.context_tokens) == len(st.prompt_tokens) == R) or n_phase not in (0, R):
         _reject_all_steps(st, ack, rej, "steps.request_id",
                           f"slice columns must each have sum(slice_count) = {R} entries")
         return None
+    if S == 1 and R <= FAST_PATH_MAX_SLICES:
+        return _ingest_one_step(stream, st, rids, R, n_phase, ack, rej)
+    count = np.array(st.slice_count, dtype=np.int64)
     sid = np.array(st.step_id, dtype=np.uint64)
     if S and sid.max() > np.uint64(1 << 62):
         bad_ids = sid > np.uint64(1 << 62)
@@ -297,6 +236,82 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
                          phase=phase.astype(np.int8), new_tokens=new, context_tokens=ctx, prompt_tokens=prm)
 
 
+def _one_step_reason(stream: StreamState, st: pb.StepColumns, rids: list, R: int, sid: int) -> int:
+    """The rejection code of a message's only step (0: accepted): the first of the columnar checks
+    of :func:`_ingest_steps` that fails, in the same order."""
+    if R:
+        new, ctx, prm = st.new_tokens, st.context_tokens, st.prompt_tokens
+        if min(new) < 1:
+            return 1
+        if max(new) > MAX_NEW_TOKENS:
+            return 2
+        if max(ctx) > MAX_CONTEXT_TOKENS:
+            return 3
+        if max(prm) > MAX_CONTEXT_TOKENS:
+            return 4
+        if len(st.phase) and (min(st.phase) < 0 or max(st.phase) > 3):
+            return 5
+        if not all(rids) or max(map(len, rids)) > MAX_REQUEST_ID_LEN:
+            return 6
+    if R < 1:
+        return 7
+    if R > MAX_SLICES_PER_STEP:
+        return 8
+    start, end = st.start_s[0], st.end_s[0]
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return 9
+    if end < start:
+        return 10
+    if end - start > MAX_STEP_DURATION_S:
+        return 11
+    if sid <= stream.last_step_id:
+        return 12
+    if end < stream.last_end_s - CLOCK_TOLERANCE_S:
+        return 13
+    return 0
+
+
+def _ingest_one_step(stream: StreamState, st: pb.StepColumns, rids: list, R: int, n_phase: int, ack: pb.Ack,
+                     rej: _Rejections) -> AcceptedSteps | None:
+    """:func:`_ingest_steps` for a message of one step (the common case at low step rates): the same
+    checks, outcome and stream updates, in plain Python (no numpy until the accepted columns)."""
+    sid = int(st.step_id[0])
+    if sid > 1 << 62:
+        sid = 0
+    code = _one_step_reason(stream, st, rids, R, sid)
+    if code:
+        ack.steps_rejected += 1
+        field_, text = _STEP_REASONS[code]
+        rej.add(pb.Rejection.KIND_STEP, sid, "", field_, text)
+        return None
+    ack.steps_accepted += 1
+    new, ctx, prm = list(st.new_tokens), list(st.context_tokens), list(st.prompt_tokens)
+    if n_phase:
+        phase = [p if p else (PHASE_NEW if c == 0 else PHASE_CHUNK if c < q else PHASE_DECODE)
+                 for p, c, q in zip(st.phase, ctx, prm)]
+    else:
+        phase = [PHASE_NEW if c == 0 else PHASE_CHUNK if c < q else PHASE_DECODE for c, q in zip(ctx, prm)]
+    live = stream.live
+    unseen = set(rids).difference(live)
+    if unseen:
+        index = rids.index
+        ack.flagged += sum(1 for r in unseen if ctx[index(r)] > 0)
+        if len(live) > 1_000_000:  # an engine that never reports finishes
+            live.clear()
+        live.update(unseen)
+        done = stream.recently_done
+        for r in unseen:  # an id used again after its finish is a new request
+            done.pop(r, None)
+    end = st.end_s[0]
+    stream.last_step_id = sid
+    stream.last_end_s = float(max(stream.last_end_s, end))
+    i64 = np.int64
+    return AcceptedSteps(step_id=np.array([sid], i64), start_s=np.array([st.start_s[0]], np.float64),
+                         end_s=np.array([end], np.float64), slice_count=np.array([R], i64), request_id=rids,
+                         phase=np.array(phase, np.int8), new_tokens=np.array(new, i64),
+                         context_tokens=np.array(ctx, i64), prompt_tokens=np.array(prm, i64))
+
+
 _STEP_REASONS = {
     1: ("steps.new_tokens", "a request slice computes at least one token"),
     2: ("steps.new_tokens", f"absurd: more than {MAX_NEW_TOKENS} tokens in one step"),
@@ -335,7 +350,8 @@ def _ingest_done(stream: StreamState, d: pb.RequestDone, ack: pb.Ack, rej: _Reje
     stream.recently_done[rid] = None
     stream.forget_done()
     ack.done_accepted += 1
-    return DoneEvent(rid, bool(d.aborted), int(d.output_tokens), int(d.prompt_tokens), float(d.time_s))
+    client = d.client_request_id if len(d.client_request_id) <= MAX_REQUEST_ID_LEN else ""  # too long: dropped
+    return DoneEvent(rid, bool(d.aborted), int(d.output_tokens), int(d.prompt_tokens), float(d.time_s), client)
 
 
 def _ingest_static(stream: StreamState, b: pb.StaticBatch, ack: pb.Ack, rej: _Rejections) -> StaticBatchEvent | None:
@@ -353,6 +369,8 @@ def _ingest_static(stream: StreamState, b: pb.StaticBatch, ack: pb.Ack, rej: _Re
         problem = ("static_batches.output_tokens", f"each request generates 1..{MAX_CONTEXT_TOKENS} tokens")
     elif not (math.isfinite(b.start_s) and math.isfinite(b.end_s)) or b.end_s < b.start_s:
         problem = ("static_batches.end_s", "the batch must end after it starts (finite times)")
+    elif n * max(b.output_tokens) > MAX_BATCH_SLOTS:
+        problem = ("static_batches.output_tokens", f"absurd: requests x longest output above {MAX_BATCH_SLOTS}")
     elif b.end_s - b.start_s > 24 * MAX_STEP_DURATION_S:
         problem = ("static_batches.end_s", "absurd batch duration")
     elif int(b.batch_id) <= stream.last_batch_id:

@@ -13,10 +13,17 @@ written atomically) records the state at the start of a segment so that older se
 deleted. fsync policy: ``always`` (before each ack: survives power loss), ``interval`` (at most
 every ``interval_s``; survives a process crash, since the write reaches the kernel before the ack)
 or ``never``.
+
+Disk trouble (a full or unwritable disk): a failed append is cut off again (``ftruncate`` back to
+the last whole frame) and raises :class:`OSError`; the journal is then ``failed`` and the server
+stops acknowledging (nothing it cannot journal is acknowledged) until :meth:`Journal.recover`
+succeeds in writing and syncing a probe frame (``b"P"``, skipped by replay) -- in the same segment,
+or in a new one when the old one could not be cut back.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -29,6 +36,7 @@ _HEAD = struct.Struct("<cBII")  # magic, kind, length, crc
 MAGIC = b"J"
 KIND_IDENTITY = ord("I")
 KIND_EVENTS = ord("E")
+KIND_PROBE = ord("P")
 CHECKPOINT = "checkpoint.json"
 
 
@@ -49,6 +57,9 @@ class Journal:
         self._dirty = False
         self.segment = 0
         self.truncated_bytes = 0
+        self.failed: OSError | None = None  # the last write/sync error, until recover() succeeds
+        self._broken = False  # the segment's tail could not be cut back: continue in a new segment
+        self.errors = 0
 
     # ---- files ---------------------------------------------------------------------------------
     def segments(self) -> list[int]:
@@ -108,10 +119,12 @@ class Journal:
             payload = data[body_start:body_start + length]
             if zlib.crc32(payload) != crc:
                 break
+            pos = body_start + length
+            if kind == KIND_PROBE:
+                continue
             (klen,) = struct.unpack_from("<H", payload, 0)
             key = payload[2:2 + klen].decode()
             yield kind, key, payload[2 + klen:]
-            pos = body_start + length
         if pos < end and repair:
             self.truncated_bytes += end - pos
             with open(path, "rb+") as fh:
@@ -129,12 +142,23 @@ class Journal:
         return self
 
     def roll(self) -> int:
-        """Start a new segment; returns its number."""
-        self.sync()
-        os.close(self._fd)
+        """Start a new segment; returns its number. Raises :class:`OSError` (the journal is then failed)."""
+        try:
+            self.sync()
+        except OSError:
+            pass  # recorded in self.failed; the new segment starts clean
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self.segment += 1
-        self._fd = os.open(self.path(self.segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(self.path(self.segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self._fail(exc)
+            self._broken = True
+            raise
         self._size = 0
+        self._broken = False
         return self.segment
 
     @property
@@ -143,25 +167,79 @@ class Journal:
 
     # ---- appending -----------------------------------------------------------------------------
     def append(self, kind: int, key: str, payload: bytes) -> None:
+        """Append one frame. Raises :class:`OSError` when it cannot be written (or, with ``always``,
+        synced): the frame is then cut off again and the journal is ``failed``."""
+        if self.failed is not None and not self.recover():
+            raise self.failed
         kb = key.encode()
         body = struct.pack("<H", len(kb)) + kb + payload
         frame = _HEAD.pack(MAGIC, kind, len(body), zlib.crc32(body)) + body
+        try:
+            self._write(frame)
+            if self.fsync_policy == "always":
+                self.sync(raise_errors=True)
+        except OSError as exc:
+            self._fail(exc)
+            self._cut_back()
+            raise
+        if self.fsync_policy == "interval" and time.monotonic() - self._last_sync >= self.interval_s:
+            self.sync()
+
+    def _write(self, frame: bytes) -> None:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "journal is not open")
         view = memoryview(frame)
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
         self._size += len(frame)
         self._dirty = True
-        if self.fsync_policy == "always":
-            self.sync()
-        elif self.fsync_policy == "interval" and time.monotonic() - self._last_sync >= self.interval_s:
-            self.sync()
 
-    def sync(self) -> None:
+    def _fail(self, exc: OSError) -> None:
+        self.failed = exc
+        self.errors += 1
+
+    def _cut_back(self) -> None:
+        """Remove a partly written frame (the file's size back to the last whole frame)."""
+        if self._fd is None:
+            return
+        try:
+            if os.fstat(self._fd).st_size != self._size:
+                os.ftruncate(self._fd, self._size)
+        except OSError:
+            self._broken = True
+
+    def sync(self, raise_errors: bool = False) -> None:
+        """fsync if anything was written since the last sync. An error marks the journal failed (and
+        is raised with ``raise_errors``)."""
         if self._fd is not None and self._dirty:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._fail(exc)
+                if raise_errors:
+                    raise
+                return
             self._dirty = False
         self._last_sync = time.monotonic()
+
+    def recover(self) -> bool:
+        """After a failure: write and sync a probe frame (in a new segment when the old one's tail could
+        not be cut back). True when the journal takes frames again."""
+        if self.failed is None:
+            return True
+        try:
+            if self._broken or self._fd is None:
+                self.roll()
+            self._write(_HEAD.pack(MAGIC, KIND_PROBE, 0, zlib.crc32(b"")))
+            os.fsync(self._fd)
+            self._dirty = False
+        except OSError as exc:
+            self._fail(exc)
+            self._cut_back()
+            return False
+        self.failed = None
+        return True
 
     def close(self) -> None:
         if self._fd is not None:

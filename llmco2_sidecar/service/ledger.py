@@ -56,6 +56,11 @@ class RequestLedger:
         self._grow(capacity)
         self.finished: "OrderedDict[str, tuple[float, str]]" = OrderedDict()
         self._sorted: list[str] = []  # finished ids, sorted: prefix lookups by bisection
+        # the id the client knows a finished request by (X-Request-Id): one client id may name
+        # several engine requests (a completion with n prompts)
+        self._client_of: dict[str, str] = {}
+        self._by_client: dict[str, list[str]] = {}
+        self._sorted_clients: list[str] = []
 
     def _grow(self, capacity: int) -> None:
         old = self._cap
@@ -156,6 +161,16 @@ class RequestLedger:
         rid = record["request_id"]
         if self.finished.pop(rid, None) is None:
             bisect.insort(self._sorted, rid)
+        else:
+            self._forget_client(rid)
+        client = record.get("client_request_id")
+        if client and client != rid:
+            self._client_of[rid] = client
+            ids = self._by_client.get(client)
+            if ids is None:
+                ids = self._by_client[client] = []
+                bisect.insort(self._sorted_clients, client)
+            ids.append(rid)
         self.finished[rid] = (now, line if line is not None else json.dumps(record, separators=(",", ":")))
         while len(self.finished) > self.max_finished:
             self._forget(self.finished.popitem(last=False)[0])
@@ -169,18 +184,47 @@ class RequestLedger:
         i = bisect.bisect_left(self._sorted, rid)
         if i < len(self._sorted) and self._sorted[i] == rid:
             del self._sorted[i]
+        self._forget_client(rid)
+
+    def _forget_client(self, rid: str) -> None:
+        client = self._client_of.pop(rid, None)
+        if client is None:
+            return
+        ids = self._by_client.get(client, [])
+        if rid in ids:
+            ids.remove(rid)
+        if not ids:
+            self._by_client.pop(client, None)
+            i = bisect.bisect_left(self._sorted_clients, client)
+            if i < len(self._sorted_clients) and self._sorted_clients[i] == client:
+                del self._sorted_clients[i]
+
+    def get_by_client(self, client_id: str) -> list[dict]:
+        """Finished records of every engine request the client knows as ``client_id``."""
+        return [json.loads(self.finished[r][1]) for r in self._by_client.get(client_id, ()) if r in self.finished]
 
     def get_finished(self, request_id: str) -> dict | None:
         item = self.finished.get(request_id)
         return json.loads(item[1]) if item else None
 
     def find(self, prefix: str) -> tuple[list[dict], list[str]]:
-        """Finished records and running ids whose id starts with ``prefix``."""
+        """Finished records whose engine id or client id starts with ``prefix``, and running ids
+        (engine ids: a running request's client id is known only when it finishes) that do."""
         ids = self._sorted
         done = []
+        seen: set[str] = set()
         i = bisect.bisect_left(ids, prefix)
         while i < len(ids) and ids[i].startswith(prefix):
             done.append(json.loads(self.finished[ids[i]][1]))
+            seen.add(ids[i])
+            i += 1
+        clients = self._sorted_clients
+        i = bisect.bisect_left(clients, prefix)
+        while i < len(clients) and clients[i].startswith(prefix):
+            for rid in self._by_client[clients[i]]:
+                if rid not in seen and rid in self.finished:
+                    done.append(json.loads(self.finished[rid][1]))
+                    seen.add(rid)
             i += 1
         running = [r for r in self._index if r.startswith(prefix)]
         return done, running

@@ -1,6 +1,9 @@
 """Prometheus metrics of the sidecar (``prometheus_client``, one registry per sidecar).
 
-No request ids as labels: per-request figures go into histograms. Names carry their units:
+No request ids as labels: per-request figures go into histograms, whose observations carry the
+request's id as an OpenMetrics exemplar (``request_id``: the id the client knows, its X-Request-Id,
+else the engine's; shown to scrapers that ask for ``application/openmetrics-text``, as Prometheus
+does with exemplar storage on). Names carry their units:
 
 * ``llmco2_energy_joules_total{phase, source}``: phase ``prefill``, ``decode``, ``serving``
   (host and attributed gaps), ``idle`` (unattributed idle gaps); source ``predicted`` or ``measured``.
@@ -14,11 +17,23 @@ No request ids as labels: per-request figures go into histograms. Names carry th
   the record latency, where a response held for its carbon waits), ``llmco2_event_loop_lag_seconds`` (how
   late the event loop wakes from a 0.1 s sleep: a starved sidecar), ``llmco2_requests_finished_total``,
   ``llmco2_watch_dropped_total`` (announcements a slow watcher missed), ``llmco2_measured_windows_total``.
+* ``llmco2_dead_letter_total{reason}``: accepted units (a message's steps, a static batch, a finish, a
+  journal frame) that could not be accounted; their requests get ``source: "error"`` records
+  (counted in ``llmco2_requests_finished_total{outcome="error"}``).
+* ``llmco2_bad_messages_total``: engine messages that did not parse (the stream ends with INVALID_ARGUMENT).
+* ``llmco2_disk_errors_total{file}`` (``journal``, ``log``), ``llmco2_disk_ok`` (1, or 0 while the journal
+  or the carbon log cannot be written: messages are then not acknowledged), ``llmco2_log_backlog_records``
+  (records waiting in memory for the carbon log to be writable again).
+* grid intensity (``--grid``): ``llmco2_grid_intensity_g_per_kwh`` (the figure records use now),
+  ``llmco2_grid_fallback`` (1 while a live or CSV source is replaced by the static region),
+  ``llmco2_grid_source_info{kind, source, state}`` (state ``static``, ``series``, ``starting``, ``live``,
+  ``stale``, ``fallback``), ``llmco2_grid_polls_total{outcome}`` (ok, error),
+  ``llmco2_grid_reading_timestamp_seconds`` (unix time of the last good reading).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _ENERGY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 _CARBON_BUCKETS = (1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5)
@@ -56,6 +71,24 @@ class SidecarMetrics:
         self.watch_dropped = Counter("llmco2_watch_dropped", "Records not announced to a slow WatchFinished client "
                                      "(its queue was full; the record is still logged and queryable)", registry=r)
         self.measured_windows = Counter("llmco2_measured_windows", "Windows with a measured energy reading", registry=r)
+
+        self.dead_letter = Counter("llmco2_dead_letter", "Accepted units that could not be accounted (see the "
+                                   "dead-letter file), by the stage that failed", ["reason"], registry=r)
+        self.bad_messages = Counter("llmco2_bad_messages", "Engine messages that did not parse", registry=r)
+        self.disk_errors = Counter("llmco2_disk_errors", "Failed writes or syncs, by file", ["file"], registry=r)
+        self.disk_ok = Gauge("llmco2_disk_ok", "1 while the journal and the carbon log can be written", registry=r)
+        self.disk_ok.set(1)
+        self.log_backlog = Gauge("llmco2_log_backlog_records", "Records waiting for the carbon log to be writable",
+                                 registry=r)
+        self.grid_intensity = Gauge("llmco2_grid_intensity_g_per_kwh", "Grid carbon intensity records use now "
+                                    "(gCO2e/kWh)", registry=r)
+        self.grid_fallback = Gauge("llmco2_grid_fallback", "1 while the grid source is replaced by the static region "
+                                   "(a live source failing past its stale time, a CSV series not covering now)", registry=r)
+        self.grid_info = Info("llmco2_grid_source", "The grid intensity in use: kind (location, marginal), source, state",
+                              registry=r)
+        self.grid_polls = Counter("llmco2_grid_polls", "Polls of a live grid API, by outcome", ["outcome"], registry=r)
+        self.grid_reading_ts = Gauge("llmco2_grid_reading_timestamp_seconds", "Unix time of the last good grid reading",
+                                     registry=r)
 
         self._tok_prompt = self.req_tokens.labels("prompt")
         self._tok_output = self.req_tokens.labels("output")
@@ -99,25 +132,38 @@ class SidecarMetrics:
         energy, carbon, prompt, output = (self.req_energy.observe, self.req_carbon.observe,
                                           self._tok_prompt.observe, self._tok_output.observe)
         op = emb = 0.0
-        aborted = 0
+        aborted = errors = 0
         for rec in records:
             c = rec["carbon_g"]
-            energy(rec["energy_j"]["total"])
-            carbon(c["total"])
+            ex = {"request_id": _exemplar_id(rec.get("client_request_id") or rec["request_id"])}
+            energy(rec["energy_j"]["total"], ex)
+            carbon(c["total"], ex)
             prompt(rec["prompt_tokens"])
             output(rec["output_tokens"])
             op += c["operational"]
             emb += c["embodied"]
-            aborted += bool(rec.get("aborted"))
+            if rec.get("source") == "error":
+                errors += 1
+            else:
+                aborted += bool(rec.get("aborted"))
         if aborted:
             self._aborted.inc(aborted)
-        if len(records) > aborted:
-            self._finished.inc(len(records) - aborted)
+        if errors:
+            self.finished.labels("error").inc(errors)
+        if len(records) > aborted + errors:
+            self._finished.inc(len(records) - aborted - errors)
         self._carbon_op.inc(op)
         self._carbon_emb.inc(emb)
 
     def observe_record(self, rec: dict) -> None:
         self.observe_records([rec])
+
+
+_EXEMPLAR_MAX = 128 - len("request_id")  # OpenMetrics: exemplar label names + values <= 128 characters
+
+
+def _exemplar_id(rid: str) -> str:
+    return rid if len(rid) <= _EXEMPLAR_MAX else rid[: _EXEMPLAR_MAX - 1] + "~"
 
 
 def start_http(metrics: SidecarMetrics, host: str, port: int):

@@ -4,9 +4,15 @@ The server's event loop only validates, journals and acknowledges (:mod:`.ingest
 accepted message to :meth:`Pipeline.submit` and goes on. This thread takes whatever is queued (up
 to ``micro_batch_steps`` steps, waiting at most ``micro_batch_ms`` for more once a finish is in the
 micro-batch, ``step_wait_ms`` while it holds steps alone), calls the predictor
-ONCE per engine per micro-batch, splits energy over requests (:mod:`.attribution`), updates the
+ONCE per deployment per micro-batch, splits energy over requests (:mod:`.attribution`), updates the
 ledger, and for every finished request writes its record to the carbon log, the metrics and the
 watchers -- in message order per engine.
+
+Failure isolation (issue 13): a prediction call shared by several engines that fails is retried per
+engine, and an engine's call that fails is retried per message, so a failure costs at most the
+messages that caused it and never another engine's. Each engine is attributed and committed on its
+own; a static batch or a finish that fails costs only itself. What fails goes to the dead-letter
+file (:mod:`.dead_letter`) and its requests still get a record (``source: "error"``, ``error``).
 """
 
 from __future__ import annotations
@@ -16,17 +22,31 @@ import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from ..workload import StepBatch
-from .attribution import attribute, idle_gaps
-from .carbon_log import CarbonLog, dumps
-from .ingest import PHASE_DECODE, AcceptedSteps, DoneEvent, Ingested, StaticBatchEvent, StreamState
+from ..energy.accounting import account_steps
+from .attribution import PredictionError
+from .carbon_log import CarbonLog
+from .dead_letter import DeadLetter
+from .ingest import (
+    PHASE_DECODE,
+    AcceptedSteps,
+    DoneEvent,
+    Ingested,
+    StaticBatchEvent,
+    StreamState,
+)
+from .isolation import IsolationMixin
 from .ledger import RequestLedger
 from .metrics import SidecarMetrics
+from .prediction import _concat, predict_steps  # noqa: F401  (predict_steps: re-exported)
+from .records import Accounting, error_record, make_accounting, request_record
+from .static import static_batch_energy
+from .windows import WindowsMixin, _Window  # noqa: F401  (_Window: re-exported for tests)
 
 log = logging.getLogger("llmco2.pipeline")
 
@@ -39,56 +59,32 @@ class Barrier:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-@dataclass
-class Accounting:
-    """Carbon settings resolved for one engine."""
-
-    pue: float
-    ci_g_per_kwh: float
-    region: str
-    idle_power_w: float
-    host_busy_w: float
-    formation_j: float
-    embodied_g_per_gpu_s: float
-    n_gpus: int
-
-
-@dataclass
-class _Window:
-    index: int
-    steps: int = 0
-    gpu_j: float = 0.0
-    serving_j: float = 0.0
-    idle_j: float = 0.0
-    requests_j: float = 0.0
-    gpu_s: float = 0.0
-    predicted_j: float = 0.0  # before calibration
-    first_wall_s: float = math.inf  # start of the first step
-    last_wall_s: float = -math.inf  # end of the last step
-    touched_mono_s: float = 0.0  # time.monotonic() when a step last landed in the window (sidecar clock)
-
-
 def _awaited(item: Ingested) -> bool:
     """Does a record wait on this item (a finish, an abort, a static batch)?"""
     return bool(item.done or item.batches)
 
 
-class Pipeline:
+class Pipeline(IsolationMixin, WindowsMixin):
     STOP = object()
 
     def __init__(self, config, predictor, carbon_log: CarbonLog, metrics: SidecarMetrics,
-                 ledger: RequestLedger | None = None, on_records: Callable[[list], None] | None = None):
+                 ledger: RequestLedger | None = None, on_records: Callable[[list], None] | None = None,
+                 dead_letter: DeadLetter | None = None):
         self.config = config
         self.predictor = predictor
         self.log = carbon_log
         self.metrics = metrics
         self.ledger = ledger or RequestLedger(config.ledger_max_finished, config.ledger_ttl_s)
         self.on_records = on_records
+        from .dead_letter import dead_letter_path
+
+        self.dead_letter = dead_letter or DeadLetter(dead_letter_path(config.log), metrics)
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="llmco2-pipeline", daemon=True)
         self._accounting: dict[str, Accounting] = {}
         self._last_end: dict[str, float] = {}
         self._windows: dict[str, _Window] = {}
+        self._errored: "OrderedDict[tuple[str, str], str]" = OrderedDict()  # (engine, request) -> why
         self.suppress_ids: set[str] = set()  # request ids already in the carbon log (journal replay)
         self.sampler = None  # a measure.MeterSampler when --measure is on
         self.calibrate = bool(getattr(config, "calibrate", False))
@@ -103,6 +99,7 @@ class Pipeline:
         self.submitted_steps = 0
         self.done_steps = 0
         self._streams_by_id: dict[str, StreamState] = {}
+        self.grid = None  # --grid source (set by the core; opened from the config on first use otherwise)
 
     # ---- control -------------------------------------------------------------------------------
     @property
@@ -190,9 +187,9 @@ class Pipeline:
                     deadline = min(deadline, time.perf_counter() + wait_s)
             try:
                 self._process(items)
-            except Exception as exc:  # the sidecar keeps serving; the failure is logged
+            except Exception as exc:  # a bug outside the isolated parts: never lose the items silently
                 self.error = exc
-                log.exception("pipeline failed on a micro-batch of %d messages", len(items))
+                self._last_resort(items, exc)
             self.done_steps += sum(it.steps.n_steps for it in items if it.steps is not None)
             self.done_messages += len(items)
             if self.metrics is not None:
@@ -214,26 +211,12 @@ class Pipeline:
     # ---- accounting ------------------------------------------------------------------------------
     def accounting(self, stream: StreamState) -> Accounting:
         acc = self._accounting.get(stream.stream_id)
-        if acc is not None:
-            return acc
-        from ..energy import carbon, embodied, serving
+        if acc is None:
+            if self.grid is None:
+                from ..config import open_grid_source
 
-        cfg = self.config
-        dep = stream.deployment
-        n = dep.n_gpus
-        power = serving.serving_power(dep.gpu, n, cfg.host_idle_w_per_gpu,
-                                      serving.DEFAULT_FORMATION_J if cfg.formation_j is None else cfg.formation_j)
-        pue = carbon.check_pue(carbon.DEFAULT_PUE if cfg.pue is None else cfg.pue)
-        if cfg.carbon_intensity_g_per_kwh is not None:
-            ci, region = carbon.check_carbon_intensity(cfg.carbon_intensity_g_per_kwh), "configured"
-        else:
-            reg = carbon.region(cfg.region)
-            ci, region = reg.g_per_kwh, reg.code
-        lifetime = embodied.DEFAULT_LIFETIME_YEARS if cfg.lifetime_years is None else cfg.lifetime_years
-        acc = Accounting(pue=pue, ci_g_per_kwh=ci, region=region, idle_power_w=power.idle_w,
-                         host_busy_w=power.host_idle_w, formation_j=power.formation_j,
-                         embodied_g_per_gpu_s=float(embodied.embodied_carbon_g(dep.gpu, 1.0, lifetime)), n_gpus=n)
-        self._accounting[stream.stream_id] = acc
+                self.grid = open_grid_source(self.config).start()
+            acc = self._accounting[stream.stream_id] = make_accounting(self.config, stream.deployment, self.grid)
         return acc
 
     # ---- processing ------------------------------------------------------------------------------
@@ -248,49 +231,19 @@ class Pipeline:
             for it in items:
                 self._process([it])
             return
+        units = self._predict_units(by_stream)
         records: list[dict] = []
         extra: list[dict] = []
-        # one predictor call per deployment: engines running the same model on the same GPUs share it
-        stream_steps: dict[str, AcceptedSteps] = {}
-        groups: list[tuple[object, list[str]]] = []
-        for sid, its in by_stream.items():
-            steps = [it.steps for it in its if it.steps is not None]
-            if not steps:
-                continue
-            stream_steps[sid] = _concat(steps)
-            dep = its[0].stream.deployment
-            for gdep, members in groups:
-                if gdep == dep:
-                    members.append(sid)
-                    break
-            else:
-                groups.append((dep, [sid]))
-        predicted: dict[str, tuple] = {}
-        for dep, members in groups:
-            for sid, pr in zip(members, self._predict(dep, [stream_steps[m] for m in members])):
-                predicted[sid] = pr
         with self.ledger.lock:
             for sid, its in by_stream.items():
                 stream = its[0].stream
-                self._streams_by_id[stream.stream_id] = stream
-                if sid in stream_steps:
-                    extra.extend(self._process_steps(stream, stream_steps[sid], predicted[sid]))
-                for it in its:
-                    for b in it.batches:
-                        records.extend(self._process_static(stream, b))
-                for it in its:
-                    for d in it.done:
-                        if self.calibrating and self.ledger.in_open_window(d.request_id):
-                            # its energy in the open window is calibrated when the window closes
-                            self._deferred.setdefault(stream.stream_id, {})[d.request_id] = d
-                            continue
-                        rec = self._finish(stream, d)
-                        if rec is not None:
-                            records.append(rec)
+                self._streams_by_id[sid] = stream
+                for unit_items, steps, pred in units[sid]:
+                    self._account_unit(stream, unit_items, steps, pred, records, extra)
             records.extend(self._ready)
             self._ready = []
             now = time.monotonic()
-            lines = [dumps(r) for r in records]
+            lines = [self._dumps(r) for r in records]
             for rec, line in zip(records, lines):
                 self.ledger.put_finished(rec, now, line)
         self._emit(records, lines, extra, items)
@@ -301,7 +254,7 @@ class Pipeline:
         if self.replaying:
             extra = []
         if lines or extra:
-            self.log.write_lines([dumps(r) for r in extra] + lines)
+            self.log.write_lines([self._dumps(r) for r in extra] + lines)
         if self.metrics is not None:
             self.metrics.observe_records(records)
             if records:
@@ -312,39 +265,19 @@ class Pipeline:
         if records and self.on_records is not None:
             self.on_records(records)
 
-    def _predict(self, dep, parts: list[AcceptedSteps]) -> list[tuple]:
-        """Predict the steps of several engines of one deployment in ONE call; split per engine:
-        (energy_j [S], prefill_energy_j [S], duration_s [S], shares [R]) each."""
-        st = _concat(parts)
-        step_of = np.repeat(np.arange(st.n_steps, dtype=np.int64), st.slice_count)
-        dur = st.end_s - st.start_s
-        dur = np.where(dur > 0, dur, np.nan)
-        sb = StepBatch(step_of, st.context_tokens, st.new_tokens, dur)
-        pred = self.predictor.predict_steps(dep, sb)
-        from ..graph import request_shares
-
-        shares = request_shares(dep, sb)
-        energy = np.asarray(pred.energy_j, dtype=np.float64)
-        prefill = np.asarray(pred.prefill_energy_j, dtype=np.float64)
-        duration = np.asarray(pred.duration_s, dtype=np.float64)
-        out = []
-        s0 = r0 = 0
-        for p in parts:
-            s1, r1 = s0 + p.n_steps, r0 + int(p.slice_count.sum())
-            out.append((energy[s0:s1], prefill[s0:s1], duration[s0:s1], shares[r0:r1]))
-            s0, r0 = s1, r1
-        return out
-
     def _process_steps(self, stream: StreamState, st: AcceptedSteps, predicted: tuple) -> list[dict]:
         acc = self.accounting(stream)
         S = st.n_steps
         step_of = np.repeat(np.arange(S, dtype=np.int64), st.slice_count)
         energy_j, prefill_energy_j, duration_s, shares = predicted
-        gap = idle_gaps(st.start_s, st.end_s, self._last_end.get(stream.stream_id, math.inf))
-        continuing = np.bincount(step_of, weights=(st.context_tokens > 0), minlength=S) > 0
         is_prefill = st.phase != PHASE_DECODE
-        e = attribute(step_of, shares, is_prefill, continuing, energy_j, prefill_energy_j, duration_s,
-                      gap, acc.idle_power_w, acc.host_busy_w, acc.formation_j, acc.n_gpus)
+        # the same function accounts a replayed trace (llmco2 replay): one code path
+        e = account_steps(step_of, st.context_tokens, is_prefill, st.start_s, st.end_s,
+                          (energy_j, prefill_energy_j, duration_s, shares),
+                          self._last_end.get(stream.stream_id, math.inf), acc)
+        if not (np.isfinite(e.slice_total_j).all() and np.isfinite(e.step_total_j).all()):
+            raise PredictionError("attribution gave non-finite energy")
+        # nothing is changed above this line: a failure leaves the books as they were
         self._last_end[stream.stream_id] = float(max(self._last_end.get(stream.stream_id, -math.inf), st.end_s.max()))
         source = "predicted"
         wall_end = st.end_s + stream.clock_offset_s
@@ -363,7 +296,8 @@ class Pipeline:
             idle = float(e.idle_j.sum())
             if idle:
                 m.labels("idle", source).inc(idle)
-                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * acc.ci_g_per_kwh)
+                ci = acc.intensity(float(st.end_s[-1] + stream.clock_offset_s)).g_per_kwh
+                self.metrics.carbon.labels("operational").inc(idle * acc.pue / 3.6e6 * ci)
         wall_start = st.start_s + stream.clock_offset_s
         out = self._windows_add(stream, acc, wall_start, wall_end, e, step_of, slots)
         if self.config.log_steps and not self.replaying:
@@ -377,112 +311,6 @@ class Pipeline:
                                          "idle": float(e.idle_j[i]), "total": float(tot[i])},
                             "source": source, "predictor": self.predictor.name})
         return out
-
-    def _windows_add(self, stream: StreamState, acc: Accounting, wall_start: np.ndarray, wall_end: np.ndarray, e,
-                     step_of: np.ndarray, slots: np.ndarray) -> list[dict]:
-        """Accumulate the steps into their accounting windows; close a window when a later one starts."""
-        if not (self.config.log_windows or self.calibrating):
-            return []
-        ws = float(self.config.window_s)
-        widx = np.floor(wall_end / ws).astype(np.int64)
-        slice_tot = np.bincount(step_of, weights=e.slice_total_j, minlength=wall_end.shape[0])
-        serving = e.busy_host_j + e.gap_attributed_j
-        step_total = e.step_total_j
-        out = []
-        for w in np.unique(widx):
-            sel = widx == w
-            cur = self._windows.get(stream.stream_id)
-            if cur is not None and cur.index != w:
-                rec = self._close_window(stream, acc, cur)
-                if rec is not None:
-                    out.append(rec)
-                cur = None
-            if cur is None:
-                cur = self._windows[stream.stream_id] = _Window(int(w))
-            cur.steps += int(sel.sum())
-            cur.gpu_j += float(e.gpu_j[sel].sum())
-            cur.serving_j += float(serving[sel].sum())
-            cur.idle_j += float(e.idle_j[sel].sum())
-            cur.requests_j += float(slice_tot[sel].sum())
-            cur.gpu_s += float((e.duration_s[sel] * acc.n_gpus).sum())
-            cur.predicted_j += float(step_total[sel].sum())
-            cur.first_wall_s = min(cur.first_wall_s, float(wall_start[sel].min()))
-            cur.last_wall_s = max(cur.last_wall_s, float(wall_end[sel].max()))
-            cur.touched_mono_s = time.monotonic()
-            if self.calibrating:
-                m = sel[step_of]
-                self.ledger.add(slots[m], win_prefill_j=e.prefill_j[m], win_decode_j=e.decode_j[m],
-                                win_serving_j=e.serving_j[m])
-        return out
-
-    def _close_window(self, stream: StreamState, acc: Accounting, w: _Window) -> dict | None:
-        """The window's record (None when window records are off). In calibrated mode the window's
-        measured energy replaces its predicted energy: every request's energy in the window (and the
-        unattributed idle energy) is scaled by measured / predicted, i.e. the measurement is spread
-        over the requests by their predicted shares; finishes held for the window are finalised."""
-        ws = float(self.config.window_s)
-        measured = self._measure_window(w) if self.sampler is not None and not self.replaying else None
-        factor = None
-        if self.calibrating:
-            ok = (measured is not None and measured.get("complete") and w.predicted_j > 0
-                  and measured.get("energy_j", 0) > 0)
-            factor = measured["energy_j"] / w.predicted_j if ok else None
-            self._apply_calibration(stream, factor)
-        f = factor if factor is not None else 1.0
-        total = (w.gpu_j + w.serving_j + w.idle_j) * f
-        op = total * acc.pue / 3.6e6 * acc.ci_g_per_kwh
-        emb = w.gpu_s * acc.embodied_g_per_gpu_s
-        if not self.config.log_windows:
-            return None
-        rec = {"type": "window", "ts": w.last_wall_s, "engine": stream.stream_id, "model": stream.model_label,
-               "gpu": stream.gpu_label, "window_start": w.index * ws, "window_end": (w.index + 1) * ws,
-               "steps": w.steps,
-               "energy_j": {"gpu": w.gpu_j * f, "serving": w.serving_j * f, "idle": w.idle_j * f,
-                            "requests": w.requests_j * f, "unattributed": w.idle_j * f, "total": total},
-               "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
-               "source": "measured" if factor is not None else "predicted",
-               "predictor": self.predictor.name, "predicted_j": w.predicted_j, "calibration_factor": factor,
-               "pue": acc.pue, "carbon_intensity_g_per_kwh": acc.ci_g_per_kwh}
-        if measured is not None:
-            rec["measured"] = measured
-        return rec
-
-    def _apply_calibration(self, stream: StreamState, factor: float | None) -> None:
-        led = self.ledger
-        with led.lock:
-            slots = led.window_slots(stream.stream_id)
-            c = led.cols
-            if slots.size:
-                if factor is None:
-                    c["uncalibrated"][slots] += 1
-                else:
-                    for col, win in (("prefill_j", "win_prefill_j"), ("decode_j", "win_decode_j"),
-                                     ("serving_j", "win_serving_j")):
-                        c[col][slots] += (factor - 1.0) * c[win][slots]
-                for win in ("win_prefill_j", "win_decode_j", "win_serving_j"):
-                    c[win][slots] = 0.0
-            for d in self._deferred.pop(stream.stream_id, {}).values():
-                rec = self._finish(stream, d)
-                if rec is not None:
-                    self._ready.append(rec)
-
-    def _measure_window(self, w: _Window) -> dict:
-        """The meters' energy over the window's steps."""
-        try:
-            mw = self.sampler.window(w.first_wall_s, max(w.last_wall_s, w.first_wall_s))
-        except Exception as exc:  # a meter problem must not stop accounting
-            return {"error": str(exc), "complete": False}
-        gpu = sum(v for d, v in mw.energy_j.items() if d.startswith("gpu"))
-        host = mw.total_j - gpu
-        if self.metrics is not None:
-            if gpu:
-                self.metrics.energy.labels("gpu", "measured").inc(gpu)
-            if host:
-                self.metrics.energy.labels("host", "measured").inc(host)
-            self.metrics.measured_windows.inc()
-        return {"energy_j": mw.total_j, "gpu_j": gpu, "host_j": host, "domains": mw.energy_j,
-                "complete": mw.complete, "meters": list(mw.meters), "start": w.first_wall_s, "end": w.last_wall_s}
-
     def _housekeeping(self) -> None:
         """Close windows that ended a while ago (an engine that went quiet); close requests that no
         step has touched for ``ledger_ttl_s`` (their engine went away without finishing them) with
@@ -501,7 +329,7 @@ class Pipeline:
                     if rec is not None:
                         rec["stale"] = True
                         records.append(rec)
-                lines = [dumps(r) for r in records]
+                lines = [self._dumps(r) for r in records]
                 for rec, line in zip(records, lines):
                     self.ledger.put_finished(rec, None, line)
             self.stale_closed += len(records)
@@ -523,93 +351,45 @@ class Pipeline:
                     out.append(rec)
         self._flush_ready(out)
 
-    def _flush_ready(self, extra: list[dict]) -> None:
-        """Emit window records and the requests finalised by closing windows (outside _process)."""
-        with self.ledger.lock:
-            records, self._ready = self._ready, []
-            lines = [dumps(r) for r in records]
-            for rec, line in zip(records, lines):
-                self.ledger.put_finished(rec, None, line)
-        if records or extra:
-            self._emit(records, lines, extra, [])
-
-    def _close_windows(self) -> None:
-        """At shutdown: close every open window (and finalise the finishes held for them)."""
-        out = []
-        for sid, w in list(self._windows.items()):
-            stream = self._streams_by_id.get(sid)
-            if stream is not None:
-                rec = self._close_window(stream, self._accounting[sid], w)
-                if rec is not None and not self.replaying:
-                    out.append(rec)
-        self._windows.clear()
-        self._flush_ready(out)
 
     def _record(self, stream: StreamState, acc: Accounting, rid: str, ts: float, prompt: int, output: int,
                 prefill_j: float, decode_j: float, serving_j: float, gpu_s: float, steps: int, aborted: bool,
-                source: str = "predicted") -> dict:
-        total = prefill_j + decode_j + serving_j
-        op = total * acc.pue / 3.6e6 * acc.ci_g_per_kwh
-        emb = gpu_s * acc.embodied_g_per_gpu_s
-        return {"type": "request", "ts": ts, "request_id": rid, "engine": stream.stream_id,
-                "model": stream.model_label, "gpu": stream.gpu_label, "prompt_tokens": int(prompt),
-                "output_tokens": int(output), "steps": int(steps), "aborted": bool(aborted),
-                "energy_j": {"prefill": prefill_j, "decode": decode_j, "serving": serving_j, "total": total},
-                "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
-                "gpu_s": gpu_s, "source": source, "predictor": self.predictor.name,
-                "pue": acc.pue, "carbon_intensity_g_per_kwh": acc.ci_g_per_kwh, "region": acc.region}
+                source: str = "predicted", error: str | None = None, client_id: str = "") -> dict:
+        return request_record(stream, acc, rid, ts, prompt, output, prefill_j, decode_j, serving_j, gpu_s, steps,
+                              aborted, source, self.predictor.name, error, client_id)
 
     def _finish(self, stream: StreamState, d: DoneEvent) -> dict | None:
-        acc = self.accounting(stream)
         t = self.ledger.close(d.request_id)
+        why = self._errored.pop((stream.stream_id, d.request_id), None) if self._errored else None
         if t is None:
-            log.warning("finish of %s without any accounted step", d.request_id)
-            return None
+            if why is None:
+                why = "finish: no step of this request was accounted"
+                log.warning("finish of %s without any accounted step", d.request_id)
+            return error_record(stream, self._accounting.get(stream.stream_id), d.request_id,
+                                (d.time_s + stream.clock_offset_s) if d.time_s else time.time(), why,
+                                d.prompt_tokens, d.output_tokens, d.aborted, self.predictor.name, d.client_request_id)
+        acc = self.accounting(stream)
         ts = (d.time_s + stream.clock_offset_s) if d.time_s else (t.last_wall_s or time.time())
         output = d.output_tokens or (t.decode_slices + (1 if t.prefill_tokens >= max(t.prompt_tokens, 1) else 0))
         source = "measured" if self.calibrating and t.uncalibrated == 0 else "predicted"
         return self._record(stream, acc, d.request_id, ts, d.prompt_tokens or t.prompt_tokens, output,
-                            t.prefill_j, t.decode_j, t.serving_j, t.gpu_s, t.steps, d.aborted, source)
+                            t.prefill_j, t.decode_j, t.serving_j, t.gpu_s, t.steps, d.aborted, source, why,
+                            d.client_request_id)
 
     def _process_static(self, stream: StreamState, b: StaticBatchEvent) -> list[dict]:
         """A static batch: prefill of every request together, then decodes until each has its output."""
-        dep = stream.deployment
         acc = self.accounting(stream)
-        prompt = np.asarray(b.prompt_tokens, dtype=np.int64)
-        out = np.asarray(b.output_tokens, dtype=np.int64)
-        B = prompt.shape[0]
-        T = int(out.max())
-        # step k (0 = prefill) holds request r while k < out[r]
-        k = np.arange(T)
-        alive = k[:, None] < out[None, :]  # [T, B]
-        step_of, req = np.nonzero(alive)
-        ctx = np.where(step_of == 0, 0, prompt[req] + step_of - 1)
-        new = np.where(step_of == 0, prompt[req], 1)
-        sb = StepBatch(step_of.astype(np.int64), ctx.astype(np.int64), new.astype(np.int64), np.full(T, np.nan))
-        pred = self.predictor.predict_steps(dep, sb)
-        observed = b.end_s - b.start_s
-        if observed > 0 and float(np.sum(pred.duration_s)) > 0:
-            scale = observed / float(np.sum(pred.duration_s))
-            sb = StepBatch(sb.request_step, sb.context_tokens, sb.new_tokens, np.asarray(pred.duration_s) * scale)
-            pred = self.predictor.predict_steps(dep, sb)
-        from ..graph import request_shares
-
-        shares = request_shares(dep, sb)
-        e = attribute(sb.request_step, shares, step_of == 0, np.ones(T, dtype=bool), np.asarray(pred.energy_j, float),
-                      np.asarray(pred.prefill_energy_j, float), np.asarray(pred.duration_s, float), np.zeros(T),
-                      acc.idle_power_w, acc.host_busy_w, acc.formation_j, acc.n_gpus)
-        sums = {name: np.bincount(req, weights=getattr(e, name), minlength=B)
-                for name in ("prefill_j", "decode_j", "serving_j", "gpu_s")}
+        sums, steps, e = static_batch_energy(self.predictor, stream.deployment, acc, b.prompt_tokens,
+                                             b.output_tokens, b.end_s - b.start_s)
         ts = b.end_s + stream.clock_offset_s
-        steps = alive.sum(axis=0)
         if self.metrics is not None:
             m = self.metrics.energy
             m.labels("prefill", "predicted").inc(float(e.prefill_j.sum()))
             m.labels("decode", "predicted").inc(float(e.decode_j.sum()))
             m.labels("serving", "predicted").inc(float(e.serving_j.sum()))
-        return [self._record(stream, acc, b.request_id[i], ts, int(prompt[i]), int(out[i]), float(sums["prefill_j"][i]),
-                             float(sums["decode_j"][i]), float(sums["serving_j"][i]), float(sums["gpu_s"][i]),
-                             int(steps[i]), False) for i in range(B)]
+        return [self._record(stream, acc, b.request_id[i], ts, int(b.prompt_tokens[i]), int(b.output_tokens[i]),
+                             float(sums["prefill_j"][i]), float(sums["decode_j"][i]), float(sums["serving_j"][i]),
+                             float(sums["gpu_s"][i]), int(steps[i]), False) for i in range(len(b.request_id))]
 
 
 def _reuses_finished_id(its: list[Ingested]) -> bool:
@@ -621,18 +401,3 @@ def _reuses_finished_id(its: list[Ingested]) -> bool:
         if it.steps is not None:
             later.update(it.steps.request_id)
     return False
-
-
-def _concat(parts: list[AcceptedSteps]) -> AcceptedSteps:
-    if len(parts) == 1:
-        return parts[0]
-    rids: list = []
-    for p in parts:
-        rids.extend(p.request_id)
-    cat = np.concatenate
-    return AcceptedSteps(step_id=cat([p.step_id for p in parts]), start_s=cat([p.start_s for p in parts]),
-                         end_s=cat([p.end_s for p in parts]), slice_count=cat([p.slice_count for p in parts]),
-                         request_id=rids, phase=cat([p.phase for p in parts]),
-                         new_tokens=cat([p.new_tokens for p in parts]),
-                         context_tokens=cat([p.context_tokens for p in parts]),
-                         prompt_tokens=cat([p.prompt_tokens for p in parts]))

@@ -1,6 +1,6 @@
 """The sidecar's gRPC server (``grpc.aio``): ingest, journal, pipeline, lookups, health, reflection.
 
-:class:`SidecarCore` is the part without gRPC (streams, journal, pipeline, ledger, sinks);
+:class:`~.core.SidecarCore` is the part without gRPC (streams, journal, pipeline, ledger, sinks);
 :class:`CarbonSidecarService` maps the ``llmco2.v1.CarbonSidecar`` RPCs onto it; :func:`build_server`
 assembles a ``grpc.aio`` server with the standard health service, server reflection, an optional
 bearer-token interceptor and optional TLS; :class:`SidecarThread` runs all of it on a background
@@ -10,14 +10,12 @@ thread (tests, the demo, benchmarks).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import math
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -30,312 +28,57 @@ from .._proto import sidecar_pb2 as spb
 from .._proto import sidecar_pb2_grpc
 from ..config import SidecarConfig
 from ..errors import InputError
-from . import ingest as ing
-from .carbon_log import CarbonLog
-from .journal import KIND_EVENTS, KIND_IDENTITY, Journal
-from .ledger import RequestLedger
-from .metrics import SidecarMetrics
-from .pipeline import Barrier, Pipeline
+from .core import DiskUnavailable, SidecarCore, make_predictor  # noqa: F401  (re-exported)
+from .lookups import MAX_WAIT_S, record_to_proto
 
 log = logging.getLogger("llmco2.server")
 SERVICE_NAME = "llmco2.v1.CarbonSidecar"
-MAX_WAIT_S = 30.0
 SWITCH_INTERVAL_S = 0.001
+DISK_PROBE_S = 0.25
+BAD_MESSAGE_LOG_INTERVAL_S = 60.0
 
 
-def make_predictor(name: str):
-    if name == "roofline":
-        from ..predictor.roofline import RooflinePredictor
+class BadMessage:
+    """What the StreamEvents deserializer hands on for bytes that are not an EngineMessage."""
 
-        return RooflinePredictor()
-    if name == "default":
-        from ..predictor.default import default_predictor
-
-        return default_predictor()
-    raise InputError("predictor", f"unknown predictor {name!r}", "default, roofline")
+    def __init__(self, size: int, error: str):
+        self.size = size
+        self.error = error
 
 
-class SidecarCore:
-    """Everything but the RPC layer. Methods run on the event loop thread unless noted."""
-
-    def __init__(self, config: SidecarConfig, predictor=None, metrics: SidecarMetrics | None = None):
-        self.config = config
-        self.metrics = metrics or SidecarMetrics()
-        self.predictor = predictor or make_predictor(config.predictor)
-        if "torch" in sys.modules:  # a learned predictor: keep its intra-op threads off the event loop's core
-            sys.modules["torch"].set_num_threads(int(config.predictor_threads))
-        self.carbon_log = CarbonLog(config.log, config.log_max_bytes, config.log_backups)
-        self.journal = Journal(config.journal_dir, config.fsync, config.fsync_interval_s, config.journal_max_bytes)
-        self.ledger = RequestLedger(config.ledger_max_finished, config.ledger_ttl_s)
-        self.pipeline = Pipeline(config, self.predictor, self.carbon_log, self.metrics, self.ledger, self._on_records)
-        self.streams: dict[str, ing.StreamState] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: dict[str, list[asyncio.Future]] = {}
-        self._watchers: list[tuple[str, asyncio.Queue]] = []
-        self._prefix_waiters: list[tuple[str, asyncio.Future]] = []
-        self.open_streams = 0
-        self.replayed_messages = 0
-        self.meter_reasons: dict[str, str] = {}
-        self.started_at = time.time()
-
-    # ---- lifecycle -----------------------------------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Open the sinks, replay the journal, start the pipeline (call on the loop thread)."""
-        self.loop = loop
-        self.carbon_log.open()
-        if self.carbon_log.repaired_bytes:
-            log.warning("carbon log %s: removed a torn last line (%d bytes)", self.carbon_log.path,
-                        self.carbon_log.repaired_bytes)
-        self._open_meters()
-        self.pipeline.start()
-        replayed = self._recover()
-        self.journal.open()
-        if replayed:  # compact: checkpoint the recovered state, drop the replayed segments
-            self._checkpoint()
-            self.pipeline.barrier(None, timeout_s=600)
-
-    def _open_meters(self) -> None:
-        """``--measure nvml,rapl``: sample the meters; window records carry measured energy."""
-        if not self.config.measure:
-            if self.config.calibrate:
-                log.warning("--calibrate needs --measure: records stay predicted")
-            return
-        from ..measure import MeterSampler, open_meters
-
-        reasons: dict[str, str] = {}
-        meters = open_meters(self.config.measure, rapl_root=self.config.rapl_root, skip_unavailable=True,
-                             reasons=reasons)
-        for name, why in reasons.items():
-            log.warning("meter %s unavailable: %s", name, why)
-        if meters:
-            self.pipeline.sampler = MeterSampler(meters, hz=10.0)
-            log.info("measuring with %s", ", ".join(m.name for m in meters))
-        self.meter_reasons = reasons
-
-    def _recover(self) -> bool:
-        ckpt = self.journal.read_checkpoint()
-        segs = self.journal.segments()
-        if not segs and ckpt is None:
-            return False
-        start_seg = 0
-        if ckpt is not None:
-            start_seg = int(ckpt["segment"])
-            self._restore_checkpoint(ckpt)
-        self.pipeline.suppress_ids = self.carbon_log.logged_request_ids()
-        self.pipeline.replaying = True
-        n = 0
-        for kind, key, payload in self.journal.replay(start_seg):
-            try:
-                if kind == KIND_IDENTITY:
-                    ident = pb.EngineIdentity.FromString(payload)
-                    ing.open_stream(ident, self.streams, self.config.hardware)
-                elif kind == KIND_EVENTS and key in self.streams:
-                    res = ing.ingest(self.streams[key], pb.EventBatch.FromString(payload))
-                    self.pipeline.submit(res)
-                    n += 1
-            except Exception as exc:  # a frame that no longer validates (catalog changed, ...)
-                log.warning("journal replay: skipped a frame of %s (%s)", key, exc)
-        self.replayed_messages = n
-
-        def done() -> None:
-            self.pipeline.replaying = False
-            self.pipeline.suppress_ids = set()
-
-        self.pipeline.barrier(done, timeout_s=600)
-        if self.journal.truncated_bytes:
-            log.warning("journal: removed %d bytes of a torn frame", self.journal.truncated_bytes)
-        log.info("journal replay: %d messages", n)
-        return True
-
-    def _restore_checkpoint(self, ckpt: dict) -> None:
-        for s in ckpt.get("streams", []):
-            ident = pb.EngineIdentity.FromString(base64.b64decode(s["identity"]))
-            try:
-                st = ing.open_stream(ident, self.streams, self.config.hardware)
-            except InputError as exc:
-                log.warning("checkpoint: stream %s no longer valid (%s)", s["stream_id"], exc)
-                continue
-            st.last_step_id = s["last_step_id"]
-            st.last_end_s = s["last_end_s"] if s["last_end_s"] is not None else -math.inf
-            st.last_batch_id = s["last_batch_id"]
-            st.live = set(s["live"])
-            for r in s["recently_done"]:
-                st.recently_done[r] = None
-        self.ledger.restore_running(ckpt.get("running", []))
-        self.pipeline._last_end.update(ckpt.get("last_end", {}))
-
-    def _checkpoint(self) -> None:
-        """Roll the journal and checkpoint the state at the start of the new segment."""
-        seg = self.journal.roll()
-        streams = [{"stream_id": s.stream_id, "identity": base64.b64encode(s.identity.SerializeToString()).decode(),
-                    "last_step_id": s.last_step_id,
-                    "last_end_s": s.last_end_s if math.isfinite(s.last_end_s) else None,
-                    "last_batch_id": s.last_batch_id, "live": sorted(s.live),
-                    "recently_done": list(s.recently_done)[-10000:]} for s in self.streams.values()]
-
-        def write() -> None:  # on the pipeline thread, after everything before the roll
-            state = {"segment": seg, "written_at": time.time(), "streams": streams,
-                     "running": self.ledger.snapshot_running(), "last_end": dict(self.pipeline._last_end)}
-            self.journal.write_checkpoint(state)
-
-        self.pipeline._q.put(Barrier(write))
-
-    async def stop(self) -> None:
-        self.journal.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
-        self.carbon_log.close()
-        if self.pipeline.sampler is not None:
-            self.pipeline.sampler.close(close_meters=True)
-
-    # ---- ingest (loop thread) ------------------------------------------------------------------
-    def open_stream(self, ident: pb.EngineIdentity) -> ing.StreamState:
-        if not ident.instance_id:
-            ident.instance_id = uuid.uuid4().hex
-        st = ing.open_stream(ident, self.streams, self.config.hardware)
-        self.journal.append(KIND_IDENTITY, st.stream_id, ident.SerializeToString())
-        return st
-
-    async def wait_for_room(self) -> None:
-        """Backpressure: stop reading engine messages while too many accepted steps await the predictor."""
-        limit = self.config.max_pending_steps
-        while self.pipeline.pending_steps > limit:
-            await asyncio.sleep(0.0005)
-
-    def handle_events(self, stream: ing.StreamState, batch: pb.EventBatch) -> pb.Ack:
-        res = ing.ingest(stream, batch)
-        ack = res.ack
-        if res.steps is not None or res.done or res.batches:
-            self.journal.append(KIND_EVENTS, stream.stream_id, batch.SerializeToString())
-            res.arrival = time.perf_counter()
-            self.pipeline.submit(res)
-            if res.done:
-                self.metrics.observe_finish_lag(res.done, stream.clock_offset_s, time.time())
-            if self.journal.needs_roll:
-                self._checkpoint()
-        self.metrics.observe_ack(ack)
-        self.metrics.queue_depth.set(self.pipeline.pending)
-        return ack
-
-    # ---- announcements (pipeline thread -> loop) -----------------------------------------------
-    def _on_records(self, records: list[dict]) -> None:
-        loop = self.loop
-        if loop is not None and (self._waiters or self._watchers or self._prefix_waiters):
-            try:
-                loop.call_soon_threadsafe(self._announce, records)
-            except RuntimeError:  # loop closed
-                pass
-
-    def _announce(self, records: list[dict]) -> None:
-        for prefix, fut in self._prefix_waiters:
-            if not fut.done() and any(rec["request_id"].startswith(prefix) for rec in records):
-                fut.set_result(None)
-        for rec in records:
-            futs = self._waiters.pop(rec["request_id"], None)
-            if futs:
-                for f in futs:
-                    if not f.done():
-                        f.set_result(rec)
-            if self._watchers:
-                msg = None
-                for prefix, q in self._watchers:
-                    if rec["request_id"].startswith(prefix):
-                        msg = msg or record_to_proto(rec)
-                        try:
-                            q.put_nowait(msg)
-                        except asyncio.QueueFull:
-                            self.metrics.watch_dropped.inc()
-
-    # ---- lookups (loop thread) -----------------------------------------------------------------
-    def running_record(self, rid: str) -> dict | None:
-        with self.ledger.lock:
-            t = self.ledger.totals(rid)
-        if t is None:
-            return None
-        stream = self.streams.get(t.stream_id)
-        acc = self.pipeline._accounting.get(t.stream_id)
-        if stream is None or acc is None:
-            return None
-        rec = self.pipeline._record(stream, acc, rid, t.last_wall_s, t.prompt_tokens, t.decode_slices, t.prefill_j,
-                                    t.decode_j, t.serving_j, t.gpu_s, t.steps, False)
-        rec["state"] = "running"
-        return rec
-
-    async def lookup(self, rid: str, wait_s: float, prefix: bool) -> list[dict]:
-        wait_s = min(max(wait_s, 0.0), MAX_WAIT_S)
-        if prefix:
-            deadline = time.monotonic() + wait_s
-            while True:
-                # register first, then look: a record that lands in between still wakes us (the
-                # pipeline thread only schedules an announcement while some waiter is registered)
-                fut = self.loop.create_future()  # woken by a matching record (or re-checked every 50 ms)
-                entry = (rid, fut)
-                self._prefix_waiters.append(entry)
-                try:
-                    with self.ledger.lock:
-                        done, running = self.ledger.find(rid)
-                    left = deadline - time.monotonic()
-                    if (done and not running) or left <= 0:
-                        return done + [r for r in (self.running_record(x) for x in running) if r]
-                    await asyncio.wait_for(fut, min(left, 0.05))
-                except asyncio.TimeoutError:
-                    pass
-                finally:
-                    self._prefix_waiters.remove(entry)
-        rec = self.ledger.get_finished(rid)
-        if rec is not None:
-            return [rec]
-        if wait_s > 0:
-            fut = self.loop.create_future()
-            self._waiters.setdefault(rid, []).append(fut)
-            rec = self.ledger.get_finished(rid)  # finished between the check and the registration
-            if rec is not None:
-                return [rec]
-            try:
-                return [await asyncio.wait_for(fut, wait_s)]
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                lst = self._waiters.get(rid)
-                if lst and fut in lst:
-                    lst.remove(fut)
-                    if not lst:
-                        self._waiters.pop(rid, None)
-        rec = self.ledger.get_finished(rid)
-        if rec is not None:
-            return [rec]
-        running = self.running_record(rid)
-        if running is None and any(rid in s.live or rid in s.recently_done for s in self.streams.values()):
-            # accepted (acknowledged) but the pipeline has not reached it yet: wait for it, briefly
-            deadline = time.monotonic() + 1.0
-            while running is None and self.pipeline.pending > 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.002)
-                rec = self.ledger.get_finished(rid)
-                if rec is not None:
-                    return [rec]
-                running = self.running_record(rid)
-        return [running] if running else []
+def parse_engine_message(data: bytes):
+    """The StreamEvents request deserializer: an EngineMessage, or a :class:`BadMessage` (the handler
+    then ends the stream with INVALID_ARGUMENT, instead of gRPC's UNKNOWN and a traceback)."""
+    try:
+        return pb.EngineMessage.FromString(data)
+    except Exception as exc:  # google.protobuf.message.DecodeError, and what a C parser raises
+        return BadMessage(len(data), str(exc) or type(exc).__name__)
 
 
-def record_to_proto(rec: dict) -> spb.RequestCarbon:
-    state = rec.get("state")
-    if state == "running":
-        st = spb.RequestCarbon.STATE_RUNNING
-    else:
-        st = spb.RequestCarbon.STATE_ABORTED if rec.get("aborted") else spb.RequestCarbon.STATE_FINISHED
-    e, c = rec["energy_j"], rec["carbon_g"]
-    return spb.RequestCarbon(
-        request_id=rec["request_id"], state=st, ts=rec["ts"], model=rec["model"], gpu=rec["gpu"],
-        prompt_tokens=rec["prompt_tokens"], output_tokens=rec["output_tokens"],
-        energy_j=spb.EnergyBreakdown(prefill=e["prefill"], decode=e["decode"], serving=e["serving"], total=e["total"]),
-        carbon_g=spb.CarbonBreakdown(operational=c["operational"], embodied=c["embodied"], total=c["total"]),
-        source=rec["source"], pue=rec["pue"], carbon_intensity_g_per_kwh=rec["carbon_intensity_g_per_kwh"],
-        engine=rec.get("engine", ""), steps=rec.get("steps", 0),
-    )
+class Health:
+    """The gRPC health status of the sidecar: SERVING, or NOT_SERVING while the disk is in trouble."""
+
+    def __init__(self, core: SidecarCore, servicer=None):
+        self.core = core
+        self.servicer = servicer
+        self.serving: bool | None = None
+
+    async def refresh(self) -> None:
+        """Probe the disk (recovering when it can) and publish the status when it changed."""
+        self.core.probe_disk()
+        ok = not self.core.disk_degraded
+        if ok != self.serving and self.servicer is not None:
+            self.serving = ok
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            await self.servicer.set(SERVICE_NAME, status)
+            await self.servicer.set("", status)
 
 
 class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
-    def __init__(self, core: SidecarCore):
+    def __init__(self, core: SidecarCore, health: Health | None = None):
         self.core = core
+        self.health = health or Health(core)
+        self._bad_logged = -math.inf
 
     async def StreamEvents(self, request_iterator, context):
         core = self.core
@@ -344,6 +87,8 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
         core.metrics.streams.set(core.open_streams)
         try:
             async for msg in request_iterator:
+                if isinstance(msg, BadMessage):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._bad_message(msg, stream))
                 body = msg.WhichOneof("body")
                 if stream is None:
                     if body != "identity":
@@ -353,6 +98,8 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
                         stream = core.open_stream(msg.identity)
                     except InputError as exc:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                    except DiskUnavailable as exc:
+                        await self._unavailable(context, exc)
                     yield pb.Ack(seq=0, stream_id=stream.stream_id)
                     continue
                 if body == "identity":
@@ -361,10 +108,29 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
                 if body != "events":
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "body: empty message")
                 await core.wait_for_room()
-                yield core.handle_events(stream, msg.events)
+                try:
+                    ack = core.handle_events(stream, msg.events)
+                except DiskUnavailable as exc:
+                    await self._unavailable(context, exc)
+                yield ack
         finally:
             core.open_streams -= 1
             core.metrics.streams.set(core.open_streams)
+
+    def _bad_message(self, msg: BadMessage, stream) -> str:
+        """Count it; one log line a minute at most (a broken client sends many)."""
+        self.core.metrics.bad_messages.inc()
+        now = time.monotonic()
+        if now - self._bad_logged >= BAD_MESSAGE_LOG_INTERVAL_S:
+            self._bad_logged = now
+            log.warning("a message that does not parse (%d bytes, engine %s): %s; stream ended with INVALID_ARGUMENT "
+                        "(llmco2_bad_messages_total counts them)", msg.size,
+                        stream.stream_id if stream is not None else "?", msg.error)
+        return f"message: does not parse as llmco2.v1.EngineMessage ({msg.size} bytes: {msg.error})"
+
+    async def _unavailable(self, context, exc: DiskUnavailable) -> None:
+        await self.health.refresh()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}: not acknowledged, send it again later")
 
     async def Estimate(self, request, context):
         try:
@@ -459,8 +225,9 @@ async def build_server(config: SidecarConfig, core: SidecarCore) -> tuple[grpc.a
     interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
     server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)])
-    sidecar_pb2_grpc.add_CarbonSidecarServicer_to_server(CarbonSidecarService(core), server)
     health_servicer = health.aio.HealthServicer()
+    status = Health(core, health_servicer)
+    _add_service(CarbonSidecarService(core, status), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if config.unix:
@@ -484,9 +251,29 @@ async def build_server(config: SidecarConfig, core: SidecarCore) -> tuple[grpc.a
         from .metrics import start_http
 
         metrics_port = start_http(core.metrics, config.host, config.metrics_port).server_port
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return server, Listening(address, metrics_port), health_servicer
+    await status.refresh()
+    return server, Listening(address, metrics_port), status
+
+
+def _add_service(service: CarbonSidecarService, server) -> None:
+    """The generated registration, with StreamEvents' request deserializer replaced by
+    :func:`parse_engine_message` (bad bytes end the stream with INVALID_ARGUMENT, not UNKNOWN)."""
+
+    class _Server:  # collects the generated handlers
+        def add_generic_rpc_handlers(self, handlers):
+            self.generic = handlers
+
+        def add_registered_method_handlers(self, name, handlers):
+            self.name, self.handlers = name, handlers
+
+    probe = _Server()
+    sidecar_pb2_grpc.add_CarbonSidecarServicer_to_server(service, probe)
+    handlers = dict(probe.handlers)
+    handlers["StreamEvents"] = grpc.stream_stream_rpc_method_handler(
+        service.StreamEvents, request_deserializer=parse_engine_message,
+        response_serializer=pb.Ack.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(probe.name, handlers),))
+    server.add_registered_method_handlers(probe.name, handlers)
 
 
 async def serve_forever(config: SidecarConfig, ready=None, stop_event: asyncio.Event | None = None,
@@ -500,12 +287,13 @@ async def serve_forever(config: SidecarConfig, ready=None, stop_event: asyncio.E
         sys.setswitchinterval(SWITCH_INTERVAL_S)
     await loop.run_in_executor(None, lambda: None)
     core.start(loop)
-    server, listening, health_servicer = await build_server(config, core)
+    server, listening, status = await build_server(config, core)
     await server.start()
     if ready is not None:
         ready(listening, core)
     sync_task = asyncio.create_task(_periodic_sync(core))
     lag_task = asyncio.create_task(_watch_loop_lag(core.metrics))
+    disk_task = asyncio.create_task(_watch_disk(status))
     try:
         if stop_event is None:
             await server.wait_for_termination()
@@ -514,7 +302,8 @@ async def serve_forever(config: SidecarConfig, ready=None, stop_event: asyncio.E
     finally:
         sync_task.cancel()
         lag_task.cancel()
-        await health_servicer.enter_graceful_shutdown()
+        disk_task.cancel()
+        await status.servicer.enter_graceful_shutdown()
         await server.stop(grace=1.0)
         await core.stop()
     return core
@@ -525,7 +314,18 @@ async def _periodic_sync(core: SidecarCore) -> None:
     while True:
         await asyncio.sleep(core.config.fsync_interval_s)
         if core.config.fsync == "interval":
-            core.journal.sync()
+            core.journal.sync()  # an error marks the journal failed (seen by _watch_disk)
+
+
+async def _watch_disk(status: Health, period_s: float = DISK_PROBE_S) -> None:
+    """Health follows the disk: NOT_SERVING while the journal or the carbon log cannot be written,
+    SERVING again once a probe succeeds (a few times a second; nothing is written while all is well)."""
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await status.refresh()
+        except Exception:  # never let the watcher die
+            log.exception("disk health check failed")
 
 
 LOOP_LAG_PERIOD_S = 0.1

@@ -2,8 +2,8 @@
 Sarathi-style engine calls to send its steps to the sidecar."""
 
 from .adapter import SarathiAdapter, ScheduledSeq
-from .scheduler import SchedulerConfig, SimRequest, SarathiSimulator, SimStats
+from .scheduler import SchedulerConfig, SarathiSimulator, SimStats
 from .trace import TraceRequest, load_azure_conv
 
-__all__ = ["SarathiAdapter", "ScheduledSeq", "SchedulerConfig", "SimRequest", "SarathiSimulator", "SimStats",
+__all__ = ["SarathiAdapter", "ScheduledSeq", "SchedulerConfig", "SarathiSimulator", "SimStats",
            "TraceRequest", "load_azure_conv"]

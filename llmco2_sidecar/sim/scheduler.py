@@ -1,22 +1,13 @@
-"""A Sarathi-style continuous-batching scheduler, simulated over time (Sarathi-Serve's
-``SarathiScheduler._schedule`` and vLLM v1's scheduler follow the same order):
-
-1. running requests whose prefill is done get one decode token each; when the KV cache has no
-   block for it, the most recently admitted running request is preempted (its KV is dropped and it
-   is recomputed later as a prefill of its prompt plus what it had generated);
-2. running requests with a partial prefill get their next chunk, ``min(left, budget left)``;
-3. waiting requests that have arrived are admitted while KV blocks can be allocated for their first
-   chunk, fewer than ``max_num_seqs`` run, and token budget (``chunk_size``) remains.
-
-Each step's duration comes from the predictor (``StepPrediction.duration_s``), so simulated time
-advances as the modelled engine would; an idle engine jumps to the next arrival. Every executed
-step goes through :class:`~llmco2_sidecar.sim.adapter.SarathiAdapter` (or any callback with the same
-methods), which sends real step events to the sidecar.
+"""A Sarathi-style continuous-batching engine driving a step sink (the Sarathi adapter, a test
+recorder): :class:`~llmco2_sidecar.sim.engine.EngineSimulator` with the ``sarathi`` policy (decodes
+first, then partial prefills, then admissions; token budget = Sarathi's chunk size), its steps
+handed to ``sink.on_step`` one by one and each finish to ``sink.on_finished`` right after the step
+it finished in. The one simulator of the project: ``llmco2 replay``, ``whatif`` and ``demo`` run the
+same engine (with the vLLM v1 policy by default).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -24,9 +15,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..predictor.api import Deployment, StepPredictor
-from ..schedule import BLOCK_TOKENS, kv_capacity_tokens
-from ..workload import StepBatch
 from .adapter import ScheduledSeq
+from ..schedule import BLOCK_TOKENS
+from .engine import EngineConfig, EngineSimulator
 from .trace import TraceRequest
 
 
@@ -51,23 +42,6 @@ class SchedulerConfig:
 
 
 @dataclass
-class SimRequest:
-    rid: str
-    arrival_s: float
-    prompt_len: int
-    output_len: int
-    target: int = 0  # tokens to prefill: prompt (+ generated after a preemption)
-    processed: int = 0  # tokens in the KV cache
-    generated: int = 0
-    blocks: int = 0
-    recompute: bool = False
-    finish_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.target = self.prompt_len
-
-
-@dataclass
 class SimStats:
     steps: int = 0
     finished: int = 0
@@ -81,160 +55,53 @@ class SimStats:
     skipped: list = field(default_factory=list)  # requests that can never fit the KV cache
 
 
-def _blocks(tokens: int) -> int:
-    return -(-tokens // BLOCK_TOKENS)
-
-
 class SarathiSimulator:
     def __init__(self, dep: Deployment, predictor: StepPredictor, sink: StepSink, config: SchedulerConfig | None = None):
         self.dep = dep
         self.predictor = predictor
         self.sink = sink
         self.config = config or SchedulerConfig()
-        cap = self.config.kv_capacity_tokens or kv_capacity_tokens(dep)
-        self.cap_blocks = cap // BLOCK_TOKENS
-        self.now = 0.0
-        self.stats = SimStats()
-        self._used_blocks = 0
+        c = self.config
+        self.engine = EngineSimulator(dep, predictor, EngineConfig(
+            max_num_seqs=c.max_num_seqs, max_num_batched_tokens=c.chunk_size, kv_capacity_tokens=c.kv_capacity_tokens,
+            policy="sarathi"), chunk_steps=256)
+        self.cap_blocks = self.engine.cap_blocks
+        self._max_used = 0
 
-    # ---- one step --------------------------------------------------------------------------------
-    def _alloc(self, r: SimRequest, tokens: int) -> bool:
-        need = _blocks(tokens) - r.blocks
-        if need <= 0:
-            return True
-        if self._used_blocks + need > self.cap_blocks:
-            return False
-        self._used_blocks += need
-        r.blocks += need
-        return True
+    @property
+    def _used_blocks(self) -> int:
+        """The most KV blocks in use at once so far."""
+        return self._max_used
 
-    def _free(self, r: SimRequest) -> None:
-        self._used_blocks -= r.blocks
-        r.blocks = 0
+    @property
+    def now(self) -> float:
+        return self.engine.now
 
-    def schedule(self, running: list, waiting: deque) -> list[tuple[SimRequest, int]]:
-        """One step's composition: [(request, tokens this step)]."""
-        budget = self.config.chunk_size
-        out: list[tuple[SimRequest, int]] = []
-        chosen: set[str] = set()
-        # 1. decodes (preempting the newest when the KV cache is full)
-        i = 0
-        while i < len(running) and budget > 0:
-            r = running[i]
-            if r.processed < r.target:
-                i += 1
-                continue
-            while not self._alloc(r, r.processed + 1):
-                victim = running[-1]
-                if victim is r:
-                    break
-                running.pop()
-                self._preempt(victim, waiting)
-                out = [(q, n) for q, n in out if q is not victim]
-                chosen.discard(victim.rid)
-            else:
-                out.append((r, 1))
-                chosen.add(r.rid)
-                budget -= 1
-                i += 1
-                continue
-            # r itself is the newest and does not fit: preempt it too
-            running.pop()
-            self._preempt(r, waiting)
-        # 2. chunks of partial prefills
-        for r in running:
-            if budget <= 0:
-                break
-            if r.processed < r.target and r.rid not in chosen:
-                chunk = min(r.target - r.processed, budget)
-                if not self._alloc(r, r.processed + chunk):
-                    continue
-                out.append((r, chunk))
-                chosen.add(r.rid)
-                budget -= chunk
-        # 3. admissions
-        while waiting and budget > 0 and len(running) < self.config.max_num_seqs:
-            r = waiting[0]
-            if r.arrival_s > self.now:
-                break
-            chunk = min(r.target - r.processed, budget)
-            if not self._alloc(r, r.processed + chunk):
-                break
-            waiting.popleft()
-            running.append(r)
-            out.append((r, chunk))
-            chosen.add(r.rid)
-            budget -= chunk
-        return out
-
-    def _preempt(self, r: SimRequest, waiting: deque) -> None:
-        self.stats.preemptions += 1
-        self.stats.recomputed_tokens += r.processed
-        self._free(r)
-        r.processed = 0
-        r.target = r.prompt_len + r.generated
-        r.recompute = True
-        waiting.appendleft(r)
-
-    # ---- the run ---------------------------------------------------------------------------------
     def run(self, requests: Sequence[TraceRequest]) -> SimStats:
-        pending = deque(sorted(requests, key=lambda q: q.arrival_s))
-        waiting: deque = deque()
-        running: list[SimRequest] = []
-        cap_tokens = self.cap_blocks * BLOCK_TOKENS
-        while pending or waiting or running:
-            while pending and pending[0].arrival_s <= self.now:
-                q = pending.popleft()
-                if _blocks(q.prompt_tokens + q.output_tokens) * BLOCK_TOKENS > cap_tokens:
-                    self.stats.skipped.append(q.request_id)
-                    continue
-                waiting.append(SimRequest(q.request_id, q.arrival_s, q.prompt_tokens, q.output_tokens))
-            if not running and not waiting:
-                if pending:
-                    self.now = max(self.now, pending[0].arrival_s)
-                continue
-            batch = self.schedule(running, waiting)
-            if not batch:
-                if pending and not running:
-                    self.now = max(self.now, pending[0].arrival_s)
-                    continue
-                raise RuntimeError("scheduler made no progress")  # pragma: no cover
-            self._execute(batch, running)
-        self.stats.end_s = self.now
-        return self.stats
-
-    def _execute(self, batch: list[tuple[SimRequest, int]], running: list[SimRequest]) -> None:
-        n = len(batch)
-        ctx = np.fromiter((r.processed for r, _ in batch), dtype=np.int64, count=n)
-        new = np.fromiter((k for _, k in batch), dtype=np.int64, count=n)
-        steps = StepBatch(np.zeros(n, dtype=np.int64), ctx, new, np.full(1, np.nan))
-        duration = float(self.predictor.predict_steps(self.dep, steps).duration_s[0])
-        start, end = self.now, self.now + duration
-        seqs = [ScheduledSeq(r.rid, r.prompt_len, r.processed, k, r.recompute) for r, k in batch]
-        self.sink.on_step(start, end, seqs)
-        self.now = end
-        st = self.stats
-        st.steps += 1
-        st.busy_s += duration
-        st.max_running = max(st.max_running, len(running))
-        finished = []
-        for r, k in batch:
-            was_prefill = r.processed < r.target
-            r.processed += k
-            if was_prefill:
-                st.prefill_tokens += k
-                if r.processed >= r.target:  # the last prefill chunk yields a token
-                    r.generated += 1
-                    r.recompute = False
-            else:
-                st.decode_tokens += 1
-                r.generated += 1
-                r.target = r.processed  # decodes extend what the KV cache holds
-            if r.generated >= r.output_len:
-                finished.append(r)
-        for r in finished:
-            running.remove(r)
-            self._free(r)
-            r.finish_s = end
-            st.finished += 1
-            self.sink.on_finished(r.rid, r.generated, end, r.prompt_len)
+        eng = self.engine
+        for chunk in eng.run(sorted(requests, key=lambda q: q.arrival_s)):
+            bounds = np.concatenate(([0], np.cumsum(np.bincount(chunk.step_of, minlength=chunk.n_steps))))
+            slots, ctx, new, rec = (chunk.slot.tolist(), chunk.context_tokens.tolist(), chunk.new_tokens.tolist(),
+                                    chunk.recompute.tolist())
+            done = {r.slot: r for r in chunk.finished}
+            ends: dict[float, list] = {}
+            for r in chunk.finished:
+                ends.setdefault(r.finish_s, []).append(r)
+            for i in range(chunk.n_steps):
+                a, b = int(bounds[i]), int(bounds[i + 1])
+                seqs = []
+                used = 0
+                for s, c, n, p in zip(slots[a:b], ctx[a:b], new[a:b], rec[a:b]):
+                    r = done.get(s) or eng.slot_req[s]
+                    seqs.append(ScheduledSeq(r.rid, r.prompt, c, n, bool(p)))
+                    used += -(-(c + n) // BLOCK_TOKENS)
+                self._max_used = max(self._max_used, used)
+                end = float(chunk.end_s[i])
+                self.sink.on_step(float(chunk.start_s[i]), end, seqs)
+                for r in ends.pop(end, ()):
+                    self.sink.on_finished(r.rid, r.generated, r.finish_s, r.prompt)
+        st = eng.stats
+        return SimStats(steps=st.steps, finished=st.finished, preemptions=st.preemptions,
+                        recomputed_tokens=st.recomputed_tokens, prefill_tokens=st.prefill_tokens,
+                        decode_tokens=st.decode_tokens, busy_s=st.busy_s, end_s=st.end_s, max_running=st.max_running,
+                        skipped=[rid for rid, _ in st.rejected_ids])

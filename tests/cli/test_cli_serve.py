@@ -17,6 +17,21 @@ from llmco2_sidecar._proto import sidecar_pb2 as spb
 from llmco2_sidecar._proto import sidecar_pb2_grpc
 
 
+# gRPC's own pools grow and shrink with load ("event_engine", "grpc_global_tim"): counting them made the
+# comparison flaky on a busy box; OpenMP workers carry the process's name like every other thread.
+_GRPC_THREAD_PREFIXES = ("event_engine", "grpc_")
+
+
+def _threads_not_grpcs(pid: int) -> int:
+    names = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            names.append(Path(f"/proc/{pid}/task/{task}/comm").read_text().strip())
+        except OSError:  # the thread ended while we looked
+            continue
+    return sum(1 for n in names if not n.startswith(_GRPC_THREAD_PREFIXES))
+
+
 def _threads_after_a_prediction(tmp_path: Path, omp: str) -> int:
     sock = tmp_path / f"s{omp}.sock"
     out = tmp_path / f"serve{omp}.out"
@@ -38,7 +53,7 @@ def _threads_after_a_prediction(tmp_path: Path, omp: str) -> int:
                 reply = stub.Estimate(spb.EstimateRequest(model="meta-llama/Llama-2-7b-hf", gpu="A100-SXM4-80GB",
                                                           batch=batch, prompt_len=512, output_len=64), timeout=60)
                 assert reply.result["energy_j"]["total"] > 0
-        return len(os.listdir(f"/proc/{proc.pid}/task"))
+        return _threads_not_grpcs(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -49,4 +64,6 @@ def _threads_after_a_prediction(tmp_path: Path, omp: str) -> int:
 def test_serve_keeps_one_intra_op_thread_whatever_the_engine_set(tmp_path):
     pinned = _threads_after_a_prediction(tmp_path, "1")
     inherited = _threads_after_a_prediction(tmp_path, str(max(4, os.cpu_count() or 2)))
-    assert inherited == pinned, f"{inherited} threads with OMP_NUM_THREADS inherited vs {pinned} pinned"
+    # an inherited OpenMP team would add (OMP_NUM_THREADS - 1) >= 3 threads; the default executor that runs
+    # Estimate calls may start one thread more or less depending on timing, hence the tolerance of one
+    assert abs(inherited - pinned) <= 1, f"{inherited} threads with OMP_NUM_THREADS inherited vs {pinned} pinned"

@@ -276,3 +276,20 @@ def test_a_zero_wait_never_holds_a_response_nor_asks_the_sidecar(sidecar, emitte
     assert h["x-llmco2-carbon-status"] == "pending" and float(h["x-llmco2-wait-ms"]) < 50
     assert json.loads(body(sent)) == {"id": "x"} and CountingLookup.calls == 0
     assert record(tmp_path, "cmpl-nowait-0-0badc0de")["carbon_g"]["total"] > 0
+
+
+def test_a_cpu_engine_says_its_figures_are_not_a_gpus(sidecar, emitter, monkeypatch):
+    import llmco2_vllm.middleware as mwmod
+    from llmco2_vllm.platform import CPU_NOTE, on_cpu_platform
+
+    assert on_cpu_platform() is False  # no vLLM in this environment: nothing claimed
+    assert "x-llmco2-note" not in hdrs(call(mw_for(json_app({}, {}), sidecar), "/v1/completions"))
+    monkeypatch.setattr(mwmod, "platform_note", lambda: CPU_NOTE)
+    Engine(emitter).run("cmpl-cpu1-0-1a2b3c4d")
+    h = hdrs(call(mw_for(json_app({}, {}), sidecar), "/v1/completions", [(b"x-request-id", b"cpu1")]))
+    assert h["x-llmco2-note"] == CPU_NOTE and h["x-llmco2-carbon-status"] == "final"
+    Engine(emitter).run("chatcmpl-cpu2-0badc0de")
+    sent = call(mw_for(sse_app([b'data: {"x": 1}\n\n', b"data: [DONE]\n\n"], {}), sidecar), "/v1/chat/completions",
+                [(b"x-request-id", b"cpu2")])
+    events = [e[len("data: "):] for e in body(sent).decode().split("\n\n") if e]
+    assert json.loads(events[-2])["note"] == CPU_NOTE and "not a GPU's" in CPU_NOTE

@@ -4,7 +4,10 @@ The first vLLM process that loads the plugin (the API server) starts the sidecar
 in a private temporary directory and rewrites ``LLMCO2_SIDECAR`` to ``unix:PATH`` before vLLM
 spawns its EngineCore and workers, so they inherit the concrete address. The sidecar is stopped
 (SIGTERM, then SIGKILL) when that process exits; on Linux it also receives SIGTERM if the process
-dies without running its exit handlers (``PR_SET_PDEATHSIG``). The sidecar's own settings come
+dies without running its exit handlers (``PR_SET_PDEATHSIG``). The sidecar runs in a process group
+of its own within the server's session, so a Ctrl-C in the terminal stops vLLM first and the
+sidecar only after vLLM's engine has sent its last events (no record lost, no gRPC stream aborted
+under the engine, nothing competing with vLLM's own shutdown). The sidecar's own settings come
 from its ``LLMCO2_*`` variables (``LLMCO2_LOG`` for the carbon log, ``LLMCO2_PUE``, ...).
 """
 
@@ -74,6 +77,14 @@ def stop_sidecars(timeout_s: float = 5.0) -> None:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # A process group of its own (same session: the scheduler's autogroup still counts it with the
+    # engine): a terminal's Ctrl-C (SIGINT to the foreground group) then reaches vLLM only, and the
+    # sidecar keeps receiving the engine's last events while vLLM shuts down; stop_sidecars() stops
+    # it after that, at the API server's exit (SIGTERM: records flushed, socket removed).
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
     try:
         import ctypes
 

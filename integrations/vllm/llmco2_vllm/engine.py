@@ -23,9 +23,17 @@ def make_hook(scheduler: Any, settings: Settings):
     info = engine_info(scheduler.vllm_config, settings)
     if info is None:
         return None
+    from .ids import client_request_id
+
     cfg = EmitterConfig(target=settings.target, max_buffered_events=settings.buffer_events, token=settings.token,
-                        clock=time.monotonic)
+                        clock=time.monotonic, client_request_id=client_request_id)
     emitter = Emitter(info, cfg)
+    from .platform import platform_note
+
+    note = platform_note()
+    if note:
+        log.warning("llmco2: %s (energy and carbon are predicted for %s running steps as long as this CPU's)",
+                    note, info.gpu)
     arch = info.architecture or {}
     moe = (f", MoE {arch['num_experts']} experts ({arch.get('experts_per_token', 0)} per token) ep {info.ep}"
            if arch.get("num_experts") else "")

@@ -13,7 +13,9 @@ For ``POST /v1/completions`` and ``POST /v1/chat/completions``:
   long the response was held for its carbon (the latency the plugin added to it);
 * streaming responses (server-sent events) get one more event just before ``data: [DONE]``:
   ``{"object": "llmco2.carbon", "request_id": ..., "carbon_g": ..., "energy_j": ..., "wait_ms": ...}``
-  (with ``"status": "pending"`` and null figures past the wait).
+  (with ``"status": "pending"`` and null figures past the wait);
+* on vLLM's CPU platform (a test engine) responses also carry ``x-llmco2-note`` (``note`` in the
+  event): the step times are a CPU's, so the figures are not a GPU's (:mod:`llmco2_vllm.platform`).
 
 Any failure leaves the response as vLLM made it. The plugin adds this middleware by itself when
 ``LLMCO2_SIDECAR`` is set; ``--middleware llmco2_vllm.middleware.CarbonMiddleware`` does the same
@@ -28,6 +30,7 @@ import time
 import uuid
 
 from .lookup import CarbonFigure, CarbonLookup
+from .platform import platform_note
 from .settings import Settings
 
 log = logging.getLogger("vllm.llmco2")
@@ -68,6 +71,7 @@ class CarbonMiddleware:
         if lookup is None and self.settings is not None:
             lookup = CarbonLookup(self.settings.target, self.settings.token)
         self.lookup = lookup
+        self.note = platform_note() if self.lookup is not None else ""  # a CPU test engine says so
 
     async def __call__(self, scope, receive, send):
         if (scope.get("type") != "http" or self.lookup is None or scope.get("method") != "POST"
@@ -145,7 +149,10 @@ class _Exchange:
         if at > 0:
             await self._send({"type": "http.response.body", "body": chunk[:at], "more_body": True})
         fig, wait_ms = await self.mw.figure(self.rid, self.prefix)
-        event = b"data: " + json.dumps(carbon_event(self.rid, fig, wait_ms)).encode() + b"\n\n"
+        payload = carbon_event(self.rid, fig, wait_ms)
+        if self.mw.note:
+            payload["note"] = self.mw.note
+        event = b"data: " + json.dumps(payload).encode() + b"\n\n"
         await self._send({"type": "http.response.body", "body": event, "more_body": True})
         await self._send(dict(message, body=chunk[at:]))
 
@@ -154,7 +161,8 @@ class _Exchange:
         if start is None:
             return
         fig, wait_ms = await self.mw.figure(self.rid, self.prefix)
-        start = dict(start, headers=list(start["headers"]) + carbon_headers(fig, wait_ms))
+        note = [(b"x-llmco2-note", self.mw.note.encode())] if self.mw.note else []
+        start = dict(start, headers=list(start["headers"]) + carbon_headers(fig, wait_ms) + note)
         await self._send(start)
         body, self.body = b"".join(self.body), []
         await self._send({"type": "http.response.body", "body": body, "more_body": False})

@@ -30,20 +30,25 @@ log = logging.getLogger("vllm.llmco2")
 
 MIDDLEWARE_PATH = "llmco2_vllm.middleware.CarbonMiddleware"
 _MARK = "_llmco2_patched"
-_REQUIRED = ("__init__", "schedule", "update_from_output", "_free_request")
 
 
 def patch_scheduler(settings: Settings, scheduler_cls: Any = None) -> bool:
-    """Wrap the v1 scheduler's methods. False (and one log line) when the class lacks a method."""
+    """Wrap the v1 scheduler's methods. False (and one log line naming what is missing) when the class
+    lacks a method or has one of another shape (:func:`llmco2_vllm.compat.scheduler_missing`)."""
     if scheduler_cls is None:
         from vllm.v1.core.sched.scheduler import Scheduler as scheduler_cls  # noqa: N813
     if getattr(scheduler_cls, _MARK, False):
         return True
-    missing = [m for m in _REQUIRED if not callable(getattr(scheduler_cls, m, None))]
+    from .compat import first_argument, scheduler_missing
+
+    missing = scheduler_missing(scheduler_cls)
     if missing:
-        log.warning("llmco2: vLLM's Scheduler has no %s: this vLLM is not supported; running unhooked",
-                    ", ".join(missing))
+        log.warning("llmco2: vLLM's scheduler lacks what the step hook reads: %s; running unhooked",
+                    "; ".join(missing))
         return False
+    # vLLM passes these positionally today; by keyword they are found under vLLM's own parameter names
+    so_name = first_argument(scheduler_cls.update_from_output)
+    request_name = first_argument(scheduler_cls._free_request)
 
     orig_init = scheduler_cls.__init__
     orig_schedule = scheduler_cls.schedule
@@ -76,24 +81,24 @@ def patch_scheduler(settings: Settings, scheduler_cls: Any = None) -> bool:
         return out
 
     @functools.wraps(orig_update)
-    def update_from_output(self, scheduler_output, *args, **kwargs):
+    def update_from_output(self, *args, **kwargs):
         hook = self.__dict__.get("_llmco2_hook")
         if hook is not None:
             try:
-                hook.before_update(scheduler_output)
+                hook.before_update(args[0] if args else kwargs[so_name])
             except Exception as exc:
                 hook.failed("update_from_output", exc)
-        return orig_update(self, scheduler_output, *args, **kwargs)
+        return orig_update(self, *args, **kwargs)
 
     @functools.wraps(orig_free)
-    def _free_request(self, request, *args, **kwargs):
+    def _free_request(self, *args, **kwargs):
         hook = self.__dict__.get("_llmco2_hook")
         if hook is not None:
             try:
-                hook.on_free(request)
+                hook.on_free(args[0] if args else kwargs[request_name])
             except Exception as exc:
                 hook.failed("_free_request", exc)
-        return orig_free(self, request, *args, **kwargs)
+        return orig_free(self, *args, **kwargs)
 
     scheduler_cls.__init__ = __init__
     scheduler_cls.schedule = schedule

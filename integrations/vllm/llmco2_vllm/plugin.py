@@ -11,8 +11,10 @@ With ``LLMCO2_SIDECAR`` unset it returns at once: nothing imported, no thread, n
 * wraps vLLM's argument parser so that the OpenAI server adds
   :class:`llmco2_vllm.middleware.CarbonMiddleware` (carbon in the responses).
 
-An unsupported vLLM (outside :data:`SUPPORTED`) gets one log line and runs unhooked. Loading twice
-(or in several processes) is safe: every step is idempotent.
+Which vLLM it runs on is decided by feature detection (:mod:`llmco2_vllm.compat`): a vLLM lacking a
+scheduler method or ``SchedulerOutput`` field the hook reads gets one log line naming it and runs
+unhooked; one outside the tested releases gets one warning and is hooked. Loading twice (or in
+several processes) is safe: every step is idempotent.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import os
 
 log = logging.getLogger("vllm.llmco2")
 
-SUPPORTED = ((0, 14), (0, 32))  # inclusive (major, minor) range of vLLM releases handled
 _state = {"registered": False}
 
 
@@ -42,10 +43,9 @@ def register() -> None:
 def _register() -> None:
     import vllm
 
-    version = str(getattr(vllm, "__version__", "0"))
-    if not version_supported(version):
-        log.warning("llmco2: vLLM %s is not supported (supported: %d.%d to %d.%d); running unhooked",
-                    version, *SUPPORTED[0], *SUPPORTED[1])
+    from .compat import check
+
+    if not check(str(getattr(vllm, "__version__", ""))):
         return
     from .autostart import resolve_target
 
@@ -65,15 +65,3 @@ def _register() -> None:
         log.warning("llmco2: response middleware not installed automatically (%r); pass "
                     "--middleware llmco2_vllm.middleware.CarbonMiddleware", exc)
 
-
-def version_supported(version: str) -> bool:
-    """True for vLLM releases in :data:`SUPPORTED` (dev and post releases of them included)."""
-    parts = []
-    for piece in version.split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit()) if piece else ""
-        if not digits:
-            return False
-        parts.append(int(digits))
-    if len(parts) < 2:
-        return False
-    return SUPPORTED[0] <= tuple(parts) <= SUPPORTED[1]

@@ -1,0 +1,387 @@
+"""The sidecar without gRPC: streams, the journal, the pipeline, the ledger, the sinks, disk health.
+
+Methods run on the event loop thread unless noted. Order of an engine message: the journal first
+(nothing that is not journaled is acknowledged), then validation (:mod:`.ingest`), then the
+pipeline. While the journal or the carbon log cannot be written (a full or unwritable disk), the
+core refuses to acknowledge (:class:`DiskUnavailable`, which the server answers with UNAVAILABLE,
+so that the emitter keeps the messages and sends them again) and health says NOT_SERVING; it
+probes the disk and recovers by itself when space returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import shutil
+import sys
+import time
+import uuid
+
+from .._proto import events_pb2 as pb
+from ..config import SidecarConfig
+from ..errors import InputError
+from . import ingest as ing
+from .admission import DeploymentCheck
+from .carbon_log import CarbonLog, dumps
+from .dead_letter import DeadLetter, dead_letter_path, describe
+from .journal import KIND_EVENTS, KIND_IDENTITY, Journal
+from .ledger import RequestLedger
+from .lookups import LookupsMixin, record_to_proto  # noqa: F401  (record_to_proto: re-exported)
+from .metrics import SidecarMetrics
+from .pipeline import Barrier, Pipeline
+from .records import error_record
+
+log = logging.getLogger("llmco2.server")
+MAX_REPLAY_ATTEMPTS = 2  # a journal whose replay did not finish this often is set aside (quarantine-*)
+REPLAY_ATTEMPTS = "replay-attempts"
+GRID_FIRST_WAIT_S = 3.0  # at start, wait this long for a live grid source's first reading
+
+
+class DiskUnavailable(RuntimeError):
+    """The journal or the carbon log cannot be written: the message is not acknowledged."""
+
+
+def make_predictor(name: str):
+    if name == "roofline":
+        from ..predictor.roofline import RooflinePredictor
+
+        return RooflinePredictor()
+    if name == "default":
+        from ..predictor.default import default_predictor
+
+        return default_predictor()
+    raise InputError("predictor", f"unknown predictor {name!r}", "default, roofline")
+
+
+class SidecarCore(LookupsMixin):
+    """Everything but the RPC layer."""
+
+    def __init__(self, config: SidecarConfig, predictor=None, metrics: SidecarMetrics | None = None):
+        self.config = config
+        self.metrics = metrics or SidecarMetrics()
+        self.predictor = predictor or make_predictor(config.predictor)
+        if "torch" in sys.modules:  # a learned predictor: keep its intra-op threads off the event loop's core
+            sys.modules["torch"].set_num_threads(int(config.predictor_threads))
+        self.carbon_log = CarbonLog(config.log, config.log_max_bytes, config.log_backups)
+        self.journal = Journal(config.journal_dir, config.fsync, config.fsync_interval_s, config.journal_max_bytes)
+        self.ledger = RequestLedger(config.ledger_max_finished, config.ledger_ttl_s)
+        self.dead_letter = DeadLetter(dead_letter_path(config.log), self.metrics)
+        self.pipeline = Pipeline(config, self.predictor, self.carbon_log, self.metrics, self.ledger, self._on_records,
+                                 self.dead_letter)
+        self.check_deployment = DeploymentCheck(self.predictor, config)
+        from ..config import open_grid_source
+
+        self.grid = self.pipeline.grid = open_grid_source(config)  # --grid: polled off the hot path
+        self.grid.bind_metrics(self.metrics)
+        self.otlp = None
+        if config.otlp:  # --otlp: metrics and one log record per finished request to an OTLP collector
+            from .. import __version__
+            from .otel import OtlpExporter
+
+            self.otlp = OtlpExporter(config.otlp, self.metrics, config.otlp_interval_s, __version__,
+                                     config.otlp_timeout_s)
+        self.streams: dict[str, ing.StreamState] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._watchers: list[tuple[str, asyncio.Queue]] = []
+        self._prefix_waiters: list[tuple[str, asyncio.Future]] = []
+        self.open_streams = 0
+        self.replayed_messages = 0
+        self.meter_reasons: dict[str, str] = {}
+        self.started_at = time.time()
+        self.disk_problem: str | None = None  # why messages are not acknowledged now (None: all is well)
+        self.disk_degraded = False  # the journal or the carbon log failed (health: NOT_SERVING)
+        self._journal_errors_seen = 0
+        self._log_errors_seen = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the sinks, replay the journal, start the pipeline (call on the loop thread)."""
+        self.loop = loop
+        self.carbon_log.open()
+        if self.carbon_log.repaired_bytes:
+            log.warning("carbon log %s: removed a torn last line (%d bytes)", self.carbon_log.path,
+                        self.carbon_log.repaired_bytes)
+        self._open_meters()
+        self.grid.start()
+        if getattr(self.grid, "live", False) and not self.grid.wait_first(GRID_FIRST_WAIT_S):
+            log.warning("grid: no first reading from %s within %.0f s: records use the static region until it answers",
+                        self.config.grid, GRID_FIRST_WAIT_S)
+        self.pipeline.start()
+        replayed = self._recover()
+        self.journal.open()
+        if replayed:  # compact: checkpoint the recovered state, drop the replayed segments
+            self._checkpoint()
+            self.pipeline.barrier(None, timeout_s=600)
+        try:
+            (self.journal.dir / REPLAY_ATTEMPTS).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def _open_meters(self) -> None:
+        """``--measure nvml,rapl``: sample the meters; window records carry measured energy."""
+        if not self.config.measure:
+            if self.config.calibrate:
+                log.warning("--calibrate needs --measure: records stay predicted")
+            return
+        from ..measure import MeterSampler, open_meters
+
+        reasons: dict[str, str] = {}
+        meters = open_meters(self.config.measure, rapl_root=self.config.rapl_root, skip_unavailable=True,
+                             reasons=reasons)
+        for name, why in reasons.items():
+            log.warning("meter %s unavailable: %s", name, why)
+        if meters:
+            self.pipeline.sampler = MeterSampler(meters, hz=10.0)
+            log.info("measuring with %s", ", ".join(m.name for m in meters))
+        self.meter_reasons = reasons
+
+    def _recover(self) -> bool:
+        ckpt = self.journal.read_checkpoint()
+        segs = self.journal.segments()
+        if not segs and ckpt is None:
+            return False
+        start_seg = int(ckpt["segment"]) if ckpt is not None else 0
+        if not self._count_replay_attempt(start_seg):
+            return False
+        if ckpt is not None:
+            self._restore_checkpoint(ckpt)
+        self.pipeline.suppress_ids = self.carbon_log.logged_request_ids()
+        self.pipeline.replaying = True
+        n = 0
+        refused: dict[str, tuple[str, pb.EngineIdentity | None]] = {}
+        errors: list[dict] = []
+        for kind, key, payload in self.journal.replay(start_seg):
+            if kind == KIND_IDENTITY:
+                ident = None
+                try:
+                    ident = pb.EngineIdentity.FromString(payload)
+                    ing.open_stream(ident, self.streams, self.config.hardware, self.check_deployment)
+                    refused.pop(key, None)
+                except Exception as exc:  # the catalog changed, or an identity an older version took
+                    why = str(exc) if isinstance(exc, InputError) else describe(exc)
+                    refused[key] = (f"identity refused: {why}", ident)
+                    self.streams.pop(key, None)
+                continue
+            if kind != KIND_EVENTS:
+                continue
+            why = None
+            if key not in self.streams:
+                why = refused.get(key, ("no valid identity of this engine in the journal",))[0]
+            else:
+                try:
+                    res = ing.ingest(self.streams[key], pb.EventBatch.FromString(payload))
+                except Exception as exc:
+                    why = describe(exc)
+            if why is not None:  # a frame that cannot be replayed: kept, counted, never replayed again
+                self.dead_letter.frame("replay", key, why, payload)
+                errors.extend(_frame_error_records(key, refused.get(key, ("", None))[1], payload, why))
+                continue
+            if res.steps is not None or res.done or res.batches:
+                self.pipeline.submit(res)
+                n += 1
+        self.replayed_messages = n
+        logged = self.pipeline.suppress_ids
+        lines = [dumps(r) for r in errors if r["request_id"] not in logged]
+        if lines:  # the acknowledged finishes of frames that cannot be replayed still get a record
+            self.carbon_log.write_lines(lines)
+
+        def done() -> None:
+            self.pipeline.replaying = False
+            self.pipeline.suppress_ids = set()
+
+        self.pipeline.barrier(done, timeout_s=600)
+        if self.journal.truncated_bytes:
+            log.warning("journal: removed %d bytes of a torn frame", self.journal.truncated_bytes)
+        log.info("journal replay: %d messages", n)
+        return True
+
+    def _count_replay_attempt(self, start_seg: int) -> bool:
+        """Poison that kills the process (not an exception: memory, a crash in native code) must not be
+        replayed forever: a journal whose replay did not finish MAX_REPLAY_ATTEMPTS times is moved to
+        ``quarantine-<time>/`` beside it (a dead-letter entry says where) and the sidecar starts clean."""
+        path = self.journal.dir / REPLAY_ATTEMPTS
+        try:
+            attempts = int(path.read_text() or 0) if path.exists() else 0
+        except (OSError, ValueError):
+            attempts = 0
+        if attempts >= MAX_REPLAY_ATTEMPTS:
+            dest = self.journal.dir / f"quarantine-{int(time.time())}"
+            dest.mkdir(parents=True, exist_ok=True)
+            for n in self.journal.segments():
+                if n >= start_seg:
+                    shutil.move(str(self.journal.path(n)), str(dest / self.journal.path(n).name))
+            self.dead_letter.put("replay", "", f"the journal replay did not finish {attempts} times: its segments "
+                                 f"were moved to {dest} and not replayed", events={"quarantine": str(dest)})
+            path.unlink(missing_ok=True)
+            return False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(attempts + 1))
+        except OSError as exc:  # a full disk: replay without the guard (and say so)
+            log.warning("journal: cannot count the replay attempt (%s)", exc)
+        return True
+
+    def _restore_checkpoint(self, ckpt: dict) -> None:
+        for s in ckpt.get("streams", []):
+            ident = pb.EngineIdentity.FromString(base64.b64decode(s["identity"]))
+            try:
+                st = ing.open_stream(ident, self.streams, self.config.hardware, self.check_deployment)
+            except InputError as exc:
+                log.warning("checkpoint: stream %s no longer valid (%s)", s["stream_id"], exc)
+                continue
+            st.last_step_id = s["last_step_id"]
+            st.last_end_s = s["last_end_s"] if s["last_end_s"] is not None else -math.inf
+            st.last_batch_id = s["last_batch_id"]
+            st.live = set(s["live"])
+            for r in s["recently_done"]:
+                st.recently_done[r] = None
+        self.ledger.restore_running(ckpt.get("running", []))
+        self.pipeline._last_end.update(ckpt.get("last_end", {}))
+
+    def _checkpoint(self) -> None:
+        """Roll the journal and checkpoint the state at the start of the new segment."""
+        try:
+            seg = self.journal.roll()
+        except OSError:
+            self._note_disk()
+            return
+        streams = [{"stream_id": s.stream_id, "identity": base64.b64encode(s.identity.SerializeToString()).decode(),
+                    "last_step_id": s.last_step_id,
+                    "last_end_s": s.last_end_s if math.isfinite(s.last_end_s) else None,
+                    "last_batch_id": s.last_batch_id, "live": sorted(s.live),
+                    "recently_done": list(s.recently_done)[-10000:]} for s in self.streams.values()]
+
+        def write() -> None:  # on the pipeline thread, after everything before the roll
+            if self.carbon_log.backlog:  # records of older segments are not in the log yet: keep them
+                log.warning("journal checkpoint postponed: %d records wait for the carbon log",
+                            len(self.carbon_log.backlog))
+                return
+            state = {"segment": seg, "written_at": time.time(), "streams": streams,
+                     "running": self.ledger.snapshot_running(), "last_end": dict(self.pipeline._last_end)}
+            try:
+                if self.config.fsync != "never":  # the records of the segments about to go are on disk first
+                    self.carbon_log.fsync()
+                self.journal.write_checkpoint(state)
+            except OSError as exc:  # the older segments stay; the next roll tries again
+                self.metrics.disk_errors.labels("journal").inc()
+                log.warning("journal checkpoint not written (%s); older segments kept", exc)
+
+        self.pipeline._q.put(Barrier(write))
+
+    async def stop(self) -> None:
+        self.grid.stop()
+        try:
+            self.journal.close()
+        except OSError as exc:
+            log.warning("journal: close failed (%s)", exc)
+        await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+        if self.otlp is not None:  # the last log records and metrics, bounded by --otlp-timeout-s
+            await asyncio.get_running_loop().run_in_executor(None, self.otlp.shutdown)
+        self.carbon_log.close()
+        if self.carbon_log.backlog:
+            log.error("carbon log %s: %d records could not be written (%s); they are in the journal and are "
+                      "written at the next start", self.carbon_log.path, len(self.carbon_log.backlog),
+                      self.carbon_log.failed)
+        if self.pipeline.sampler is not None:
+            self.pipeline.sampler.close(close_meters=True)
+
+    # ---- disk health ---------------------------------------------------------------------------
+    def _note_disk(self) -> None:
+        """Count new disk errors and set ``disk_problem`` from the journal's and the log's state."""
+        j, c = self.journal, self.carbon_log
+        if j.errors > self._journal_errors_seen:
+            self.metrics.disk_errors.labels("journal").inc(j.errors - self._journal_errors_seen)
+            self._journal_errors_seen = j.errors
+        if c.errors > self._log_errors_seen:
+            self.metrics.disk_errors.labels("log").inc(c.errors - self._log_errors_seen)
+            self._log_errors_seen = c.errors
+        self.disk_degraded = j.failed is not None or bool(c.backlog)
+        problem = None
+        if j.failed is not None:
+            problem = f"journal {j.dir}: cannot write ({j.failed.strerror or j.failed})"
+        elif len(c.backlog) > int(self.config.log_backlog_max_records):
+            problem = (f"carbon log {c.path}: cannot write ({c.failed.strerror if c.failed else 'error'}); "
+                       f"{len(c.backlog)} records wait")
+        if problem != self.disk_problem:
+            if problem:
+                log.error("%s: messages are not acknowledged until it can (health: NOT_SERVING)", problem)
+            else:
+                log.warning("disk writable again: acknowledging messages (health: SERVING)")
+        self.disk_problem = problem
+        self.metrics.disk_ok.set(0 if self.disk_degraded else 1)
+        self.metrics.log_backlog.set(len(c.backlog))
+
+    def probe_disk(self) -> bool:
+        """Try to recover (a probe frame in the journal, the log's backlog); True when messages can be
+        acknowledged. Called periodically by the server (loop thread); ``disk_degraded`` then says
+        whether health is NOT_SERVING."""
+        if self.journal.failed is not None:
+            self.journal.recover()
+        if self.carbon_log.backlog:
+            self.carbon_log.retry()
+        self._note_disk()
+        return self.disk_problem is None
+
+    # ---- ingest (loop thread) ------------------------------------------------------------------
+    def open_stream(self, ident: pb.EngineIdentity) -> ing.StreamState:
+        if not ident.instance_id:
+            ident.instance_id = uuid.uuid4().hex
+        st = ing.open_stream(ident, self.streams, self.config.hardware, self.check_deployment)
+        self._journal(KIND_IDENTITY, st.stream_id, ident.SerializeToString())
+        return st
+
+    def _journal(self, kind: int, key: str, payload: bytes) -> None:
+        if self.disk_problem is not None and not self.probe_disk():
+            raise DiskUnavailable(self.disk_problem)
+        try:
+            self.journal.append(kind, key, payload)
+        except OSError:
+            self._note_disk()
+            raise DiskUnavailable(self.disk_problem or "journal: cannot write") from None
+
+    async def wait_for_room(self) -> None:
+        """Backpressure: stop reading engine messages while too many accepted steps await the predictor."""
+        limit = self.config.max_pending_steps
+        while self.pipeline.pending_steps > limit:
+            await asyncio.sleep(0.0005)
+
+    def handle_events(self, stream: ing.StreamState, batch: pb.EventBatch) -> pb.Ack:
+        """Journal, validate, hand to the pipeline; the Ack. Raises :class:`DiskUnavailable` (nothing of
+        the message is then taken: the engine sends it again)."""
+        if len(batch.steps.step_id) or len(batch.steps.request_id) or len(batch.done) or len(batch.static_batches):
+            self._journal(KIND_EVENTS, stream.stream_id, batch.SerializeToString())
+        res = ing.ingest(stream, batch)
+        ack = res.ack
+        if res.steps is not None or res.done or res.batches:
+            res.arrival = time.perf_counter()
+            self.pipeline.submit(res)
+            if res.done:
+                self.metrics.observe_finish_lag(res.done, stream.clock_offset_s, time.time())
+            if self.journal.needs_roll:
+                self._checkpoint()
+        self.metrics.observe_ack(ack)
+        self.metrics.queue_depth.set(self.pipeline.pending)
+        return ack
+
+
+def _frame_error_records(key: str, ident, payload: bytes, why: str) -> list[dict]:
+    """Error records for the finishes in a journal frame that cannot be replayed."""
+    from types import SimpleNamespace
+
+    try:
+        batch = pb.EventBatch.FromString(payload)
+    except Exception:
+        return []
+    stream = SimpleNamespace(stream_id=key, model_label=ident.model_name if ident is not None else "",
+                             gpu_label=ident.gpu if ident is not None else "")
+    offset = (ident.wall_clock_at_open_s - ident.engine_clock_at_open_s) if ident is not None and \
+        ident.wall_clock_at_open_s else 0.0
+    out = [error_record(stream, None, d.request_id, (d.time_s + offset) if d.time_s else time.time(), f"replay: {why}",
+                        d.prompt_tokens, d.output_tokens, d.aborted) for d in batch.done if d.request_id]
+    for b in batch.static_batches:
+        out += [error_record(stream, None, r, b.end_s + offset, f"replay: {why}", p, o)
+                for r, p, o in zip(b.request_id, b.prompt_tokens, b.output_tokens) if r]
+    return out

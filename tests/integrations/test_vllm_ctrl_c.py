@@ -1,0 +1,88 @@
+"""Ctrl-C of a real vLLM (CPU build 0.32) with the switch on (``LLMCO2_SIDECAR=auto``), as a terminal
+sends it: SIGINT to the server's whole process group, the server idle after serving a request.
+
+Expected, as with the switch off: vLLM exits by itself with status 0, its output has no ERROR line and
+no ``EngineDeadError``; the sidecar the plugin started is stopped after vLLM (it runs in a process
+group of its own, so the engine's gRPC stream is not cut under it: no "Aborting method" warning), and
+its socket and private folder are removed. Also checked on the way: the response carries its carbon
+and the note that a CPU engine's figures are not a GPU's.
+
+Not asserted: Ctrl-C with streamed requests still in flight. vLLM 0.32 itself then logs ``ERROR ...
+AsyncLLM output_handler failed`` / ``EngineDeadError`` for each of them, with the switch off as well
+(seen here: 8 streams, SIGINT 0.2 s after they started, switch off: 396 ERROR lines).
+
+Skipped with LLMCO2_SKIP_E2E=1 (like test_vllm_e2e.py); fails when the vLLM environment cannot be built.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from llmco2_e2e_harness import HarnessError, VllmServer, build_tiny_model, ensure_vllm_env, http_request
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> Path:
+    if os.environ.get("LLMCO2_SKIP_E2E") == "1":
+        pytest.skip("LLMCO2_SKIP_E2E=1: the vLLM end-to-end test was skipped on purpose")
+    try:
+        return ensure_vllm_env()
+    except HarnessError as exc:
+        pytest.fail(f"cannot build the vLLM e2e environment (set LLMCO2_SKIP_E2E=1 to skip on purpose): {exc}")
+
+
+def _auto_sidecar(server_pid: int) -> tuple[psutil.Process, str]:
+    for child in psutil.Process(server_pid).children(recursive=True):
+        try:
+            cmd = child.cmdline()
+        except psutil.Error:
+            continue
+        if "llmco2_sidecar.cli.main" in cmd and "serve" in cmd and "--unix" in cmd:
+            return child, cmd[cmd.index("--unix") + 1]
+    raise AssertionError("the plugin started no sidecar")
+
+
+def test_ctrl_c_stops_vllm_and_its_sidecar_cleanly(vllm_python: Path, tmp_path: Path) -> None:
+    model = build_tiny_model(vllm_python, tmp_path / "tiny")
+    log = tmp_path / "carbon.jsonl"
+    server = VllmServer(vllm_python, model, tmp_path, env={
+        "LLMCO2_SIDECAR": "auto", "LLMCO2_GPU": "A100-SXM4-80GB", "LLMCO2_LOG": str(log)})
+    server.start()
+    try:
+        server.wait_ready()
+        status, headers, _ = http_request(server.port, "POST", "/v1/completions",
+                                          {"model": "tiny", "prompt": "Hello", "max_tokens": 8, "ignore_eos": True},
+                                          {"x-request-id": "before-ctrl-c"})
+        assert status == 200 and headers["x-llmco2-carbon-status"] == "final", headers
+        assert "not a GPU's" in headers["x-llmco2-note"]
+        sidecar, sock = _auto_sidecar(server.proc.pid)
+        assert os.path.exists(sock)
+
+        time.sleep(1.0)  # the request's record is written; the server idles, as when a user stops it
+        os.killpg(server.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        rc = server.proc.wait(timeout=120)
+        output = server.log_tail(10**7)
+        assert rc == 0, output[-4000:]
+        bad = [ln for ln in output.splitlines() if re.search(r"\bERROR\b|EngineDeadError|Traceback", ln)]
+        assert not bad, "\n".join(bad[:20])
+        assert "Aborting method" not in output  # the engine's stream was not cut by a sidecar stopping first
+        deadline = time.monotonic() + 10
+        while sidecar.is_running() and sidecar.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not sidecar.is_running() or sidecar.status() == psutil.STATUS_ZOMBIE, "the sidecar outlived vLLM"
+        assert not os.path.exists(sock) and not os.path.exists(os.path.dirname(sock))
+        text = log.read_text()
+        assert '"request_id": "cmpl-before-ctrl-c-0-' in text  # flushed before the sidecar stopped
+    except HarnessError as exc:
+        pytest.fail(str(exc))
+    finally:
+        server.stop()
