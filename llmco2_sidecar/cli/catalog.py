@@ -54,11 +54,11 @@ def _models() -> dict[str, dict]:
     held = _heldout_by_family()
     aliases = list_aliases()
     out = {}
-    for hf_id in list(bundled_status()) + sorted(aliases):
+    status = bundled_status()
+    for hf_id in list(status) + sorted(aliases):
         support = model_support(hf_id)
         if not support["supported"]:
-            out[hf_id] = {"verified": bundled_status().get(hf_id, False), "alias_of": aliases.get(hf_id, {}).get("base"),
-                          **support}
+            out[hf_id] = {"verified": status.get(hf_id, True), "alias_of": aliases.get(hf_id, {}).get("base"), **support}
             continue
         m = load_model(hf_id)
         fmt = f"w{m.weight_bits}" + (f"/experts {m.expert_bits:g}" if m.is_moe and m.expert_bits != m.weight_bits else "")
@@ -69,7 +69,8 @@ def _models() -> dict[str, dict]:
             "local_attention": m.local_attention, "params_b": m.total_params / 1e9, "active_params_b": m.active_params / 1e9,
             "weight_bits": m.weight_bits, "expert_weight_bits": m.expert_bits if m.is_moe else None,
             "quant_method": m.quant_method or None, "format": fmt, "kv_bytes_per_token": m.kv_bytes_per_token,
-            "heldout_mape": held.get(f"family={moe_family(m) if m.is_moe else _family(hf_id)}"), **support,
+            "heldout_mape": held.get(f"family={moe_family(m) if m.is_moe else _family(hf_id)}"),
+            **support,
         }
     return out
 
@@ -128,7 +129,7 @@ def run(a: argparse.Namespace) -> int:
               "MAPE on the model's family held out, '-' where it has none; UNSUPPORTED = refused by estimate and serve):")
         for k, m in out["models"].items():
             if not m["supported"]:
-                print(f"  {k}{'' if m['verified'] else ' *'}  UNSUPPORTED: {m['reason']}")
+                print(f"  {k + ('' if m['verified'] else ' *'):<52} UNSUPPORTED: {m['reason']}")
                 continue
             kind = "dense" if not m["experts"] else f"MoE {m['experts']}/{m['experts_per_token']}"
             kind += " MLA" if m["mla"] else ""
