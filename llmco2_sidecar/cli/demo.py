@@ -188,16 +188,10 @@ def run(args: argparse.Namespace) -> int:
                           "tolerance": "per-request energy within 1e-6 (relative)"}
     summary["demo"] = {"trace_minutes": args.minutes, "trace_start_epoch_s": epoch_s, "window_s": window_s,
                        "step_times": "simulated (engine simulator + the predictor's duration model), not measured"}
-    grid = grid_settings(args).get("grid")
-    if grid and not str(grid).startswith("static"):
-        summary["demo"]["grid"] = (f"the live sidecar priced its records with --grid {grid}; this summary's carbon "
-                                   "uses the configured or static intensity (energies are compared, not carbon)")
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(fmt_summary(summary))
-        if "grid" in summary["demo"]:
-            print(f"note: {summary['demo']['grid']}")
         print(f"sidecar over gRPC: {len(live)} request records in {log}; "
               + ("each agrees with the in-process accounting (per-request energy within 1e-6)" if agrees else
                  f"DISAGREES with the in-process accounting: {missing} missing, worst relative difference {worst:.2e}"))
