@@ -19,7 +19,7 @@ PHASE_PREFILL_CHUNK: Phase
 PHASE_DECODE: Phase
 
 class ModelArchitecture(_message.Message):
-    __slots__ = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "weight_bits", "act_bits", "kv_bits", "tie_word_embeddings")
+    __slots__ = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size", "weight_bits", "act_bits", "kv_bits", "tie_word_embeddings", "num_experts", "experts_per_token", "expert_intermediate_size", "shared_expert_intermediate_size", "num_dense_layers", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "local_attention", "local_window", "num_local_layers", "num_nope_layers", "expert_weight_bits", "gemm_dtype", "quant_method", "qkv_bias")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     INTERMEDIATE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,24 @@ class ModelArchitecture(_message.Message):
     ACT_BITS_FIELD_NUMBER: _ClassVar[int]
     KV_BITS_FIELD_NUMBER: _ClassVar[int]
     TIE_WORD_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXPERTS_FIELD_NUMBER: _ClassVar[int]
+    EXPERTS_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_INTERMEDIATE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_EXPERT_INTERMEDIATE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NUM_DENSE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    Q_LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    KV_LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    QK_NOPE_HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
+    QK_ROPE_HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
+    V_HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    NUM_LOCAL_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_NOPE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_WEIGHT_BITS_FIELD_NUMBER: _ClassVar[int]
+    GEMM_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    QUANT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    QKV_BIAS_FIELD_NUMBER: _ClassVar[int]
     model_type: str
     hidden_size: int
     intermediate_size: int
@@ -44,10 +62,28 @@ class ModelArchitecture(_message.Message):
     act_bits: int
     kv_bits: int
     tie_word_embeddings: bool
-    def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., num_kv_heads: _Optional[int] = ..., head_dim: _Optional[int] = ..., vocab_size: _Optional[int] = ..., weight_bits: _Optional[int] = ..., act_bits: _Optional[int] = ..., kv_bits: _Optional[int] = ..., tie_word_embeddings: _Optional[bool] = ...) -> None: ...
+    num_experts: int
+    experts_per_token: int
+    expert_intermediate_size: int
+    shared_expert_intermediate_size: int
+    num_dense_layers: int
+    q_lora_rank: int
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    local_attention: str
+    local_window: int
+    num_local_layers: int
+    num_nope_layers: int
+    expert_weight_bits: float
+    gemm_dtype: str
+    quant_method: str
+    qkv_bias: bool
+    def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., num_kv_heads: _Optional[int] = ..., head_dim: _Optional[int] = ..., vocab_size: _Optional[int] = ..., weight_bits: _Optional[int] = ..., act_bits: _Optional[int] = ..., kv_bits: _Optional[int] = ..., tie_word_embeddings: _Optional[bool] = ..., num_experts: _Optional[int] = ..., experts_per_token: _Optional[int] = ..., expert_intermediate_size: _Optional[int] = ..., shared_expert_intermediate_size: _Optional[int] = ..., num_dense_layers: _Optional[int] = ..., q_lora_rank: _Optional[int] = ..., kv_lora_rank: _Optional[int] = ..., qk_nope_head_dim: _Optional[int] = ..., qk_rope_head_dim: _Optional[int] = ..., v_head_dim: _Optional[int] = ..., local_attention: _Optional[str] = ..., local_window: _Optional[int] = ..., num_local_layers: _Optional[int] = ..., num_nope_layers: _Optional[int] = ..., expert_weight_bits: _Optional[float] = ..., gemm_dtype: _Optional[str] = ..., quant_method: _Optional[str] = ..., qkv_bias: _Optional[bool] = ...) -> None: ...
 
 class EngineIdentity(_message.Message):
-    __slots__ = ("engine_name", "engine_version", "instance_id", "model_name", "architecture", "gpu", "gpu_count", "tp", "pp", "dp", "dp_rank", "engine_clock_at_open_s", "wall_clock_at_open_s")
+    __slots__ = ("engine_name", "engine_version", "instance_id", "model_name", "architecture", "gpu", "gpu_count", "tp", "pp", "dp", "dp_rank", "engine_clock_at_open_s", "wall_clock_at_open_s", "ep")
     ENGINE_NAME_FIELD_NUMBER: _ClassVar[int]
     ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +97,7 @@ class EngineIdentity(_message.Message):
     DP_RANK_FIELD_NUMBER: _ClassVar[int]
     ENGINE_CLOCK_AT_OPEN_S_FIELD_NUMBER: _ClassVar[int]
     WALL_CLOCK_AT_OPEN_S_FIELD_NUMBER: _ClassVar[int]
+    EP_FIELD_NUMBER: _ClassVar[int]
     engine_name: str
     engine_version: str
     instance_id: str
@@ -74,7 +111,8 @@ class EngineIdentity(_message.Message):
     dp_rank: int
     engine_clock_at_open_s: float
     wall_clock_at_open_s: float
-    def __init__(self, engine_name: _Optional[str] = ..., engine_version: _Optional[str] = ..., instance_id: _Optional[str] = ..., model_name: _Optional[str] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., gpu: _Optional[str] = ..., gpu_count: _Optional[int] = ..., tp: _Optional[int] = ..., pp: _Optional[int] = ..., dp: _Optional[int] = ..., dp_rank: _Optional[int] = ..., engine_clock_at_open_s: _Optional[float] = ..., wall_clock_at_open_s: _Optional[float] = ...) -> None: ...
+    ep: int
+    def __init__(self, engine_name: _Optional[str] = ..., engine_version: _Optional[str] = ..., instance_id: _Optional[str] = ..., model_name: _Optional[str] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., gpu: _Optional[str] = ..., gpu_count: _Optional[int] = ..., tp: _Optional[int] = ..., pp: _Optional[int] = ..., dp: _Optional[int] = ..., dp_rank: _Optional[int] = ..., engine_clock_at_open_s: _Optional[float] = ..., wall_clock_at_open_s: _Optional[float] = ..., ep: _Optional[int] = ...) -> None: ...
 
 class StepColumns(_message.Message):
     __slots__ = ("step_id", "start_s", "end_s", "slice_count", "request_id", "phase", "new_tokens", "context_tokens", "prompt_tokens")

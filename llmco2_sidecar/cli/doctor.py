@@ -278,13 +278,13 @@ def _check_grid_source(grid_sources: Any, spec: str | None, region: str | None, 
         source.start()
         answered = source.wait_first(timeout_s)
         r = source.reading()
-        where = source.describe() if hasattr(source, "describe") else str(spec or "static")
+        where = str(spec) if spec else f"static:{region or 'default'}"
         text = f"{where}: {r.g_per_kwh:g} gCO2e/kWh ({r.kind}, from {r.source})"
         if not answered:
             return Check("grid", FAIL, f"{where}: no answer in {timeout_s:g} s; the sidecar would use "
                                        f"{r.g_per_kwh:g} gCO2e/kWh from {r.source} meanwhile")
-        if spec and not str(spec).startswith(("static", "csv")) and str(r.source).startswith("static"):
-            return Check("grid", WARN, text + " (the live source did not answer: fell back)")
+        if getattr(source, "state", "") == "fallback":
+            return Check("grid", FAIL, text + " (the source did not answer: fell back to the static region)")
         return Check("grid", OK, text)
     finally:
         source.stop()

@@ -55,8 +55,8 @@ class Phase:
 
 
 _STEP, _DONE, _BATCH, _DEFERRED = 0, 1, 2, 3
-_ARCH_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                "head_dim", "vocab_size", "weight_bits", "act_bits", "kv_bits", "tie_word_embeddings")
+# every ModelArchitecture field (dense, experts, MLA, local attention, number formats)
+_ARCH_FIELDS = tuple(pb.ModelArchitecture.DESCRIPTOR.fields_by_name)
 
 
 @dataclass
@@ -79,6 +79,7 @@ class EngineInfo:
     dp: int = 1
     dp_rank: int = 0
     architecture: Mapping[str, Any] | None = None
+    ep: int = 1  # expert-parallel size (vLLM --enable-expert-parallel: tp x dp)
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
@@ -90,7 +91,7 @@ class EngineInfo:
         ident = pb.EngineIdentity(
             engine_name=self.engine_name, engine_version=self.engine_version, instance_id=self.instance_id,
             model_name=self.model_name, gpu=self.gpu, gpu_count=int(self.gpu_count), tp=int(self.tp),
-            pp=int(self.pp), dp=int(self.dp), dp_rank=int(self.dp_rank),
+            pp=int(self.pp), dp=int(self.dp), dp_rank=int(self.dp_rank), ep=int(self.ep),
             engine_clock_at_open_s=engine_clock_s, wall_clock_at_open_s=wall_clock_s,
         )
         if self.architecture:

@@ -38,6 +38,8 @@ GLOBAL_FEATURE_NAMES = (
     "weight_bits", "act_bits", "kv_bits", "log_hidden", "log_intermediate", "log_heads", "log_kv_heads", "log_layers",
     "log_params", "tp", "pp", "log_peak_tflops", "log_mem_bw_tb_s", "log_net_bw_gb_s", "log_mrp", "log_nrp",
     "tdp_kw", "idle_kw", "log_n_gpus",
+    # appended with MoE support (a model trained before reads them with zero weights, predictor.gnn)
+    "log_active_params", "log1p_experts", "experts_per_token", "mean_weight_bits",
 )
 
 
@@ -294,12 +296,15 @@ def step_roofline_s(dep: Deployment, steps: StepBatch, fused_attention: bool = T
     new = steps.new_tokens.astype(np.float64)
     ctx = steps.context_tokens.astype(np.float64)
     idx = steps.request_step
-    agg = np.empty((S, 5))
-    agg[:, 1] = np.bincount(idx, weights=new, minlength=S)
-    agg[:, 2] = np.bincount(idx, weights=new * ctx + new * (new + 1) / 2, minlength=S)
-    agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
-    agg[:, 4] = np.bincount(idx, minlength=S)
-    agg[:, 0] = agg[:, 4] > 0
+    if extended(dep.model):  # MoE / local attention: the extra aggregates (U, Aw, Kw)
+        agg = aggregates(steps, dep).step
+    else:
+        agg = np.empty((S, 5))
+        agg[:, 1] = np.bincount(idx, weights=new, minlength=S)
+        agg[:, 2] = np.bincount(idx, weights=new * ctx + new * (new + 1) / 2, minlength=S)
+        agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
+        agg[:, 4] = np.bincount(idx, minlength=S)
+        agg[:, 0] = agg[:, 4] > 0
     w, weights = _time_form(dep, fused_attention)
     S3 = (agg @ w).reshape(S, 3, -1)  # per kernel: compute, memory and network time
     return S3.max(axis=1) @ weights, agg[:, 4].copy()
@@ -317,6 +322,9 @@ def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.n
     hit = cache.get(key)
     if hit is not None:
         return hit
+    if any(k.dtype for k in g.kernels + g.outside):  # per-kernel peaks (FP8 GEMMs)
+        peak = np.concatenate([np.broadcast_to(kernel_peaks(g.kernels, dep), (g.n_nodes,)),
+                               np.broadcast_to(kernel_peaks(g.outside, dep), (len(g.outside),))])
     cf = np.concatenate([g.coefs[0], g.outside_coefs[0]], axis=1)
     cm = np.concatenate([g.coefs[1], g.outside_coefs[1]], axis=1)
     cn = np.concatenate([g.coefs[2], g.outside_coefs[2]], axis=1)
@@ -363,10 +371,11 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
         m_p, m_d, t_s * 1e6, np.where(has, dur, 0.0) * 1e6], axis=1))
     log = math.log
     const = np.array([
-        m.mean_weight_bits, m.act_bits, m.kv_bits, log(m.hidden_size), log(m.intermediate_size), log(m.num_heads),
+        m.weight_bits, m.act_bits, m.kv_bits, log(m.hidden_size), log(m.intermediate_size), log(m.num_heads),
         log(m.num_kv_heads), log(m.num_layers), log(m.total_params), par.tp, par.pp, log(peak / 1e12),
         log(gpu.mem_bandwidth_gb_s / 1e3), log(gpu.interconnect_bytes_s / 1e9), log(peak / gpu.mem_bandwidth_bytes_s),
-        log(peak / gpu.interconnect_bytes_s), gpu.tdp_w / 1e3, gpu.idle_w / 1e3, log(dep.n_gpus)], dtype=np.float64)
+        log(peak / gpu.interconnect_bytes_s), gpu.tdp_w / 1e3, gpu.idle_w / 1e3, log(dep.n_gpus),
+        log(m.active_params), math.log1p(m.num_experts), m.experts_per_token, m.mean_weight_bits], dtype=np.float64)
     glob = np.concatenate([per_step, has.astype(float)[:, None], np.broadcast_to(const, (S, const.size))], axis=1)
     return StepFeatures(
         node_x=node_x.astype(np.float32), global_x=glob.astype(np.float32), edge_index=g.edge_index,

@@ -94,6 +94,8 @@ def _gpu_from_table(gid: str, t: dict, origin: str) -> GPUSpec:
     sources = {"all": t.get("source", origin)}
     if "idle_w_source" in t:
         sources["idle_w"] = t["idle_w_source"]
+    if "idle_ctx_w_source" in t:
+        sources["idle_ctx_w"] = t["idle_ctx_w_source"]
     try:
         return GPUSpec(
             gpu_id=gid, name=t["name"], architecture=t["architecture"],
@@ -102,7 +104,7 @@ def _gpu_from_table(gid: str, t: dict, origin: str) -> GPUSpec:
             nvlink_gb_s=float(t["nvlink_gb_s"]), pcie_gb_s=float(t["pcie_gb_s"]), tdp_w=float(t["tdp_w"]),
             idle_w=float(t["idle_w"]), die_area_mm2=float(t["die_area_mm2"]), process_node=str(t["process_node"]),
             sm_count=int(t.get("sm_count", 0)), l2_cache_mb=float(t.get("l2_cache_mb", 0.0)),
-            flags=str(t.get("flags", "")), sources=sources,
+            flags=str(t.get("flags", "")), idle_ctx_w=float(t.get("idle_ctx_w", 0.0)), sources=sources,
         )
     except (TypeError, ValueError) as exc:
         raise InputError(f"gpu.{gid}", f"bad value in {origin}: {exc}") from None

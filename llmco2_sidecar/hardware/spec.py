@@ -21,7 +21,9 @@ class GPUSpec:
         nvlink_gb_s: total bidirectional NVLink bandwidth per GPU in GB/s (0 if none).
         pcie_gb_s: PCIe x16 bidirectional bandwidth in GB/s.
         tdp_w: maximum board power in W.
-        idle_w: idle power in W (measured or assumed, see ``sources['idle_w']``).
+        idle_w: bare idle power in W, no CUDA context (measured or assumed, see ``sources['idle_w']``).
+        idle_ctx_w: idle power with a CUDA context (a loaded serving engine), in W; 0 = derive it
+            from ``idle_w`` (``predictor.physics.loaded_idle_w``; see ``sources['idle_ctx_w']``).
         die_area_mm2, process_node: for embodied carbon.
         sources: figure name -> where it comes from.
     """
@@ -41,6 +43,7 @@ class GPUSpec:
     sm_count: int = 0
     l2_cache_mb: float = 0.0
     flags: str = ""
+    idle_ctx_w: float = 0.0
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def peak_flops(self, dtype: str = "bf16") -> float:

@@ -20,21 +20,34 @@ from .gnn import GNNConfig, GNNPredictor
 from .measurements import read_measurements
 from .metrics import summary
 from .mlenergy import load_rows
+from .mlenergy_v2 import load_v2_rows
 from .splits import Split, check_disjoint, leave_one_group_out, transfer_splits, validation_split
 from .training import TrainOptions, fit_prior, train_ensemble
 from .dataset import example_prior_terms
 
 
 def architecture(e: Example) -> str:
-    return e.deployment.model.name
+    return e.model  # dataset.architecture_of: FP8 copies and releases of one architecture are one group
 
 
-def load_examples(mlenergy_dir: str | Path | None, measurements_dir: str | Path | None, seed: int = 0
-                  ) -> tuple[list[Example], list[Featurized], dict[str, str]]:
+def precision(e: Example) -> str:
+    """The checkpoint's number format as published (bfloat16, fp8, mxfp4; measurements: bf16)."""
+    return str(e.meta.get("precision", "bfloat16"))
+
+
+def load_examples(mlenergy_dir: str | Path | None, measurements_dir: str | Path | None, seed: int = 0,
+                  v2_dir: str | Path | None = None) -> tuple[list[Example], list[Featurized], dict[str, str]]:
+    """Examples of every source given: ML.ENERGY v3 (``mlenergy_dir``), ML.ENERGY v2 (``v2_dir``) and
+    the project's own measurements; their features; and ``{row key: reason}`` for the rows left out."""
     examples: list[Example] = []
     skipped: dict[str, str] = {}
+    rows = []
     if mlenergy_dir is not None:
-        ex, sk = mlenergy_examples(load_rows(mlenergy_dir), seed=seed)
+        rows += load_rows(mlenergy_dir)
+    if v2_dir is not None:
+        rows += load_v2_rows(v2_dir)
+    if rows:
+        ex, sk = mlenergy_examples(rows, seed=seed)
         examples += ex
         skipped.update(sk)
     if measurements_dir is not None:
@@ -45,16 +58,31 @@ def load_examples(mlenergy_dir: str | Path | None, measurements_dir: str | Path 
 
 
 def make_splits(examples: list[Example]) -> list[Split]:
-    """Family, architecture, GPU and source hold-outs; each checked for shared groups."""
+    """Source, GPU, family and architecture hold-outs; each checked for shared groups.
+
+    * source: train on every other source, test on one (with ML.ENERGY v3 and v2: both directions);
+    * GPU: leave one GPU kind out (train on the others, whatever their source);
+    * family and architecture: leave one out (all sources and GPUs of it).
+    """
     out: list[Split] = []
     fam = [e.family for e in examples]
     arch = [architecture(e) for e in examples]
     gpu = [e.gpu for e in examples]
     src = [e.source for e in examples]
-    for split, groups in ([(s, fam) for s in leave_one_group_out(fam, "family")]
-                          + [(s, arch) for s in leave_one_group_out(arch, "model")]
-                          + [(s, gpu) for s in transfer_splits(gpu, "gpu")]
-                          + [(s, src) for s in leave_one_group_out(src, "source")]):
+    src_splits = [Split(f"source: train {'+'.join(sorted(set(np.asarray(src)[s.train].tolist())))} -> test {s.name.split('=', 1)[1]}",
+                        s.train, s.test) for s in leave_one_group_out(src, "source")]
+    model_splits = leave_one_group_out(arch, "model")
+    model_tests = {tuple(s.test.tolist()) for s in model_splits}
+    # a family with one architecture is the same split as that model's: scored once, as the model
+    fam_splits = [s for s in leave_one_group_out(fam, "family") if tuple(s.test.tolist()) not in model_tests]
+    prec = [precision(e) for e in examples]
+    # per precision: the low-precision formats held out one at a time (train on every other format)
+    prec_splits = [s for s in leave_one_group_out(prec, "precision") if s.name != "precision=bfloat16"]
+    for split, groups in ([(s, src) for s in src_splits]
+                          + [(s, gpu) for s in leave_one_group_out(gpu, "gpu")]
+                          + [(s, prec) for s in prec_splits]
+                          + [(s, fam) for s in fam_splits]
+                          + [(s, arch) for s in model_splits]):
         check_disjoint(split, groups)
         out.append(split)
     return out

@@ -24,7 +24,8 @@ from ..errors import InputError
 TASK_PROMPT_MEAN_TOKENS = {"lm-arena-chat": 634.0, "gpqa": 224.0}
 
 #: ML.ENERGY GPU names -> hardware catalog names.
-GPU_NAMES = {"H100": "H100-SXM5-80GB", "B200": "B200"}
+GPU_NAMES = {"H100": "H100-SXM5-80GB", "B200": "B200", "A100": "A100-SXM4-40GB"}
+SOURCE_V3 = "mlenergy-v3"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class MLEnergyRow:
         task: ``"lm-arena-chat"`` or ``"gpqa"``.
         gpu: ML.ENERGY GPU name (``"H100"``, ``"B200"``).
         num_gpus, tp, dp: GPUs used and their layout.
-        weight_precision: ``"bfloat16"`` or ``"fp8"``.
+        weight_precision: ``"bfloat16"``, ``"fp8"`` or ``"mxfp4"``.
         architecture: ML.ENERGY's label (``"Dense Transformer"``, ``"MoE"``, ...).
         max_num_seqs: vLLM batch cap.
         avg_batch_size: mean running requests over the steady state.
@@ -63,10 +64,20 @@ class MLEnergyRow:
     output_tokens_per_s: float
     hist_edges: tuple[float, ...] = field(default=(), repr=False)
     hist_counts: tuple[int, ...] = field(default=(), repr=False)
+    # set by other sources (ML.ENERGY v2, :mod:`.mlenergy_v2`); v3 leaves the defaults
+    source: str = SOURCE_V3
+    pp: int = 1
+    ep: int = 1  # expert parallelism (v3 parallelization.expert_parallel)
+    observed_step_s: float | None = None  # measured step time (v2: Avg TPOT); None: batch / throughput
+    tokens_per_step: float | None = None  # output tokens a step emits; None: the running batch
+    prompt_mean: float | None = None  # None: the task's published mean
+    prompt_log_sigma: float | None = None  # None: the Azure trace's spread (window.PROMPT_LOG_SIGMA)
+    max_prompt_tokens: int | None = None  # None: vLLM 0.11's chunk budget
+    file: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.model_id}|{self.task}|{self.gpu}x{self.num_gpus}|tp{self.tp}|seqs{self.max_num_seqs}"
+        return f"{self.source}|{self.model_id}|{self.task}|{self.gpu}x{self.num_gpus}|tp{self.tp}|seqs{self.max_num_seqs}"
 
     @property
     def family(self) -> str:
@@ -80,12 +91,15 @@ class MLEnergyRow:
     @property
     def step_duration_s(self) -> float:
         """Mean engine-step wall time: every running request emits one token per step, so a step
-        takes ``batch / throughput`` (per replica: ``dp`` replicas share the throughput)."""
+        takes ``batch / throughput`` (per replica: ``dp`` replicas share the throughput). Sources that
+        measure it (v2's time per output token) give it directly."""
+        if self.observed_step_s is not None:
+            return self.observed_step_s
         return self.avg_batch_size * self.dp / self.output_tokens_per_s
 
     @property
     def prompt_mean_tokens(self) -> float:
-        return TASK_PROMPT_MEAN_TOKENS[self.task]
+        return self.prompt_mean if self.prompt_mean is not None else TASK_PROMPT_MEAN_TOKENS[self.task]
 
 
 def _rows_from_model_file(path: Path) -> list[MLEnergyRow]:
@@ -102,6 +116,7 @@ def _rows_from_model_file(path: Path) -> list[MLEnergyRow]:
                 num_gpus=int(c["num_gpus"]),
                 tp=int(par.get("tensor_parallel", c.get("tensor_parallel", 1)) or 1),
                 dp=int(par.get("data_parallel", c.get("data_parallel", 1)) or 1),
+                ep=int(par.get("expert_parallel", c.get("expert_parallel", 1)) or 1),
                 weight_precision=str(doc.get("weight_precision", c.get("weight_precision", "bfloat16"))),
                 architecture=str(doc.get("architecture", "")),
                 max_num_seqs=int(c["max_num_seqs"]),
@@ -132,16 +147,18 @@ def load_rows(data_dir: str | Path) -> list[MLEnergyRow]:
 
 def exclusion_reason(row: MLEnergyRow, supported_models: set[str] | None = None) -> str | None:
     """Why a row cannot train the dense step model, or None if it can."""
-    if row.architecture != "Dense Transformer":
-        return f"architecture {row.architecture!r} (only dense transformers are modelled)"
-    if row.task not in TASK_PROMPT_MEAN_TOKENS:
+    if row.architecture not in ("Dense Transformer", "MoE"):
+        return f"architecture {row.architecture!r} (dense and mixture-of-experts transformers are modelled)"
+    if row.task not in TASK_PROMPT_MEAN_TOKENS and row.prompt_mean is None:
         return f"task {row.task!r} has no published prompt-length figure"
     if row.gpu not in GPU_NAMES:
         return f"GPU {row.gpu!r} not in the catalog mapping"
-    if row.weight_precision not in ("bfloat16", "fp8"):
+    if row.weight_precision not in ("bfloat16", "fp8", "mxfp4"):
         return f"weight precision {row.weight_precision!r}"
     if supported_models is not None and row.model_id not in supported_models:
         return "architecture config not in the models catalog"
+    if row.pp != 1:
+        return f"pipeline parallelism {row.pp} (the window models one stage per step)"
     if not row.hist_counts or sum(row.hist_counts) == 0:
         return "no output-length histogram"
     if not (row.energy_per_token_j > 0 and row.output_tokens_per_s > 0 and row.avg_batch_size > 0):

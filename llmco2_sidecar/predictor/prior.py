@@ -1,20 +1,36 @@
 """Physics prior and duration model: a few non-negative coefficients fitted on measured data.
 
-Prior energy of a step on ``n`` GPUs (all in J)::
+Prior energy of a step on ``n`` GPUs of one kind (all in J), every term scaled by that GPU's own
+datasheet facts so that a GPU absent from the training data still gets a physical estimate::
 
-    E = p_static * n * t  +  e_flop * FLOPs  +  e_byte * memory_bytes  +  e_net * network_bytes
+    E = c_idle * n * P_loaded * t                   (loaded-idle power over the whole step)
+      + sum_k c_k * n * (TDP - P_loaded) * min(t, m_k * t_roof)   (busy time: kernels running)
+      + c_flop * (TDP - P_loaded) * FLOPs / peak     (busy compute: GPU-seconds at peak x dynamic range)
+      + c_byte * (TDP - P_loaded) * bytes / BW       (busy memory traffic)
+      + c_net  * (TDP - P_loaded) * net bytes / link (collectives)
 
 ``t`` is the step's wall time (observed, or from :class:`DurationModel`); FLOPs and bytes are the
-replica's totals from the kernel graph. The coefficients are one set for all GPU kinds (W per GPU,
-J/FLOP, J/byte): with two GPU kinds in the data a per-kind fit could not be tested on an unseen
-GPU. A variant with every term scaled by the GPU's TDP and datasheet peaks (power fractions) was
-tried and transferred worse between H100 and B200 (mean held-out MAPE 15.9% vs 10.2% on the
-ML.ENERGY v3 splits), so the plain form is kept. The prefill part uses the prefill phase's FLOPs and
-bytes and the prefill share of the Roofline time.
+replica's totals from the kernel graph; ``P_loaded`` is the GPU's idle power with a CUDA context
+(:func:`~.physics.loaded_idle_w`), ``peak`` its dense peak for the activation data type, ``BW`` its
+memory bandwidth and ``link`` its interconnect bandwidth. The ``c_*`` are dimensionless and shared by
+all GPUs: ``c_flop`` and ``c_byte`` are the fractions of the dynamic range a fully compute- or
+memory-bound kernel draws. The fit keeps the coefficients physical (:func:`fit_physical`), so the
+prior's power stays between the GPU's idle power and its power limit on any GPU. Real kernels run slower than their Roofline time; while they run the GPU
+sits in its busy clock state whatever the FLOPs. The busy-time terms say how much: with the
+non-negative ``c_k`` over the multiples ``m_k`` (:data:`BUSY_MULTIPLES`) their sum is a concave,
+increasing, piecewise-linear function of ``t`` that stops growing at ``4 x t_roof``. Time beyond
+that (host overhead, an older engine's scheduler: ML.ENERGY v2's vLLM 0.4.2 steps last 4-7 x their
+Roofline time) adds only the first term, so it is charged at loaded-idle power. The process node enters through the datasheet ratio (TDP - idle) / peak (joules
+per FLOP at full load); with three GPU kinds (N7, 4N, 4NP) a separate node term could not be told
+apart from the GPU itself. The prefill part uses the prefill phase's FLOPs and bytes and the prefill
+share of the Roofline time.
 
-Duration when none is observed: ``t = k * roofline_s + t0 + t_req * requests`` (non-negative
-least squares on the observed step times; the server's software overhead lives in ``t0`` and
-``t_req``).
+(Until 2026-12-06 the prior used absolute W/GPU, J/FLOP and J/byte shared by H100 and B200; with A100
+rows from ML.ENERGY v2 in the data, the scaled form is the one that can transfer.)
+
+Duration when none is observed: ``t = roofline_s + k * roofline_s + t0 + t_req * requests`` with
+``k, t0, t_req >= 0`` (non-negative least squares on relative error), so a predicted step is never
+faster than its Roofline time on that GPU.
 """
 
 from __future__ import annotations
@@ -25,39 +41,105 @@ import numpy as np
 
 from ..graph import StepFeatures
 from .api import Deployment
+from .physics import dynamic_range_w, loaded_idle_w
 
-PRIOR_TERMS = ("static_time", "compute", "memory", "network")
+#: Kernel-time multiples of the Roofline time for the busy-time terms (see module docstring).
+BUSY_MULTIPLES = (1.0, 1.5, 2.0, 3.0, 4.0)
+PRIOR_TERMS = ("loaded_idle_time",) + tuple(f"busy_time_x{m:g}" for m in BUSY_MULTIPLES) + ("compute", "memory", "network")
 DURATION_TERMS = ("roofline_s", "constant", "requests")
 
 
 def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Prior design matrices ``(total [S, 4], prefill [S, 4])``: GPU-seconds, FLOPs, memory bytes,
-    network bytes (so ``@ coef`` is in J)."""
+    """Prior design matrices ``(total [S, 4], prefill [S, 4])`` in J (see module docstring): loaded-idle
+    energy over the step, and compute, memory and network busy time x the GPU's dynamic range."""
     t = np.asarray(duration_s, dtype=np.float64)
-    total = np.stack([dep.n_gpus * t, f.flops, f.memory_bytes, f.network_bytes], axis=1)
+    gpu = dep.gpu
+    p_idle = loaded_idle_w(gpu)
+    dyn = dynamic_range_w(gpu)
+    j_flop = dyn / gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
+    j_byte = dyn / gpu.mem_bandwidth_bytes_s
+    j_net = dyn / gpu.interconnect_bytes_s
+    busy = [dep.n_gpus * dyn * np.minimum(t, m * f.roofline_s) for m in BUSY_MULTIPLES]
+    total = np.stack([dep.n_gpus * p_idle * t, *busy, j_flop * f.flops, j_byte * f.memory_bytes,
+                      j_net * f.network_bytes], axis=1)
     roof_sum = f.roofline_s_prefill + f.roofline_s_decode
     share = np.where(f.prefill_tokens > 0, f.roofline_s_prefill / np.maximum(roof_sum, 1e-30), 0.0)
-    pre = np.stack([dep.n_gpus * t * share, f.flops_prefill, f.memory_bytes_prefill, f.network_bytes_prefill], axis=1)
+    pre = np.stack([dep.n_gpus * p_idle * t * share, *(b * share for b in busy), j_flop * f.flops_prefill,
+                    j_byte * f.memory_bytes_prefill, j_net * f.network_bytes_prefill], axis=1)
     pre = np.where((f.prefill_tokens > 0)[:, None], pre, 0.0)
     return total, pre
 
 
-def fit_relative_nnls(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative ``c`` minimising ``sum(((a @ c - y) / y)^2)``."""
-    from scipy.optimize import nnls  # training only: inference must not need scipy
+def fit_relative_nnls(a: np.ndarray, y: np.ndarray, upper: np.ndarray | None = None) -> np.ndarray:
+    """Non-negative ``c`` (at most ``upper`` where given) minimising ``sum(((a @ c - y) / y)^2)``."""
+    from scipy.optimize import lsq_linear, nnls  # training only: inference must not need scipy
 
     a = np.asarray(a, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     scale = np.maximum(np.abs(a / y[:, None]).max(axis=0), 1e-300)
-    c, _ = nnls(a / y[:, None] / scale, np.ones_like(y))
+    m = a / y[:, None] / scale
+    if upper is None:
+        c, _ = nnls(m, np.ones_like(y))
+    else:
+        c = lsq_linear(m, np.ones_like(y), bounds=(np.zeros(a.shape[1]), np.asarray(upper) * scale)).x
     return c / scale
+
+
+def idle_floor_ratio() -> float:
+    """The largest bare-idle / loaded-idle ratio over the catalog GPUs: ``c_idle`` at least this keeps
+    the prior above every GPU's bare idle power."""
+    from ..hardware.catalog import load_catalog
+    from .physics import loaded_idle_w
+
+    return max(g.idle_w / loaded_idle_w(g) for g in load_catalog().gpus.values())
+
+
+def fit_physical(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Prior coefficients minimising ``sum(((a @ c - y) / y)^2)`` inside the physical set:
+
+    * ``idle_floor_ratio() <= c_idle <= 1``: between bare idle and loaded idle over the whole step;
+    * every other ``c >= 0``, and the busy-time terms plus any one of the compute, memory and network
+      fractions ``<= 1``: a step bound by one resource never exceeds the GPU's dynamic range.
+
+    With a step no shorter than its Roofline time every utilisation is <= 1, so the prior's power lies
+    in ``[idle_w, tdp_w]`` for steps bound by one resource; a step at the ridge point (compute and
+    memory both near their peak) can exceed it by at most the smaller fraction, where the product's
+    power window acts (counted, tested over the catalog)."""
+    from scipy.optimize import minimize  # training only
+
+    a = np.asarray(a, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    m = a / y[:, None]
+    scale = np.maximum(np.abs(m).max(axis=0), 1e-300)
+    ms = m / scale
+    k = a.shape[1]
+    lo_idle = idle_floor_ratio()
+    bounds = [(lo_idle * scale[0], 1.0 * scale[0])] + [(0.0, None)] * (k - 1)
+    nb = len(BUSY_MULTIPLES)
+    cons = []
+    for j in range(1 + nb, k):  # busy time + each busy fraction <= 1
+        row = np.zeros(k)
+        row[1:1 + nb] = 1.0 / scale[1:1 + nb]
+        row[j] = 1.0 / scale[j]
+        cons.append({"type": "ineq", "fun": lambda z, r=row: 1.0 - r @ z, "jac": lambda z, r=row: -r})
+    start = fit_relative_nnls(a, y) * scale
+    start = np.clip(start, [b[0] for b in bounds], [b[1] if b[1] is not None else np.inf for b in bounds])
+    start[1:] = 0.0  # feasible start
+    res = minimize(lambda z: float(np.sum((ms @ z - 1.0) ** 2)), start, jac=lambda z: 2 * ms.T @ (ms @ z - 1.0),
+                   bounds=bounds, constraints=cons, method="SLSQP", options={"maxiter": 500, "ftol": 1e-12})
+    c = np.maximum(res.x, 0.0) / scale
+    c[0] = min(max(c[0], lo_idle), 1.0)
+    worst = c[1:1 + nb].sum() + c[1 + nb:].max()
+    if worst > 1.0:  # solver tolerance
+        c[1:] /= worst
+    return c
 
 
 @dataclass
 class PhysicsPrior:
     """``E = terms @ coef`` (see module docstring)."""
 
-    coef: np.ndarray = field(default_factory=lambda: np.array([300.0, 0.5e-12, 0.1e-9, 0.0]))
+    coef: np.ndarray = field(default_factory=lambda: np.array([1.0] + [0.0] * (len(BUSY_MULTIPLES) - 1) + [0.3, 0.5, 0.5, 0.0]))
 
     def energy(self, terms: np.ndarray) -> np.ndarray:
         return np.asarray(terms) @ self.coef
@@ -65,7 +147,7 @@ class PhysicsPrior:
     def fit(self, example_terms: np.ndarray, targets: np.ndarray) -> "PhysicsPrior":
         """``example_terms [K, 4]``: each example's weighted sum of step terms divided by its
         normaliser (so ``example_terms @ coef`` predicts the example's target)."""
-        self.coef = fit_relative_nnls(example_terms, targets)
+        self.coef = fit_physical(example_terms, targets)
         return self
 
 
@@ -73,17 +155,28 @@ class PhysicsPrior:
 class DurationModel:
     """Step wall time when none is observed (see module docstring)."""
 
-    coef: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0]))
+    #: ``(k, t0, t_req)``: extra time per Roofline second, per step and per request (all >= 0).
+    coef: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 0.0]))
 
     @staticmethod
     def terms(f: StepFeatures) -> np.ndarray:
         return np.stack([f.roofline_s, np.ones_like(f.roofline_s), f.n_requests], axis=1)
 
     def predict(self, f: StepFeatures) -> np.ndarray:
-        return np.maximum(self.terms(f) @ self.coef, 1e-6)
+        """Never below the Roofline time (the coefficients are non-negative)."""
+        return np.maximum(f.roofline_s + self.terms(f) @ np.maximum(self.coef, 0.0), 1e-6)
 
     def fit(self, example_terms: np.ndarray, observed_s: np.ndarray) -> "DurationModel":
-        """``example_terms [K, 3]``: each example's probability-weighted mean of step terms;
-        ``observed_s [K]``: its observed mean step time."""
-        self.coef = fit_relative_nnls(example_terms, observed_s)
+        """``example_terms [K, 3]``: each example's probability-weighted mean of step terms (column 0
+        is the Roofline time); ``observed_s [K]``: its observed mean step time. Minimises the relative
+        error of ``roofline + terms @ coef``."""
+        from scipy.optimize import nnls  # training only
+
+        a = np.asarray(example_terms, dtype=np.float64)
+        y = np.asarray(observed_s, dtype=np.float64)
+        rhs = 1.0 - a[:, 0] / y
+        m = a / y[:, None]
+        scale = np.maximum(np.abs(m).max(axis=0), 1e-300)
+        c, _ = nnls(m / scale, rhs)
+        self.coef = c / scale
         return self

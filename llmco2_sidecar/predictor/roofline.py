@@ -2,9 +2,10 @@
 
 For each step: ``t_roof`` is the step's Roofline time (graph builder); the wall time is the observed
 duration where given, else ``t_roof / ROOFLINE_EFFICIENCY``. Each GPU draws its idle power for the
-whole wall time and its dynamic range (TDP - idle) while the Roofline says it is busy:
+whole wall time (its loaded idle, with a CUDA context: :func:`~.physics.loaded_idle_w`) and its
+dynamic range (TDP - loaded idle) while the Roofline says it is busy:
 
-    E = n_gpus x (P_idle x t + (TDP - P_idle) x t_roof)
+    E = n_gpus x (P_loaded x t + (TDP - P_loaded) x t_roof)
 
 ``ROOFLINE_EFFICIENCY`` = 0.6 is an assumption (real kernels reach a fraction of peak), not a fit.
 This is the baseline every learned predictor must beat and the fallback when none is shipped.
@@ -18,6 +19,7 @@ from ..graph import step_features
 from ..graph.builder import StepFeatures
 from ..workload import StepBatch
 from .api import Deployment, StepPrediction, StepPredictor
+from .physics import loaded_idle_w
 
 ROOFLINE_EFFICIENCY = 0.6
 
@@ -33,7 +35,8 @@ class RooflinePredictor(StepPredictor):
         dur = np.where(np.isfinite(f.duration_s), f.duration_s, t_roof / self.efficiency)
         dyn = np.minimum(t_roof, dur)
         gpu = dep.gpu
-        energy = dep.n_gpus * (gpu.idle_w * dur + (gpu.tdp_w - gpu.idle_w) * dyn)
+        idle = loaded_idle_w(gpu)
+        energy = dep.n_gpus * (idle * dur + (gpu.tdp_w - idle) * dyn)
         # prefill part: by the Roofline time of the prefill slices costed alone
         both = f.roofline_s_prefill + f.roofline_s_decode
         frac = np.divide(f.roofline_s_prefill, both, out=np.zeros_like(both), where=both > 0)

@@ -39,7 +39,13 @@ class TrainOptions:
 
 
 def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> DurationModel:
-    use = [i for i in idx if examples[i].source == SOURCE_MLENERGY or examples[i].head == "total"]
+    """Step-time model for steps without an observed duration, fitted on the newest engine's rows
+    (ML.ENERGY v3, vLLM 0.11.1) when the training side has any: an older engine's overhead (v2's
+    vLLM 0.4.2) is not what a user of today's vLLM sees. Measured totals are used too."""
+    idx = np.asarray(idx)
+    newest = [i for i in idx if examples[i].source == SOURCE_MLENERGY]
+    pool = newest if newest else list(idx)
+    use = [i for i in pool if examples[i].head == "total"]
     a, y = example_duration_terms([feats[i] for i in use], [examples[i] for i in use])
     return DurationModel().fit(a, y)
 
@@ -83,6 +89,7 @@ def train_gnn(
     ex_weight = torch.ones(train_p.n_examples, dtype=torch.float64)
     opt = torch.optim.Adam(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     best = (float("inf"), copy.deepcopy(net.state_dict()))
+    best_epoch = options.epochs
     total_epochs = options.epochs + options.refine_rounds * options.refine_epochs
     pre_mask = train_p.is_prefill
     with torch.no_grad():
@@ -97,7 +104,7 @@ def train_gnn(
         net.train()
         opt.zero_grad()
         lp, lt, pos = model.forward_packed(train_p)
-        contrib = train_p.step_weight[pos] * torch.exp(lt.double())
+        contrib = train_p.step_weight[pos] * model.bounded_energy(train_p, lt)
         pred = torch.zeros(train_p.n_examples, dtype=torch.float64).index_add(0, train_p.step_example[pos], contrib)
         loss = (ex_weight * (torch.log(pred) - log_target) ** 2).sum() / ex_weight.sum()
         if options.residual_reg and config.use_prior:  # keep the GNN a correction of the prior
@@ -118,11 +125,13 @@ def train_gnn(
             v = float(np.mean(np.abs(pred_v / val_p.target.numpy() - 1)))
             if v < best[0]:
                 best = (v, copy.deepcopy(net.state_dict()))
+                best_epoch = epoch + 1
         if progress is not None:
             progress(1)
     if val_p is not None:
         net.load_state_dict(best[1])
         model.state.info["val_mape"] = best[0] * 100
+        model.state.info["best_epoch"] = best_epoch
     net.eval()
     return model
 
@@ -152,14 +161,30 @@ def train_ensemble(
         cfg = GNNConfig(**{**config.__dict__, "hidden": point.get("hidden", config.hidden)})
         opts = TrainOptions(**{**options.__dict__, **{k: v for k, v in point.items() if k != "hidden"}})
         members.append(train_gnn(examples, feats, fit_idx, val_idx, cfg, opts, progress=progress))
+
     first = members[0]
     state = ModelState(config, first.state.norm, first.state.prior, first.state.duration, first.state.log_bias,
                        {"members": [dict(p) for p in grid],
-                        "member_val_mape": [m.state.info.get("val_mape") for m in members]})
+                        "member_val_mape": [m.state.info.get("val_mape") for m in members],
+                        "member_best_epoch": [m.state.info.get("best_epoch") for m in members]})
     model = GNNPredictor([m.net for m in members], state)
     if val_idx is not None and len(val_idx):
         from .dataset import pack
 
         vp = pack([feats[i] for i in val_idx], [examples[i] for i in val_idx], model._node_idx, model._glob_idx, state.norm)
         state.info["val_mape"] = float(np.mean(np.abs(model.predict_packed(vp) / vp.target.numpy() - 1)) * 100)
+    return model
+
+
+def refit_all(examples: list[Example], feats: list[Featurized], chosen: GNNPredictor, config: GNNConfig,
+              options: TrainOptions = TrainOptions(), grid: tuple[dict, ...] = HYPER_GRID,
+              progress: Callable[[int], None] | None = None) -> GNNPredictor:
+    """The shipped model: the ensemble retrained on every example, each member for the number of
+    epochs its early stopping chose in ``chosen`` (fitted with a validation split), so no
+    architecture is left unfitted."""
+    epochs = chosen.state.info.get("member_best_epoch") or [options.epochs] * len(grid)
+    grid2 = tuple({**p, "epochs": int(e or options.epochs)} for p, e in zip(grid, epochs))
+    model = train_ensemble(examples, feats, np.arange(len(examples)), None, config, options, grid=grid2, progress=progress)
+    model.state.info.update({"refit_epochs": [p["epochs"] for p in grid2], "chosen_val_mape": chosen.state.info.get("val_mape"),
+                             "member_val_mape": chosen.state.info.get("member_val_mape")})
     return model

@@ -18,7 +18,9 @@ batch ``b``. To train a per-step model on it we rebuild the steady state explici
   binomial, conditioned on >= 1). The window's mean step energy is the weighted sum of the step
   energies, an unbiased estimate with far fewer graphs than a long simulated run.
 * Every step emits one token per running request, so a step lasts ``b / throughput`` (observed), and
-  energy per output token = mean step energy / ``b``.
+  energy per output token = mean step energy / ``b``. A source that measures the step time itself
+  (ML.ENERGY v2's time per output token) gives ``observed_step_s`` and ``tokens_per_step`` =
+  throughput x step time instead (:mod:`.mlenergy_v2`), and its own prompt spread and cap.
 
 The sum is linear in the step energies, so a model trains through it (loss on the row).
 """
@@ -58,10 +60,11 @@ class SteadyWindow:
         return float(np.dot(self.weight, step_energy_j) / self.tokens_per_step)
 
 
-def sample_prompts(mean_tokens: float, rng: np.random.Generator, n: int, cap: int = MAX_BATCHED_TOKENS) -> np.ndarray:
-    """Lognormal prompt lengths with the given mean and :data:`PROMPT_LOG_SIGMA`."""
-    mu = np.log(mean_tokens) - PROMPT_LOG_SIGMA**2 / 2
-    x = rng.lognormal(mu, PROMPT_LOG_SIGMA, size=n)
+def sample_prompts(mean_tokens: float, rng: np.random.Generator, n: int, cap: int = MAX_BATCHED_TOKENS,
+                   sigma: float = PROMPT_LOG_SIGMA) -> np.ndarray:
+    """Lognormal prompt lengths with the given mean and log-spread (default :data:`PROMPT_LOG_SIGMA`)."""
+    mu = np.log(mean_tokens) - sigma**2 / 2
+    x = rng.lognormal(mu, sigma, size=n)
     return np.clip(np.round(x), 4, cap).astype(np.int64)
 
 
@@ -70,7 +73,12 @@ def _in_flight(row: MLEnergyRow, rng: np.random.Generator, n: int) -> np.ndarray
     pool = output_length_sampler(row, rng, 4096)
     lengths = rng.choice(pool, size=n, p=pool / pool.sum())
     age = np.floor(rng.random(n) * lengths).astype(np.int64)
-    return sample_prompts(row.prompt_mean_tokens, rng, n) + age
+    return _prompts(row, rng, n) + age
+
+
+def _prompts(row: MLEnergyRow, rng: np.random.Generator, n: int) -> np.ndarray:
+    sigma = row.prompt_log_sigma if row.prompt_log_sigma is not None else PROMPT_LOG_SIGMA
+    return sample_prompts(row.prompt_mean_tokens, rng, n, cap=row.max_prompt_tokens or MAX_BATCHED_TOKENS, sigma=sigma)
 
 
 def _n_prefills(b: int, h: float, rng: np.random.Generator) -> int:
@@ -103,8 +111,8 @@ def steady_window(row: MLEnergyRow, seed: int = 0, k_decode: int = 4, k_prefill:
         s += 1
     for _ in range(k_prefill):
         n_pre = _n_prefills(b, h, rng) if h < 1 else b
-        prompts = sample_prompts(row.prompt_mean_tokens, rng, n_pre)
-        budget = MAX_BATCHED_TOKENS - (b - n_pre)
+        prompts = _prompts(row, rng, n_pre)
+        budget = max(row.max_prompt_tokens or MAX_BATCHED_TOKENS, MAX_BATCHED_TOKENS) - (b - n_pre)
         # the scheduler fills the budget in order; a later prompt gets what is left (a chunk)
         cum = np.cumsum(prompts)
         prompts = np.where(cum <= budget, prompts, np.maximum(1, budget - (cum - prompts)))
@@ -123,4 +131,5 @@ def steady_window(row: MLEnergyRow, seed: int = 0, k_decode: int = 4, k_prefill:
     )
     steps.validate()
     w = np.asarray(weight, dtype=np.float64)
-    return SteadyWindow(steps=steps, weight=w / w.sum(), tokens_per_step=float(row.avg_batch_size), target_j_per_token=row.energy_per_token_j)
+    tokens = row.tokens_per_step if row.tokens_per_step is not None else float(row.avg_batch_size)
+    return SteadyWindow(steps=steps, weight=w / w.sum(), tokens_per_step=tokens, target_j_per_token=row.energy_per_token_j)

@@ -11,7 +11,8 @@ One JSON line per failed unit (a message's steps, a static batch, a finish, a jo
 affected requests still get a record in the carbon log (``source: "error"``, ``error``); the log
 gets one line per distinct error (the first with its traceback), then a count at most once a minute.
 Writing here is best effort: a full disk costs the dead-letter line (counted, logged), never the
-pipeline.
+pipeline. Beyond ``max_bytes`` (64 MiB) the file moves to ``.1`` (one older file kept): an engine that
+poisons every message cannot fill the disk through it.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ def steps_to_json(st) -> dict:
 
 
 class DeadLetter:
-    def __init__(self, path: str | os.PathLike, metrics=None):
+    def __init__(self, path: str | os.PathLike, metrics=None, max_bytes: int = 64 << 20):
         self.path = Path(path)
         self.metrics = metrics
+        self.max_bytes = int(max_bytes)
         self._lock = threading.Lock()
         self._seen: dict[tuple, int] = {}
         self._suppressed = 0
@@ -76,6 +78,8 @@ class DeadLetter:
             try:
                 line = json.dumps(entry, separators=(", ", ": "), default=_jsonable) + "\n"
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.max_bytes and self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
+                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
                     os.write(fd, line.encode())

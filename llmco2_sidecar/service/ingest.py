@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._proto import events_pb2 as pb
-from ..errors import InputError
 from ..predictor.api import Deployment
-from ..workload import Parallelism
+from .identity import deployment_from_identity, open_stream  # noqa: F401  (re-exported: the identity's checks)
 
 # Absurd sizes: far above any real engine, low enough to keep the pipeline safe.
 MAX_SLICES_PER_STEP = 65_536
@@ -113,89 +112,6 @@ class Ingested:
     done: list
     batches: list
     ack: pb.Ack
-
-
-def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = None) -> tuple[Deployment, str, str]:
-    """Resolve the identity's model and GPU. Raises :class:`InputError` naming the field."""
-    from ..hardware.catalog import load_gpu
-    from ..models.spec import ModelSpec
-
-    tp, pp, dp = ident.tp or 1, ident.pp or 1, ident.dp or 1
-    for name, value in (("identity.tp", tp), ("identity.pp", pp), ("identity.dp", dp)):
-        if value > 4096:
-            raise InputError(name, f"absurd value {value}", "1..4096")
-    if ident.gpu_count and ident.gpu_count != tp * pp:
-        raise InputError("identity.gpu_count", f"{ident.gpu_count} GPUs but tp*pp = {tp * pp}", "0 or tp*pp")
-    if not ident.gpu:
-        raise InputError("identity.gpu", "missing: the GPU type of the replica", "a GPU catalog id or alias")
-    try:
-        gpu = load_gpu(ident.gpu, hardware) if hardware else load_gpu(ident.gpu)
-    except InputError as exc:
-        raise InputError("identity.gpu", str(exc).split(": ", 1)[-1]) from None
-    if ident.HasField("architecture") and ident.architecture.hidden_size:
-        a = ident.architecture
-        cfg = {
-            "model_type": a.model_type or "llama", "hidden_size": a.hidden_size,
-            "intermediate_size": a.intermediate_size, "num_hidden_layers": a.num_layers,
-            "num_attention_heads": a.num_heads, "num_key_value_heads": a.num_kv_heads or a.num_heads,
-            "vocab_size": a.vocab_size, "tie_word_embeddings": a.tie_word_embeddings,
-        }
-        if a.head_dim:
-            cfg["head_dim"] = a.head_dim
-        for key, value in (("intermediate_size", a.intermediate_size), ("num_layers", a.num_layers),
-                           ("num_heads", a.num_heads), ("vocab_size", a.vocab_size)):
-            if value < 1:
-                raise InputError(f"identity.architecture.{key}", "missing or zero", ">= 1")
-        if a.hidden_size > 1 << 20 or a.num_layers > 10_000 or a.vocab_size > 1 << 24:
-            raise InputError("identity.architecture", "absurd model size")
-        try:
-            model = ModelSpec.from_hf_config(cfg, name=ident.model_name or a.model_type or "model")
-        except InputError as exc:
-            raise InputError("identity.architecture." + exc.field.split(":")[-1], str(exc).split(": ", 1)[-1]) from None
-        bits = {k: v for k, v in (("weight_bits", a.weight_bits), ("act_bits", a.act_bits), ("kv_bits", a.kv_bits)) if v}
-        for key, value in bits.items():
-            if value not in (4, 8, 16, 32):
-                raise InputError(f"identity.architecture.{key}", f"unsupported bit width {value}", "4, 8, 16, 32")
-        if bits:
-            model = model.with_bits(**bits)
-    elif ident.model_name:
-        from ..models.catalog import load_model
-
-        try:
-            model = load_model(ident.model_name)
-        except InputError as exc:
-            raise InputError("identity.model_name", str(exc).split(": ", 1)[-1], exc.allowed) from None
-    else:
-        raise InputError("identity.model_name", "missing: send a model name or the architecture fields")
-    dep = Deployment(model=model, gpu=gpu, parallel=Parallelism(tp=int(tp), pp=int(pp), dp=int(dp)))
-    return dep, ident.model_name or model.name, gpu.gpu_id
-
-
-def open_stream(ident: pb.EngineIdentity, streams: dict, hardware: str | None = None,
-                check=None) -> StreamState:
-    """Validate an identity and return the (new or resumed) stream state. ``check(deployment)``
-    (:class:`~.admission.DeploymentCheck`) runs the pipeline's own construction for it first."""
-    if not ident.engine_name:
-        raise InputError("identity.engine_name", "missing", "e.g. 'vllm'")
-    if len(ident.instance_id) > 256:
-        raise InputError("identity.instance_id", "longer than 256 characters")
-    for name in ("engine_clock_at_open_s", "wall_clock_at_open_s"):
-        if not math.isfinite(getattr(ident, name)):
-            raise InputError(f"identity.{name}", "not a finite number")
-    dep, model_label, gpu_label = deployment_from_identity(ident, hardware)
-    if check is not None:
-        check(dep)
-    offset = (ident.wall_clock_at_open_s - ident.engine_clock_at_open_s) if ident.wall_clock_at_open_s else 0.0
-    key = ident.instance_id or f"anon-{len(streams)}"
-    state = streams.get(key)
-    if state is not None and state.deployment == dep:
-        state.identity = ident
-        state.clock_offset_s = offset
-        return state
-    state = StreamState(stream_id=key, identity=ident, deployment=dep, model_label=model_label,
-                        gpu_label=gpu_label, clock_offset_s=offset)
-    streams[key] = state
-    return state
 
 
 class _Rejections:

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..energy.accounting import account_steps
-from .attribution import PredictionError, attribute
+from .attribution import PredictionError
 from .carbon_log import CarbonLog
 from .dead_letter import DeadLetter
 from .ingest import (

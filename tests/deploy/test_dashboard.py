@@ -20,7 +20,7 @@ _LABEL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)")
 # labels Prometheus attaches to every scraped series (target labels), not the exporter's
 _TARGET_LABELS = {"namespace", "pod", "job", "instance", "container", "service", "endpoint"}
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
-             "summary": ("_sum", "_count", "")}
+             "summary": ("_sum", "_count", ""), "info": ("_info",), "enum": ("",)}
 
 
 def exported_series(metrics: SidecarMetrics | None = None) -> dict[str, set[str]]:
@@ -107,3 +107,12 @@ def test_dashboard_is_a_provisionable_classic_model():
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
         if p["type"] != "row":
             assert p["datasource"]["uid"] == "${datasource}", p["title"]
+
+
+def test_committed_dashboard_is_what_the_generator_writes():
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "make_dashboard.py"
+    res = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, "run: python tools/make_dashboard.py " + res.stderr

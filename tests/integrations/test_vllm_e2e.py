@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ import pytest
 
 from llmco2_e2e_harness import HarnessError, Sidecar, VllmServer, build_tiny_model, ensure_vllm_env, http_request, sse_events
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 LONG = ("Carbon accounting for language model serving measures energy per request. " * 9).strip()
 SHORT = "Hello world"
@@ -151,9 +153,14 @@ def test_vllm_serves_with_carbon_end_to_end(vllm_python: Path, tmp_path: Path) -
         for prefix, (carbon_g, energy_j) in figures.items():
             recs = found[prefix]
             assert len(recs) == 1, (prefix, recs)
+            # the record names the id the client sent or read (x-request-id) beside vLLM's own
+            assert recs[0]["client_request_id"] == prefix.split("-", 1)[1][:-1], recs[0]
             assert math.isclose(recs[0]["carbon_g"]["total"], carbon_g, rel_tol=1e-5)
             assert math.isclose(recs[0]["energy_j"]["total"], energy_j, rel_tol=1e-5)
 
+        tail = subprocess.run([sys.executable, "-m", "llmco2_sidecar.cli.main", "tail", str(sidecar.log), "--once",
+                               "--json", "--request", "clientA"], capture_output=True, text=True, timeout=60)
+        assert [json.loads(x)["client_request_id"] for x in tail.stdout.splitlines()] == ["clientA"], tail.stderr
         _mark("batch 1 records")
         # ---- 2. the step events carry what the engine scheduled --------------------------------------
         scheduled = [json.loads(line) for line in dump.read_text().splitlines()]

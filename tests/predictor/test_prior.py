@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from llmco2_sidecar.predictor.dataset import example_prior_terms
-from llmco2_sidecar.predictor.prior import PhysicsPrior, fit_relative_nnls
+from llmco2_sidecar.predictor.physics import loaded_idle_w
+from llmco2_sidecar.predictor.prior import PRIOR_TERMS, PhysicsPrior, fit_relative_nnls
 
 
 def test_relative_nnls_recovers_exact_coefficients():
@@ -23,9 +24,11 @@ def test_relative_nnls_keeps_coefficients_non_negative():
 def test_prior_energy_of_examples(tiny_data):
     ex, feats = tiny_data
     terms = example_prior_terms(feats, ex)
-    assert terms.shape == (len(ex), 4)
-    prior = PhysicsPrior(np.array([200.0, 0.0, 0.0, 0.0]))
-    # static term only: J/token = 200 W x n_gpus x step time / batch
+    assert terms.shape == (len(ex), len(PRIOR_TERMS))
+    coef = np.zeros(len(PRIOR_TERMS))
+    coef[0] = 1.0
+    prior = PhysicsPrior(coef)
+    # loaded-idle term only: J/token = loaded idle W x n_gpus x step time / batch
     e = ex[0]
-    expected = 200.0 * e.deployment.n_gpus * e.meta["step_s"] / e.denom
+    expected = loaded_idle_w(e.deployment.gpu) * e.deployment.n_gpus * e.meta["step_s"] / e.denom
     assert prior.energy(terms[0]) == pytest.approx(expected)

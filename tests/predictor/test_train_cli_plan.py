@@ -32,12 +32,12 @@ def _write_mlenergy(folder, rows):
 def test_llmco2_train_end_to_end(tmp_path, capsys, tiny_mlenergy_rows):
     data = _write_mlenergy(tmp_path / "mle", tiny_mlenergy_rows)
     out = tmp_path / "m.safetensors"
-    args = ["train", "--data", str(data), "--measurements", str(tmp_path / "none"), "--out", str(out),
+    args = ["train", "--data", str(data), "--data-v2", "none", "--measurements", str(tmp_path / "none"), "--out", str(out),
             "--epochs", "4", "--seed", "1", "--quiet"]
     assert main(args) == 0
     assert out.exists() and out.with_suffix(".json").exists()
     report = out.with_suffix(".report.md").read_text()
-    assert "Held-out scores" in report and "gpu:H100->B200" in report
+    assert "Held-out scores" in report and "gpu=B200" in report
     model = GNNPredictor.load(out)
     assert model.state.info["n_examples"] == 12 and model.state.info["seed"] == 1
     # deterministic: the same command gives the same weights

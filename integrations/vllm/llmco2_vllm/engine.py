@@ -34,8 +34,11 @@ def make_hook(scheduler: Any, settings: Settings):
     if note:
         log.warning("llmco2: %s (energy and carbon are predicted for %s running steps as long as this CPU's)",
                     note, info.gpu)
-    log.info("llmco2: step hook on (%s, model %s, gpu %s, tp %d pp %d dp %d) -> sidecar %s",
-             type(scheduler).__name__, info.model_name, info.gpu, info.tp, info.pp, info.dp, settings.target)
+    arch = info.architecture or {}
+    moe = (f", MoE {arch['num_experts']} experts ({arch.get('experts_per_token', 0)} per token) ep {info.ep}"
+           if arch.get("num_experts") else "")
+    log.info("llmco2: step hook on (%s, model %s, gpu %s, tp %d pp %d dp %d%s) -> sidecar %s",
+             type(scheduler).__name__, info.model_name, info.gpu, info.tp, info.pp, info.dp, moe, settings.target)
     return StepHook(emitter, clock=time.monotonic, dump_path=settings.step_dump, flush_s=settings.flush_ms / 1000.0)
 
 
@@ -53,6 +56,9 @@ def engine_info(vllm_config: Any, settings: Settings):
     tp = int(getattr(pc, "tensor_parallel_size", 1) or 1)
     pp = int(getattr(pc, "pipeline_parallel_size", 1) or 1)
     dp = int(getattr(pc, "data_parallel_size", 1) or 1)
+    arch = architecture(mc, getattr(vllm_config, "cache_config", None))
+    # vLLM's expert parallelism spreads each MoE layer over the TP x DP ranks (FusedMoEParallelConfig)
+    ep = tp * dp if getattr(pc, "enable_expert_parallel", False) and arch.get("num_experts") else 1
     try:
         import vllm
 
@@ -68,7 +74,8 @@ def engine_info(vllm_config: Any, settings: Settings):
         pp=pp,
         dp=dp,
         dp_rank=int(getattr(pc, "data_parallel_rank", 0) or 0),
-        architecture=architecture(mc, getattr(vllm_config, "cache_config", None)),
+        architecture=arch,
+        ep=ep,
     )
 
 
@@ -100,14 +107,55 @@ def architecture(model_config: Any, cache_config: Any = None) -> dict[str, Any]:
         if isinstance(v, (int, float)) and v > 0:
             arch[key] = int(v)
     arch["tie_word_embeddings"] = bool(get("tie_word_embeddings") or False)
+    arch.update(_parsed_fields(model_config, hf))
     bits = dtype_bits(getattr(model_config, "dtype", None))
     if bits:
-        arch["weight_bits"] = arch["act_bits"] = bits
-        arch["kv_bits"] = bits
+        arch["weight_bits"] = min(bits, arch.get("weight_bits") or bits)
+        arch["act_bits"] = arch["kv_bits"] = bits
     cache_dtype = str(getattr(cache_config, "cache_dtype", "auto") or "auto")
     if "fp8" in cache_dtype or "int8" in cache_dtype:
         arch["kv_bits"] = 8
     return arch
+
+
+def _hf_dict(cfg: Any) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    to_dict = getattr(cfg, "to_dict", None)
+    try:
+        return dict(to_dict()) if callable(to_dict) else dict(vars(cfg))
+    except Exception:
+        return {}
+
+
+def _parsed_fields(model_config: Any, hf: Any) -> dict[str, Any]:
+    """Expert, MLA, local-attention and number-format fields: the sidecar's own parser run on vLLM's
+    Hugging Face text config (so the plugin and ``llmco2 estimate`` read a config the same way), with
+    the checkpoint's ``quantization_config`` (on the top-level config for multimodal wrappers) or the
+    method vLLM was told (``--quantization fp8`` quantizes a BF16 checkpoint on load). Empty when the
+    parser refuses the model: the sidecar then says why, naming the field."""
+    from llmco2_sidecar.errors import InputError
+    from llmco2_sidecar.models.identity import DENSE_FIELDS, architecture_from_spec
+    from llmco2_sidecar.models.spec import ModelSpec
+
+    cfg = _hf_dict(hf)
+    top = _hf_dict(getattr(model_config, "hf_config", None))
+    quant = cfg.get("quantization_config") or top.get("quantization_config")
+    method = str(getattr(model_config, "quantization", "") or "").lower()
+    if not quant and method in ("fp8", "fbgemm_fp8", "mxfp4"):
+        quant = {"quant_method": method, "activation_scheme": "dynamic"}
+    if quant:
+        cfg["quantization_config"] = quant
+    try:
+        spec = ModelSpec.from_hf_config(cfg, name=_model_name(model_config))
+    except (InputError, TypeError, ValueError) as exc:
+        log.warning("llmco2: cannot read the model's config for its experts and number formats (%s)", exc)
+        return {"quant_method": method} if method else {}
+    out = {k: v for k, v in architecture_from_spec(spec).items() if k not in DENSE_FIELDS or k == "qkv_bias"}
+    out["intermediate_size"] = spec.intermediate_size  # the dense layers' width (Llama-4: intermediate_size_mlp)
+    if quant:  # the checkpoint's weight width (the activations keep the serving dtype)
+        out["weight_bits"] = spec.weight_bits
+    return out
 
 
 def dtype_bits(dtype: Any) -> int:
