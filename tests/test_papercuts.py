@@ -53,7 +53,7 @@ def test_catalog_marks_models_it_cannot_build(capsys):
 
     assert main(["catalog", "models", "--json"]) == 0
     models = json.loads(capsys.readouterr().out)["models"]
-    assert set(models) == set(list_models())
+    assert set(list_models()) <= set(models)  # bundled configs (and, since MoE landed, their aliases)
     for hf_id, m in models.items():  # the mark follows whether the spec builds, whatever the model code supports
         try:
             load_model(hf_id)
