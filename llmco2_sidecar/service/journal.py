@@ -141,6 +141,7 @@ class Journal:
         self._fd = os.open(self.path(self.segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size
         self._opened = True
+        self._broken = False
         return self
 
     def open_or_fail(self) -> bool:
