@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 
 import pytest
 from disk_kit import NOT_SERVING, SERVING, FaultyOs, Requests, _health, _wait_health
@@ -105,3 +106,62 @@ def test_unopenable_at_start_by_fault_injection(tmp_path, monkeypatch, unwritabl
     monkeypatch.setattr(carbon_log_mod, "os", fake)
     fake.fail.add("open")
     _start_unwritable_then_recover(tmp_path, log_dir, journal_dir, fake.fail.clear)
+
+
+def test_restart_with_a_read_only_journal_replays_it_then_recovers(tmp_path):
+    """kill -9 with acknowledged finishes not yet in the log; the restart finds the journal's directory
+    read-only: it replays the journal (reading is possible) so every acknowledged request gets its
+    record, says NOT_SERVING until the directory can be written, then takes messages again."""
+    import queue
+    import signal
+
+    import grpc
+    from sidecar_testkit import identity, steps_message
+
+    from llmco2_sidecar._proto import sidecar_pb2_grpc
+
+    journal_dir = tmp_path / "journal"
+    proc = subprocess.Popen([sys.executable, "-m", "llmco2_sidecar.cli.main", "serve", "--port", "0", "--log",
+                             str(tmp_path / "carbon.jsonl"), "--journal", str(journal_dir), "--predictor", "roofline",
+                             "--log-level", "WARNING", "--micro-batch-ms", "5000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "listening on" in line, (line, proc.kill())
+    address = line.split("listening on ")[1].split()[0]
+    channel = grpc.insecure_channel(address)
+    q: queue.Queue = queue.Queue()
+    call = sidecar_pb2_grpc.CarbonSidecarStub(channel).StreamEvents(iter(q.get, None))
+    q.put(identity("engine-k"))
+    assert next(call).stream_id == "engine-k"
+    acked = [f"k{i}" for i in range(6)]
+    q.put(steps_message(1, [(i + 1, 0.1 * i, 0.1 * i + 0.05, [(rid, 64, 0, 64)]) for i, rid in enumerate(acked)],
+                        [(rid, 1) for rid in acked]))
+    assert next(call).done_accepted == len(acked)
+    os.kill(proc.pid, signal.SIGKILL)  # the pipeline still waits to fill its micro-batch
+    proc.wait(10)
+    call.cancel()
+    channel.close()
+    log = tmp_path / "carbon.jsonl"
+    assert not (log.exists() and read_records(log)), "the kill came too late to test anything"
+    ro = ReadOnly(journal_dir)
+    try:
+        sc = SidecarThread(make_config(tmp_path, journal=str(journal_dir), log_windows=False)).start()
+        try:
+            sc.flush()
+            assert sorted(r["request_id"] for r in read_records(log)) == sorted(acked)  # replayed, each once
+            assert _health(sc.address) == NOT_SERVING
+            eng = Requests(sc.address)
+            try:
+                eng.run(3)
+                assert not eng.em.flush(1.0)
+                ro.writable()
+                _wait_health(sc.address, SERVING)
+                assert eng.em.flush(20.0)
+            finally:
+                eng.em.close(5.0)
+            sc.flush()
+            assert sorted(r["request_id"] for r in read_records(log)) == sorted(acked + eng.ids)
+        finally:
+            sc.stop()
+    finally:
+        ro.undo()
