@@ -303,6 +303,7 @@ def watch_records(address: str, arrivals: dict, stop: threading.Event) -> None:
 # ---- the run --------------------------------------------------------------------------------------
 def run(args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="llmco2-soak-"))
+    at_start = machine()  # the commit and load average when the run began
     sidecar = Sidecar(work, args.sidecar_arg or [])
     first_ready_s = sidecar.start()
     duration = args.minutes * 60.0
@@ -446,7 +447,7 @@ def run(args) -> dict:
     return {
         "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "machine": machine(),
+        "machine": at_start,
         "settings": {"minutes": args.minutes, "engines": args.engines, "rate_steps_per_s": args.rate,
                      "max_running_per_engine": args.seqs, "chunk_tokens": CHUNK, "model": MODEL, "gpu": GPU,
                      "kill_at_fraction": args.kill_at, "warmup_min": args.warmup_min, "sample_s": args.sample_s,

@@ -280,10 +280,14 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
             op = tot["op_series_g"]
             avg = series.mean_g_per_kwh()
             op_avg = float(operational_g(energy["total"], acc_r, avg))
+            op_region = float(operational_g(energy["total"], acc_r))  # the region's annual figure (table)
             s["intensity"] = {"series": setup.intensity_csv, "series_mean_g_per_kwh": avg,
                               "start_epoch_s": epoch, "operational_g_at_series_mean": op_avg,
                               "difference_g": op - op_avg,
                               "difference_pct": 100.0 * (op - op_avg) / op_avg if op_avg else None,
+                              "region": acc_r.region, "region_annual_g_per_kwh": acc_r.ci_g_per_kwh,
+                              "operational_g_at_region_annual": op_region,
+                              "difference_vs_region_annual_g": op - op_region,
                               "effective_g_per_kwh": (op / (energy["total"] * acc_r.pue / 3.6e6)
                                                       if energy["total"] else None)}
         else:
@@ -381,7 +385,9 @@ def fmt_summary(s: dict) -> str:
         i = s["intensity"]
         lines.append(f"time-varying intensity: {c['operational']:.2f} g operational vs {i['operational_g_at_series_mean']:.2f} g "
                      f"at the series mean ({i['series_mean_g_per_kwh']:.1f} g/kWh): {i['difference_g']:+.2f} g "
-                     f"({i['difference_pct']:+.1f}%), effective {i['effective_g_per_kwh']:.1f} g/kWh")
+                     f"({i['difference_pct']:+.1f}%), effective {i['effective_g_per_kwh']:.1f} g/kWh; "
+                     f"{i['difference_vs_region_annual_g']:+.2f} g against region {i['region']}'s annual "
+                     f"{i['region_annual_g_per_kwh']:g} g/kWh")
     lines.append(f"note: {s['note']}")
     return "\n".join(lines)
 
