@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..predictor.evaluate import architecture, evaluate, gnn_spec, load_examples, make_splits, prior_spec
     from ..predictor.gnn import GNNConfig
-    from ..predictor.training import HYPER_GRID, TrainOptions, train_ensemble
+    from ..predictor.training import HYPER_GRID, TrainOptions, refit_all, train_ensemble
     from ..predictor.splits import validation_split
     from ..predictor.metrics import summary
 
@@ -64,14 +64,16 @@ def run(args: argparse.Namespace) -> int:
     config = GNNConfig()
     options = TrainOptions(epochs=args.epochs, seed=args.seed)
     splits = [] if args.no_heldout else make_splits(examples)
-    n_fits = len(HYPER_GRID) * (1 + len(splits))
+    n_fits = len(HYPER_GRID) * (2 + len(splits))
     results = []
-    with tqdm(total=args.epochs * len(HYPER_GRID) * (1 + len(splits)), disable=args.quiet, desc="llmco2 train", unit="epoch") as bar:
+    with tqdm(total=args.epochs * len(HYPER_GRID) * (2 + len(splits)), disable=args.quiet, desc="llmco2 train", unit="epoch") as bar:
         if splits:
             specs = {"llmco2-gnn": gnn_spec(config, options, progress=bar.update), "physics prior": prior_spec()}
             results, _ = evaluate(examples, feats, splits, specs, seed=args.seed)
         fit_idx, val_idx = validation_split(np.arange(len(examples)), [architecture(e) for e in examples], seed=args.seed)
-        model = train_ensemble(examples, feats, fit_idx, val_idx, config, options, progress=bar.update)
+        chosen = train_ensemble(examples, feats, fit_idx, val_idx, config, options, progress=bar.update)
+        # the shipped model: every example fitted, each member for the epochs its early stopping chose
+        model = refit_all(examples, feats, chosen, config, options, progress=bar.update)
     from ..predictor.evaluate import predict_gnn
 
     pred = predict_gnn(model, examples, feats, np.arange(len(examples)))
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     model.state.info.update({
         "trained_on": sorted({e.source for e in examples}),
         "n_examples": len(examples),
-        "n_fit": int(len(fit_idx)),
+        "n_fit": len(examples),
+        "n_fit_epoch_choice": int(len(fit_idx)),
         "validation_architectures": sorted({architecture(examples[i]) for i in val_idx}),
         "seed": args.seed,
         "epochs": args.epochs,
@@ -106,6 +109,7 @@ def _report(examples, skipped, model, fit_score, results, n_fits, seconds) -> st
     from collections import Counter
 
     from ..predictor.evaluate import architecture
+    from ..predictor.prior import PRIOR_TERMS
 
     lines = [f"# Training report: {model.name}", "",
              f"{len(examples)} examples ({', '.join(f'{k}: {v}' for k, v in sorted(Counter(e.source for e in examples).items()))}); "
@@ -118,9 +122,13 @@ def _report(examples, skipped, model, fit_score, results, n_fits, seconds) -> st
         lines.append(f"| {reason} | {n} |")
     st = model.state
     lines += ["", "## Fitted coefficients", "",
-              f"- physics prior (W per GPU, J/FLOP, J/byte, J/network byte): {', '.join(f'{c:.4g}' for c in st.prior.coef)}",
-              f"- duration model (x Roofline time, s per step, s per request): {', '.join(f'{c:.4g}' for c in st.duration.coef)}",
-              f"- validation MAPE (held-out architectures inside the training data): {st.info.get('val_mape', float('nan')):.1f}%",
+              "- physics prior (dimensionless, predictor/prior.py): "
+              + ", ".join(f"{n} {c:.3g}" for n, c in zip(PRIOR_TERMS, st.prior.coef)),
+              "- duration model (extra time per Roofline second, s per step, s per request; on top of the Roofline "
+              f"time): {', '.join(f'{c:.4g}' for c in st.duration.coef)}",
+              f"- validation MAPE (held-out architectures inside the training data, used to choose the epochs): "
+              f"{st.info.get('chosen_val_mape', st.info.get('val_mape', float('nan'))):.1f}%; members then refitted on every "
+              f"example for {st.info.get('refit_epochs')} epochs",
               f"- fit on all examples: MAPE {fit_score['mape']:.1f}%, EBA(10%) {fit_score['eba10']:.1f}%, EBA(30%) {fit_score['eba30']:.1f}%"]
     if results:
         lines += ["", "## Held-out scores (same recipe, retrained per split)", "",

@@ -52,8 +52,17 @@ class Example:
     meta: dict = field(default_factory=dict)
 
 
+#: Mixture-of-experts families (held out as groups of their own, never mixed with a dense family).
+MOE_FAMILIES = ("qwen3-moe", "gpt-oss", "deepseek", "llama-4", "mixtral")
+
+
 def _family(model_id: str) -> str:
     name = model_id.split("/")[-1].lower()
+    if name.startswith("qwen3") and re.search(r"-a\d+b", name):
+        return "qwen3-moe"
+    for fam in ("gpt-oss", "deepseek", "llama-4"):
+        if name.startswith(fam):
+            return fam
     for fam in ("llama-3", "llama-2", "qwen3", "qwen2", "gemma", "mixtral", "mistral", "phi-3", "internlm"):
         if name.startswith(fam) or fam in name:
             return fam
@@ -61,14 +70,32 @@ def _family(model_id: str) -> str:
 
 
 def row_deployment(row: MLEnergyRow) -> Deployment:
-    """Deployment of an ML.ENERGY row; FP8 checkpoints run 8-bit weights and activations (vLLM W8A8
-    FP8), 16-bit KV cache."""
-    base = re.sub(r"-FP8$", "", row.model_id)
-    if row.weight_precision == "fp8":
-        model = load_model(base, weight_bits=8, act_bits=8)
+    """Deployment of an ML.ENERGY row. The published id is looked up first: the models catalog knows
+    the number formats of the FP8 and MXFP4 checkpoints it bundles (models/precision.py); an FP8 id it
+    does not know runs its base architecture with 8-bit weights and activations. Expert parallelism as
+    published (v3 ``parallelization.expert_parallel``), else none."""
+    try:
+        model = load_model(row.model_id)
+    except InputError:
+        base = re.sub(r"-FP8$", "", row.model_id)
+        model = load_model(base, weight_bits=8, act_bits=8) if row.weight_precision == "fp8" else load_model(base)
+    if row.ep > 1:
+        # v3 publishes MoE runs as tp 1, dp 1, ep = num_gpus. One server (the running batch and the
+        # throughput are the whole server's: b / throughput = the median inter-token latency), so we
+        # read it as vLLM's --enable-expert-parallel over TP = num_gpus (EP = TP): attention split
+        # by TP, whole experts per GPU. An ASSUMPTION (DP attention would give the same GPU count).
+        tp = max(row.tp * row.dp, row.num_gpus)
+        par = Parallelism(tp=tp, ep=row.ep if row.ep <= tp else tp)
     else:
-        model = load_model(base)
-    return Deployment(model, load_gpu(GPU_NAMES[row.gpu]), Parallelism(tp=row.tp))
+        par = Parallelism(tp=row.tp)
+    return Deployment(model, load_gpu(GPU_NAMES[row.gpu]), par)
+
+
+def architecture_of(model) -> str:
+    """The architecture a checkpoint runs (fine-tunes, Instruct/Thinking releases and FP8 copies of one
+    architecture are one group): the catalog's ``"<id> architecture; ..."`` provenance, else its name."""
+    m = re.match(r"(\S+) architecture", getattr(model, "source", "") or "")
+    return m.group(1) if m else model.name
 
 
 def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4, k_prefill: int = 4) -> tuple[list[Example], dict[str, str]]:
@@ -87,11 +114,12 @@ def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4,
             continue
         w = steady_window(row, seed=seed * 100003 + i, k_decode=k_decode, k_prefill=k_prefill)
         out.append(Example(
-            key=row.key, source=row.source, model=re.sub(r"-FP8$", "", row.model_id), family=_family(row.model_id),
+            key=row.key, source=row.source, model=architecture_of(dep.model), family=_family(row.model_id),
             gpu=row.gpu, deployment=dep, steps=w.steps, weight=w.weight, denom=w.tokens_per_step,
             target=w.target_j_per_token,
             meta={"task": row.task, "tp": row.tp, "batch": row.avg_batch_size, "precision": row.weight_precision,
-                  "step_s": row.step_duration_s, "max_num_seqs": row.max_num_seqs, "file": row.file},
+                  "step_s": row.step_duration_s, "max_num_seqs": row.max_num_seqs, "file": row.file,
+                  "moe": bool(getattr(dep.model, "num_experts", 0))},
         ))
     return out, skipped
 

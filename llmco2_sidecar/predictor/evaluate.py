@@ -27,7 +27,12 @@ from .dataset import example_prior_terms
 
 
 def architecture(e: Example) -> str:
-    return e.deployment.model.name
+    return e.model  # dataset.architecture_of: FP8 copies and releases of one architecture are one group
+
+
+def precision(e: Example) -> str:
+    """The checkpoint's number format as published (bfloat16, fp8, mxfp4; measurements: bf16)."""
+    return str(e.meta.get("precision", "bfloat16"))
 
 
 def load_examples(mlenergy_dir: str | Path | None, measurements_dir: str | Path | None, seed: int = 0,
@@ -70,8 +75,12 @@ def make_splits(examples: list[Example]) -> list[Split]:
     model_tests = {tuple(s.test.tolist()) for s in model_splits}
     # a family with one architecture is the same split as that model's: scored once, as the model
     fam_splits = [s for s in leave_one_group_out(fam, "family") if tuple(s.test.tolist()) not in model_tests]
+    prec = [precision(e) for e in examples]
+    # per precision: the low-precision formats held out one at a time (train on every other format)
+    prec_splits = [s for s in leave_one_group_out(prec, "precision") if s.name != "precision=bfloat16"]
     for split, groups in ([(s, src) for s in src_splits]
                           + [(s, gpu) for s in leave_one_group_out(gpu, "gpu")]
+                          + [(s, prec) for s in prec_splits]
                           + [(s, fam) for s in fam_splits]
                           + [(s, arch) for s in model_splits]):
         check_disjoint(split, groups)

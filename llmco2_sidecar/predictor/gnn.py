@@ -201,7 +201,8 @@ class GNNPredictor(StepPredictor):
 
         dur = steps.duration_s
         t, n = step_roofline_s(deployment, steps)
-        model = np.maximum(np.stack([t, np.ones_like(t), n], axis=1) @ self.state.duration.coef, 1e-6)  # DurationModel.predict
+        # DurationModel.predict: the Roofline time plus non-negative overheads (never faster than Roofline)
+        model = np.maximum(t + np.stack([t, np.ones_like(t), n], axis=1) @ np.maximum(self.state.duration.coef, 0.0), 1e-6)
         return np.where(np.isfinite(dur), dur, model)
 
     def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:

@@ -37,7 +37,7 @@ class MLEnergyRow:
         task: ``"lm-arena-chat"`` or ``"gpqa"``.
         gpu: ML.ENERGY GPU name (``"H100"``, ``"B200"``).
         num_gpus, tp, dp: GPUs used and their layout.
-        weight_precision: ``"bfloat16"`` or ``"fp8"``.
+        weight_precision: ``"bfloat16"``, ``"fp8"`` or ``"mxfp4"``.
         architecture: ML.ENERGY's label (``"Dense Transformer"``, ``"MoE"``, ...).
         max_num_seqs: vLLM batch cap.
         avg_batch_size: mean running requests over the steady state.
@@ -67,6 +67,7 @@ class MLEnergyRow:
     # set by other sources (ML.ENERGY v2, :mod:`.mlenergy_v2`); v3 leaves the defaults
     source: str = SOURCE_V3
     pp: int = 1
+    ep: int = 1  # expert parallelism (v3 parallelization.expert_parallel)
     observed_step_s: float | None = None  # measured step time (v2: Avg TPOT); None: batch / throughput
     tokens_per_step: float | None = None  # output tokens a step emits; None: the running batch
     prompt_mean: float | None = None  # None: the task's published mean
@@ -115,6 +116,7 @@ def _rows_from_model_file(path: Path) -> list[MLEnergyRow]:
                 num_gpus=int(c["num_gpus"]),
                 tp=int(par.get("tensor_parallel", c.get("tensor_parallel", 1)) or 1),
                 dp=int(par.get("data_parallel", c.get("data_parallel", 1)) or 1),
+                ep=int(par.get("expert_parallel", c.get("expert_parallel", 1)) or 1),
                 weight_precision=str(doc.get("weight_precision", c.get("weight_precision", "bfloat16"))),
                 architecture=str(doc.get("architecture", "")),
                 max_num_seqs=int(c["max_num_seqs"]),
@@ -145,13 +147,13 @@ def load_rows(data_dir: str | Path) -> list[MLEnergyRow]:
 
 def exclusion_reason(row: MLEnergyRow, supported_models: set[str] | None = None) -> str | None:
     """Why a row cannot train the dense step model, or None if it can."""
-    if row.architecture != "Dense Transformer":
-        return f"architecture {row.architecture!r} (only dense transformers are modelled)"
+    if row.architecture not in ("Dense Transformer", "MoE"):
+        return f"architecture {row.architecture!r} (dense and mixture-of-experts transformers are modelled)"
     if row.task not in TASK_PROMPT_MEAN_TOKENS and row.prompt_mean is None:
         return f"task {row.task!r} has no published prompt-length figure"
     if row.gpu not in GPU_NAMES:
         return f"GPU {row.gpu!r} not in the catalog mapping"
-    if row.weight_precision not in ("bfloat16", "fp8"):
+    if row.weight_precision not in ("bfloat16", "fp8", "mxfp4"):
         return f"weight precision {row.weight_precision!r}"
     if supported_models is not None and row.model_id not in supported_models:
         return "architecture config not in the models catalog"

@@ -89,6 +89,7 @@ def train_gnn(
     ex_weight = torch.ones(train_p.n_examples, dtype=torch.float64)
     opt = torch.optim.Adam(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     best = (float("inf"), copy.deepcopy(net.state_dict()))
+    best_epoch = options.epochs
     total_epochs = options.epochs + options.refine_rounds * options.refine_epochs
     pre_mask = train_p.is_prefill
     with torch.no_grad():
@@ -124,11 +125,13 @@ def train_gnn(
             v = float(np.mean(np.abs(pred_v / val_p.target.numpy() - 1)))
             if v < best[0]:
                 best = (v, copy.deepcopy(net.state_dict()))
+                best_epoch = epoch + 1
         if progress is not None:
             progress(1)
     if val_p is not None:
         net.load_state_dict(best[1])
         model.state.info["val_mape"] = best[0] * 100
+        model.state.info["best_epoch"] = best_epoch
     net.eval()
     return model
 
@@ -158,14 +161,30 @@ def train_ensemble(
         cfg = GNNConfig(**{**config.__dict__, "hidden": point.get("hidden", config.hidden)})
         opts = TrainOptions(**{**options.__dict__, **{k: v for k, v in point.items() if k != "hidden"}})
         members.append(train_gnn(examples, feats, fit_idx, val_idx, cfg, opts, progress=progress))
+
     first = members[0]
     state = ModelState(config, first.state.norm, first.state.prior, first.state.duration, first.state.log_bias,
                        {"members": [dict(p) for p in grid],
-                        "member_val_mape": [m.state.info.get("val_mape") for m in members]})
+                        "member_val_mape": [m.state.info.get("val_mape") for m in members],
+                        "member_best_epoch": [m.state.info.get("best_epoch") for m in members]})
     model = GNNPredictor([m.net for m in members], state)
     if val_idx is not None and len(val_idx):
         from .dataset import pack
 
         vp = pack([feats[i] for i in val_idx], [examples[i] for i in val_idx], model._node_idx, model._glob_idx, state.norm)
         state.info["val_mape"] = float(np.mean(np.abs(model.predict_packed(vp) / vp.target.numpy() - 1)) * 100)
+    return model
+
+
+def refit_all(examples: list[Example], feats: list[Featurized], chosen: GNNPredictor, config: GNNConfig,
+              options: TrainOptions = TrainOptions(), grid: tuple[dict, ...] = HYPER_GRID,
+              progress: Callable[[int], None] | None = None) -> GNNPredictor:
+    """The shipped model: the ensemble retrained on every example, each member for the number of
+    epochs its early stopping chose in ``chosen`` (fitted with a validation split), so no
+    architecture is left unfitted."""
+    epochs = chosen.state.info.get("member_best_epoch") or [options.epochs] * len(grid)
+    grid2 = tuple({**p, "epochs": int(e or options.epochs)} for p, e in zip(grid, epochs))
+    model = train_ensemble(examples, feats, np.arange(len(examples)), None, config, options, grid=grid2, progress=progress)
+    model.state.info.update({"refit_epochs": [p["epochs"] for p in grid2], "chosen_val_mape": chosen.state.info.get("val_mape"),
+                             "member_val_mape": chosen.state.info.get("member_val_mape")})
     return model

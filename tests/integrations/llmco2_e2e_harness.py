@@ -42,10 +42,13 @@ def ensure_vllm_env(timeout_s: float = 900.0) -> Path:
     return python
 
 
-def build_tiny_model(python: Path, out_dir: Path, hidden_size: int | None = None, num_layers: int = 2) -> Path:
+def build_tiny_model(python: Path, out_dir: Path, hidden_size: int | None = None, num_layers: int = 2,
+                     arch: str = "llama") -> Path:
     """The tiny random-weight LLaMA (tests/integrations/tiny_llama.py) built with the e2e venv's python;
-    ``hidden_size``/``num_layers`` for a larger one."""
-    size = [] if hidden_size is None else [str(hidden_size), str(num_layers)]
+    ``hidden_size``/``num_layers`` for a larger one; ``arch`` "mixtral" or "qwen3_moe" for a tiny MoE."""
+    size = [] if hidden_size is None and arch == "llama" else [str(hidden_size or 128), str(num_layers)]
+    if arch != "llama":
+        size.append(arch)
     proc = subprocess.run([str(python), str(HERE / "tiny_llama.py"), str(out_dir), *size], capture_output=True,
                           text=True, timeout=300)
     if proc.returncode != 0:
