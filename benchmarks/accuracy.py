@@ -62,6 +62,8 @@ def target_lines(results: list[Result], points: dict) -> list[str]:
         out.append(f"| {r.split} | {r.mape:.1f} | <= {t:g} | {'yes' if r.mape <= t else '**no**'} |")
     p = points[OURS]
     once = np.array([s.startswith("model=") for s in p["split"]])  # every example held out exactly once
+    if not once.any():
+        return out
     err = np.abs(p["pred"][once] / p["true"][once] - 1)
     eba = float(np.mean(err <= 0.3) * 100)
     mape = float(np.mean(err) * 100)
@@ -186,6 +188,8 @@ def main() -> int:
     ap.add_argument("--data", default=str(BUNDLED_MLENERGY), help="ML.ENERGY v3 folder (default: bundled)")
     ap.add_argument("--data-v2", default=str(BUNDLED_MLENERGY_V2), help="ML.ENERGY v2 folder (default: bundled; 'none')")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes over the splits (default 2)")
+    ap.add_argument("--splits", default="", help="only the splits whose name starts with one of these comma-separated "
+                    "prefixes, e.g. 'family=gpt-oss,precision=' (default: all)")
     ap.add_argument("--measurements", default=str(ROOT / "data" / "measurements"))
     ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     ap.add_argument("--seed", type=int, default=0)
@@ -197,6 +201,8 @@ def main() -> int:
     v2 = None if str(args.data_v2).lower() == "none" else args.data_v2
     examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2)
     splits = make_splits(examples)
+    if args.splits:
+        splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
     specs = predictor_specs(epochs=args.epochs)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
     global _WORK
@@ -219,7 +225,8 @@ def main() -> int:
         counts[(e.source, e.gpu)] = counts.get((e.source, e.gpu), 0) + 1
     count_txt = ", ".join(f"{n} {src} on {g}" for (src, g), n in sorted(counts.items()))
     targets = target_lines(results, points)
-    cmd = f"python benchmarks/accuracy.py --epochs {args.epochs} --seed {args.seed} --jobs {args.jobs}"
+    cmd = f"python benchmarks/accuracy.py --epochs {args.epochs} --seed {args.seed} --jobs {args.jobs}" + (
+        f" --splits '{args.splits}'" if args.splits else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
         f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time).",
