@@ -13,6 +13,8 @@
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# extras of this package to add, e.g. --build-arg EXTRAS=otel for `llmco2 serve --otlp` (docs/otel.md)
+ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/llmco2
 # torch's CPU wheel first: the default index's torch brings the CUDA runtime (several GB)
@@ -21,7 +23,7 @@ COPY pyproject.toml README.md /src/
 COPY llmco2_sidecar /src/llmco2_sidecar
 COPY integrations /src/integrations
 COPY protos /src/protos
-RUN /opt/llmco2/bin/pip install /src \
+RUN /opt/llmco2/bin/pip install "/src${EXTRAS:+[$EXTRAS]}" \
  && rm -rf /opt/llmco2/lib/python3.12/site-packages/torch/test /opt/llmco2/lib/python3.12/site-packages/torch/include \
  && find /opt/llmco2 -name '*.a' -delete
 

@@ -3,8 +3,9 @@ SIGKILL half way and restarted (issue 13 item 6). A benchmark, not a test.
 
 What runs:
 * the sidecar: ``python -m llmco2_sidecar.cli.main serve --unix SOCK --log LOG`` with its defaults
-  (shipped predictor, journal fsync every second, journal segments of 256 MB, carbon log rotated at
-  64 MB with 5 backups, ledger of 100,000 finished requests); nothing pinned;
+  (shipped predictor, journal fsync every second, journal segments checkpointed beyond
+  ``--journal-max-bytes``, carbon log rotated beyond ``--log-max-bytes`` with ``--log-backups``
+  kept, ledger of 100,000 finished requests; the values are in the results); nothing pinned;
 * 4 engines, each a process of its own with the real :class:`~llmco2_sidecar.client.Emitter`,
   paced at ``--rate / --engines`` steps/s (1,250 each by default) on the engine clock. Each is a
   Sarathi-style continuous batcher: up to ``--seqs`` requests running (16), a token budget of 512 per
@@ -137,7 +138,7 @@ def engine_main(index: int, address: str, rate: float, seqs: int, t_start: float
     em.close(5.0)
     np.savez(out, done_n=np.array(done_n, dtype=np.int64), done_t=np.array(done_t, dtype=np.float64))
     Path(out + ".json").write_text(json.dumps({
-        "engine": name, "steps": step_id, "finished": len(done_n), "still_running": len(running),
+        "engine": name, "cpu_s": round(time.process_time(), 1), "steps": step_id, "finished": len(done_n), "still_running": len(running),
         "flushed": flushed, "emitted": st.emitted, "dropped": st.dropped, "steps_accepted": st.steps_accepted,
         "steps_rejected": st.steps_rejected, "done_accepted": st.done_accepted, "done_rejected": st.done_rejected,
         "connects": st.connects, "connection_errors": st.connection_errors, "last_error": st.last_error,
@@ -302,6 +303,7 @@ def watch_records(address: str, arrivals: dict, stop: threading.Event) -> None:
 # ---- the run --------------------------------------------------------------------------------------
 def run(args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="llmco2-soak-"))
+    at_start = machine()  # the commit and load average when the run began
     sidecar = Sidecar(work, args.sidecar_arg or [])
     first_ready_s = sidecar.start()
     duration = args.minutes * 60.0
@@ -339,6 +341,8 @@ def run(args) -> dict:
                       "ready_at_s": time.monotonic() - t_start}
             print(f"soak: SIGKILL at {killed['at_s']:.0f} s; restarted, listening after {ready_s:.1f} s "
                   "(journal replayed)", flush=True)
+            now = time.monotonic()
+            next_sample = now  # no samples while it restarted: none are made up for that time
         if now >= next_sample:
             follower.poll()
             steps = sum(int(p[0]) for p in progress)
@@ -443,12 +447,13 @@ def run(args) -> dict:
     return {
         "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "machine": machine(),
+        "machine": at_start,
         "settings": {"minutes": args.minutes, "engines": args.engines, "rate_steps_per_s": args.rate,
                      "max_running_per_engine": args.seqs, "chunk_tokens": CHUNK, "model": MODEL, "gpu": GPU,
                      "kill_at_fraction": args.kill_at, "warmup_min": args.warmup_min, "sample_s": args.sample_s,
                      "sidecar_args": args.sidecar_arg or [], "trace": "Azure LLM inference trace 2023, conversation "
                      f"(requests with prompt + output <= {MAX_CONTEXT} tokens)"},
+        "sidecar_defaults": sidecar_defaults(),
         "first_start_ready_s": first_ready_s,
         "kill": killed,
         "engines": engines,
@@ -478,6 +483,14 @@ def run(args) -> dict:
     }
 
 
+def sidecar_defaults() -> dict:
+    from llmco2_sidecar.config import SidecarConfig
+
+    f = SidecarConfig.__dataclass_fields__
+    return {k: f[k].default for k in ("journal_max_bytes", "log_max_bytes", "log_backups", "fsync",
+                                      "ledger_max_finished", "predictor", "max_pending_steps")}
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -494,6 +507,7 @@ def machine() -> dict:
 # ---- reports --------------------------------------------------------------------------------------
 def render(r: dict) -> str:
     s, m, lat, k = r["settings"], r["machine"], r["latency"], r["kill"]
+    d = r["sidecar_defaults"]
     o = lat["outside_outage"]
     g = r["rss_growth_after_warmup"]
 
@@ -532,10 +546,13 @@ def render(r: dict) -> str:
         f"{ms(lat['max_ms'])} ({lat['records_timed']:,}) | |",
         f"| sidecar RSS after warm-up ({s['warmup_min']:g} min), before the kill | {gtxt(g['before_kill'])} | < 10% growth |",
         f"| sidecar RSS after warm-up, after the restart | {gtxt(g['after_restart'])} | < 10% growth |",
-        f"| journal size, largest sample | {r['journal_max_bytes'] / 2**20:,.1f} MB (segments of 256 MB, checkpointed and "
-        "deleted once their records are written) | bounded |",
-        f"| carbon log + rotations, largest sample | {r['log_max_bytes'] / 2**20:,.1f} MB (rotated at 64 MB, 5 kept) | bounded |",
-        f"| sidecar CPU | {r['samples'][-1]['sidecar_cpu_s']:,.0f} s over the run | |",
+        f"| journal size, largest sample | {r['journal_max_bytes'] / 2**20:,.1f} MB (segments of "
+        f"{d['journal_max_bytes'] / 2**20:g} MB, checkpointed and deleted once their records are written) | bounded |",
+        f"| carbon log + rotations, largest sample | {r['log_max_bytes'] / 2**20:,.1f} MB (rotated at "
+        f"{d['log_max_bytes'] / 2**20:g} MB, {d['log_backups']} kept) | bounded |",
+        f"| CPU: the sidecar / the four engine processes (generator + emitter) | "
+        f"{r['samples'][-1]['sidecar_cpu_s']:,.0f} s ({r['samples'][-1]['sidecar_cpu_s'] / r['samples'][-1]['t_s']:.2f} "
+        f"of a core on average) / {sum(e.get('cpu_s', 0) for e in r['engines']):,.0f} s | |",
         "",
         f"The outage window excluded from the first latency row: requests finished from 1 s before the SIGKILL to "
         f"30 s after the restarted sidecar listened ({o['excluded_window_s'][0]:.0f}-{o['excluded_window_s'][1]:.0f} s). "

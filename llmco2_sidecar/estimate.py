@@ -57,9 +57,21 @@ def batch_sci(carbon_g: float, batch: int, prompt_len: int, output_len: int) -> 
 
 
 def deployment_for(query: BatchQuery) -> Deployment:
-    dep = Deployment(load_model(query.model), load_gpu(query.gpu), Parallelism(tp=query.tp, pp=query.pp))
+    dep = Deployment(load_model(query.model), load_gpu(query.gpu),
+                     Parallelism(tp=query.tp, pp=query.pp, dp=query.dp, ep=query.ep))
     check_deployment(dep)
     return dep
+
+
+def model_info(m) -> dict:
+    """What the estimate assumed about the model: size, experts, number formats, config provenance."""
+    return {
+        "params": m.total_params, "active_params": m.active_params, "weight_bytes": m.weight_bytes,
+        "experts": m.num_experts, "experts_per_token": m.experts_per_token, "mla": m.is_mla,
+        "weight_bits": m.weight_bits, "expert_weight_bits": m.expert_bits if m.is_moe else None,
+        "act_bits": m.act_bits, "kv_bits": m.kv_bits, "gemm_dtype": m.gemm_dtype or None,
+        "quant_method": m.quant_method or None, "config_verified": m.verified,
+    }
 
 
 def estimate(query: BatchQuery, settings: CarbonSettings = CarbonSettings(), predictor: StepPredictor | None = None,
@@ -98,6 +110,9 @@ def estimate(query: BatchQuery, settings: CarbonSettings = CarbonSettings(), pre
         "output_len": query.output_len,
         "tp": query.tp,
         "pp": query.pp,
+        "ep": query.ep,
+        "dp": query.dp,
+        "model_info": model_info(dep.model),
         "observed_latency_s": query.observed_latency_s,
         "pue": settings.pue,
         "carbon_intensity_g_per_kwh": ci,

@@ -143,9 +143,11 @@ class BatchQuery:
     pp: int = 1
     observed_latency_s: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    ep: int = 1  # expert-parallel size (MoE models); ep > tp spans dp replicas running alike batches
+    dp: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("batch", "prompt_len", "output_len", "tp", "pp"):
+        for name in ("batch", "prompt_len", "output_len", "tp", "pp", "ep", "dp"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(name.replace("_", "-"), f"must be a positive integer, got {value!r}", ">= 1")

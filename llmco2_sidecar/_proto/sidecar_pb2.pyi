@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EstimateRequest(_message.Message):
-    __slots__ = ("model", "gpu", "batch", "prompt_len", "output_len", "tp", "pp", "pue", "carbon_intensity_g_per_kwh", "observed_latency_s")
+    __slots__ = ("model", "gpu", "batch", "prompt_len", "output_len", "tp", "pp", "pue", "carbon_intensity_g_per_kwh", "observed_latency_s", "ep", "dp")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,8 @@ class EstimateRequest(_message.Message):
     PUE_FIELD_NUMBER: _ClassVar[int]
     CARBON_INTENSITY_G_PER_KWH_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    EP_FIELD_NUMBER: _ClassVar[int]
+    DP_FIELD_NUMBER: _ClassVar[int]
     model: str
     gpu: str
     batch: int
@@ -31,7 +33,9 @@ class EstimateRequest(_message.Message):
     pue: float
     carbon_intensity_g_per_kwh: float
     observed_latency_s: float
-    def __init__(self, model: _Optional[str] = ..., gpu: _Optional[str] = ..., batch: _Optional[int] = ..., prompt_len: _Optional[int] = ..., output_len: _Optional[int] = ..., tp: _Optional[int] = ..., pp: _Optional[int] = ..., pue: _Optional[float] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., observed_latency_s: _Optional[float] = ...) -> None: ...
+    ep: int
+    dp: int
+    def __init__(self, model: _Optional[str] = ..., gpu: _Optional[str] = ..., batch: _Optional[int] = ..., prompt_len: _Optional[int] = ..., output_len: _Optional[int] = ..., tp: _Optional[int] = ..., pp: _Optional[int] = ..., pue: _Optional[float] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., observed_latency_s: _Optional[float] = ..., ep: _Optional[int] = ..., dp: _Optional[int] = ...) -> None: ...
 
 class EstimateResponse(_message.Message):
     __slots__ = ("result",)

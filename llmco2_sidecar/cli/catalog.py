@@ -11,6 +11,68 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one section (default: all)")
     p.add_argument("--hardware", default=None, help="a TOML file that adds or overrides GPU/server entries")
     p.add_argument("--json", action="store_true")
+    p.epilog = ("models: each bundled Hugging Face id and alias with its kind (dense or MoE: experts, active per "
+                "token; MLA; local attention), size, number formats, whether its config was checked in two public "
+                "copies, and the shipped predictor's held-out error on its family where the model card has one.")
+
+
+def _heldout_by_family() -> dict[str, float]:
+    """Split name ('family=qwen3') -> MAPE of the shipped GNN, from its model card's info."""
+    import ast
+    import json
+
+    from ..predictor.gnn import DEFAULT_MODEL
+
+    try:
+        info = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text()).get("info", {})
+        rows = info.get("heldout", [])
+        rows = ast.literal_eval(rows) if isinstance(rows, str) else rows
+    except (OSError, ValueError, SyntaxError):
+        return {}
+    return {r["split"]: float(r["mape"]) for r in rows if isinstance(r, dict) and r.get("predictor") == "llmco2-gnn"
+            and "split" in r and "mape" in r}
+
+
+MOE_FAMILIES = {"qwen3_moe": "qwen3-moe", "qwen2_moe": "qwen2-moe", "gpt_oss": "gpt-oss", "deepseek_v3": "deepseek",
+                "deepseek_v2": "deepseek", "llama4_text": "llama-4", "llama4": "llama-4", "mixtral": "mixtral"}
+
+
+def moe_family(m) -> str:
+    """The held-out group name of a MoE model ('family=qwen3-moe', ...): a dense family's score says
+    nothing about its MoE relatives."""
+    return MOE_FAMILIES.get(m.model_type, m.model_type)
+
+
+def _models() -> dict[str, dict]:
+    from ..models import bundled_status, list_aliases, load_model
+
+    try:
+        from ..predictor.dataset import _family
+    except ImportError:  # pragma: no cover
+        def _family(model_id: str) -> str:
+            return model_id
+    held = _heldout_by_family()
+    aliases = list_aliases()
+    out = {}
+    status = bundled_status()
+    for hf_id in list(status) + sorted(aliases):
+        support = model_support(hf_id)
+        if not support["supported"]:
+            out[hf_id] = {"verified": status.get(hf_id, True), "alias_of": aliases.get(hf_id, {}).get("base"), **support}
+            continue
+        m = load_model(hf_id)
+        fmt = f"w{m.weight_bits}" + (f"/experts {m.expert_bits:g}" if m.is_moe and m.expert_bits != m.weight_bits else "")
+        fmt += f" {m.quant_method}" if m.quant_method else ""
+        out[hf_id] = {
+            "verified": m.verified, "alias_of": aliases.get(hf_id, {}).get("base"), "model_type": m.model_type,
+            "experts": m.num_experts, "experts_per_token": m.experts_per_token, "mla": m.is_mla,
+            "local_attention": m.local_attention, "params_b": m.total_params / 1e9, "active_params_b": m.active_params / 1e9,
+            "weight_bits": m.weight_bits, "expert_weight_bits": m.expert_bits if m.is_moe else None,
+            "quant_method": m.quant_method or None, "format": fmt, "kv_bytes_per_token": m.kv_bytes_per_token,
+            "heldout_mape": held.get(f"family={moe_family(m) if m.is_moe else _family(hf_id)}"),
+            **support,
+        }
+    return out
 
 
 def model_support(hf_id: str) -> dict:
@@ -29,7 +91,6 @@ def model_support(hf_id: str) -> dict:
 def run(a: argparse.Namespace) -> int:
     from ..energy import carbon
     from ..hardware import load_catalog
-    from ..models import bundled_status
 
     cat = load_catalog(a.hardware)
     out = {
@@ -42,7 +103,7 @@ def run(a: argparse.Namespace) -> int:
         "servers": {k: {"name": s.name, "gpu_id": s.gpu_id, "gpus_per_node": s.gpus_per_node, "cpu_model": s.cpu_model,
                         "cpus_per_node": s.cpus_per_node, "host_idle_w": s.host_idle_w,
                         "host_idle_w_source": s.sources.get("host_idle_w", "")} for k, s in cat.servers.items()},
-        "models": {k: {"verified": v, **model_support(k)} for k, v in bundled_status().items()},
+        "models": _models(),
         "regions": {k: {"g_per_kwh": r.g_per_kwh, "source": r.source, "year": r.year} for k, r in carbon.regions().items()},
     }
     if a.what:
@@ -64,10 +125,20 @@ def run(a: argparse.Namespace) -> int:
             print(f"  {k:<16} {s['gpus_per_node']} x {s['gpu_id']}, {s['cpus_per_node']} x {s['cpu_model']}, "
                   f"host idle {s['host_idle_w']:.0f} W ({s['host_idle_w_source']})")
     if "models" in out:
-        print("Models (Hugging Face ids; * = checked in one public copy only; UNSUPPORTED = refused by estimate and serve):")
+        print("Models (Hugging Face ids; * = config checked in one public copy only; heldout: the shipped predictor's "
+              "MAPE on the model's family held out, '-' where it has none; UNSUPPORTED = refused by estimate and serve):")
         for k, m in out["models"].items():
-            mark = "" if m["supported"] else f"  UNSUPPORTED: {m['reason']}"
-            print(f"  {k}{'' if m['verified'] else ' *'}{mark}")
+            if not m["supported"]:
+                print(f"  {k + ('' if m['verified'] else ' *'):<52} UNSUPPORTED: {m['reason']}")
+                continue
+            kind = "dense" if not m["experts"] else f"MoE {m['experts']}/{m['experts_per_token']}"
+            kind += " MLA" if m["mla"] else ""
+            kind += f" {m['local_attention']}" if m["local_attention"] else ""
+            fmt = m["format"]
+            held = f"{m['heldout_mape']:.1f}%" if m["heldout_mape"] is not None else "-"
+            alias = f" -> {m['alias_of']}" if m["alias_of"] else ""
+            print(f"  {k + ('' if m['verified'] else ' *'):<52} {kind:<22} {m['params_b']:>7.1f}B "
+                  f"({m['active_params_b']:>5.1f}B active) {fmt:<14} heldout {held:>6}{alias}")
     if "regions" in out:
         print("Grid carbon intensity, gCO2e/kWh:")
         for k, r in out["regions"].items():

@@ -10,7 +10,7 @@ from ..energy import carbon
 from ..errors import InputError
 from ..workload import BatchQuery
 
-QUERY_KEYS = ("model", "gpu", "batch", "prompt_len", "output_len", "tp", "pp", "observed_latency_s")
+QUERY_KEYS = ("model", "gpu", "batch", "prompt_len", "output_len", "tp", "pp", "ep", "dp", "observed_latency_s")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-len", type=int, help="generated tokens per request")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel stages")
+    p.add_argument("--ep", type=int, default=1,
+                   help="expert-parallel size of a MoE model (vLLM --enable-expert-parallel: tp x dp); 1: experts "
+                        "split by TP. ep > tp spans --dp replicas, assumed to run batches like this one")
+    p.add_argument("--dp", type=int, default=1, help="data-parallel replicas (matters with --ep > --tp)")
     p.add_argument("--observed-latency-s", type=float, default=None,
                    help="the batch's measured wall time, when known (else the predictor predicts it)")
     p.add_argument("--max-batched-tokens", type=int, default=None,
@@ -46,7 +50,8 @@ def _query_from_args(a: argparse.Namespace) -> BatchQuery:
     for name in ("model", "gpu", "batch", "prompt_len", "output_len"):
         if getattr(a, name) is None:
             raise InputError(name.replace("_", "-"), "is required (or use --queries FILE)")
-    return BatchQuery(a.model, a.gpu, a.batch, a.prompt_len, a.output_len, a.tp, a.pp, a.observed_latency_s)
+    return BatchQuery(a.model, a.gpu, a.batch, a.prompt_len, a.output_len, a.tp, a.pp, a.observed_latency_s,
+                      ep=a.ep, dp=a.dp)
 
 
 def _query_from_json(obj: dict) -> BatchQuery:
@@ -59,13 +64,18 @@ def _query_from_json(obj: dict) -> BatchQuery:
         if k not in obj:
             raise InputError(k, "missing")
     return BatchQuery(str(obj["model"]), str(obj["gpu"]), obj["batch"], obj["prompt_len"], obj["output_len"],
-                      obj.get("tp", 1), obj.get("pp", 1), obj.get("observed_latency_s"))
+                      obj.get("tp", 1), obj.get("pp", 1), obj.get("observed_latency_s"), ep=obj.get("ep", 1),
+                      dp=obj.get("dp", 1))
 
 
 def _print_human(r: dict) -> None:
     e, c = r["energy_j"], r["carbon_g"]
-    print(f"{r['model']} on {r['tp'] * r['pp']} x {r['gpu']} (TP {r['tp']}, PP {r['pp']}): batch {r['batch']}, "
+    ep = f", EP {r['ep']}" + (f" over DP {r['dp']}" if r["ep"] > r["tp"] else "") if r.get("ep", 1) > 1 else ""
+    print(f"{r['model']} on {r['tp'] * r['pp']} x {r['gpu']} (TP {r['tp']}, PP {r['pp']}{ep}): batch {r['batch']}, "
           f"prompt {r['prompt_len']}, output {r['output_len']}")
+    mi = r.get("model_info") or {}
+    if mi.get("experts") or mi.get("quant_method"):
+        print("  model    " + describe_model(mi))
     print(f"  energy   prefill {e['prefill']:.1f} J   decode {e['decode']:.1f} J   serving {e['serving']:.1f} J   "
           f"total {e['total']:.1f} J ({e['total'] / 3.6e3:.3f} Wh)")
     print(f"  latency  prefill {r['latency_s']['prefill']:.3f} s   decode {r['latency_s']['decode']:.3f} s")
@@ -80,6 +90,23 @@ def _print_human(r: dict) -> None:
         print(f"  KV cache does not fit ({kv['capacity_tokens']} tokens): {kv['preemptions']} preemptions, "
               f"{kv['recomputed_tokens']} tokens recomputed")
     print(f"  predictor: {r['predictor']}")
+
+
+def describe_model(mi: dict) -> str:
+    """One line: size, experts, number formats (for MoE and quantized models)."""
+    parts = [f"{mi['params'] / 1e9:.1f}B params"]
+    if mi.get("experts"):
+        parts = [f"MoE {mi['experts']} experts, {mi['experts_per_token']} per token",
+                 f"{mi['params'] / 1e9:.1f}B params ({mi['active_params'] / 1e9:.1f}B active)"]
+    fmt = f"{mi['weight_bits']}-bit weights"
+    if mi.get("expert_weight_bits") and mi["expert_weight_bits"] != mi["weight_bits"]:
+        fmt += f", {mi['expert_weight_bits']:g}-bit experts"
+    if mi.get("quant_method"):
+        fmt += f" ({mi['quant_method']}" + (f", {mi['gemm_dtype']} GEMMs" if mi.get("gemm_dtype") else "") + ")"
+    parts.append(fmt + f", {mi['weight_bytes'] / 1e9:.1f} GB")
+    if not mi.get("config_verified", True):
+        parts.append("config checked in one copy only")
+    return "; ".join(parts)
 
 
 def run(a: argparse.Namespace) -> int:

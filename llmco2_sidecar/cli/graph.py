@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", choices=("prefill", "decode"), default="prefill")
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--pp", type=int, default=1)
+    p.add_argument("--ep", type=int, default=1, help="expert-parallel size (MoE; vLLM: tp x dp)")
+    p.add_argument("--dp", type=int, default=1, help="data-parallel replicas (with --ep > --tp)")
     p.add_argument("--unfused-attention", action="store_true", help="QK^T, softmax and SV as separate kernels")
     p.add_argument("--json", action="store_true", help="print the kernels and edges as JSON")
 
@@ -32,12 +34,23 @@ def _fmt(x: float) -> str:
     return f"{x:.0f}"
 
 
+def _moe_info(dep, steps) -> dict | None:
+    m = dep.model
+    if not m.is_moe:
+        return None
+    from ..graph.moe import touched_share
+
+    share = float(touched_share(steps.new_tokens.sum(), m, dep.parallel))
+    return {"experts": m.num_experts, "experts_per_token": m.experts_per_token, "moe_layers": m.num_moe_layers,
+            "dense_layers": m.num_dense_layers, "expected_distinct_experts": m.num_experts * share}
+
+
 def run(a: argparse.Namespace) -> int:
     from ..estimate import deployment_for
     from ..graph import kernel_table, layer_graph, ridge_points
     from ..workload import StepBatch
 
-    q = BatchQuery(a.model, a.gpu, a.batch, a.prompt_len, a.output_len, a.tp, a.pp)
+    q = BatchQuery(a.model, a.gpu, a.batch, a.prompt_len, a.output_len, a.tp, a.pp, ep=a.ep, dp=a.dp)
     dep = deployment_for(q)
     if a.phase == "prefill":
         steps = StepBatch.from_steps([[(0, q.prompt_len)] * q.batch])
@@ -48,7 +61,8 @@ def run(a: argparse.Namespace) -> int:
     mrp, nrp = ridge_points(dep)
     if a.json:
         print(json.dumps({
-            "model": dep.model.name, "gpu": dep.gpu.gpu_id, "phase": a.phase, "tp": a.tp, "pp": a.pp,
+            "model": dep.model.name, "gpu": dep.gpu.gpu_id, "phase": a.phase, "tp": a.tp, "pp": a.pp, "ep": a.ep,
+            "moe": _moe_info(dep, steps),
             "ridge_points": {"memory_flop_per_byte": mrp, "network_flop_per_byte": nrp},
             "kernels": [r.__dict__ for r in rows],
             "edges": [[g.names[i], g.names[j]] for i, j in g.edge_index.T.tolist()],
@@ -57,6 +71,11 @@ def run(a: argparse.Namespace) -> int:
     print(f"{dep.model.name} on {dep.gpu.gpu_id}, TP {a.tp} PP {a.pp}, {a.phase}: batch {q.batch}, prompt {q.prompt_len}"
           + (f", decode context {q.prompt_len + q.output_len // 2}" if a.phase == "decode" else ""))
     print(f"ridge points: memory {mrp:.0f} FLOP/B, network {nrp:.0f} FLOP/B; per GPU; 'layer' rows x {dep.model.num_layers} layers")
+    moe = _moe_info(dep, steps)
+    if moe:
+        print(f"MoE: {moe['experts']} experts, {moe['experts_per_token']} per token, {moe['moe_layers']} MoE + "
+              f"{moe['dense_layers']} dense layers; this step touches {moe['expected_distinct_experts']:.1f} distinct "
+              f"experts per MoE layer (uniform routing); layer rows are per-layer averages over the layer kinds")
     head = f"{'kernel':<22}{'scope':<7}{'FLOPs':>10}{'mem B':>10}{'net B':>10}{'intensity':>11}{'roof TF/s':>11}  {'bound':<8}{'time us':>10}"
     print(head)
     print("-" * len(head))

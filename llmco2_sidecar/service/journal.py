@@ -46,7 +46,7 @@ def _segment_name(n: int) -> str:
 
 class Journal:
     def __init__(self, directory: str | os.PathLike, fsync: str = "interval", interval_s: float = 1.0,
-                 max_bytes: int = 256 << 20):
+                 max_bytes: int = 32 << 20):
         self.dir = Path(directory)
         self.fsync_policy = fsync
         self.interval_s = float(interval_s)

@@ -107,3 +107,12 @@ def test_dashboard_is_a_provisionable_classic_model():
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
         if p["type"] != "row":
             assert p["datasource"]["uid"] == "${datasource}", p["title"]
+
+
+def test_committed_dashboard_is_what_the_generator_writes():
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "make_dashboard.py"
+    res = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, "run: python tools/make_dashboard.py " + res.stderr

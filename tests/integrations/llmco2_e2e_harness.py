@@ -42,10 +42,13 @@ def ensure_vllm_env(timeout_s: float = 900.0) -> Path:
     return python
 
 
-def build_tiny_model(python: Path, out_dir: Path, hidden_size: int | None = None, num_layers: int = 2) -> Path:
+def build_tiny_model(python: Path, out_dir: Path, hidden_size: int | None = None, num_layers: int = 2,
+                     arch: str = "llama") -> Path:
     """The tiny random-weight LLaMA (tests/integrations/tiny_llama.py) built with the e2e venv's python;
-    ``hidden_size``/``num_layers`` for a larger one."""
-    size = [] if hidden_size is None else [str(hidden_size), str(num_layers)]
+    ``hidden_size``/``num_layers`` for a larger one; ``arch`` "mixtral" or "qwen3_moe" for a tiny MoE."""
+    size = [] if hidden_size is None and arch == "llama" else [str(hidden_size or 128), str(num_layers)]
+    if arch != "llama":
+        size.append(arch)
     proc = subprocess.run([str(python), str(HERE / "tiny_llama.py"), str(out_dir), *size], capture_output=True,
                           text=True, timeout=300)
     if proc.returncode != 0:
@@ -110,7 +113,7 @@ class Sidecar:
         out.close()
         return self
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
         out = self.workdir / f"serve.{self.starts}.out"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -170,7 +173,7 @@ class VllmServer:
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         return self
 
-    def wait_ready(self, timeout_s: float = 240.0) -> None:
+    def wait_ready(self, timeout_s: float = 480.0) -> None:  # 240 s was too short on a 2-core box at load 30+
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -29,9 +29,11 @@ _CORPUS = [
 
 
 def build(out_dir: str | Path, vocab_size: int = 1000, seed: int = 0, hidden_size: int = 128,
-          num_layers: int = 2) -> Path:
+          num_layers: int = 2, arch: str = "llama") -> Path:
     """The model in ``out_dir``; ``hidden_size`` (a multiple of 32: heads of size 32) and ``num_layers``
-    make a larger one whose steps take real compute (benchmarks/hook_overhead.py's step-bound server)."""
+    make a larger one whose steps take real compute (benchmarks/hook_overhead.py's step-bound server).
+    ``arch="mixtral"`` or ``"qwen3_moe"``: a mixture-of-experts model of the same size, 4 experts of
+    which 2 are active per token (intermediate ``hidden_size`` per expert)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -56,6 +58,8 @@ def build(out_dir: str | Path, vocab_size: int = 1000, seed: int = 0, hidden_siz
     fast.save_pretrained(out)
 
     torch.manual_seed(seed)
+    if arch != "llama":
+        return _build_moe(out, fast, arch, hidden_size, num_layers)
     cfg = LlamaConfig(
         vocab_size=len(fast),
         hidden_size=hidden_size,
@@ -74,7 +78,27 @@ def build(out_dir: str | Path, vocab_size: int = 1000, seed: int = 0, hidden_siz
     return out
 
 
+def _build_moe(out: Path, fast, arch: str, hidden_size: int, num_layers: int) -> Path:
+    common = dict(vocab_size=len(fast), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                  num_attention_heads=hidden_size // 32, num_key_value_heads=hidden_size // 64 or 1,
+                  max_position_embeddings=512, num_experts_per_tok=2, bos_token_id=fast.bos_token_id,
+                  eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, torch_dtype="float32")
+    if arch == "mixtral":
+        from transformers import MixtralConfig, MixtralForCausalLM
+
+        model = MixtralForCausalLM(MixtralConfig(intermediate_size=hidden_size, num_local_experts=4, **common))
+    elif arch == "qwen3_moe":
+        from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+        model = Qwen3MoeForCausalLM(Qwen3MoeConfig(intermediate_size=2 * hidden_size, moe_intermediate_size=hidden_size,
+                                                   num_experts=4, head_dim=32, **common))
+    else:
+        raise ValueError(f"unknown arch {arch!r}: llama, mixtral, qwen3_moe")
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
 if __name__ == "__main__":
-    # OUT_DIR [HIDDEN_SIZE NUM_LAYERS]
+    # OUT_DIR [HIDDEN_SIZE NUM_LAYERS [ARCH]]
     print(build(sys.argv[1], **({"hidden_size": int(sys.argv[2]), "num_layers": int(sys.argv[3])}
-                              if len(sys.argv) > 3 else {})))
+                              if len(sys.argv) > 3 else {}), **({"arch": sys.argv[4]} if len(sys.argv) > 4 else {})))

@@ -34,8 +34,11 @@ def make_hook(scheduler: Any, settings: Settings):
     if note:
         log.warning("llmco2: %s (energy and carbon are predicted for %s running steps as long as this CPU's)",
                     note, info.gpu)
-    log.info("llmco2: step hook on (%s, model %s, gpu %s, tp %d pp %d dp %d) -> sidecar %s",
-             type(scheduler).__name__, info.model_name, info.gpu, info.tp, info.pp, info.dp, settings.target)
+    arch = info.architecture or {}
+    moe = (f", MoE {arch['num_experts']} experts ({arch.get('experts_per_token', 0)} per token) ep {info.ep}"
+           if arch.get("num_experts") else "")
+    log.info("llmco2: step hook on (%s, model %s, gpu %s, tp %d pp %d dp %d%s) -> sidecar %s",
+             type(scheduler).__name__, info.model_name, info.gpu, info.tp, info.pp, info.dp, moe, settings.target)
     return StepHook(emitter, clock=time.monotonic, dump_path=settings.step_dump, flush_s=settings.flush_ms / 1000.0)
 
 
