@@ -209,6 +209,32 @@ def grid_settings(args: argparse.Namespace | Mapping[str, Any], env: Mapping[str
             "grid_url": ns.get("grid_url") or env.get(GRID_URL_ENV) or None}
 
 
+def apply_grid_to_replay(args: argparse.Namespace) -> None:
+    """``--grid`` for a simulated replay (``llmco2 replay``), whose accounting takes a region, a fixed
+    intensity or an hourly series: ``static:R`` sets ``args.region``, ``csv:PATH`` sets
+    ``args.intensity_csv`` (each step at its own hour), a live API is read once now and fixes
+    ``args.carbon_intensity`` (a replayed trace priced at the current intensity: said on stderr)."""
+    import sys
+
+    g = grid_settings(args)
+    if not (g["grid"] or g["grid_url"]):
+        return
+    from .energy.grid.sources import LIVE, parse_grid, reading_once
+
+    spec = parse_grid(g["grid"], g["grid_url"], getattr(args, "region", None))
+    if getattr(args, "carbon_intensity", None) is not None or getattr(args, "intensity_csv", None):
+        raise InputError("grid", "--grid replaces --carbon-intensity and --intensity-csv", "one of them")
+    if spec.kind == "static":
+        args.region = spec.arg
+    elif spec.kind == "csv":
+        args.intensity_csv = spec.arg
+    elif spec.kind in LIVE:
+        r = reading_once(spec, getattr(args, "region", None))
+        print(f"grid: {r.g_per_kwh:g} gCO2e/kWh ({r.kind}, {r.source}) now, for every step of the trace",
+              file=sys.stderr)
+        args.carbon_intensity = r.g_per_kwh
+
+
 def open_grid_source(config: "SidecarConfig"):
     """The :class:`~llmco2_sidecar.energy.grid.sources.GridSource` of a config (not started), or the
     constant ``configured`` reading of ``carbon_intensity_g_per_kwh``."""

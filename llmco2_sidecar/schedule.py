@@ -57,7 +57,9 @@ def kv_capacity_tokens(dep: Deployment) -> int:
     offered = gpu.memory_bytes * n * GPU_MEMORY_UTILIZATION
     reserve = gpu.memory_bytes * n * ACTIVATION_RESERVE_FRACTION
     usable = offered - reserve - m.weight_bytes
-    min_kv = m.kv_bytes_per_token * BLOCK_TOKENS
+    # MLA's latent is shared by all heads, so every tensor-parallel GPU caches all of it
+    per_token = m.kv_bytes_per_token * (dep.parallel.tp if m.kv_replicated_over_tp else 1)
+    min_kv = per_token * BLOCK_TOKENS
     if usable < min_kv:
         short = min_kv - usable
         raise InputError(
@@ -67,7 +69,7 @@ def kv_capacity_tokens(dep: Deployment) -> int:
             f"reserve {reserve / 1e9:.1f} GB, leaving no room for the KV cache ({short / 1e9:.1f} GB short)",
             "more GPUs (--tp/--pp) or a GPU with more memory",
         )
-    return int(usable // m.kv_bytes_per_token) // BLOCK_TOKENS * BLOCK_TOKENS
+    return int(usable // per_token) // BLOCK_TOKENS * BLOCK_TOKENS
 
 
 def _blocks(tokens: int) -> int:

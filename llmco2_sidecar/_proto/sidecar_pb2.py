@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from . import events_pb2 as llmco2_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmco2/v1/sidecar.proto\x12\tllmco2.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16llmco2/v1/events.proto\"\xc9\x01\n\x0f\x45stimateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03gpu\x18\x02 \x01(\t\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\r\x12\x12\n\nprompt_len\x18\x04 \x01(\r\x12\x12\n\noutput_len\x18\x05 \x01(\r\x12\n\n\x02tp\x18\x06 \x01(\r\x12\n\n\x02pp\x18\x07 \x01(\r\x12\x0b\n\x03pue\x18\x08 \x01(\x01\x12\"\n\x1a\x63\x61rbon_intensity_g_per_kwh\x18\t \x01(\x01\x12\x1a\n\x12observed_latency_s\x18\n \x01(\x01\";\n\x10\x45stimateResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"R\n\x0f\x45nergyBreakdown\x12\x0f\n\x07prefill\x18\x01 \x01(\x01\x12\x0e\n\x06\x64\x65\x63ode\x18\x02 \x01(\x01\x12\x0f\n\x07serving\x18\x03 \x01(\x01\x12\r\n\x05total\x18\x04 \x01(\x01\"G\n\x0f\x43\x61rbonBreakdown\x12\x13\n\x0boperational\x18\x01 \x01(\x01\x12\x10\n\x08\x65mbodied\x18\x02 \x01(\x01\x12\r\n\x05total\x18\x03 \x01(\x01\"\xda\x04\n\rRequestCarbon\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.llmco2.v1.RequestCarbon.State\x12\n\n\x02ts\x18\x03 \x01(\x01\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03gpu\x18\x05 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x15\n\routput_tokens\x18\x07 \x01(\r\x12,\n\x08\x65nergy_j\x18\x08 \x01(\x0b\x32\x1a.llmco2.v1.EnergyBreakdown\x12,\n\x08\x63\x61rbon_g\x18\t \x01(\x0b\x32\x1a.llmco2.v1.CarbonBreakdown\x12\x0e\n\x06source\x18\n \x01(\t\x12\x0b\n\x03pue\x18\x0b \x01(\x01\x12\"\n\x1a\x63\x61rbon_intensity_g_per_kwh\x18\x0c \x01(\x01\x12\x0e\n\x06\x65ngine\x18\r \x01(\t\x12\r\n\x05steps\x18\x0e \x01(\r\x12\x19\n\x11\x63lient_request_id\x18\x0f \x01(\t\x12\x1d\n\x15\x63\x61rbon_intensity_kind\x18\x10 \x01(\t\x12\x1f\n\x17\x63\x61rbon_intensity_source\x18\x11 \x01(\t\x12\x1b\n\x13\x63\x61rbon_intensity_ts\x18\x12 \x01(\x01\x12\"\n\x1asci_g_per_1k_output_tokens\x18\x13 \x01(\x01\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x12\n\x0eSTATE_FINISHED\x10\x02\x12\x11\n\rSTATE_ABORTED\x10\x03\"H\n\x12RequestCarbonQuery\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\x12\x0e\n\x06prefix\x18\x03 \x01(\x08\"?\n\x12RequestCarbonReply\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.llmco2.v1.RequestCarbon\")\n\x0cWatchRequest\x12\x19\n\x11request_id_prefix\x18\x01 \x01(\t2\xaa\x02\n\rCarbonSidecar\x12<\n\x0cStreamEvents\x12\x18.llmco2.v1.EngineMessage\x1a\x0e.llmco2.v1.Ack(\x01\x30\x01\x12\x43\n\x08\x45stimate\x12\x1a.llmco2.v1.EstimateRequest\x1a\x1b.llmco2.v1.EstimateResponse\x12P\n\x10GetRequestCarbon\x12\x1d.llmco2.v1.RequestCarbonQuery\x1a\x1d.llmco2.v1.RequestCarbonReply\x12\x44\n\rWatchFinished\x12\x17.llmco2.v1.WatchRequest\x1a\x18.llmco2.v1.RequestCarbon0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmco2/v1/sidecar.proto\x12\tllmco2.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16llmco2/v1/events.proto\"\xe1\x01\n\x0f\x45stimateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03gpu\x18\x02 \x01(\t\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\r\x12\x12\n\nprompt_len\x18\x04 \x01(\r\x12\x12\n\noutput_len\x18\x05 \x01(\r\x12\n\n\x02tp\x18\x06 \x01(\r\x12\n\n\x02pp\x18\x07 \x01(\r\x12\x0b\n\x03pue\x18\x08 \x01(\x01\x12\"\n\x1a\x63\x61rbon_intensity_g_per_kwh\x18\t \x01(\x01\x12\x1a\n\x12observed_latency_s\x18\n \x01(\x01\x12\n\n\x02\x65p\x18\x0b \x01(\r\x12\n\n\x02\x64p\x18\x0c \x01(\r\";\n\x10\x45stimateResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"R\n\x0f\x45nergyBreakdown\x12\x0f\n\x07prefill\x18\x01 \x01(\x01\x12\x0e\n\x06\x64\x65\x63ode\x18\x02 \x01(\x01\x12\x0f\n\x07serving\x18\x03 \x01(\x01\x12\r\n\x05total\x18\x04 \x01(\x01\"G\n\x0f\x43\x61rbonBreakdown\x12\x13\n\x0boperational\x18\x01 \x01(\x01\x12\x10\n\x08\x65mbodied\x18\x02 \x01(\x01\x12\r\n\x05total\x18\x03 \x01(\x01\"\xe9\x04\n\rRequestCarbon\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.llmco2.v1.RequestCarbon.State\x12\n\n\x02ts\x18\x03 \x01(\x01\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0b\n\x03gpu\x18\x05 \x01(\t\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\x12\x15\n\routput_tokens\x18\x07 \x01(\r\x12,\n\x08\x65nergy_j\x18\x08 \x01(\x0b\x32\x1a.llmco2.v1.EnergyBreakdown\x12,\n\x08\x63\x61rbon_g\x18\t \x01(\x0b\x32\x1a.llmco2.v1.CarbonBreakdown\x12\x0e\n\x06source\x18\n \x01(\t\x12\x0b\n\x03pue\x18\x0b \x01(\x01\x12\"\n\x1a\x63\x61rbon_intensity_g_per_kwh\x18\x0c \x01(\x01\x12\x0e\n\x06\x65ngine\x18\r \x01(\t\x12\r\n\x05steps\x18\x0e \x01(\r\x12\x19\n\x11\x63lient_request_id\x18\x0f \x01(\t\x12\x1d\n\x15\x63\x61rbon_intensity_kind\x18\x10 \x01(\t\x12\x1f\n\x17\x63\x61rbon_intensity_source\x18\x11 \x01(\t\x12\x1b\n\x13\x63\x61rbon_intensity_ts\x18\x12 \x01(\x01\x12\"\n\x1asci_g_per_1k_output_tokens\x18\x13 \x01(\x01\x12\r\n\x05\x65rror\x18\x14 \x01(\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x12\n\x0eSTATE_FINISHED\x10\x02\x12\x11\n\rSTATE_ABORTED\x10\x03\"H\n\x12RequestCarbonQuery\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\x12\x0e\n\x06prefix\x18\x03 \x01(\x08\"?\n\x12RequestCarbonReply\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.llmco2.v1.RequestCarbon\")\n\x0cWatchRequest\x12\x19\n\x11request_id_prefix\x18\x01 \x01(\t2\xaa\x02\n\rCarbonSidecar\x12<\n\x0cStreamEvents\x12\x18.llmco2.v1.EngineMessage\x1a\x0e.llmco2.v1.Ack(\x01\x30\x01\x12\x43\n\x08\x45stimate\x12\x1a.llmco2.v1.EstimateRequest\x1a\x1b.llmco2.v1.EstimateResponse\x12P\n\x10GetRequestCarbon\x12\x1d.llmco2.v1.RequestCarbonQuery\x1a\x1d.llmco2.v1.RequestCarbonReply\x12\x44\n\rWatchFinished\x12\x17.llmco2.v1.WatchRequest\x1a\x18.llmco2.v1.RequestCarbon0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmco2.v1.sidecar_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ESTIMATEREQUEST']._serialized_start=93
-  _globals['_ESTIMATEREQUEST']._serialized_end=294
-  _globals['_ESTIMATERESPONSE']._serialized_start=296
-  _globals['_ESTIMATERESPONSE']._serialized_end=355
-  _globals['_ENERGYBREAKDOWN']._serialized_start=357
-  _globals['_ENERGYBREAKDOWN']._serialized_end=439
-  _globals['_CARBONBREAKDOWN']._serialized_start=441
-  _globals['_CARBONBREAKDOWN']._serialized_end=512
-  _globals['_REQUESTCARBON']._serialized_start=515
-  _globals['_REQUESTCARBON']._serialized_end=1117
-  _globals['_REQUESTCARBON_STATE']._serialized_start=1029
-  _globals['_REQUESTCARBON_STATE']._serialized_end=1117
-  _globals['_REQUESTCARBONQUERY']._serialized_start=1119
-  _globals['_REQUESTCARBONQUERY']._serialized_end=1191
-  _globals['_REQUESTCARBONREPLY']._serialized_start=1193
-  _globals['_REQUESTCARBONREPLY']._serialized_end=1256
-  _globals['_WATCHREQUEST']._serialized_start=1258
-  _globals['_WATCHREQUEST']._serialized_end=1299
-  _globals['_CARBONSIDECAR']._serialized_start=1302
-  _globals['_CARBONSIDECAR']._serialized_end=1600
+  _globals['_ESTIMATEREQUEST']._serialized_end=318
+  _globals['_ESTIMATERESPONSE']._serialized_start=320
+  _globals['_ESTIMATERESPONSE']._serialized_end=379
+  _globals['_ENERGYBREAKDOWN']._serialized_start=381
+  _globals['_ENERGYBREAKDOWN']._serialized_end=463
+  _globals['_CARBONBREAKDOWN']._serialized_start=465
+  _globals['_CARBONBREAKDOWN']._serialized_end=536
+  _globals['_REQUESTCARBON']._serialized_start=539
+  _globals['_REQUESTCARBON']._serialized_end=1156
+  _globals['_REQUESTCARBON_STATE']._serialized_start=1068
+  _globals['_REQUESTCARBON_STATE']._serialized_end=1156
+  _globals['_REQUESTCARBONQUERY']._serialized_start=1158
+  _globals['_REQUESTCARBONQUERY']._serialized_end=1230
+  _globals['_REQUESTCARBONREPLY']._serialized_start=1232
+  _globals['_REQUESTCARBONREPLY']._serialized_end=1295
+  _globals['_WATCHREQUEST']._serialized_start=1297
+  _globals['_WATCHREQUEST']._serialized_end=1338
+  _globals['_CARBONSIDECAR']._serialized_start=1341
+  _globals['_CARBONSIDECAR']._serialized_end=1639
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EstimateRequest(_message.Message):
-    __slots__ = ("model", "gpu", "batch", "prompt_len", "output_len", "tp", "pp", "pue", "carbon_intensity_g_per_kwh", "observed_latency_s")
+    __slots__ = ("model", "gpu", "batch", "prompt_len", "output_len", "tp", "pp", "pue", "carbon_intensity_g_per_kwh", "observed_latency_s", "ep", "dp")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,8 @@ class EstimateRequest(_message.Message):
     PUE_FIELD_NUMBER: _ClassVar[int]
     CARBON_INTENSITY_G_PER_KWH_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    EP_FIELD_NUMBER: _ClassVar[int]
+    DP_FIELD_NUMBER: _ClassVar[int]
     model: str
     gpu: str
     batch: int
@@ -31,7 +33,9 @@ class EstimateRequest(_message.Message):
     pue: float
     carbon_intensity_g_per_kwh: float
     observed_latency_s: float
-    def __init__(self, model: _Optional[str] = ..., gpu: _Optional[str] = ..., batch: _Optional[int] = ..., prompt_len: _Optional[int] = ..., output_len: _Optional[int] = ..., tp: _Optional[int] = ..., pp: _Optional[int] = ..., pue: _Optional[float] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., observed_latency_s: _Optional[float] = ...) -> None: ...
+    ep: int
+    dp: int
+    def __init__(self, model: _Optional[str] = ..., gpu: _Optional[str] = ..., batch: _Optional[int] = ..., prompt_len: _Optional[int] = ..., output_len: _Optional[int] = ..., tp: _Optional[int] = ..., pp: _Optional[int] = ..., pue: _Optional[float] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., observed_latency_s: _Optional[float] = ..., ep: _Optional[int] = ..., dp: _Optional[int] = ...) -> None: ...
 
 class EstimateResponse(_message.Message):
     __slots__ = ("result",)
@@ -62,7 +66,7 @@ class CarbonBreakdown(_message.Message):
     def __init__(self, operational: _Optional[float] = ..., embodied: _Optional[float] = ..., total: _Optional[float] = ...) -> None: ...
 
 class RequestCarbon(_message.Message):
-    __slots__ = ("request_id", "state", "ts", "model", "gpu", "prompt_tokens", "output_tokens", "energy_j", "carbon_g", "source", "pue", "carbon_intensity_g_per_kwh", "engine", "steps", "client_request_id", "carbon_intensity_kind", "carbon_intensity_source", "carbon_intensity_ts", "sci_g_per_1k_output_tokens")
+    __slots__ = ("request_id", "state", "ts", "model", "gpu", "prompt_tokens", "output_tokens", "energy_j", "carbon_g", "source", "pue", "carbon_intensity_g_per_kwh", "engine", "steps", "client_request_id", "carbon_intensity_kind", "carbon_intensity_source", "carbon_intensity_ts", "sci_g_per_1k_output_tokens", "error")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[RequestCarbon.State]
@@ -92,6 +96,7 @@ class RequestCarbon(_message.Message):
     CARBON_INTENSITY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     CARBON_INTENSITY_TS_FIELD_NUMBER: _ClassVar[int]
     SCI_G_PER_1K_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     state: RequestCarbon.State
     ts: float
@@ -111,7 +116,8 @@ class RequestCarbon(_message.Message):
     carbon_intensity_source: str
     carbon_intensity_ts: float
     sci_g_per_1k_output_tokens: float
-    def __init__(self, request_id: _Optional[str] = ..., state: _Optional[_Union[RequestCarbon.State, str]] = ..., ts: _Optional[float] = ..., model: _Optional[str] = ..., gpu: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., energy_j: _Optional[_Union[EnergyBreakdown, _Mapping]] = ..., carbon_g: _Optional[_Union[CarbonBreakdown, _Mapping]] = ..., source: _Optional[str] = ..., pue: _Optional[float] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., engine: _Optional[str] = ..., steps: _Optional[int] = ..., client_request_id: _Optional[str] = ..., carbon_intensity_kind: _Optional[str] = ..., carbon_intensity_source: _Optional[str] = ..., carbon_intensity_ts: _Optional[float] = ..., sci_g_per_1k_output_tokens: _Optional[float] = ...) -> None: ...
+    error: str
+    def __init__(self, request_id: _Optional[str] = ..., state: _Optional[_Union[RequestCarbon.State, str]] = ..., ts: _Optional[float] = ..., model: _Optional[str] = ..., gpu: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., energy_j: _Optional[_Union[EnergyBreakdown, _Mapping]] = ..., carbon_g: _Optional[_Union[CarbonBreakdown, _Mapping]] = ..., source: _Optional[str] = ..., pue: _Optional[float] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., engine: _Optional[str] = ..., steps: _Optional[int] = ..., client_request_id: _Optional[str] = ..., carbon_intensity_kind: _Optional[str] = ..., carbon_intensity_source: _Optional[str] = ..., carbon_intensity_ts: _Optional[float] = ..., sci_g_per_1k_output_tokens: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class RequestCarbonQuery(_message.Message):
     __slots__ = ("request_id", "wait_s", "prefix")

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     import io
 
     from ..client import Emitter, EmitterConfig, EngineInfo
-    from ..config import SidecarConfig, grid_settings
+    from ..config import SidecarConfig
     from ..errors import InputError
     from ..service.carbon_log import read_records
     from ..service.server import SidecarThread
@@ -118,12 +118,20 @@ def run(args: argparse.Namespace) -> int:
     log = Path(args.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     _clear(log)
+    # --grid: the in-process replay and the sidecar price the steps alike (static region, hourly series,
+    # or an API's reading now for the whole trace)
+    g = argparse.Namespace(grid=args.grid, grid_url=args.grid_url, region=args.region,
+                           carbon_intensity=args.carbon_intensity_g_per_kwh, intensity_csv=None)
+    from ..config import apply_grid_to_replay
+
+    apply_grid_to_replay(g)
+    args.region, args.carbon_intensity_g_per_kwh = g.region, g.carbon_intensity
     setup = ReplaySetup(trace=str(args.trace or BUNDLED_CONV), trace_format="azure", model=args.model, gpu=args.gpu,
                         tp=args.tp, engine=EngineConfig(max_num_seqs=args.max_num_seqs,
                                                         max_num_batched_tokens=args.chunk_size),
                         predictor=args.predictor, region=args.region,
                         carbon_intensity_g_per_kwh=args.carbon_intensity_g_per_kwh, pue=args.pue,
-                        max_arrival_s=args.minutes * 60.0)
+                        max_arrival_s=args.minutes * 60.0, intensity_csv=g.intensity_csv)
     from ..sim.replay import deployment
 
     deployment(setup)  # a configuration that does not fit fails here, before anything starts
@@ -131,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     window_s = 5.0
     config = SidecarConfig(port=0, log=str(log), predictor=args.predictor, window_s=window_s, region=args.region,
                            pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity_g_per_kwh,
-                           fsync="never", **grid_settings(args))
+                           fsync="never", grid=f"csv:{g.intensity_csv}" if g.intensity_csv else None)
     t_start = time.perf_counter()
     sidecar = SidecarThread(config, predictor=predictor).start()
     from ..sim.traces import open_trace

@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n", 1)[1].strip()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_engine_arguments(parser)
+    from .. import config as cfgmod
+
+    cfgmod.add_grid_arguments(parser)  # static:R = --region, csv:PATH = --intensity-csv, an API: its reading now
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--requests-out", default=None, help="write one JSON line per request to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress on standard error")
@@ -131,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     seqs = positive_int(args.max_num_seqs, "max-num-seqs")
     if args.pp < 1:
         raise InputError("pp", "must be positive", ">= 1")
+    from .. import config as cfgmod
+
+    cfgmod.apply_grid_to_replay(args)
     setup = setup_from_args(args, args.model, args.gpu, tp, seqs, args.region)
     progress = Progress(not args.quiet, "replay")
     out = None

@@ -296,12 +296,15 @@ def step_roofline_s(dep: Deployment, steps: StepBatch, fused_attention: bool = T
     new = steps.new_tokens.astype(np.float64)
     ctx = steps.context_tokens.astype(np.float64)
     idx = steps.request_step
-    agg = np.empty((S, 5))
-    agg[:, 1] = np.bincount(idx, weights=new, minlength=S)
-    agg[:, 2] = np.bincount(idx, weights=new * ctx + new * (new + 1) / 2, minlength=S)
-    agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
-    agg[:, 4] = np.bincount(idx, minlength=S)
-    agg[:, 0] = agg[:, 4] > 0
+    if extended(dep.model):  # MoE / local attention: the extra aggregates (U, Aw, Kw)
+        agg = aggregates(steps, dep).step
+    else:
+        agg = np.empty((S, 5))
+        agg[:, 1] = np.bincount(idx, weights=new, minlength=S)
+        agg[:, 2] = np.bincount(idx, weights=new * ctx + new * (new + 1) / 2, minlength=S)
+        agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
+        agg[:, 4] = np.bincount(idx, minlength=S)
+        agg[:, 0] = agg[:, 4] > 0
     w, weights = _time_form(dep, fused_attention)
     S3 = (agg @ w).reshape(S, 3, -1)  # per kernel: compute, memory and network time
     return S3.max(axis=1) @ weights, agg[:, 4].copy()
@@ -319,6 +322,9 @@ def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.n
     hit = cache.get(key)
     if hit is not None:
         return hit
+    if any(k.dtype for k in g.kernels + g.outside):  # per-kernel peaks (FP8 GEMMs)
+        peak = np.concatenate([np.broadcast_to(kernel_peaks(g.kernels, dep), (g.n_nodes,)),
+                               np.broadcast_to(kernel_peaks(g.outside, dep), (len(g.outside),))])
     cf = np.concatenate([g.coefs[0], g.outside_coefs[0]], axis=1)
     cm = np.concatenate([g.coefs[1], g.outside_coefs[1]], axis=1)
     cn = np.concatenate([g.coefs[2], g.outside_coefs[2]], axis=1)

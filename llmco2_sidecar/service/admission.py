@@ -26,12 +26,7 @@ _FIELDS = {"tp": "identity.tp", "pp": "identity.pp", "dp": "identity.dp", "gpu":
 
 
 def _refield(exc: InputError, field: str) -> InputError:
-    text = str(exc)
-    prefix = f"{exc.field}: "
-    body = text[len(prefix):] if text.startswith(prefix) else text
-    if exc.allowed and body.endswith(f" (allowed: {exc.allowed})"):
-        body = body[: -len(f" (allowed: {exc.allowed})")]
-    return InputError(field, body, exc.allowed)
+    return InputError(field, exc.message, exc.allowed)
 
 
 def identity_field(field: str) -> str:

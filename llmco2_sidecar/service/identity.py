@@ -28,7 +28,7 @@ def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = No
     try:
         gpu = load_gpu(ident.gpu, hardware) if hardware else load_gpu(ident.gpu)
     except InputError as exc:
-        raise InputError("identity.gpu", str(exc).split(": ", 1)[-1]) from None
+        raise InputError("identity.gpu", exc.message, exc.allowed) from None
     if ident.HasField("architecture") and ident.architecture.hidden_size:
         from ..models.identity import spec_from_architecture
 
@@ -39,20 +39,20 @@ def deployment_from_identity(ident: pb.EngineIdentity, hardware: str | None = No
         try:
             model = load_model(ident.model_name)
         except InputError as exc:
-            raise InputError("identity.model_name", str(exc).split(": ", 1)[-1], exc.allowed) from None
+            raise InputError("identity.model_name", exc.message, exc.allowed) from None
     else:
         raise InputError("identity.model_name", "missing: send a model name or the architecture fields")
     try:
         par = Parallelism(tp=int(tp), pp=int(pp), dp=int(dp), ep=int(ep))
     except InputError as exc:
-        raise InputError("identity." + exc.field, str(exc).split(": ", 1)[-1]) from None
+        raise InputError("identity." + exc.field, exc.message, exc.allowed) from None
     dep = Deployment(model=model, gpu=gpu, parallel=par)
     from ..graph.builder import check_deployment
 
     try:  # a split the kernel graph cannot cost (tp not dividing the heads or the experts' width, ...)
         check_deployment(dep)
     except InputError as exc:
-        raise InputError("identity." + exc.field, str(exc).split(": ", 1)[-1], exc.allowed) from None
+        raise InputError("identity." + exc.field, exc.message, exc.allowed) from None
     return dep, ident.model_name or model.name, gpu.gpu_id
 
 

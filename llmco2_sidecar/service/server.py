@@ -150,7 +150,8 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
             query = BatchQuery(model=request.model, gpu=request.gpu, batch=int(request.batch),
                                prompt_len=int(request.prompt_len), output_len=int(request.output_len),
                                tp=int(request.tp or 1), pp=int(request.pp or 1),
-                               observed_latency_s=request.observed_latency_s or None)
+                               observed_latency_s=request.observed_latency_s or None,
+                               ep=int(request.ep or 1), dp=int(request.dp or 1))
             from ..energy import carbon, embodied
             from ..estimate import CarbonSettings
 

@@ -391,71 +391,82 @@ class EngineSimulator:
 
     def _decode_run(self, running: list, waiting: deque, nxt: TraceRequest | None, buf: _Buffer,
                     last_dur: float) -> int:
-        """Steps of only decodes, all running requests, repeated; returns how many were simulated
-        (0: leave it to :meth:`_one_step`). The first step's blocks are allocated already."""
+        """Steps of only decodes, repeated; returns how many were simulated (0: leave it to
+        :meth:`_one_step`). The first step's blocks are allocated already. With no one waiting,
+        requests that finish simply leave the run (nothing can be admitted before the next arrival);
+        with someone waiting, a finish ends the run (it may let them in)."""
         m = len(running)
         proc = np.fromiter((r.processed for r in running), dtype=np.int64, count=m)
         left = np.fromiter((r.output - r.generated for r in running), dtype=np.int64, count=m)
         blocks = np.fromiter((r.blocks for r in running), dtype=np.int64, count=m)
-        K = int(min(left.min(), _MAX_RUN, self.chunk_steps - buf.n_steps))  # chunks end where single steps end them
-        arrival_bound = (nxt is not None and not waiting and m < self.config.max_num_seqs
-                         and m < self.config.max_num_batched_tokens)
+        span = int(left.min()) if waiting else int(left.max())
+        K = min(span, _MAX_RUN, self.chunk_steps - buf.n_steps)  # chunks end where single steps end them
+        # an arrival may be admitted (at once, or once a finish makes room): the run stops before it
+        arrival_bound = nxt is not None and not waiting
         if arrival_bound and last_dur > 0:
             K = min(K, int((nxt.arrival_s - self.now) / last_dur) + 2)
         if K <= 1:
             return 0
         j = np.arange(K, dtype=np.int64)
-        # blocks each request needs after step j: ceil((proc + j + 1) / B); step 0 is allocated
-        need = -(-(proc[None, :] + j[:, None] + 1) // BLOCK_TOKENS)
+        active = left[None, :] > j[:, None]  # [K, m]: request i still runs in step j
+        # blocks each request needs after step j: ceil((proc + j + 1) / B); step 0 is allocated. Blocks
+        # of requests that finished are counted as still held: a conservative check (the run ends earlier)
+        need = -(-(proc[None, :] + np.minimum(j[:, None], left[None, :] - 1) + 1) // BLOCK_TOKENS)
         extra = (need - blocks[None, :]).clip(min=0).sum(axis=1)
         fits = extra <= self._free_blocks
         if not fits.all():
             K = int(np.argmin(fits))  # the first step that does not fit ends the run before it
             if K <= 1:
                 return 0
-        ctx = (proc[None, :] + j[:K, None]).ravel()
-        step_of = np.repeat(np.arange(K, dtype=np.int64), m)
+        act = active[:K]
+        counts = act.sum(axis=1)
+        ctx = (proc[None, :] + j[:K, None])[act]
+        step_of = np.repeat(np.arange(K, dtype=np.int64), counts)
         dur = step_durations(self.predictor, self.dep,
-                             StepBatch(step_of, ctx, np.ones(K * m, dtype=np.int64), np.full(K, np.nan)))
+                             StepBatch(step_of, ctx, np.ones(ctx.shape[0], dtype=np.int64), np.full(K, np.nan)))
         ends = np.cumsum(np.concatenate(([self.now], dur)))[1:]  # sequential sums: as one step at a time
         starts = np.concatenate(([self.now], ends[:-1]))
         if arrival_bound:
             k = int(np.searchsorted(starts, nxt.arrival_s, side="left"))  # steps starting before it arrives
             if k < K:
-                K = max(k, 1)
+                K = k
                 if K <= 1:
                     return 0
-                ctx, step_of, dur, starts, ends = ctx[:K * m], step_of[:K * m], dur[:K], starts[:K], ends[:K]
+                n_slices = int(counts[:K].sum())
+                act, counts = act[:K], counts[:K]
+                ctx, step_of, dur, starts, ends = ctx[:n_slices], step_of[:n_slices], dur[:K], starts[:K], ends[:K]
         slots = np.fromiter((r.slot for r in running), dtype=np.int64, count=m)
+        n = ctx.shape[0]
         buf.start.append(starts)
         buf.end.append(ends)
-        buf.counts.append(np.full(K, m, dtype=np.int64))
-        buf.slot.append(np.tile(slots, K))
+        buf.counts.append(counts)
+        buf.slot.append(np.broadcast_to(slots, (K, m))[act])
         buf.ctx.append(ctx)
-        buf.new.append(np.ones(K * m, dtype=np.int64))
-        buf.pre.append(np.zeros(K * m, dtype=bool))
-        buf.rec.append(np.zeros(K * m, dtype=bool))
+        buf.new.append(np.ones(n, dtype=np.int64))
+        buf.pre.append(np.zeros(n, dtype=bool))
+        buf.rec.append(np.zeros(n, dtype=bool))
         buf.n_steps += K
         buf.last_dur = float(dur[-1])
         st = self.stats
         st.steps += K
         st.runs += 1
-        st.decode_tokens += K * m
+        st.decode_tokens += n
         st.busy_s += float(dur.sum())
-        end = float(ends[-1])
-        self.now = end
-        final_blocks = need[K - 1]
-        self._free_blocks -= int((final_blocks - blocks).clip(min=0).sum())
+        self.now = float(ends[-1])
+        steps_run = np.minimum(left, K)  # decode steps each request ran
+        final_blocks = -(-(proc + steps_run) // BLOCK_TOKENS)
+        grow = (final_blocks - blocks).clip(min=0)
+        self._free_blocks -= int(grow.sum())
         done = []
         for i, r in enumerate(running):
-            r.processed += K
-            r.generated += K
+            k_i = int(steps_run[i])
+            r.processed += k_i
+            r.generated += k_i
             r.target = r.processed
-            nb = int(final_blocks[i])
-            if nb > r.blocks:
-                r.blocks = nb
+            r.blocks += int(grow[i])
             if r.generated >= r.output:
-                done.append(r)
-        for r in done:
-            self._finish(r, end, running, buf)
+                done.append((k_i, i, r))
+        done.sort(key=lambda t: (t[0], t[1]))  # in the order single steps would finish them
+        for k_i, _, r in done:
+            self._finish(r, float(ends[k_i - 1]), running, buf)
         return K

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..energy.accounting import (account_steps, embodied_g, gpu_idle_w, operational_g,
                                  predict_with_shares, resolve_accounting)
+from ..energy.sci import request_sci
 from ..errors import InputError
 from ..service.records import Accounting
 from .engine import EngineConfig, EngineSimulator, StepChunk
@@ -218,8 +219,16 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                        "energy_j": {"prefill": a["prefill_j"], "decode": a["decode_j"], "serving": a["serving_j"],
                                     "total": total_j},
                        "carbon_g": {"operational": op, "embodied": emb, "total": op + emb}, "gpu_s": a["gpu_s"]}
+                rec["sci"] = request_sci(op + emb, r.prompt, r.output)
                 if series is None:
                     rec["carbon_intensity_g_per_kwh"] = acc.ci_g_per_kwh
+                    rec["carbon_intensity_kind"] = "location"
+                    rec["carbon_intensity_source"] = acc.region if acc.region == "configured" else f"static:{acc.region}"
+                else:  # each step at its own hour: the record names the series and the reading at its finish
+                    fin_r = series.at(epoch + r.finish_s, clamp=True)
+                    rec["carbon_intensity_kind"] = fin_r.kind
+                    rec["carbon_intensity_source"] = fin_r.source + " (per step)"
+                    rec["carbon_intensity_ts"] = fin_r.ts
                 lines.append(dumps(rec))
         if lines:
             requests_out.write("\n".join(lines) + "\n")
@@ -271,10 +280,14 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
             op = tot["op_series_g"]
             avg = series.mean_g_per_kwh()
             op_avg = float(operational_g(energy["total"], acc_r, avg))
+            op_region = float(operational_g(energy["total"], acc_r))  # the region's annual figure (table)
             s["intensity"] = {"series": setup.intensity_csv, "series_mean_g_per_kwh": avg,
                               "start_epoch_s": epoch, "operational_g_at_series_mean": op_avg,
                               "difference_g": op - op_avg,
                               "difference_pct": 100.0 * (op - op_avg) / op_avg if op_avg else None,
+                              "region": acc_r.region, "region_annual_g_per_kwh": acc_r.ci_g_per_kwh,
+                              "operational_g_at_region_annual": op_region,
+                              "difference_vs_region_annual_g": op - op_region,
                               "effective_g_per_kwh": (op / (energy["total"] * acc_r.pue / 3.6e6)
                                                       if energy["total"] else None)}
         else:
@@ -285,6 +298,12 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                                                     else float(operational_g(tot["attributed"], acc_r)))
                          + tot["embodied_attributed_g"]}
         s["g_per_1k_output_tokens"] = 1000.0 * (op + emb) / out_tok if out_tok else None
+        # SCI ((E x I) + M per R, docs/sci.md) over all energy of the replica, idle included
+        s["sci"] = {"g_per_request": (op + emb) / n_done if n_done else None,
+                    "g_per_1k_output_tokens": s["g_per_1k_output_tokens"],
+                    "g_per_1k_tokens": (1000.0 * (op + emb) / (out_tok + tokens["prompt"])
+                                        if out_tok + tokens["prompt"] else None),
+                    "idle_included": True}
         s["setup"] = _setup_dict(setup, dep, acc_r, predictor.name, series is not None)
         return s
 
@@ -358,11 +377,17 @@ def fmt_summary(s: dict) -> str:
         f"latency: TTFT p50 {ms(lat['ttft_p50'])} / p99 {ms(lat['ttft_p99'])} ms, TPOT p50 {ms(lat['tpot_p50'])} / "
         f"p99 {ms(lat['tpot_p99'])} ms, end-to-end p50 {ms(lat['e2e_p50'])} / p99 {ms(lat['e2e_p99'])} ms",
     ]
+    sci = s.get("sci") or {}
+    if sci.get("g_per_request") is not None:
+        lines.append(f"SCI ((E x I) + M per R, idle included): {sci['g_per_request']:.4f} gCO2e per request, "
+                     f"{sci['g_per_1k_output_tokens']:.4f} per 1,000 output tokens")
     if "intensity" in s:
         i = s["intensity"]
         lines.append(f"time-varying intensity: {c['operational']:.2f} g operational vs {i['operational_g_at_series_mean']:.2f} g "
                      f"at the series mean ({i['series_mean_g_per_kwh']:.1f} g/kWh): {i['difference_g']:+.2f} g "
-                     f"({i['difference_pct']:+.1f}%), effective {i['effective_g_per_kwh']:.1f} g/kWh")
+                     f"({i['difference_pct']:+.1f}%), effective {i['effective_g_per_kwh']:.1f} g/kWh; "
+                     f"{i['difference_vs_region_annual_g']:+.2f} g against region {i['region']}'s annual "
+                     f"{i['region_annual_g_per_kwh']:g} g/kWh")
     lines.append(f"note: {s['note']}")
     return "\n".join(lines)
 

@@ -169,3 +169,25 @@ def test_moe_layer_graph_is_a_connected_dag():
         G.add_nodes_from(range(g.n_nodes))
         G.add_edges_from(g.edge_index.T.tolist())
         assert nx.is_directed_acyclic_graph(G) and nx.is_weakly_connected(G)
+
+
+def test_mla_kv_capacity_counts_the_latent_on_every_tp_rank():
+    from llmco2_sidecar.schedule import ACTIVATION_RESERVE_FRACTION, GPU_MEMORY_UTILIZATION, kv_capacity_tokens
+
+    d = dep("deepseek-ai/DeepSeek-V3", "H200", tp=8)
+    m, gpu = d.model, d.gpu
+    usable = gpu.memory_bytes * 8 * (GPU_MEMORY_UTILIZATION - ACTIVATION_RESERVE_FRACTION) - m.weight_bytes
+    cap = kv_capacity_tokens(d)
+    per_gpu_token = 61 * 576 * 2  # each of the 8 GPUs caches the whole 70 KB latent of a token
+    assert cap <= usable / (8 * per_gpu_token) + 16 and cap > 0.9 * usable / (8 * per_gpu_token)
+
+
+def test_fast_step_roofline_matches_the_features_for_moe_and_fp8():
+    from llmco2_sidecar.graph.builder import step_roofline_s
+
+    steps = StepBatch.from_steps([[(0, 300), (500, 1), (9000, 1)], [(70, 1)] * 5, [(0, 8192)]])
+    for d in (dep("openai/gpt-oss-120b"), dep("deepseek-ai/DeepSeek-V3", "H200", tp=8, dp=2, ep=16),
+              dep("meta-llama/Llama-4-Scout-17B-16E-Instruct", tp=4)):
+        t, n = step_roofline_s(d, steps)
+        np.testing.assert_allclose(t, step_features(d, steps, with_nodes=False).roofline_s, rtol=1e-12)
+        assert list(n) == [3, 5, 1]

@@ -113,7 +113,7 @@ class Sidecar:
         out.close()
         return self
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
         out = self.workdir / f"serve.{self.starts}.out"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -173,7 +173,7 @@ class VllmServer:
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         return self
 
-    def wait_ready(self, timeout_s: float = 240.0) -> None:
+    def wait_ready(self, timeout_s: float = 480.0) -> None:  # 240 s was too short on a 2-core box at load 30+
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -32,7 +32,7 @@ import pytest
 
 from llmco2_e2e_harness import HarnessError, Sidecar, VllmServer, build_tiny_model, ensure_vllm_env, http_request, sse_events
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 LONG = ("Carbon accounting for language model serving measures energy per request. " * 9).strip()
 SHORT = "Hello world"

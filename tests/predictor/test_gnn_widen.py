@@ -23,10 +23,45 @@ from llmco2_sidecar.workload import Parallelism, StepBatch
 STEPS = StepBatch.from_steps([[(0, 700)], [(0, 300), (512, 1), (4000, 1)], [(8191, 1)] * 64], duration_s=[0.08, None, 0.03])
 
 
-def _old_predictor() -> GNNPredictor:
-    """The shipped file run on its own (narrower) columns, without any widening."""
-    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
-    tensors = load_file(str(DEFAULT_MODEL))
+NEW_NODE = [f"type_{t}" for t in KERNEL_TYPE_PARENT]
+NEW_GLOBAL = ["log_active_params", "log1p_experts", "experts_per_token", "mean_weight_bits"]
+
+
+@pytest.fixture(scope="module")
+def old_path(tmp_path_factory):
+    """The shipped model as a file trained before the MoE columns existed: its weights and
+    normalisation for those columns removed (a no-op where the shipped file predates them)."""
+    from safetensors.torch import save_file
+
+    src = GNNPredictor.load(DEFAULT_MODEL).save(tmp_path_factory.mktemp("m") / "cur.safetensors")
+    meta = json.loads(src.with_suffix(".json").read_text())
+    t = load_file(str(src))
+    keep_n = [j for j, c in enumerate(meta["node_columns"]) if c not in NEW_NODE]
+    keep_g = [j for j, c in enumerate(meta["global_columns"]) if c not in NEW_GLOBAL]
+    G = len(meta["global_columns"])
+    for k, w in list(t.items()):
+        if k in ("norm.node_mean", "norm.node_std"):
+            t[k] = w[keep_n]
+        elif k in ("norm.glob_mean", "norm.glob_std"):
+            t[k] = w[keep_g]
+        elif k.endswith(("conv1.lin_l.weight", "conv1.lin_r.weight")):
+            t[k] = w[:, keep_n].contiguous()
+        elif k.endswith("lin1.weight"):
+            pooled = w.shape[1] - G - (1 if ".tot." in k and meta["config"]["two_stage"] else 0)
+            cols = list(range(pooled)) + [pooled + j for j in keep_g] + list(range(pooled + G, w.shape[1]))
+            t[k] = w[:, cols].contiguous()
+    meta["node_columns"] = [meta["node_columns"][j] for j in keep_n]
+    meta["global_columns"] = [meta["global_columns"][j] for j in keep_g]
+    out = src.with_name("old.safetensors")
+    save_file(t, str(out), metadata={"format_version": str(meta["format_version"])})
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    return out
+
+
+def _old_predictor(path) -> GNNPredictor:
+    """The pre-MoE file run on its own (narrower) columns, without any widening."""
+    meta = json.loads(path.with_suffix(".json").read_text())
+    tensors = load_file(str(path))
     cfg = GNNConfig(**meta["config"])
     nets = []
     for i, hidden in enumerate(meta["member_hidden"]):
@@ -48,25 +83,25 @@ def _forward(pred: GNNPredictor, fe) -> np.ndarray:
     return lt.double().numpy()
 
 
-def test_shipped_model_predates_the_moe_columns():
-    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
-    assert "type_expert_linear" not in meta["node_columns"]  # else this test checks nothing
-    assert "log_active_params" not in meta["global_columns"]
+def test_old_file_lacks_the_moe_columns(old_path):
+    meta = json.loads(old_path.with_suffix(".json").read_text())
+    assert not set(NEW_NODE) & set(meta["node_columns"]) and not set(NEW_GLOBAL) & set(meta["global_columns"])
+    assert GNNConfig(**meta["config"]).node_columns() != meta["node_columns"]  # so loading it widens
 
 
 @pytest.mark.parametrize("model,gpu,tp", [("meta-llama/Llama-3.1-8B", "H100", 1), ("Qwen/Qwen3-32B", "A100", 4)])
-def test_widened_model_equals_the_old_one_on_dense_graphs(model, gpu, tp):
-    old, _ = _old_predictor()
-    new = GNNPredictor.load(DEFAULT_MODEL)
+def test_widened_model_equals_the_old_one_on_dense_graphs(old_path, model, gpu, tp):
+    old, _ = _old_predictor(old_path)
+    new = GNNPredictor.load(old_path)
     dep = Deployment(load_model(model), load_gpu(gpu), Parallelism(tp=tp))
     fe = featurize_steps(dep, STEPS, new.state.duration)
     np.testing.assert_allclose(_forward(new, fe), _forward(old, fe), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(new.predict_steps(dep, STEPS).energy_j, old.predict_steps(dep, STEPS).energy_j, rtol=1e-5)
 
 
-def test_moe_nodes_read_as_their_parent_types():
-    old, meta = _old_predictor()
-    new = GNNPredictor.load(DEFAULT_MODEL)
+def test_moe_nodes_read_as_their_parent_types(old_path):
+    old, meta = _old_predictor(old_path)
+    new = GNNPredictor.load(old_path)
     dep = Deployment(load_model("deepseek-ai/DeepSeek-V3"), load_gpu("H200"), Parallelism(tp=8, dp=2, ep=16))
     fe = featurize_steps(dep, STEPS, new.state.duration)
     seen = fe.node_x.copy()  # what the old model should see: each new type's one-hot moved to its parent

@@ -109,6 +109,7 @@ def test_identities_the_pipeline_would_refuse_are_refused_up_front(tmp_path, kw,
             Stream(stub).send(identity("bad", **kw))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details().startswith(field), info.value.details()
+        assert info.value.details().count("(allowed:") <= 1, info.value.details()
         good.send(good.message())
         good.close()
         assert sorted(_records(sc)) == sorted(good.acked_done) and len(good.acked_done) == 6

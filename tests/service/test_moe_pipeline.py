@@ -109,3 +109,16 @@ def test_moe_identities_the_graph_cannot_cost_name_the_field(stub, arch, kw, fie
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(field), details
     assert Stream(stub).send(identity("other")).stream_id == "other"  # still serving
+
+
+def test_estimate_rpc_for_a_moe_model_with_expert_parallelism(stub):
+    from google.protobuf import json_format
+
+    reply = stub.Estimate(spb.EstimateRequest(model="Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", gpu="H100", batch=8,
+                                              prompt_len=512, output_len=64, tp=4, ep=8, dp=2))
+    r = json_format.MessageToDict(reply.result)
+    assert r["ep"] == 8 and r["model_info"]["experts"] == 128 and r["model_info"]["weight_bits"] == 8
+    assert r["energy_j"]["total"] > 0 and r["network_bytes"]["decode"] > 0
+    code, details = _code(lambda: stub.Estimate(spb.EstimateRequest(model="Qwen/Qwen3-30B-A3B", gpu="H100", batch=1,
+                                                                    prompt_len=8, output_len=8, tp=2, ep=3)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("ep"), details

@@ -116,6 +116,8 @@ def test_time_varying_intensity(trace, tmp_path):
     assert 100.0 < i["effective_g_per_kwh"] < 500.0
     assert s["carbon_g"]["operational"] == pytest.approx(e * 1.58 / 3.6e6 * i["effective_g_per_kwh"])
     assert i["difference_g"] == pytest.approx(s["carbon_g"]["operational"] - e * 1.58 / 3.6e6 * 300.0)
+    assert i["region"] == "world" and i["difference_vs_region_annual_g"] == pytest.approx(
+        s["carbon_g"]["operational"] - e * 1.58 / 3.6e6 * 481.0)
     with pytest.raises(Exception, match="start"):
         run_replay(_setup(trace, intensity_csv=str(csv)))  # no timestamps in the trace, no --start
 

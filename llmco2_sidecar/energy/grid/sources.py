@@ -59,6 +59,8 @@ def parse_grid(text: str | None, url: str | None = None, default_region: str | N
     from .. import carbon
 
     if not text:
+        if url is not None:
+            raise InputError("grid_url", "a base URL needs an API source in --grid", ", ".join(LIVE))
         reg = carbon.region(default_region)
         return GridSpec("static", reg.code, None)
     kind, _, arg = str(text).strip().partition(":")

@@ -40,6 +40,8 @@ def test_parse_grid():
         parse_grid("static:de", "http://x")
     with pytest.raises(InputError, match="grid_url"):
         parse_grid("ukci", "ftp://x")
+    with pytest.raises(InputError, match="grid_url: a base URL needs an API source"):
+        parse_grid(None, "http://127.0.0.1:9")
 
 
 def test_static_reading_names_table_source():
