@@ -61,12 +61,13 @@ def fits(setup: ReplaySetup) -> str | None:
     return None
 
 
-def plan(predictor: str) -> tuple[list[tuple[str, str, ReplaySetup]], list[dict]]:
+def plan(predictor: str, minutes: float | None = None) -> tuple[list[tuple[str, str, ReplaySetup]], list[dict]]:
     """(study, trace, setup) for every run, and the configurations that do not fit."""
     runs, unfit = [], []
     for trace in TRACES:
         base = ReplaySetup(trace=trace_path(trace), trace_format="azure", model=MODELS[0], gpu=GPUS[0],
-                           predictor=predictor, region="world")
+                           predictor=predictor, region="world",
+                           max_arrival_s=None if minutes is None else 60.0 * minutes)
         for model in MODELS:
             for gpu in GPUS:
                 for tp in TPS:
@@ -108,7 +109,9 @@ def markdown(meta: dict, rows: list[dict], unfit: list[dict]) -> str:
     out = ["# Case studies: which GPU, which tensor parallelism (simulated)", "",
            f"Command: `{meta['command']}` ({meta['date']}). Machine: {meta['machine']}. Predictor: "
            f"{meta['predictor']}. Traces: Azure LLM inference trace 2023 (Splitwise, CC-BY-4.0), conversation "
-           f"(19,366 requests, one hour) and code (8,819 requests). Engine: simulated vLLM v1 scheduling "
+           f"(19,366 requests, one hour) and code (8,819 requests)"
+           + (f", **the first {meta['minutes']:g} minutes of each only**" if meta.get("minutes") else "")
+           + f". Engine: simulated vLLM v1 scheduling "
            f"(256 sequences, 8,192 tokens per step, chunked prefill, KV capacity from GPU memory, preemption). "
            f"Carbon: {meta['carbon']}. **Everything here comes from the engine simulator and the predictor, "
            f"not from measurements.** Wall time {meta['wall_s']:.0f} s with {meta['jobs']} worker processes on a "
@@ -224,8 +227,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--predictor", default="default", choices=("default", "roofline"))
+    ap.add_argument("--minutes", type=float, default=None, help="replay only the first MINUTES of each trace "
+                    "(default: all of it)")
     args = ap.parse_args()
-    runs, unfit = plan(args.predictor)
+    from llmco2_sidecar.sim.replay import load_predictor
+
+    predictor_name = load_predictor(args.predictor).name  # before the workers start
+    runs, unfit = plan(args.predictor, args.minutes)
     print(f"{len(runs)} replays, {len(unfit)} configurations do not fit", file=sys.stderr)
     done = [0]
     t0 = time.perf_counter()
@@ -242,13 +250,12 @@ def main() -> int:
     wall = time.perf_counter() - t0
     by_setup = {s: res[0] for s, res in zip(unique, results)}
     rows = [row(study, trace, by_setup[s]) for study, trace, s in runs]
-    from llmco2_sidecar.sim.replay import load_predictor
 
     meta = {"command": "python benchmarks/case_studies.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, Python "
                        f"{platform.python_version()} (a shared 2-core VM, busy with other work)",
-            "predictor": load_predictor(args.predictor).name, "jobs": args.jobs, "wall_s": wall,
+            "predictor": predictor_name, "jobs": args.jobs, "wall_s": wall, "minutes": args.minutes,
             "carbon": "world grid intensity 481 gCO2e/kWh (Ember 2023), PUE 1.58, embodied over 5 years"}
     meta["reading"] = reading(rows)
     OUT.mkdir(parents=True, exist_ok=True)
