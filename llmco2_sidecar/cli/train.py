@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", default=None, help="also write the next measurement plan (CSV) to this file, "
                    "e.g. data/measurements/next_plan.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dense-only", action="store_true",
+                   help="leave the mixture-of-experts rows out (the shipped llmco2-gnn-v1 is trained this way)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")
@@ -59,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     meas = Path(args.measurements) if args.measurements and Path(args.measurements).is_dir() else None
     v2 = None if str(args.data_v2).lower() == "none" else args.data_v2
     examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2)
+    if args.dense_only:
+        keep = [i for i, e in enumerate(examples) if not e.meta.get("moe")]
+        skipped.update({examples[i].key: "mixture of experts (--dense-only)" for i in range(len(examples)) if i not in set(keep)})
+        examples, feats = [examples[i] for i in keep], [feats[i] for i in keep]
     if not examples:
         raise InputError("data", "no usable training rows found", "ML.ENERGY v3 model files or measurement CSVs")
     config = GNNConfig()

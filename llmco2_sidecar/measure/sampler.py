@@ -147,6 +147,14 @@ class MeterSampler:
                     out.update(ring.readings[-1].energy_j)
         return out
 
+    def reading_times(self, meter_name: str) -> list[float]:
+        """The timestamps of the readings of meter ``meter_name`` still held (oldest first)."""
+        with self._lock:
+            for meter, ring in zip(self.meters, self._rings):
+                if meter.name == meter_name:
+                    return list(ring.times)
+        raise KeyError(meter_name)
+
     def window(self, start_s: float, end_s: float) -> Window:
         """Energy per domain between two timestamps, interpolated from the rings."""
         if end_s < start_s:

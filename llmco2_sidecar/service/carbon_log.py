@@ -77,6 +77,25 @@ class CarbonLog:
         self._open_fd()
         return self
 
+    def open_or_fail(self) -> bool:
+        """:meth:`open`, except that a file or directory that cannot be written leaves the log
+        ``failed`` and unopened instead of raising (records then wait in ``backlog``; :meth:`retry`
+        opens it once it can). True when open."""
+        with self._lock:
+            try:
+                self.open()
+            except OSError as exc:
+                self.failed = exc
+                self.errors += 1
+                return False
+            if not self.backlog:
+                self.failed = None
+            return True
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
     def _open_fd(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size
@@ -121,6 +140,8 @@ class CarbonLog:
 
     def retry(self) -> bool:
         """Write the backlog if there is one. True when nothing waits."""
+        if self._fd is None and not self.backlog:  # never opened (unwritable at start): open it now
+            self.open_or_fail()
         if self.backlog:
             self.write_lines([])
         return not self.backlog

@@ -100,7 +100,10 @@ class SidecarCore(LookupsMixin):
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open the sinks, replay the journal, start the pipeline (call on the loop thread)."""
         self.loop = loop
-        self.carbon_log.open()
+        # an unwritable log or journal directory does not stop the start: health says NOT_SERVING,
+        # messages are not acknowledged, and the disk probe opens them once they can be written
+        if not self.carbon_log.open_or_fail():
+            log.error("carbon log %s: cannot open (%s)", self.carbon_log.path, self.carbon_log.failed)
         if self.carbon_log.repaired_bytes:
             log.warning("carbon log %s: removed a torn last line (%d bytes)", self.carbon_log.path,
                         self.carbon_log.repaired_bytes)
@@ -111,7 +114,8 @@ class SidecarCore(LookupsMixin):
                         self.config.grid, GRID_FIRST_WAIT_S)
         self.pipeline.start()
         replayed = self._recover()
-        self.journal.open()
+        if not self.journal.open_or_fail():
+            log.error("journal %s: cannot open (%s)", self.journal.dir, self.journal.failed)
         if replayed:  # compact: checkpoint the recovered state, drop the replayed segments
             self._checkpoint()
             self.pipeline.barrier(None, timeout_s=600)
@@ -119,6 +123,7 @@ class SidecarCore(LookupsMixin):
             (self.journal.dir / REPLAY_ATTEMPTS).unlink(missing_ok=True)
         except OSError:
             pass
+        self._note_disk()
 
     def _open_meters(self) -> None:
         """``--measure nvml,rapl``: sample the meters; window records carry measured energy."""
@@ -298,10 +303,13 @@ class SidecarCore(LookupsMixin):
         if c.errors > self._log_errors_seen:
             self.metrics.disk_errors.labels("log").inc(c.errors - self._log_errors_seen)
             self._log_errors_seen = c.errors
-        self.disk_degraded = j.failed is not None or bool(c.backlog)
+        self.disk_degraded = j.failed is not None or bool(c.backlog) or not c.is_open
         problem = None
         if j.failed is not None:
             problem = f"journal {j.dir}: cannot write ({j.failed.strerror or j.failed})"
+        elif not c.is_open:  # could not be opened at start: nothing is taken until it can
+            why = c.failed.strerror if c.failed is not None and c.failed.strerror else (c.failed or "not open")
+            problem = f"carbon log {c.path}: cannot open ({why})"
         elif len(c.backlog) > int(self.config.log_backlog_max_records):
             problem = (f"carbon log {c.path}: cannot write ({c.failed.strerror if c.failed else 'error'}); "
                        f"{len(c.backlog)} records wait")
@@ -320,7 +328,7 @@ class SidecarCore(LookupsMixin):
         whether health is NOT_SERVING."""
         if self.journal.failed is not None:
             self.journal.recover()
-        if self.carbon_log.backlog:
+        if self.carbon_log.backlog or not self.carbon_log.is_open:
             self.carbon_log.retry()
         self._note_disk()
         return self.disk_problem is None

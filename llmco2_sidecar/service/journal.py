@@ -59,6 +59,7 @@ class Journal:
         self.truncated_bytes = 0
         self.failed: OSError | None = None  # the last write/sync error, until recover() succeeds
         self._broken = False  # the segment's tail could not be cut back: continue in a new segment
+        self._opened = False  # open() has succeeded once (until then recover() retries open())
         self.errors = 0
 
     # ---- files ---------------------------------------------------------------------------------
@@ -139,7 +140,23 @@ class Journal:
         self.segment = segment if segment is not None else max(segs[-1] + 1 if segs else 1, floor)
         self._fd = os.open(self.path(self.segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size
+        self._opened = True
+        self._broken = False
         return self
+
+    def open_or_fail(self) -> bool:
+        """:meth:`open`, except that a directory that cannot be written (read-only, full, missing
+        and not creatable) leaves the journal ``failed`` instead of raising: :meth:`recover` opens
+        it once it can. True when open."""
+        try:
+            self.open()
+        except OSError as exc:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._fail(exc)
+            return False
+        return True
 
     def roll(self) -> int:
         """Start a new segment; returns its number. Raises :class:`OSError` (the journal is then failed)."""
@@ -229,7 +246,9 @@ class Journal:
         if self.failed is None:
             return True
         try:
-            if self._broken or self._fd is None:
+            if not self._opened:  # never opened (the directory could not be written at start)
+                self.open()
+            elif self._broken or self._fd is None:
                 self.roll()
             self._write(_HEAD.pack(MAGIC, KIND_PROBE, 0, zlib.crc32(b"")))
             os.fsync(self._fd)

@@ -151,6 +151,7 @@ def record_to_proto(rec: dict) -> spb.RequestCarbon:
         carbon_intensity_source=rec.get("carbon_intensity_source") or "",
         carbon_intensity_ts=rec.get("carbon_intensity_ts") or 0.0,
         sci_g_per_1k_output_tokens=(rec.get("sci") or {}).get("g_per_1k_output_tokens") or 0.0,
+        error=rec.get("error") or "",
     )
 
 

@@ -293,3 +293,60 @@ def test_a_cpu_engine_says_its_figures_are_not_a_gpus(sidecar, emitter, monkeypa
                 [(b"x-request-id", b"cpu2")])
     events = [e[len("data: "):] for e in body(sent).decode().split("\n\n") if e]
     assert json.loads(events[-2])["note"] == CPU_NOTE and "not a GPU's" in CPU_NOTE
+
+
+def test_a_request_the_sidecar_could_not_account_says_error(tmp_path):
+    """The predictor fails on one request's steps (an injected exception): the sidecar gives it an
+    error record (``source: "error"``); the response says ``error`` with the reason, never ``final``
+    with a zero figure, in headers and in the stream's carbon event. A healthy request beside it on
+    the same sidecar still says ``final`` with its figure."""
+    from isolation_kit import POISON_PROMPT, PoisonPredictor
+
+    sc = SidecarThread(SidecarConfig(port=0, log=str(tmp_path / "carbon.jsonl"), predictor="roofline"),
+                       predictor=PoisonPredictor("raise")).start()
+    em = Emitter(EngineInfo(engine_name="vllm", model_name="meta-llama/Llama-2-7b-hf", gpu="A100"),
+                 EmitterConfig(target=sc.address))
+    try:
+        t = time.monotonic()
+        for step, rid in enumerate(("cmpl-bad-0-0badc0de", "chatcmpl-bad2-0badc0de"), start=1):
+            em.emit_step(step, t, t + 0.01, [rid], [POISON_PROMPT], [0], [POISON_PROMPT])
+            em.emit_done(rid, output_tokens=1)
+            assert em.flush(10.0)  # its own message: the poison costs only it
+            t += 0.02
+        eng = Engine(em)
+        eng.step, eng.t = 10, t
+        eng.run("cmpl-good-0-1a2b3c4d")
+        rec = record(tmp_path, "cmpl-bad-0-0badc0de")
+        assert rec["source"] == "error" and "injected predictor failure" in rec["error"]
+
+        h = hdrs(call(mw_for(json_app({"id": "x"}, {}), sc), "/v1/completions", [(b"x-request-id", b"bad")]))
+        assert h["x-llmco2-carbon-status"] == "error"
+        assert "injected predictor failure" in h["x-llmco2-error"] and h["x-llmco2-error"].isprintable()
+        assert "x-llmco2-carbon-g" not in h and "x-llmco2-energy-j" not in h
+
+        sent = call(mw_for(sse_app([b'data: {"x": 1}\n\n', b"data: [DONE]\n\n"], {}), sc), "/v1/chat/completions",
+                    [(b"x-request-id", b"bad2")])
+        events = [e[len("data: "):] for e in body(sent).decode().split("\n\n") if e]
+        carbon = json.loads(events[-2])
+        assert events[-1] == "[DONE]" and carbon["status"] == "error" and carbon["request_id"] == "bad2"
+        assert carbon["carbon_g"] is None and carbon["energy_j"] is None
+        assert "injected predictor failure" in carbon["error"]
+
+        good = hdrs(call(mw_for(json_app({}, {}), sc), "/v1/completions", [(b"x-request-id", b"good")]))
+        assert good["x-llmco2-carbon-status"] == "final" and "x-llmco2-error" not in good
+        assert float(good["x-llmco2-carbon-g"]) == pytest.approx(record(tmp_path, "cmpl-good-0-1a2b3c4d")["carbon_g"]["total"],
+                                                                 rel=1e-5)
+    finally:
+        em.close()
+        sc.stop()
+
+
+def test_error_header_text_is_one_printable_line():
+    from llmco2_vllm.lookup import CarbonFigure
+    from llmco2_vllm.middleware import carbon_headers
+
+    fig = CarbonFigure("r", 0.0, 0.0, 1, True, error="predict: ValueError: bad\nline two \u00e9" + "x" * 400)
+    h = dict(carbon_headers(fig))
+    assert h[b"x-llmco2-carbon-status"] == b"error"
+    err = h[b"x-llmco2-error"].decode("ascii")
+    assert err.startswith("predict: ValueError: bad line two ?x") and err.endswith("...") and len(err) == 300

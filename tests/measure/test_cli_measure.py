@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,16 +26,20 @@ def _llmco2(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_measure_json_over_fake_tree(tmp_path):
     tree = FakePowercap.two_socket(tmp_path)
     watts = {"intel-rapl:0": 80.0, "intel-rapl:0:1": 12.0, "intel-rapl:1": 60.0}
-    with PowercapWriter(tree, watts, period_s=0.005):
+    with PowercapWriter(tree, watts, period_s=0.005) as writer:
+        launched = time.time()
         proc = _llmco2("measure", "--seconds", "1", "--rapl-root", str(tmp_path), "--json")
+        exited = time.time()
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert set(out) == {"seconds", "rapl", "nvml"}
     assert out["seconds"] == 1 and out["nvml"] is None
     assert set(out["rapl"]) == {"package-0", "core-0", "dram-0", "package-1", "core-1", "dram-1"}
-    assert out["rapl"]["package-0"] == pytest.approx(80.0, rel=0.2)
-    assert out["rapl"]["dram-0"] == pytest.approx(12.0, rel=0.2)
-    assert out["rapl"]["package-1"] == pytest.approx(60.0, rel=0.2)
+    for dom, zone in (("package-0", "intel-rapl:0"), ("dram-0", "intel-rapl:0:1"), ("package-1", "intel-rapl:1")):
+        # never more than the writer put in the counter while the command ran (exact, whatever the
+        # load), and at least half of watts x the 1 s asked (the writer thread can stall on a loaded
+        # box; the sampler's arithmetic is bounded exactly in test_rapl_meter/test_measured)
+        assert watts[zone] * 0.5 <= out["rapl"][dom] <= writer.written_at_most_j(launched, exited, [zone]) + 1e-6, dom
     assert out["rapl"]["core-1"] == 0.0  # that counter never moved
     # no NVIDIA driver here: one line on stderr says why nvml is null
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

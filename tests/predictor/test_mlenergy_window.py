@@ -35,9 +35,11 @@ def test_load_rows_typed(tmp_path):
     assert exclusion_reason(r, supported_models={"other"}) is not None
 
 
-def test_excludes_moe_and_unknown_task(tmp_path):
-    r = load_rows(_write(tmp_path, arch="MoE"))[0]
-    assert "MoE" in exclusion_reason(r)
+def test_excludes_hybrids_and_unknown_task(tmp_path):
+    assert exclusion_reason(load_rows(_write(tmp_path, arch="MoE"))[0]) is None  # the MoE graph costs them
+    (tmp_path / "h").mkdir()
+    r = load_rows(_write(tmp_path / "h", arch="Mamba-Transformer Hybrid"))[0]
+    assert "Mamba" in exclusion_reason(r)
     (tmp_path / "b").mkdir()
     r2 = load_rows(_write(tmp_path / "b", task="image-chat"))[0]
     assert "task" in exclusion_reason(r2)

@@ -28,6 +28,7 @@ class CarbonFigure:
     energy_j: float
     engine_requests: int
     finished: bool  # False: some engine request still running (the figures are partial)
+    error: str = ""  # why an engine request could not be accounted (its record's source is "error")
 
 
 class CarbonLookup:
@@ -73,12 +74,19 @@ class CarbonLookup:
         if not recs:
             return None
         finished = all(r.state in (2, 3) for r in recs)  # STATE_FINISHED, STATE_ABORTED
+        errors = [r for r in recs if r.source == "error"]
+        error = ""
+        if errors:  # the first reason, and how many of the engine requests could not be accounted
+            error = errors[0].error or "not accounted"
+            if len(recs) > 1:
+                error = f"{len(errors)} of {len(recs)} engine requests not accounted: {error}"
         return CarbonFigure(
             request_id=request_id,
             carbon_g=sum(r.carbon_g.total for r in recs),
             energy_j=sum(r.energy_j.total for r in recs),
             engine_requests=len(recs),
             finished=finished,
+            error=error,
         )
 
     async def close(self) -> None:

@@ -14,6 +14,9 @@ For ``POST /v1/completions`` and ``POST /v1/chat/completions``:
 * streaming responses (server-sent events) get one more event just before ``data: [DONE]``:
   ``{"object": "llmco2.carbon", "request_id": ..., "carbon_g": ..., "energy_j": ..., "wait_ms": ...}``
   (with ``"status": "pending"`` and null figures past the wait);
+* a request the sidecar could not account (its record says ``source: "error"``, e.g. the predictor
+  failed on its steps) gets ``x-llmco2-carbon-status: error`` and the reason in ``x-llmco2-error``
+  (``"status": "error"``, null figures and ``"error"`` in the event): no partial figure is shown;
 * on vLLM's CPU platform (a test engine) responses also carry ``x-llmco2-note`` (``note`` in the
   event): the step times are a CPU's, so the figures are not a GPU's (:mod:`llmco2_vllm.platform`).
 
@@ -44,6 +47,9 @@ def carbon_event(request_id: str, figure: CarbonFigure | None, wait_ms: float | 
     if figure is None or not figure.finished:
         event = {"object": "llmco2.carbon", "request_id": request_id, "status": "pending",
                  "carbon_g": None, "energy_j": None}
+    elif figure.error:
+        event = {"object": "llmco2.carbon", "request_id": request_id, "status": "error",
+                 "carbon_g": None, "energy_j": None, "error": figure.error}
     else:
         event = {"object": "llmco2.carbon", "request_id": request_id, "status": "final",
                  "carbon_g": figure.carbon_g, "energy_j": figure.energy_j}
@@ -52,11 +58,20 @@ def carbon_event(request_id: str, figure: CarbonFigure | None, wait_ms: float | 
     return event
 
 
+def header_text(text: str, limit: int = 300) -> bytes:
+    """``text`` as an HTTP header value: printable ASCII on one line (others become ``?``), at most
+    ``limit`` characters."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text.replace("\r", " ").replace("\n", " "))
+    return (clean[: limit - 3] + "..." if len(clean) > limit else clean).encode("ascii")
+
+
 def carbon_headers(figure: CarbonFigure | None, wait_ms: float | None = None) -> list[tuple[bytes, bytes]]:
     """Response headers of a non-streaming response (``x-llmco2-wait-ms``: how long it was held)."""
     wait = [(b"x-llmco2-wait-ms", format(wait_ms, ".1f").encode())] if wait_ms is not None else []
     if figure is None or not figure.finished:
         return [(b"x-llmco2-carbon-status", b"pending"), *wait]
+    if figure.error:
+        return [(b"x-llmco2-carbon-status", b"error"), (b"x-llmco2-error", header_text(figure.error)), *wait]
     return [(b"x-llmco2-carbon-g", format(figure.carbon_g, ".6g").encode()),
             (b"x-llmco2-energy-j", format(figure.energy_j, ".6g").encode()),
             (b"x-llmco2-carbon-status", b"final"), *wait]

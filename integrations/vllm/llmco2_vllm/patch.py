@@ -1,4 +1,4 @@
-"""Where the plugin attaches to vLLM (v1 engine, 0.14 to 0.32).
+"""Where the plugin attaches to vLLM (v1 engine; which releases it hooks: :mod:`llmco2_vllm.compat`).
 
 Why patch ``vllm.v1.core.sched.scheduler.Scheduler`` methods rather than ``--scheduler-cls``:
 the general plugin is loaded at the top of ``EngineCore.__init__``, before the scheduler is built,
