@@ -128,6 +128,12 @@ class Progress:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
+    from ..sim.whatif import _init_worker as _one_intra_op_thread
+
+    # one intra-op thread, as whatif's workers and the sidecar use: the replay's GNN calls are small, and
+    # torch's default team (one thread per core) made a 256-step call 292 ms against 6 ms on a busy
+    # 2-core box (an ad-hoc timing, 2026-12-06); it also keeps the float summation order fixed
+    _one_intra_op_thread()
     from ..sim.replay import fmt_summary, run_replay
 
     tp = positive_int(args.tp, "tp")
