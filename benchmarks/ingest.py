@@ -4,13 +4,16 @@ by the columnar path, and of 64-step messages (the columnar path), in microsecon
 
     python benchmarks/ingest.py [--messages 20000] [--slices 4] [--repeats 5]
 
-Prints the median over the repeats of each; both paths run in the same process, alternating, so
-that a busy machine slows both alike. No files are written.
+Prints the median over the repeats of each and writes benchmarks/results/ingest.json and ingest.md;
+both paths run in the same process, alternating, so that a busy machine slows both alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -61,8 +64,25 @@ def main(argv=None) -> int:
         res["one-step, fast path"].append(per_message_us(one, True))
         res["one-step, columnar path"].append(per_message_us(one, False))
         res["64 steps, columnar"].append(per_message_us(many, True))
-    for k, v in res.items():
-        print(f"{k:26s} {statistics.median(v):8.1f} us per message (median of {a.repeats}; {a.slices} slices a step)")
+    med = {k: statistics.median(v) for k, v in res.items()}
+    for k, m in med.items():
+        print(f"{k:26s} {m:8.1f} us per message (median of {a.repeats}; {a.slices} slices a step)")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = os.getloadavg()[0]
+    machine = f"{platform.machine()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "ingest.json").write_text(json.dumps({
+        "command": "python benchmarks/ingest.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": when, "machine": machine, "load_average_1m_at_end": load, "messages": a.messages,
+        "slices_per_step": a.slices, "repeats": a.repeats, "us_per_message": res, "median_us_per_message": med,
+    }, indent=2) + "\n")
+    rows = "\n".join(f"| {k} | {m:.1f} |" for k, m in med.items())
+    (out / "ingest.md").write_text(
+        f"# Ingest cost per engine message\n\nCommand: `python benchmarks/ingest.py` ({when}). Machine: {machine}; "
+        f"1-minute load average at the end {load:.2f}. {a.messages} one-step messages per pass ({a.slices} slices a "
+        f"step), median of {a.repeats} passes; the fast and columnar paths alternate in one process.\n\n"
+        f"| path | us per message |\n|---|---|\n{rows}\n")
     return 0
 
 

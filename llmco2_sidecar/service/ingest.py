@@ -139,6 +139,23 @@ def _reject_all_steps(st: pb.StepColumns, ack: pb.Ack, rej: _Rejections, field_:
     rej.add(pb.Rejection.KIND_STEP, st.step_id[0] if len(st.step_id) else 0, "", field_, reason)
 
 
+def _note_new_requests(stream, ack, rids: list, ctx) -> None:
+    """Track the stream's live requests (both validation paths): continuing requests never seen before
+    are accepted and flagged; an id used again after its finish is a new request."""
+    live = stream.live
+    unseen = set(rids).difference(live)
+    if not unseen:
+        return
+    index = rids.index  # a C-level scan per new id: few new ids per message, many slices
+    ack.flagged += sum(1 for r in unseen if ctx[index(r)] > 0)
+    if len(live) > 1_000_000:  # an engine that never reports finishes
+        live.clear()
+    live.update(unseen)
+    done = stream.recently_done
+    for r in unseen:
+        done.pop(r, None)
+
+
 def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Rejections) -> AcceptedSteps | None:
     S = len(st.step_id)
     if not (len(st.start_s) == len(st.end_s) == len(st.slice_count) == S):
@@ -219,17 +236,7 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
         derived = np.where(ctx == 0, PHASE_NEW, np.where(ctx < prm, PHASE_CHUNK, PHASE_DECODE))
         phase = np.where(unspecified, derived, phase)
     # continuing requests never seen before are accepted and flagged
-    live = stream.live
-    unseen = set(rids).difference(live)
-    if unseen:
-        index = rids.index  # a C-level scan per new id: few new ids per message, many slices
-        ack.flagged += sum(1 for r in unseen if ctx[index(r)] > 0)
-        if len(live) > 1_000_000:  # an engine that never reports finishes
-            live.clear()
-        live.update(unseen)
-        done = stream.recently_done
-        for r in unseen:  # an id used again after its finish is a new request
-            done.pop(r, None)
+    _note_new_requests(stream, ack, rids, ctx)
     stream.last_step_id = int(sid[-1])
     stream.last_end_s = float(max(stream.last_end_s, end.max()))
     return AcceptedSteps(step_id=sid, start_s=start, end_s=end, slice_count=count, request_id=rids,
@@ -291,17 +298,7 @@ def _ingest_one_step(stream: StreamState, st: pb.StepColumns, rids: list, R: int
                  for p, c, q in zip(st.phase, ctx, prm)]
     else:
         phase = [PHASE_NEW if c == 0 else PHASE_CHUNK if c < q else PHASE_DECODE for c, q in zip(ctx, prm)]
-    live = stream.live
-    unseen = set(rids).difference(live)
-    if unseen:
-        index = rids.index
-        ack.flagged += sum(1 for r in unseen if ctx[index(r)] > 0)
-        if len(live) > 1_000_000:  # an engine that never reports finishes
-            live.clear()
-        live.update(unseen)
-        done = stream.recently_done
-        for r in unseen:  # an id used again after its finish is a new request
-            done.pop(r, None)
+    _note_new_requests(stream, ack, rids, ctx)
     end = st.end_s[0]
     stream.last_step_id = sid
     stream.last_end_s = float(max(stream.last_end_s, end))
