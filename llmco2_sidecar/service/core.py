@@ -71,6 +71,7 @@ class SidecarCore(LookupsMixin):
         self.pipeline = Pipeline(config, self.predictor, self.carbon_log, self.metrics, self.ledger, self._on_records,
                                  self.dead_letter)
         self.check_deployment = DeploymentCheck(self.predictor, config)
+        self.metrics.queue_depth.set_function(lambda: self.pipeline.pending)  # read when scraped, not per message
         from ..config import open_grid_source
 
         self.grid = self.pipeline.grid = open_grid_source(config)  # --grid: polled off the hot path
@@ -274,7 +275,7 @@ class SidecarCore(LookupsMixin):
                 self.metrics.disk_errors.labels("journal").inc()
                 log.warning("journal checkpoint not written (%s); older segments kept", exc)
 
-        self.pipeline._q.put(Barrier(write))
+        self.pipeline.put_control(Barrier(write))
 
     async def stop(self) -> None:
         self.grid.stop()
@@ -371,7 +372,6 @@ class SidecarCore(LookupsMixin):
             if self.journal.needs_roll:
                 self._checkpoint()
         self.metrics.observe_ack(ack)
-        self.metrics.queue_depth.set(self.pipeline.pending)
         return ack
 
 

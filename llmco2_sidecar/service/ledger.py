@@ -41,6 +41,48 @@ class RunningTotals:
     uncalibrated: int = 0  # windows of its life whose energy could not be calibrated
 
 
+class SortedIds:
+    """Ids kept sorted for prefix lookups, lazily: adding and removing are O(1) (the pipeline thread,
+    per finished request); the sorting happens at the next prefix lookup (rare), where Python's
+    sort merges the sorted part with the few ids added since in about linear time. Removed ids
+    stay as tombstones until they are half the list; :meth:`prefixed` skips them (``alive``)."""
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []  # sorted, with tombstones
+        self._new: list[str] = []  # added since the last lookup
+        self._gone = 0  # tombstones (an upper bound)
+
+    def add(self, key: str) -> None:
+        self._new.append(key)
+
+    def discard(self, key: str) -> None:
+        self._gone += 1
+
+    def prefixed(self, prefix: str, alive) -> list[str]:
+        """The ids that start with ``prefix`` and for which ``alive(id)`` holds, sorted, each once."""
+        ids = self.sorted(alive)
+        out: list[str] = []
+        i = bisect.bisect_left(ids, prefix)
+        while i < len(ids) and ids[i].startswith(prefix):
+            key = ids[i]
+            if alive(key) and (not out or out[-1] != key):
+                out.append(key)
+            i += 1
+        return out
+
+    def sorted(self, alive) -> list[str]:
+        """The sorted list (tombstones compacted away once they are half of it)."""
+        if self._new:
+            self._ids.extend(self._new)
+            self._new = []
+            self._ids.sort()
+        if self._gone and self._gone * 2 >= len(self._ids):
+            ids = self._ids
+            self._ids = [k for j, k in enumerate(ids) if alive(k) and (j == 0 or ids[j - 1] != k)]
+            self._gone = 0
+        return self._ids
+
+
 class RequestLedger:
     def __init__(self, max_finished: int = 100_000, ttl_s: float = 3600.0, capacity: int = 1024):
         self.lock = threading.RLock()
@@ -55,12 +97,12 @@ class RequestLedger:
         self.touched = np.zeros(0)  # time.monotonic() of each slot's last step
         self._grow(capacity)
         self.finished: "OrderedDict[str, tuple[float, str]]" = OrderedDict()
-        self._sorted: list[str] = []  # finished ids, sorted: prefix lookups by bisection
+        self._sorted = SortedIds()  # finished ids: prefix lookups by bisection
         # the id the client knows a finished request by (X-Request-Id): one client id may name
         # several engine requests (a completion with n prompts)
         self._client_of: dict[str, str] = {}
         self._by_client: dict[str, list[str]] = {}
-        self._sorted_clients: list[str] = []
+        self._sorted_clients = SortedIds()
 
     def _grow(self, capacity: int) -> None:
         old = self._cap
@@ -160,7 +202,7 @@ class RequestLedger:
         now = time.monotonic() if now is None else now
         rid = record["request_id"]
         if self.finished.pop(rid, None) is None:
-            bisect.insort(self._sorted, rid)
+            self._sorted.add(rid)
         else:
             self._forget_client(rid)
         client = record.get("client_request_id")
@@ -169,7 +211,7 @@ class RequestLedger:
             ids = self._by_client.get(client)
             if ids is None:
                 ids = self._by_client[client] = []
-                bisect.insort(self._sorted_clients, client)
+                self._sorted_clients.add(client)
             ids.append(rid)
         self.finished[rid] = (now, line if line is not None else json.dumps(record, separators=(",", ":")))
         while len(self.finished) > self.max_finished:
@@ -181,9 +223,7 @@ class RequestLedger:
             self._forget(self.finished.popitem(last=False)[0])
 
     def _forget(self, rid: str) -> None:
-        i = bisect.bisect_left(self._sorted, rid)
-        if i < len(self._sorted) and self._sorted[i] == rid:
-            del self._sorted[i]
+        self._sorted.discard(rid)
         self._forget_client(rid)
 
     def _forget_client(self, rid: str) -> None:
@@ -195,9 +235,7 @@ class RequestLedger:
             ids.remove(rid)
         if not ids:
             self._by_client.pop(client, None)
-            i = bisect.bisect_left(self._sorted_clients, client)
-            if i < len(self._sorted_clients) and self._sorted_clients[i] == client:
-                del self._sorted_clients[i]
+            self._sorted_clients.discard(client)
 
     def get_by_client(self, client_id: str) -> list[dict]:
         """Finished records of every engine request the client knows as ``client_id``."""
@@ -210,22 +248,16 @@ class RequestLedger:
     def find(self, prefix: str) -> tuple[list[dict], list[str]]:
         """Finished records whose engine id or client id starts with ``prefix``, and running ids
         (engine ids: a running request's client id is known only when it finishes) that do."""
-        ids = self._sorted
         done = []
         seen: set[str] = set()
-        i = bisect.bisect_left(ids, prefix)
-        while i < len(ids) and ids[i].startswith(prefix):
-            done.append(json.loads(self.finished[ids[i]][1]))
-            seen.add(ids[i])
-            i += 1
-        clients = self._sorted_clients
-        i = bisect.bisect_left(clients, prefix)
-        while i < len(clients) and clients[i].startswith(prefix):
-            for rid in self._by_client[clients[i]]:
+        for rid in self._sorted.prefixed(prefix, self.finished.__contains__):
+            done.append(json.loads(self.finished[rid][1]))
+            seen.add(rid)
+        for client in self._sorted_clients.prefixed(prefix, self._by_client.__contains__):
+            for rid in self._by_client[client]:
                 if rid not in seen and rid in self.finished:
                     done.append(json.loads(self.finished[rid][1]))
                     seen.add(rid)
-            i += 1
         running = [r for r in self._index if r.startswith(prefix)]
         return done, running
 

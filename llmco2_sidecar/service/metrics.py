@@ -98,22 +98,31 @@ class SidecarMetrics:
         self._carbon_emb = self.carbon.labels("embodied")
 
     def observe_ack(self, ack) -> None:
+        """Count one message's outcome (per message on the event loop: label children looked up once)."""
+        try:
+            cached = self._ack_children
+        except AttributeError:
+            cached = self._ack_children = (
+                self.steps.labels("accepted"), self.steps.labels("rejected"), self.done.labels("accepted"),
+                self.done.labels("rejected"), self.batches.labels("accepted"), self.batches.labels("rejected"))
+        steps_ok, steps_bad, done_ok, done_bad, batches_ok, batches_bad = cached
         if ack.steps_accepted:
-            self.steps.labels("accepted").inc(ack.steps_accepted)
+            steps_ok.inc(ack.steps_accepted)
         if ack.steps_rejected:
-            self.steps.labels("rejected").inc(ack.steps_rejected)
+            steps_bad.inc(ack.steps_rejected)
         if ack.done_accepted:
-            self.done.labels("accepted").inc(ack.done_accepted)
+            done_ok.inc(ack.done_accepted)
         if ack.done_rejected:
-            self.done.labels("rejected").inc(ack.done_rejected)
+            done_bad.inc(ack.done_rejected)
         if ack.batches_accepted:
-            self.batches.labels("accepted").inc(ack.batches_accepted)
+            batches_ok.inc(ack.batches_accepted)
         if ack.batches_rejected:
-            self.batches.labels("rejected").inc(ack.batches_rejected)
+            batches_bad.inc(ack.batches_rejected)
         if ack.flagged:
             self.flagged.inc(ack.flagged)
-        for r in ack.rejections:
-            self.rejections.labels(r.field).inc()
+        if ack.rejections:
+            for r in ack.rejections:
+                self.rejections.labels(r.field).inc()
 
     def observe_finish_lag(self, done: list, clock_offset_s: float, now_wall_s: float) -> None:
         """``done``: accepted finish events (``time_s`` on the engine clock, 0 = unknown); the engine's wall

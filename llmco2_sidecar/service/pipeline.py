@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -40,6 +39,7 @@ from .ingest import (
     StaticBatchEvent,
     StreamState,
 )
+from .inbox import AWAITED, FULL, Inbox
 from .isolation import IsolationMixin
 from .ledger import RequestLedger
 from .metrics import SidecarMetrics
@@ -79,7 +79,7 @@ class Pipeline(IsolationMixin, WindowsMixin):
         from .dead_letter import dead_letter_path
 
         self.dead_letter = dead_letter or DeadLetter(dead_letter_path(config.log), metrics)
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._q = Inbox()  # wakes this thread only when it must (see .inbox)
         self._thread = threading.Thread(target=self._run, name="llmco2-pipeline", daemon=True)
         self._accounting: dict[str, Accounting] = {}
         self._last_end: dict[str, float] = {}
@@ -121,21 +121,26 @@ class Pipeline(IsolationMixin, WindowsMixin):
         return self
 
     def submit(self, item: Ingested) -> None:
+        """Queue an accepted message (the submitting thread: the event loop, or the journal replay)."""
         self.submitted += 1
-        if item.steps is not None:
-            self.submitted_steps += item.steps.n_steps
-        self._q.put(item)
+        n = item.steps.n_steps if item.steps is not None else 0
+        self.submitted_steps += n
+        self._q.put(item, n, _awaited(item))
+
+    def put_control(self, item) -> None:
+        """Queue a control item (a :class:`Barrier`): it runs after everything submitted before it."""
+        self._q.put_control(item)
 
     def barrier(self, fn: Callable[[], Any] | None = None, timeout_s: float = 30.0) -> bool:
         """Wait until everything submitted so far is processed (then run ``fn`` on the pipeline thread)."""
         b = Barrier(fn)
-        self._q.put(b)
+        self._q.put_control(b)
         return b.done.wait(timeout_s)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._thread.is_alive():
             self.barrier(self._close_windows, timeout_s)
-            self._q.put(self.STOP)
+            self._q.put_control(self.STOP)
             self._thread.join(timeout_s)
 
     # ---- thread --------------------------------------------------------------------------------
@@ -145,6 +150,7 @@ class Pipeline(IsolationMixin, WindowsMixin):
         # steps alone wait longer for company (nothing waits on them); a finish or abort closes the
         # micro-batch within wait_s (its record is awaited: a held response, a lookup)
         steps_wait_s = max(wait_s, float(self.config.step_wait_ms) / 1000.0)
+        inbox = self._q
         while True:
             if time.monotonic() - self._last_housekeeping >= 1.0:
                 try:
@@ -152,9 +158,8 @@ class Pipeline(IsolationMixin, WindowsMixin):
                 except Exception:  # never let housekeeping stop the pipeline
                     self._last_housekeeping = time.monotonic()
                     log.exception("pipeline housekeeping failed")
-            try:
-                item = self._q.get(timeout=1.0)
-            except queue.Empty:
+            item = inbox.take(1.0)
+            if item is None:
                 continue
             if item is self.STOP:
                 return
@@ -167,16 +172,14 @@ class Pipeline(IsolationMixin, WindowsMixin):
             deadline = time.perf_counter() + (wait_s if urgent else steps_wait_s)
             ctl = None
             while n < max_steps:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
+                nxt = inbox.pop()
+                if nxt is None:
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         break
-                    try:
-                        nxt = self._q.get(timeout=left)
-                    except queue.Empty:
-                        break
+                    # woken early only by what changes the plan: a finish (steps alone), a full micro-batch
+                    inbox.wait(left, FULL if urgent else AWAITED, max_steps - n)
+                    continue
                 if nxt is self.STOP or isinstance(nxt, Barrier):
                     ctl = nxt
                     break
@@ -192,8 +195,6 @@ class Pipeline(IsolationMixin, WindowsMixin):
                 self._last_resort(items, exc)
             self.done_steps += sum(it.steps.n_steps for it in items if it.steps is not None)
             self.done_messages += len(items)
-            if self.metrics is not None:
-                self.metrics.queue_depth.set(self.pending)
             if ctl is self.STOP:
                 return
             if ctl is not None:

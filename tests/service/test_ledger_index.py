@@ -1,0 +1,32 @@
+"""The ledger's lazy sorted index of finished ids (prefix lookups) against a plain sorted list."""
+
+import random
+
+from llmco2_sidecar.service.ledger import RequestLedger, SortedIds
+
+
+def test_sorted_ids_match_a_sorted_list_under_churn():
+    rng = random.Random(7)
+    idx, alive = SortedIds(), set()
+    for step in range(5000):
+        key = f"e{rng.randrange(3)}-r{rng.randrange(400)}"
+        if key in alive and rng.random() < 0.5:
+            alive.discard(key)
+            idx.discard(key)
+        elif key not in alive:
+            alive.add(key)
+            idx.add(key)
+        if step % 97 == 0:
+            prefix = f"e{rng.randrange(3)}-r{rng.randrange(40)}"
+            assert idx.prefixed(prefix, alive.__contains__) == sorted(k for k in alive if k.startswith(prefix))
+    assert idx.sorted(alive.__contains__)[:0] == [] and idx.prefixed("", alive.__contains__) == sorted(alive)
+
+
+def test_ledger_find_after_eviction_and_reuse_of_an_id():
+    led = RequestLedger(max_finished=3, ttl_s=3600)
+    for i in range(6):
+        led.put_finished({"request_id": f"x-{i}", "client_request_id": f"c-{i % 2}"})
+    led.put_finished({"request_id": "x-0"})  # evicted earlier, finished again (a reused id)
+    done, _ = led.find("x-")
+    assert [r["request_id"] for r in done] == ["x-0", "x-4", "x-5"]
+    assert sorted(r["request_id"] for r in led.find("c-")[0]) == ["x-4", "x-5"]
