@@ -89,6 +89,8 @@ class SidecarConfig:
                                     "(a finish or abort arriving meanwhile closes it within micro_batch_ms)")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
                                        "(backpressure: the engine's emitter buffers meanwhile)")
+    ack_interval_ms: float = _f(50.0, "an emitter that takes cumulative acks (this project's) gets one ack for the "
+                                      "messages of up to this long (0: one ack per message, as for other emitters)")
     log_backlog_max_records: int = _f(100_000, "records kept in memory while the carbon log cannot be written; "
                                            "beyond, messages are not acknowledged until it can")
     predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")
@@ -117,8 +119,12 @@ class SidecarConfig:
                      "otlp_interval_s", "otlp_timeout_s"):
             if not (getattr(self, name) > 0):
                 raise InputError(name, "must be positive", "> 0")
-        if not (self.step_wait_ms >= 0):
-            raise InputError("step_wait_ms", f"must not be negative, got {self.step_wait_ms!r}", ">= 0")
+        for name in ("step_wait_ms", "ack_interval_ms"):
+            if not (getattr(self, name) >= 0):
+                raise InputError(name, f"must not be negative, got {getattr(self, name)!r}", ">= 0")
+        if not (self.ack_interval_ms <= 1000):
+            raise InputError("ack_interval_ms", f"at most 1000 (the emitter's flush waits for it), got "
+                             f"{self.ack_interval_ms!r}", "0..1000")
         for name in ("micro_batch_steps", "ledger_max_finished", "log_backups", "max_pending_steps", "predictor_threads"):
             if int(getattr(self, name)) < 1:
                 raise InputError(name, "must be at least 1", ">= 1")

@@ -83,7 +83,7 @@ class ModelArchitecture(_message.Message):
     def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., num_kv_heads: _Optional[int] = ..., head_dim: _Optional[int] = ..., vocab_size: _Optional[int] = ..., weight_bits: _Optional[int] = ..., act_bits: _Optional[int] = ..., kv_bits: _Optional[int] = ..., tie_word_embeddings: _Optional[bool] = ..., num_experts: _Optional[int] = ..., experts_per_token: _Optional[int] = ..., expert_intermediate_size: _Optional[int] = ..., shared_expert_intermediate_size: _Optional[int] = ..., num_dense_layers: _Optional[int] = ..., q_lora_rank: _Optional[int] = ..., kv_lora_rank: _Optional[int] = ..., qk_nope_head_dim: _Optional[int] = ..., qk_rope_head_dim: _Optional[int] = ..., v_head_dim: _Optional[int] = ..., local_attention: _Optional[str] = ..., local_window: _Optional[int] = ..., num_local_layers: _Optional[int] = ..., num_nope_layers: _Optional[int] = ..., expert_weight_bits: _Optional[float] = ..., gemm_dtype: _Optional[str] = ..., quant_method: _Optional[str] = ..., qkv_bias: _Optional[bool] = ...) -> None: ...
 
 class EngineIdentity(_message.Message):
-    __slots__ = ("engine_name", "engine_version", "instance_id", "model_name", "architecture", "gpu", "gpu_count", "tp", "pp", "dp", "dp_rank", "engine_clock_at_open_s", "wall_clock_at_open_s", "ep")
+    __slots__ = ("engine_name", "engine_version", "instance_id", "model_name", "architecture", "gpu", "gpu_count", "tp", "pp", "dp", "dp_rank", "engine_clock_at_open_s", "wall_clock_at_open_s", "ep", "cumulative_acks")
     ENGINE_NAME_FIELD_NUMBER: _ClassVar[int]
     ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class EngineIdentity(_message.Message):
     ENGINE_CLOCK_AT_OPEN_S_FIELD_NUMBER: _ClassVar[int]
     WALL_CLOCK_AT_OPEN_S_FIELD_NUMBER: _ClassVar[int]
     EP_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_ACKS_FIELD_NUMBER: _ClassVar[int]
     engine_name: str
     engine_version: str
     instance_id: str
@@ -112,7 +113,8 @@ class EngineIdentity(_message.Message):
     engine_clock_at_open_s: float
     wall_clock_at_open_s: float
     ep: int
-    def __init__(self, engine_name: _Optional[str] = ..., engine_version: _Optional[str] = ..., instance_id: _Optional[str] = ..., model_name: _Optional[str] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., gpu: _Optional[str] = ..., gpu_count: _Optional[int] = ..., tp: _Optional[int] = ..., pp: _Optional[int] = ..., dp: _Optional[int] = ..., dp_rank: _Optional[int] = ..., engine_clock_at_open_s: _Optional[float] = ..., wall_clock_at_open_s: _Optional[float] = ..., ep: _Optional[int] = ...) -> None: ...
+    cumulative_acks: bool
+    def __init__(self, engine_name: _Optional[str] = ..., engine_version: _Optional[str] = ..., instance_id: _Optional[str] = ..., model_name: _Optional[str] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., gpu: _Optional[str] = ..., gpu_count: _Optional[int] = ..., tp: _Optional[int] = ..., pp: _Optional[int] = ..., dp: _Optional[int] = ..., dp_rank: _Optional[int] = ..., engine_clock_at_open_s: _Optional[float] = ..., wall_clock_at_open_s: _Optional[float] = ..., ep: _Optional[int] = ..., cumulative_acks: _Optional[bool] = ...) -> None: ...
 
 class StepColumns(_message.Message):
     __slots__ = ("step_id", "start_s", "end_s", "slice_count", "request_id", "phase", "new_tokens", "context_tokens", "prompt_tokens")
@@ -213,7 +215,7 @@ class Rejection(_message.Message):
     def __init__(self, kind: _Optional[_Union[Rejection.Kind, str]] = ..., id: _Optional[int] = ..., request_id: _Optional[str] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("seq", "stream_id", "steps_accepted", "steps_rejected", "done_accepted", "done_rejected", "batches_accepted", "batches_rejected", "flagged", "rejections")
+    __slots__ = ("seq", "stream_id", "steps_accepted", "steps_rejected", "done_accepted", "done_rejected", "batches_accepted", "batches_rejected", "flagged", "rejections", "acked_through_seq")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +226,7 @@ class Ack(_message.Message):
     BATCHES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     FLAGGED_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACKED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     seq: int
     stream_id: str
     steps_accepted: int
@@ -234,4 +237,5 @@ class Ack(_message.Message):
     batches_rejected: int
     flagged: int
     rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
-    def __init__(self, seq: _Optional[int] = ..., stream_id: _Optional[str] = ..., steps_accepted: _Optional[int] = ..., steps_rejected: _Optional[int] = ..., done_accepted: _Optional[int] = ..., done_rejected: _Optional[int] = ..., batches_accepted: _Optional[int] = ..., batches_rejected: _Optional[int] = ..., flagged: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+    acked_through_seq: int
+    def __init__(self, seq: _Optional[int] = ..., stream_id: _Optional[str] = ..., steps_accepted: _Optional[int] = ..., steps_rejected: _Optional[int] = ..., done_accepted: _Optional[int] = ..., done_rejected: _Optional[int] = ..., batches_accepted: _Optional[int] = ..., batches_rejected: _Optional[int] = ..., flagged: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., acked_through_seq: _Optional[int] = ...) -> None: ...

@@ -16,7 +16,9 @@ no lock, no system call except when the sender thread is asleep). The sequences 
 owned by the emitter from then on: do not mutate them afterwards. A background thread drains the
 deque, builds one columnar ``EventBatch`` per drain (coalescing everything queued, up to
 ``max_message_steps`` steps) and sends it over ONE ``StreamEvents`` call. Messages stay in an
-in-flight table until the sidecar acknowledges them (its ack means "in my journal"); after a
+in-flight table until the sidecar acknowledges them (its ack means "in my journal"; the identity
+asks for cumulative acks, one Ack for several messages, which a sidecar sends within its
+``--ack-interval-ms``; an older sidecar acknowledges every message, which works the same); after a
 reconnection the in-flight messages are sent again first (the sidecar rejects the ones it already
 has as duplicates, keyed by ``instance_id`` and step id), so an outage loses nothing as long as the
 buffer bound holds. When the deque is full, new events are dropped, counted in
@@ -275,7 +277,15 @@ class Emitter:
     def _on_ack(self, ack: pb.Ack) -> None:
         with self._lock:
             s = self._stats
-            if ack.seq:
+            if ack.acked_through_seq:  # a cumulative ack: every message up to that seq
+                inflight, through = self._inflight, ack.acked_through_seq
+                while inflight:
+                    seq = next(iter(inflight))
+                    if seq > through:
+                        break
+                    s.acked_messages += 1
+                    self._acked_events += inflight.pop(seq)[1]
+            elif ack.seq:
                 entry = self._inflight.pop(ack.seq, None)
                 if entry is not None:
                     s.acked_messages += 1
@@ -294,7 +304,9 @@ class Emitter:
 
     def _requests(self, conn: _Conn):
         """The request iterator of one connection (runs on a gRPC thread)."""
-        yield self.info.to_proto(self.config.clock(), self.config.wall_clock())
+        hello = self.info.to_proto(self.config.clock(), self.config.wall_clock())
+        hello.identity.cumulative_acks = True  # _on_ack takes one Ack for several messages
+        yield hello
         with self._lock:
             resend = [msg for msg, _ in self._inflight.values()]
         for msg in resend:

@@ -29,6 +29,7 @@ from .._proto import sidecar_pb2_grpc
 from ..config import SidecarConfig
 from ..errors import InputError
 from .core import DiskUnavailable, SidecarCore, make_predictor  # noqa: F401  (re-exported)
+from .acks import AckBatcher
 from .lookups import MAX_WAIT_S, record_to_proto
 
 log = logging.getLogger("llmco2.server")
@@ -81,14 +82,19 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
         self._bad_logged = -math.inf
 
     async def StreamEvents(self, request_iterator, context):
+        """The engine's event stream: an Ack per message (``context.write``), or, for an emitter
+        that takes cumulative acks, one Ack for the messages of up to ``ack_interval_ms``
+        (:mod:`.acks`); every Ack is sent after its messages are in the journal."""
         core = self.core
         stream = None
+        batcher: AckBatcher | None = None
         core.open_streams += 1
         core.metrics.streams.set(core.open_streams)
         try:
             async for msg in request_iterator:
                 if isinstance(msg, BadMessage):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._bad_message(msg, stream))
+                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
+                                      self._bad_message(msg, stream))
                 body = msg.WhichOneof("body")
                 if stream is None:
                     if body != "identity":
@@ -100,22 +106,41 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                     except DiskUnavailable as exc:
                         await self._unavailable(context, exc)
-                    yield pb.Ack(seq=0, stream_id=stream.stream_id)
+                    await context.write(pb.Ack(seq=0, stream_id=stream.stream_id))
+                    interval_s = float(core.config.ack_interval_ms) / 1000.0
+                    if msg.identity.cumulative_acks and interval_s > 0:
+                        batcher = AckBatcher(context.write, interval_s)
                     continue
                 if body == "identity":
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                        "identity: sent twice on one stream (open a new stream instead)")
+                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
+                                      "identity: sent twice on one stream (open a new stream instead)")
                 if body != "events":
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "body: empty message")
-                await core.wait_for_room()
+                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT, "body: empty message")
+                if core.pipeline.pending_steps > core.config.max_pending_steps:  # backpressure (rare)
+                    await core.wait_for_room()
                 try:
                     ack = core.handle_events(stream, msg.events)
                 except DiskUnavailable as exc:
+                    if batcher is not None:  # what was journaled before is acknowledged first
+                        await batcher.flush()
                     await self._unavailable(context, exc)
-                yield ack
+                if batcher is None:
+                    await context.write(ack)
+                else:
+                    batcher.add(ack)
+            if batcher is not None:  # the emitter closed its side: acknowledge the rest
+                await batcher.flush()
         finally:
+            if batcher is not None:
+                batcher.close()
             core.open_streams -= 1
             core.metrics.streams.set(core.open_streams)
+
+    async def _abort(self, context, batcher, code, details: str) -> None:
+        """End the stream with ``code``; journaled messages are acknowledged first."""
+        if batcher is not None:
+            await batcher.flush()
+        await context.abort(code, details)
 
     def _bad_message(self, msg: BadMessage, stream) -> str:
         """Count it; one log line a minute at most (a broken client sends many)."""

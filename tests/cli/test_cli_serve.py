@@ -67,3 +67,46 @@ def test_serve_keeps_one_intra_op_thread_whatever_the_engine_set(tmp_path):
     # an inherited OpenMP team would add (OMP_NUM_THREADS - 1) >= 3 threads; the default executor that runs
     # Estimate calls may start one thread more or less depending on timing, hence the tolerance of one
     assert abs(inherited - pinned) <= 1, f"{inherited} threads with OMP_NUM_THREADS inherited vs {pinned} pinned"
+
+
+def test_grpc_io_stack_is_chosen_unless_the_operator_chose(monkeypatch):
+    from llmco2_sidecar.cli import serve
+
+    monkeypatch.delenv("GRPC_EXPERIMENTS", raising=False)
+    serve._grpc_io_stack()
+    assert os.environ["GRPC_EXPERIMENTS"] == serve.GRPC_IO_EXPERIMENTS
+    monkeypatch.setenv("GRPC_EXPERIMENTS", "")  # an operator's choice (here: gRPC's defaults) wins
+    serve._grpc_io_stack()
+    assert os.environ["GRPC_EXPERIMENTS"] == ""
+
+
+def test_serve_over_tcp_acknowledges_and_records_on_its_io_stack(tmp_path):
+    """``llmco2 serve`` (gRPC's iomgr I/O, see cli/serve.py) over TCP loopback: the emitter's messages
+    are acknowledged (cumulative acks) and the finished request's record can be looked up."""
+    from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMCO2_", "GRPC_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "llmco2_sidecar.cli.main", "serve", "--port", "0",
+                             "--log", str(tmp_path / "c.jsonl"), "--predictor", "roofline", "--log-level", "WARNING"],
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, line
+        address = line.split("listening on ")[1].split()[0]
+        assert Path(f"/proc/{proc.pid}/environ").read_bytes().find(b"GRPC_EXPERIMENTS=-event_engine") < 0  # set inside
+        em = Emitter(EngineInfo(engine_name="t", model_name="meta-llama/Llama-2-7b-hf", gpu="A100-SXM4-80GB",
+                                instance_id="tcp-1"), EmitterConfig(target=address))
+        for k in range(20):
+            em.emit_step(k + 1, k * 0.02, k * 0.02 + 0.01, ["a"], [64 if k == 0 else 1], [0 if k == 0 else 63 + k], [64])
+        em.emit_done("a", 20)
+        assert em.flush(20.0)
+        st = em.stats()
+        em.close()
+        assert st.steps_accepted == 20 and st.done_accepted == 1 and st.inflight_messages == 0
+        with grpc.insecure_channel(address) as ch:
+            rec = sidecar_pb2_grpc.CarbonSidecarStub(ch).GetRequestCarbon(
+                spb.RequestCarbonQuery(request_id="a", wait_s=10), timeout=30).records[0]
+        assert rec.output_tokens == 20 and rec.energy_j.total > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -21,7 +21,7 @@ def test_check_detects_a_changed_proto(tmp_path, monkeypatch):
     for p in protogen.proto_files():
         (src / p.name).write_text(p.read_text())
     events = src / "events.proto"
-    events.write_text(events.read_text().replace("  uint32 flagged = 9;", "  uint32 flagged = 9;\n  uint32 extra = 11;"))
+    events.write_text(events.read_text().replace("  uint32 flagged = 9;", "  uint32 flagged = 9;\n  uint32 extra = 99;"))
     monkeypatch.setattr(protogen, "PROTO_ROOT", tmp_path / "protos")
     monkeypatch.setattr(protogen, "PROTO_DIR", src)
     assert protogen.MANIFEST in protogen.stale_files()
