@@ -70,6 +70,11 @@ class FaultyOs:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return os.write(fd, data)
 
+    def writev(self, fd, buffers):
+        if "write" in self.fail and self._ours(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.writev(fd, buffers)
+
     def fsync(self, fd):
         if "fsync" in self.fail and self._ours(fd):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -357,11 +357,12 @@ class SidecarCore(LookupsMixin):
         while self.pipeline.pending_steps > limit:
             await asyncio.sleep(0.0005)
 
-    def handle_events(self, stream: ing.StreamState, batch: pb.EventBatch) -> pb.Ack:
-        """Journal, validate, hand to the pipeline; the Ack. Raises :class:`DiskUnavailable` (nothing of
-        the message is then taken: the engine sends it again)."""
+    def handle_events(self, stream: ing.StreamState, batch: pb.EventBatch, raw: bytes | None = None) -> pb.Ack:
+        """Journal, validate, hand to the pipeline; the Ack. ``raw``: ``batch`` as it came on the wire
+        (journaled as is; None: serialised here). Raises :class:`DiskUnavailable` (nothing of the
+        message is then taken: the engine sends it again)."""
         if len(batch.steps.step_id) or len(batch.steps.request_id) or len(batch.done) or len(batch.static_batches):
-            self._journal(KIND_EVENTS, stream.stream_id, batch.SerializeToString())
+            self._journal(KIND_EVENTS, stream.stream_id, raw if raw is not None else batch.SerializeToString())
         res = ing.ingest(stream, batch)
         ack = res.ack
         if res.steps is not None or res.done or res.batches:

@@ -128,9 +128,12 @@ def ingest(stream: StreamState, batch: pb.EventBatch) -> Ingested:
     """Validate one EventBatch against the stream's state; update the state for what is accepted."""
     ack = pb.Ack(seq=batch.seq, stream_id=stream.stream_id)
     rej = _Rejections(ack)
-    steps = _ingest_steps(stream, batch.steps, ack, rej) if len(batch.steps.step_id) or len(batch.steps.request_id) else None
-    batches = [b for b in (_ingest_static(stream, sb, ack, rej) for sb in batch.static_batches) if b is not None]
-    done = [d for d in (_ingest_done(stream, d, ack, rej) for d in batch.done) if d is not None]
+    st = batch.steps
+    steps = _ingest_steps(stream, st, ack, rej) if len(st.step_id) or len(st.request_id) else None
+    batches = [b for b in (_ingest_static(stream, sb, ack, rej) for sb in batch.static_batches) if b is not None] \
+        if len(batch.static_batches) else []
+    done = [d for d in (_ingest_done(stream, d, ack, rej) for d in batch.done) if d is not None] \
+        if len(batch.done) else []
     return Ingested(stream=stream, steps=steps, done=done, batches=batches, ack=ack)
 
 
@@ -243,11 +246,12 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
                          phase=phase.astype(np.int8), new_tokens=new, context_tokens=ctx, prompt_tokens=prm)
 
 
-def _one_step_reason(stream: StreamState, st: pb.StepColumns, rids: list, R: int, sid: int) -> int:
+def _one_step_reason(stream: StreamState, st: pb.StepColumns, rids: list, R: int, sid: int, new: list, ctx: list,
+                     prm: list) -> int:
     """The rejection code of a message's only step (0: accepted): the first of the columnar checks
-    of :func:`_ingest_steps` that fails, in the same order."""
+    of :func:`_ingest_steps` that fails, in the same order (``new``, ``ctx``, ``prm``: its columns
+    as lists, read from the message once)."""
     if R:
-        new, ctx, prm = st.new_tokens, st.context_tokens, st.prompt_tokens
         if min(new) < 1:
             return 1
         if max(new) > MAX_NEW_TOKENS:
@@ -285,14 +289,14 @@ def _ingest_one_step(stream: StreamState, st: pb.StepColumns, rids: list, R: int
     sid = int(st.step_id[0])
     if sid > 1 << 62:
         sid = 0
-    code = _one_step_reason(stream, st, rids, R, sid)
+    new, ctx, prm = list(st.new_tokens), list(st.context_tokens), list(st.prompt_tokens)
+    code = _one_step_reason(stream, st, rids, R, sid, new, ctx, prm)
     if code:
         ack.steps_rejected += 1
         field_, text = _STEP_REASONS[code]
         rej.add(pb.Rejection.KIND_STEP, sid, "", field_, text)
         return None
     ack.steps_accepted += 1
-    new, ctx, prm = list(st.new_tokens), list(st.context_tokens), list(st.prompt_tokens)
     if n_phase:
         phase = [p if p else (PHASE_NEW if c == 0 else PHASE_CHUNK if c < q else PHASE_DECODE)
                  for p, c, q in zip(st.phase, ctx, prm)]

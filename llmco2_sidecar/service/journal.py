@@ -61,6 +61,7 @@ class Journal:
         self._broken = False  # the segment's tail could not be cut back: continue in a new segment
         self._opened = False  # open() has succeeded once (until then recover() retries open())
         self.errors = 0
+        self._key_prefix: dict[str, tuple[bytes, int]] = {}
 
     # ---- files ---------------------------------------------------------------------------------
     def segments(self) -> list[int]:
@@ -188,11 +189,16 @@ class Journal:
         synced): the frame is then cut off again and the journal is ``failed``."""
         if self.failed is not None and not self.recover():
             raise self.failed
-        kb = key.encode()
-        body = struct.pack("<H", len(kb)) + kb + payload
-        frame = _HEAD.pack(MAGIC, kind, len(body), zlib.crc32(body)) + body
+        prefix = self._key_prefix.get(key)
+        if prefix is None:  # u16 length + the key, and its crc (one per stream: computed once)
+            if len(self._key_prefix) > 4096:
+                self._key_prefix.clear()
+            head = struct.pack("<H", len(key.encode())) + key.encode()
+            prefix = self._key_prefix[key] = (head, zlib.crc32(head))
+        head, head_crc = prefix
         try:
-            self._write(frame)
+            # the frame as two parts in one system call (no copy of the payload into one buffer)
+            self._write(_HEAD.pack(MAGIC, kind, len(head) + len(payload), zlib.crc32(payload, head_crc)) + head, payload)
             if self.fsync_policy == "always":
                 self.sync(raise_errors=True)
         except OSError as exc:
@@ -202,14 +208,18 @@ class Journal:
         if self.fsync_policy == "interval" and time.monotonic() - self._last_sync >= self.interval_s:
             self.sync()
 
-    def _write(self, frame: bytes) -> None:
+    def _write(self, frame: bytes, rest: bytes = b"") -> None:
+        """Append ``frame + rest`` (``rest``: a payload written without joining it to ``frame`` first)."""
         if self._fd is None:
             raise OSError(errno.EBADF, "journal is not open")
-        view = memoryview(frame)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        self._size += len(frame)
+        total = len(frame) + len(rest)
+        n = os.writev(self._fd, (frame, rest)) if rest else os.write(self._fd, frame)
+        if n < total:  # a short write: the remainder, byte-exact
+            view = memoryview(frame + rest)[n:]
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        self._size += total
         self._dirty = True
 
     def _fail(self, exc: OSError) -> None:

@@ -56,6 +56,45 @@ def parse_engine_message(data: bytes):
         return BadMessage(len(data), str(exc) or type(exc).__name__)
 
 
+class Received:
+    """A parsed EngineMessage and, when the message is nothing but its ``events`` field, that
+    field's bytes as they came (the journal keeps them: no serialisation again per message)."""
+
+    __slots__ = ("msg", "events_bytes")
+
+    def __init__(self, msg, events_bytes: bytes | None):
+        self.msg = msg
+        self.events_bytes = events_bytes
+
+
+_EVENTS_TAG = 0x12  # EngineMessage.events: field 2, length-delimited
+
+
+def events_payload(data: bytes) -> bytes | None:
+    """The bytes of the EventBatch of an EngineMessage that holds exactly one ``events`` field and
+    nothing else (what every emitter sends), else None (then it is serialised again)."""
+    if len(data) < 2 or data[0] != _EVENTS_TAG:
+        return None
+    length = shift = 0
+    pos = 1
+    while pos < len(data) and pos <= 10:
+        b = data[pos]
+        length |= (b & 0x7F) << shift
+        pos += 1
+        if not b & 0x80:
+            return data[pos:] if pos + length == len(data) else None
+        shift += 7
+    return None
+
+
+def receive_engine_message(data: bytes):
+    """:func:`parse_engine_message`, the message wrapped with its events' bytes (:class:`Received`)."""
+    msg = parse_engine_message(data)
+    if isinstance(msg, BadMessage):
+        return msg
+    return Received(msg, events_payload(data))
+
+
 class Health:
     """The gRPC health status of the sidecar: SERVING, or NOT_SERVING while the disk is in trouble."""
 
@@ -91,10 +130,11 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
         core.open_streams += 1
         core.metrics.streams.set(core.open_streams)
         try:
-            async for msg in request_iterator:
-                if isinstance(msg, BadMessage):
+            async for item in request_iterator:
+                if isinstance(item, BadMessage):
                     await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
-                                      self._bad_message(msg, stream))
+                                      self._bad_message(item, stream))
+                msg = item.msg
                 body = msg.WhichOneof("body")
                 if stream is None:
                     if body != "identity":
@@ -119,7 +159,7 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
                 if core.pipeline.pending_steps > core.config.max_pending_steps:  # backpressure (rare)
                     await core.wait_for_room()
                 try:
-                    ack = core.handle_events(stream, msg.events)
+                    ack = core.handle_events(stream, msg.events, item.events_bytes)
                 except DiskUnavailable as exc:
                     if batcher is not None:  # what was journaled before is acknowledged first
                         await batcher.flush()
@@ -283,7 +323,7 @@ async def build_server(config: SidecarConfig, core: SidecarCore) -> tuple[grpc.a
 
 def _add_service(service: CarbonSidecarService, server) -> None:
     """The generated registration, with StreamEvents' request deserializer replaced by
-    :func:`parse_engine_message` (bad bytes end the stream with INVALID_ARGUMENT, not UNKNOWN)."""
+    :func:`receive_engine_message` (bad bytes end the stream with INVALID_ARGUMENT, not UNKNOWN)."""
 
     class _Server:  # collects the generated handlers
         def add_generic_rpc_handlers(self, handlers):
@@ -296,7 +336,7 @@ def _add_service(service: CarbonSidecarService, server) -> None:
     sidecar_pb2_grpc.add_CarbonSidecarServicer_to_server(service, probe)
     handlers = dict(probe.handlers)
     handlers["StreamEvents"] = grpc.stream_stream_rpc_method_handler(
-        service.StreamEvents, request_deserializer=parse_engine_message,
+        service.StreamEvents, request_deserializer=receive_engine_message,
         response_serializer=pb.Ack.SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(probe.name, handlers),))
     server.add_registered_method_handlers(probe.name, handlers)
