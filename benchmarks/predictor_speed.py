@@ -28,7 +28,7 @@ from llmco2_sidecar.hardware.catalog import load_gpu  # noqa: E402
 from llmco2_sidecar.models.catalog import load_model  # noqa: E402
 from llmco2_sidecar.predictor.api import Deployment  # noqa: E402
 from llmco2_sidecar.predictor.dataset import featurize_steps  # noqa: E402
-from llmco2_sidecar.predictor.gnn import DEFAULT_MODEL, FUSED_MAX_STEPS, GNNPredictor  # noqa: E402
+from llmco2_sidecar.predictor.gnn import DEFAULT_MODEL, GNNPredictor  # noqa: E402
 from llmco2_sidecar.workload import Parallelism, StepBatch  # noqa: E402
 
 
