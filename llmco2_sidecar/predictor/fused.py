@@ -53,7 +53,7 @@ class GraphPlan:
 
     adj: np.ndarray  # float32 [N, N]
     c1: np.ndarray  # float32 [N, 1, H]: A (s Wl + cl) + s Wr + cr + b, s the node's static features
-    wread: np.ndarray  # float32 [2H + G, R]: the readouts' first layers over [sum_nodes h, max_nodes h, g]
+    wread: np.ndarray  # float32 [2H + G + 1, R]: the readouts' first layers over [sum_nodes h, max_nodes h, g, 1]
 
 
 class FusedForward:
@@ -141,7 +141,11 @@ class FusedForward:
             b2[sl] = bl + br
             self.w2_heads.append((slice(k0, k0 + 2 * w), sl, np.concatenate([wl, wr]).astype(np.float32),
                                   (bl + br).astype(np.float32)))
-        self.w2 = w2.astype(np.float32)
+        self.w2 = w2.astype(np.float32)  # on the interleaved [A h_0, h_0, A h_1, h_1, ...]
+        # the same on [A h, h] (the small blocks' layout: one concatenation of two arrays)
+        order = np.concatenate([np.arange(2 * sl.start, 2 * sl.start + (sl.stop - sl.start)) for sl in self.slices]
+                               + [np.arange(2 * sl.start + (sl.stop - sl.start), 2 * sl.stop) for sl in self.slices])
+        self.w2_plain = np.ascontiguousarray(w2[order], dtype=np.float32)
         self.b2 = b2.astype(np.float32)
 
         # readouts' first layers, all heads side by side, over [sum_nodes h, max_nodes h, g_raw]
@@ -179,21 +183,24 @@ class FusedForward:
             lw, lb = _linear(h.lin2)
             w2r[rs, k] = lw[:, 0]
             b2r[k] = lb[0]
-        self._wm = wm  # float64: the plan scales it by 1 / N
-        self.wx_g = np.concatenate([wx, wg])  # [H + G, R]
-        self.br1 = br1.astype(np.float32)
         pre_heads = [p for p, _ in self.members if p is not None]
         self.pre_members = np.array([m for m, (p, _) in enumerate(self.members) if p is not None], dtype=np.int64)
-        self.pre_cols = np.concatenate([np.arange(r_slices[k].start, r_slices[k].stop) for k in pre_heads]) \
+        pre_cols = np.concatenate([np.arange(r_slices[k].start, r_slices[k].stop) for k in pre_heads]) \
             if pre_heads else np.zeros(0, np.int64)
         tot_heads = [t for _, t in self.members]
-        self.tot_cols = np.concatenate([np.arange(r_slices[k].start, r_slices[k].stop) for k in tot_heads])
-        self.w2_pre = np.ascontiguousarray(w2r[self.pre_cols][:, pre_heads], dtype=np.float32)  # [Rp, n_pre]
+        tot_cols = np.concatenate([np.arange(r_slices[k].start, r_slices[k].stop) for k in tot_heads])
+        # readout columns reordered: every prefill head's, then every total head's (two views of z)
+        perm = np.concatenate([pre_cols, tot_cols])
+        self.n_pre_cols = pre_cols.size
+        self._wm = wm[:, perm]  # float64: the plan scales it by 1 / N
+        # rows: max-pooled, globals, and the bias (read from a column of ones)
+        self.wx_g_b = np.concatenate([wx[:, perm], wg[:, perm], br1[perm][None, :]])  # [H + G + 1, R]
+        self.w2_pre = np.ascontiguousarray(w2r[pre_cols][:, pre_heads], dtype=np.float32)  # [Rp, n_pre]
         self.b2_pre = b2r[pre_heads].astype(np.float32)
-        self.w2_tot = np.ascontiguousarray(w2r[self.tot_cols][:, tot_heads], dtype=np.float32)  # [Rt, M]
+        self.w2_tot = np.ascontiguousarray(w2r[tot_cols][:, tot_heads], dtype=np.float32)  # [Rt, M]
         self.b2_tot = b2r[tot_heads].astype(np.float32)
         # log_pre - log_prior_tot of each two-stage member -> its total head's first readout layer
-        self.extra = np.ascontiguousarray(extra[self.pre_members][:, self.tot_cols], dtype=np.float32)  # [n_pre, Rt]
+        self.extra = np.ascontiguousarray(extra[self.pre_members][:, tot_cols], dtype=np.float32)  # [n_pre, Rt]
         self._plans: dict = {}
 
     def stamp(self, nets: list[TwoStageGNN]) -> tuple:
@@ -213,7 +220,7 @@ class FusedForward:
         wl_s, wr_s = self._w1_static
         cl, cr = self._c1
         c1 = a @ (s @ wl_s + cl) + s @ wr_s + cr
-        wread = np.concatenate([self._wm / s.shape[0], self.wx_g])
+        wread = np.concatenate([self._wm / s.shape[0], self.wx_g_b])
         return GraphPlan(np.ascontiguousarray(a, dtype=np.float32), c1.astype(np.float32)[:, None, :],
                          np.ascontiguousarray(wread, dtype=np.float32))
 
@@ -230,7 +237,7 @@ class FusedForward:
         return p
 
     #: steps per block of the graph part (the arrays of a block stay in the CPU's cache)
-    BLOCK_STEPS = 128
+    BLOCK_STEPS = 64
     #: up to this many node rows (N x steps) per block, layer 2 is one block-diagonal product
     DENSE_ROWS = 256
 
@@ -238,10 +245,13 @@ class FusedForward:
                  log_prior_tot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         N, S, F = xd.shape
         H = self.hidden
-        q = np.empty((S, 2 * H + g.shape[1]), dtype=np.float32)  # [sum_nodes h, max_nodes h, g]
-        q[:, 2 * H:] = g
+        G = g.shape[1]
+        q = np.empty((S, 2 * H + G + 1), dtype=np.float32)  # [sum_nodes h, max_nodes h, g, 1]
+        q[:, 2 * H:2 * H + G] = g
+        q[:, -1] = 1.0
         a = plan.adj
         B = self.BLOCK_STEPS
+        add, amax = np.add.reduce, np.maximum.reduce
         for s0 in range(0, S, B):
             s1 = min(S, s0 + B)
             x = xd[:, s0:s1] if S > B else xd
@@ -252,31 +262,30 @@ class FusedForward:
             h3 += plan.c1
             np.maximum(h, 0.0, out=h)
             ah = (a @ h.reshape(N, n * H)).reshape(N, n, H)
-            parts = []
-            for sl in self.slices:
-                parts += (ah[:, :, sl], h3[:, :, sl])
-            hh = np.concatenate(parts, axis=2).reshape(N * n, 2 * H)
             if N * n <= self.DENSE_ROWS:
-                h = hh @ self.w2
+                h = np.concatenate((ah, h3), axis=2).reshape(N * n, 2 * H) @ self.w2_plain
                 h += self.b2
                 np.maximum(h, 0.0, out=h)
                 h3 = h.reshape(N, n, H)
-                np.sum(h3, axis=0, out=q[s0:s1, :H])
-                np.max(h3, axis=0, out=q[s0:s1, H:2 * H])
+                add(h3, axis=0, out=q[s0:s1, :H])
+                amax(h3, axis=0, out=q[s0:s1, H:2 * H])
             else:
+                parts = []
+                for sl in self.slices:
+                    parts += (ah[:, :, sl], h3[:, :, sl])
+                hh = np.concatenate(parts, axis=2).reshape(N * n, 2 * H)
                 for cols, sl, w, b in self.w2_heads:
                     o = hh[:, cols] @ w
                     o += b
                     np.maximum(o, 0.0, out=o)
                     o3 = o.reshape(N, n, -1)
-                    np.sum(o3, axis=0, out=q[s0:s1, sl])
-                    np.max(o3, axis=0, out=q[s0:s1, H + sl.start:H + sl.stop])
-        z = q @ plan.wread
-        z += self.br1
+                    add(o3, axis=0, out=q[s0:s1, sl])
+                    amax(o3, axis=0, out=q[s0:s1, H + sl.start:H + sl.stop])
+        z = q @ plan.wread  # [S, R]: prefill heads' columns, then the total heads'
         lt = log_prior_tot[:, None]
-        zt = z[:, self.tot_cols]
+        zt = z[:, self.n_pre_cols:]
         if self.pre_members.size:
-            zp = z[:, self.pre_cols]
+            zp = z[:, :self.n_pre_cols]
             np.maximum(zp, 0.0, out=zp)
             log_pre = log_prior_pre[:, None] + (zp @ self.w2_pre + self.b2_pre)  # [S, n_pre]
             zt += (log_pre - lt) @ self.extra
@@ -291,4 +300,5 @@ class FusedForward:
                 pre[:, self.pre_members] = log_pre
         if M == 1:
             return pre[:, 0], log_tot[:, 0]
-        return pre.mean(axis=1, dtype=np.float32), log_tot.mean(axis=1, dtype=np.float32)
+        inv = np.float32(1.0 / M)
+        return add(pre, axis=1) * inv, add(log_tot, axis=1) * inv
