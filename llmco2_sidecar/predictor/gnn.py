@@ -215,7 +215,11 @@ class GNNPredictor(StepPredictor):
         dur = steps.duration_s
         t, n = step_roofline_s(deployment, steps)
         # DurationModel.predict: the Roofline time plus non-negative overheads (never faster than Roofline)
-        model = np.maximum(t + np.stack([t, np.ones_like(t), n], axis=1) @ np.maximum(self.state.duration.coef, 0.0), 1e-6)
+        terms = np.empty((t.shape[0], 3))  # DurationModel.terms: [roofline_s, 1, n_requests]
+        terms[:, 0] = t
+        terms[:, 1] = 1.0
+        terms[:, 2] = n
+        model = np.maximum(t + terms @ np.maximum(self.state.duration.coef, 0.0), 1e-6)
         return np.where(np.isfinite(dur), dur, model)
 
     def predict_steps(self, deployment: Deployment, steps: StepBatch, reference: bool = False) -> StepPrediction:
