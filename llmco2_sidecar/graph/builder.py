@@ -181,28 +181,30 @@ def _aggregates(steps: StepBatch, dep: Deployment | None) -> StepAggregates:
     model = dep.model if dep is not None else None
     per = slice_aggregates(new, ctx, model)
     width = per.shape[1]
+    # every summed column of the whole step and of its prefill / decode slices in ONE bincount: bin
+    # (block, step, column) with block 0 the whole step, 1 its prefill slices, 2 its decode slices.
+    # Each bin adds its slices in their order, as one bincount per block and column would.
+    cols = [j for j in range(1, width) if j != 5]  # run (0) and U (5) follow from the sums
+    C = len(cols)
+    w = per[:, cols]
+    ar = np.arange(C)
+    phase = np.where(is_prefill, S, 2 * S)  # the prefill / decode block's first step bin
+    bins = np.concatenate([((idx * C)[:, None] + ar).ravel(), (((phase + idx) * C)[:, None] + ar).ravel()])
+    sums = np.bincount(bins, weights=np.concatenate([w.ravel(), w.ravel()]), minlength=3 * S * C).reshape(3, S, C)
+    out = np.zeros((3, S, width))
+    out[:, :, cols] = sums
+    out[:, :, 0] = out[:, :, 4] > 0
+    if width > 5 and model.is_moe:
+        from .moe import touched_share
 
-    def sums(mask: np.ndarray | None) -> np.ndarray:
-        out = np.zeros((S, width))
-        sel_idx = idx if mask is None else idx[mask]
-        sel = per if mask is None else per[mask]
-        for j in range(1, width):
-            if j == 5:
-                continue
-            out[:, j] = np.bincount(sel_idx, weights=sel[:, j], minlength=S)
-        out[:, 0] = (out[:, 4] > 0).astype(np.float64)
-        if width > 5 and model.is_moe:
-            from .moe import touched_share
-
-            out[:, 5] = touched_share(out[:, 1], model, dep.parallel)
-        return out
-
-    n = np.maximum(np.bincount(idx, minlength=S), 1)
-    total_ctx = np.bincount(idx, weights=ctx + new, minlength=S)
+        for b in range(3):
+            out[b, :, 5] = touched_share(out[b, :, 1], model, dep.parallel)
+    # slices per step and their KV tokens (column n and K of the whole step: the same sums)
+    n = np.maximum(out[0, :, 4], 1.0)
     max_ctx = np.zeros(S)
     if steps.n_slices:
         np.maximum.at(max_ctx, idx, ctx + new)
-    return StepAggregates(sums(None), sums(is_prefill), sums(~is_prefill), total_ctx / n, max_ctx, is_prefill)
+    return StepAggregates(out[0], out[1], out[2], out[0, :, 3] / n, max_ctx, is_prefill)
 
 
 def _coefs(kernels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
