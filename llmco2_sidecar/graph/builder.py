@@ -153,7 +153,26 @@ def slice_aggregates(new: np.ndarray, ctx: np.ndarray, model=None) -> np.ndarray
 
 
 def aggregates(steps: StepBatch, dep: Deployment | None = None) -> StepAggregates:
-    """Per-step aggregates; with ``dep`` of a MoE or local-attention model, the extended columns."""
+    """Per-step aggregates; with ``dep`` of a MoE or local-attention model, the extended columns.
+
+    The last result is kept for the same ``steps`` object (and model, parallelism): a prediction
+    call featurises a batch and then splits it into request shares (:func:`.shares.request_shares`),
+    both from these aggregates. A batch's arrays are not changed in place once built."""
+    model = dep.model if dep is not None else None
+    par = dep.parallel if dep is not None else None
+    last = _LAST_AGGREGATES[0]
+    if (last is not None and last[0] is steps and last[1] is steps.request_step and last[2] is steps.new_tokens
+            and last[3] is steps.context_tokens and last[4] is model and last[5] == par):
+        return last[6]
+    out = _aggregates(steps, dep)
+    _LAST_AGGREGATES[0] = (steps, steps.request_step, steps.new_tokens, steps.context_tokens, model, par, out)
+    return out
+
+
+_LAST_AGGREGATES: list = [None]
+
+
+def _aggregates(steps: StepBatch, dep: Deployment | None) -> StepAggregates:
     S = steps.n_steps
     new = steps.new_tokens.astype(np.float64)
     ctx = steps.context_tokens.astype(np.float64)
@@ -162,28 +181,30 @@ def aggregates(steps: StepBatch, dep: Deployment | None = None) -> StepAggregate
     model = dep.model if dep is not None else None
     per = slice_aggregates(new, ctx, model)
     width = per.shape[1]
+    # every summed column of the whole step and of its prefill / decode slices in ONE bincount: bin
+    # (block, step, column) with block 0 the whole step, 1 its prefill slices, 2 its decode slices.
+    # Each bin adds its slices in their order, as one bincount per block and column would.
+    cols = [j for j in range(1, width) if j != 5]  # run (0) and U (5) follow from the sums
+    C = len(cols)
+    w = per[:, cols]
+    ar = np.arange(C)
+    phase = np.where(is_prefill, S, 2 * S)  # the prefill / decode block's first step bin
+    bins = np.concatenate([((idx * C)[:, None] + ar).ravel(), (((phase + idx) * C)[:, None] + ar).ravel()])
+    sums = np.bincount(bins, weights=np.concatenate([w.ravel(), w.ravel()]), minlength=3 * S * C).reshape(3, S, C)
+    out = np.zeros((3, S, width))
+    out[:, :, cols] = sums
+    out[:, :, 0] = out[:, :, 4] > 0
+    if width > 5 and model.is_moe:
+        from .moe import touched_share
 
-    def sums(mask: np.ndarray | None) -> np.ndarray:
-        out = np.zeros((S, width))
-        sel_idx = idx if mask is None else idx[mask]
-        sel = per if mask is None else per[mask]
-        for j in range(1, width):
-            if j == 5:
-                continue
-            out[:, j] = np.bincount(sel_idx, weights=sel[:, j], minlength=S)
-        out[:, 0] = (out[:, 4] > 0).astype(np.float64)
-        if width > 5 and model.is_moe:
-            from .moe import touched_share
-
-            out[:, 5] = touched_share(out[:, 1], model, dep.parallel)
-        return out
-
-    n = np.maximum(np.bincount(idx, minlength=S), 1)
-    total_ctx = np.bincount(idx, weights=ctx + new, minlength=S)
+        for b in range(3):
+            out[b, :, 5] = touched_share(out[b, :, 1], model, dep.parallel)
+    # slices per step and their KV tokens (column n and K of the whole step: the same sums)
+    n = np.maximum(out[0, :, 4], 1.0)
     max_ctx = np.zeros(S)
     if steps.n_slices:
         np.maximum.at(max_ctx, idx, ctx + new)
-    return StepAggregates(sums(None), sums(is_prefill), sums(~is_prefill), total_ctx / n, max_ctx, is_prefill)
+    return StepAggregates(out[0], out[1], out[2], out[0, :, 3] / n, max_ctx, is_prefill)
 
 
 def _coefs(kernels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -202,15 +223,35 @@ class Roofline:
     bound: np.ndarray  # int8: 0 compute, 1 memory, 2 network
 
 
-def roofline(kernels, agg: np.ndarray, dep: Deployment, coefs=None) -> Roofline:
+def roofline(kernels, agg: np.ndarray, dep: Deployment, coefs=None, peaks=None, with_bound: bool = True) -> Roofline:
     """Roofline time of each kernel: max(FLOPs / peak, bytes / memory BW, network bytes / link BW).
-    ``coefs``: ``_coefs(kernels)`` when the caller has them already (:class:`LayerGraph` keeps them)."""
+    ``coefs``: ``_coefs(kernels)`` when the caller has them already (:class:`LayerGraph` keeps them),
+    ``peaks``: ``kernel_peaks(kernels, dep)`` likewise. ``with_bound=False`` leaves ``bound`` None."""
     cf, cm, cn = _coefs(kernels) if coefs is None else coefs
     flops, mem, net = agg @ cf, agg @ cm, agg @ cn
     gpu = dep.gpu
-    peak = kernel_peaks(kernels, dep)
-    t = np.stack([flops / peak, mem / gpu.mem_bandwidth_bytes_s, net / gpu.interconnect_bytes_s])
-    return Roofline(flops, mem, net, t.max(axis=0), t.argmax(axis=0).astype(np.int8))
+    peak = kernel_peaks(kernels, dep) if peaks is None else peaks
+    tf, tm, tn = flops / peak, mem / gpu.mem_bandwidth_bytes_s, net / gpu.interconnect_bytes_s
+    t_mn = np.maximum(tm, tn)
+    time = np.maximum(tf, t_mn)
+    bound = None
+    if with_bound:  # the first of the three at the maximum (argmax): compute, memory, network
+        bound = np.where(tf >= t_mn, 0, np.where(tm >= tn, 1, 2)).astype(np.int8)
+    return Roofline(flops, mem, net, time, bound)
+
+
+def graph_peaks(g: LayerGraph, dep: Deployment) -> tuple:
+    """``(kernel_peaks(g.kernels), kernel_peaks(g.outside))`` for ``dep``'s GPU and number format,
+    kept on the (cached) layer graph."""
+    gpu = dep.gpu
+    key = (id(gpu), dep.model.act_bits)
+    cache = g.__dict__.setdefault("_peaks", {})
+    hit = cache.get(key)
+    if hit is not None and hit[0] is gpu:
+        return hit[1]
+    out = (kernel_peaks(g.kernels, dep), kernel_peaks(g.outside, dep))
+    cache[key] = (gpu, out)
+    return out
 
 
 def kernel_peaks(kernels, dep: Deployment):
@@ -259,27 +300,52 @@ class StepFeatures:
     duration_s: np.ndarray
     node_feature_names: tuple[str, ...] = field(default=tuple(NODE_FEATURE_NAMES))
     global_feature_names: tuple[str, ...] = field(default=GLOBAL_FEATURE_NAMES)
+    #: ``node_major=True`` only: the dynamic node features ``[N, S, 21]`` (:func:`node_major_block`)
+    #: while ``node_x`` is empty ``[S, N, 0]``; the static ones are ``layer_graph.static_nodes``
+    node_dyn: np.ndarray | None = None
+    layer_graph: LayerGraph | None = None
 
     @property
     def n_steps(self) -> int:
         return int(self.node_x.shape[0])
 
 
-def _phase_block(r: Roofline) -> np.ndarray:
+def _phase_features(r: Roofline) -> list[np.ndarray]:
+    """The seven per-phase node features (:data:`_PER_PHASE`), each shaped as ``r``'s arrays."""
     eps = 1e-30
     mai = r.flops / np.maximum(r.mem_bytes, eps)
     perf = r.flops / np.maximum(r.time_s, eps) / 1e12
-    return np.stack([
-        np.log1p(r.flops), np.log1p(r.mem_bytes), np.log1p(r.net_bytes), np.log1p(r.time_s * 1e6),
-        np.log1p(mai), np.log1p(perf), (r.bound == 1).astype(np.float64),
-    ], axis=-1)
+    return [np.log1p(r.flops), np.log1p(r.mem_bytes), np.log1p(r.net_bytes), np.log1p(r.time_s * 1e6),
+            np.log1p(mai), np.log1p(perf), (r.bound == 1).astype(np.float64)]
+
+
+def _phase_block(r: Roofline) -> np.ndarray:
+    return np.stack(_phase_features(r), axis=-1)
+
+
+def node_major_block(lay3: Roofline, S: int) -> np.ndarray:
+    """float32 ``[N, S, 3 x 7]``: the dynamic node features of S steps (the last ``3 x 7`` columns of
+    :attr:`StepFeatures.node_x`, same values) laid out node-major, from the layer Roofline of the
+    three row blocks (step, prefill, decode) of :func:`_totals`. The fused inference forward reads
+    this layout (one adjacency product for every step)."""
+    feats = np.stack(_phase_features(lay3))  # [7, 3S, N]
+    N = feats.shape[2]
+    return np.ascontiguousarray(feats.reshape(len(_PER_PHASE), 3, S, N).transpose(3, 2, 1, 0), dtype=np.float32).reshape(N, S, -1)
+
+
+def duration_globals(dur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The global features that depend on the step duration: ``(log1p(duration in us) or 0 where
+    unknown, has_duration)``, float64 [S] each."""
+    has = np.isfinite(dur)
+    return np.log1p(np.where(has, dur, 0.0) * 1e6), has.astype(np.float64)
 
 
 def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Roofline]:
     """Replica totals (flops, mem, net, time) for aggregates ``agg`` and the layer Roofline."""
     L, tp = dep.model.num_layers, dep.parallel.tp
-    lay = roofline(g.kernels, agg, dep, g.coefs)
-    out = roofline(g.outside, agg, dep, g.outside_coefs)
+    p_lay, p_out = graph_peaks(g, dep)
+    lay = roofline(g.kernels, agg, dep, g.coefs, p_lay)
+    out = roofline(g.outside, agg, dep, g.outside_coefs, p_out, with_bound=False)
     flops = tp * (L * lay.flops.sum(1) + out.flops.sum(1))
     mem = tp * (L * lay.mem_bytes.sum(1) + out.mem_bytes.sum(1))
     net = tp * (L * lay.net_bytes.sum(1) + out.net_bytes.sum(1))
@@ -291,23 +357,32 @@ def step_roofline_s(dep: Deployment, steps: StepBatch, fused_attention: bool = T
     """``(roofline_s [S], n_requests [S])`` alone, the inputs of a step-duration model, at a fraction of
     :func:`step_features`' cost (the whole step only: no prefill / decode blocks, no node features).
     The engine simulator calls it once per simulated step or run of steps."""
-    g = layer_graph(dep, fused_attention)
+    form = _DEP_FORMS.get((id(dep), fused_attention))
+    if form is None or form[0] is not dep:  # first call for this deployment object
+        form = (dep, extended(dep.model), *_time_form(dep, fused_attention))
+        if len(_DEP_FORMS) > 64:
+            _DEP_FORMS.clear()
+        _DEP_FORMS[(id(dep), fused_attention)] = form
+    _, ext, w, weights = form
     S = steps.n_steps
-    new = steps.new_tokens.astype(np.float64)
-    ctx = steps.context_tokens.astype(np.float64)
-    idx = steps.request_step
-    if extended(dep.model):  # MoE / local attention: the extra aggregates (U, Aw, Kw)
+    if ext:  # MoE / local attention: the extra aggregates (U, Aw, Kw)
         agg = aggregates(steps, dep).step
     else:
+        new = steps.new_tokens.astype(np.float64)
+        ctx = steps.context_tokens.astype(np.float64)
+        idx = steps.request_step
         agg = np.empty((S, 5))
         agg[:, 1] = np.bincount(idx, weights=new, minlength=S)
         agg[:, 2] = np.bincount(idx, weights=new * ctx + new * (new + 1) / 2, minlength=S)
         agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
         agg[:, 4] = np.bincount(idx, minlength=S)
         agg[:, 0] = agg[:, 4] > 0
-    w, weights = _time_form(dep, fused_attention)
     S3 = (agg @ w).reshape(S, 3, -1)  # per kernel: compute, memory and network time
     return S3.max(axis=1) @ weights, agg[:, 4].copy()
+
+
+#: per deployment object (checked once, kept with it): (dep, extended?, W, weights) of _time_form
+_DEP_FORMS: dict = {}
 
 
 def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -334,11 +409,14 @@ def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.n
     return out
 
 
-def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True, with_nodes: bool = True) -> StepFeatures:
+def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True, with_nodes: bool = True,
+                  node_major: bool = False) -> StepFeatures:
     """Kernel-graph features of every step in ``steps`` (see module docstring).
 
     ``with_nodes=False`` skips the node and global feature tensors (``node_x`` is then ``[S, N, 0]``,
     ``global_x`` ``[S, 0]``) for callers that need only the totals, such as the analytic predictor.
+    ``node_major=True`` gives the dynamic node features node-major in ``node_dyn`` instead of
+    ``node_x`` (the fused inference forward's layout; same values).
     """
     g = layer_graph(dep, fused_attention)
     ag = aggregates(steps, dep)
@@ -349,26 +427,47 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
     m_s, m_p, m_d = m3[:S], m3[S:2 * S], m3[2 * S:]
     n_s, n_p, n_d = n3[:S], n3[S:2 * S], n3[2 * S:]
     t_s, t_p, t_d = t3[:S], t3[S:2 * S], t3[2 * S:]
+    totals = dict(flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,
+                  memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p,
+                  network_bytes_decode=n_d, roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d,
+                  prefill_tokens=ag.prefill[:, 1].copy(), decode_tokens=ag.decode[:, 1].copy(),
+                  n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy())
 
     if not with_nodes:
-        return StepFeatures(
-            node_x=np.zeros((S, N, 0), np.float32), global_x=np.zeros((S, 0), np.float32), edge_index=g.edge_index,
-            flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,
-            memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p, network_bytes_decode=n_d,
-            roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d, prefill_tokens=ag.prefill[:, 1].copy(),
-            decode_tokens=ag.decode[:, 1].copy(), n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy(),
-        )
-    static = np.broadcast_to(g.static_nodes, (S, N, g.static_nodes.shape[1]))
-    blocks = _phase_block(lay3)  # [3S, N, 7]
-    node_x = np.concatenate([static, blocks[:S], blocks[S:2 * S], blocks[2 * S:]], axis=2)
-
-    m, gpu, par = dep.model, dep.gpu, dep.parallel
-    peak = gpu.peak_flops(gpu.dtype_for_bits(m.act_bits))
-    dur = steps.duration_s
-    has = np.isfinite(dur)
+        return StepFeatures(node_x=np.zeros((S, N, 0), np.float32), global_x=np.zeros((S, 0), np.float32),
+                            edge_index=g.edge_index, **totals)
+    node_dyn = None
+    if node_major:
+        node_x = np.zeros((S, N, 0), np.float32)
+        node_dyn = node_major_block(lay3, S)
+    else:
+        static = np.broadcast_to(g.static_nodes, (S, N, g.static_nodes.shape[1]))
+        blocks = _phase_block(lay3)  # [3S, N, 7]
+        node_x = np.concatenate([static, blocks[:S], blocks[S:2 * S], blocks[2 * S:]], axis=2).astype(np.float32)
+    log_dur, has = duration_globals(steps.duration_s)
     per_step = np.log1p(np.stack([
         ag.step[:, 4], ag.prefill[:, 1], ag.decode[:, 1], ag.mean_context, ag.max_context, f_s, m_s, n_s, f_p, f_d,
-        m_p, m_d, t_s * 1e6, np.where(has, dur, 0.0) * 1e6], axis=1))
+        m_p, m_d, t_s * 1e6], axis=1))
+    const = _global_constants(dep)
+    glob = np.empty((S, per_step.shape[1] + 2 + const.size), np.float32)
+    glob[:, :per_step.shape[1]] = per_step
+    glob[:, per_step.shape[1]] = log_dur
+    glob[:, per_step.shape[1] + 1] = has
+    glob[:, per_step.shape[1] + 2:] = const
+    return StepFeatures(node_x=node_x, global_x=glob, edge_index=g.edge_index, node_dyn=node_dyn, layer_graph=g,
+                        **totals)
+
+
+def _global_constants(dep: Deployment) -> np.ndarray:
+    """The deployment's constant global features (model, parallelism, GPU), float64; computed once
+    per deployment."""
+    cache = _CONSTANTS
+    key = (id(dep.model), id(dep.gpu), dep.parallel)  # the objects are kept with the entry: ids stay theirs
+    hit = cache.get(key)
+    if hit is not None and hit[0] is dep.model and hit[1] is dep.gpu:
+        return hit[2]
+    m, gpu, par = dep.model, dep.gpu, dep.parallel
+    peak = gpu.peak_flops(gpu.dtype_for_bits(m.act_bits))
     log = math.log
     const = np.array([
         m.weight_bits, m.act_bits, m.kv_bits, log(m.hidden_size), log(m.intermediate_size), log(m.num_heads),
@@ -376,15 +475,14 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
         log(gpu.mem_bandwidth_gb_s / 1e3), log(gpu.interconnect_bytes_s / 1e9), log(peak / gpu.mem_bandwidth_bytes_s),
         log(peak / gpu.interconnect_bytes_s), gpu.tdp_w / 1e3, gpu.idle_w / 1e3, log(dep.n_gpus),
         log(m.active_params), math.log1p(m.num_experts), m.experts_per_token, m.mean_weight_bits], dtype=np.float64)
-    glob = np.concatenate([per_step, has.astype(float)[:, None], np.broadcast_to(const, (S, const.size))], axis=1)
-    return StepFeatures(
-        node_x=node_x.astype(np.float32), global_x=glob.astype(np.float32), edge_index=g.edge_index,
-        flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,
-        memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p, network_bytes_decode=n_d,
-        roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d,
-        prefill_tokens=ag.prefill[:, 1].copy(), decode_tokens=ag.decode[:, 1].copy(), n_requests=ag.step[:, 4].copy(),
-        duration_s=dur.copy(),
-    )
+    const.setflags(write=False)
+    if len(cache) > 256:
+        cache.clear()
+    cache[key] = (dep.model, dep.gpu, const)
+    return const
+
+
+_CONSTANTS: dict = {}
 
 
 @dataclass(frozen=True)
