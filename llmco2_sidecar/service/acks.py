@@ -15,12 +15,10 @@ or an error that ends it, sends it first). The merged Ack carries the last messa
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from .._proto import events_pb2 as pb
 from .ingest import MAX_LISTED_REJECTIONS
 
-log = logging.getLogger("llmco2.server")
 MAX_MESSAGES_PER_ACK = 32  # beyond, ack at once (an emitter's window of unacknowledged messages is 64)
 
 _COUNTS = ("steps_accepted", "steps_rejected", "done_accepted", "done_rejected", "batches_accepted",

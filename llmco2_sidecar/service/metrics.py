@@ -15,7 +15,7 @@ does with exemplar storage on). Names carry their units:
   ``llmco2_record_latency_seconds`` (a step's arrival to its request records),
   ``llmco2_finish_lag_seconds`` (a request's finish in the engine to the finish event's arrival here: with
   the record latency, where a response held for its carbon waits), ``llmco2_event_loop_lag_seconds`` (how
-  late the event loop wakes from a 0.1 s sleep: a starved sidecar), ``llmco2_requests_finished_total``,
+  late the event loop wakes from a 0.25 s sleep: a starved sidecar), ``llmco2_requests_finished_total``,
   ``llmco2_watch_dropped_total`` (announcements a slow watcher missed), ``llmco2_measured_windows_total``.
 * ``llmco2_dead_letter_total{reason}``: accepted units (a message's steps, a static batch, a finish, a
   journal frame) that could not be accounted; their requests get ``source: "error"`` records
@@ -61,8 +61,8 @@ class SidecarMetrics:
         self.latency = Histogram("llmco2_record_latency_seconds", "Arrival of a step to its request records",
                                  buckets=_LATENCY_BUCKETS, registry=r)
         self.loop_lag = Histogram("llmco2_event_loop_lag_seconds",
-                                  "How late the sidecar's event loop wakes from a 0.1 s sleep (sampled ten times "
-                                  "a second): the loop ingests every message and answers every lookup",
+                                  "How late the sidecar's event loop wakes from a 0.25 s sleep (sampled four "
+                                  "times a second): the loop ingests every message and answers every lookup",
                                   buckets=_LATENCY_BUCKETS, registry=r)
         self.finish_lag = Histogram("llmco2_finish_lag_seconds",
                                     "A request's finish in the engine to the finish event's arrival at the sidecar "
