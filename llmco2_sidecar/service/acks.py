@@ -5,11 +5,11 @@ Each gRPC write costs the sidecar a round trip through gRPC's threads and the ev
 step rates (one step per message) that is a large part of the sidecar's cost per message. An
 emitter keeps every message until it is acknowledged, so an ack may come later without any risk:
 what matters is that it is only sent for messages already in the journal (they are: an Ack is
-merged here after :meth:`~.core.SidecarCore.handle_events` returned it) and that it does come
-(a timer sends what is pending ``interval_s`` after the first message it holds; the stream's end,
-or an error that ends it, sends it first). The merged Ack carries the last message's ``seq`` as
-``seq`` and ``acked_through_seq`` and the sums of the counts; the rejections of all of them (up to
-16, as for one message).
+merged here after :meth:`~.core.SidecarCore.handle_events` returned it) and that it does come:
+with the first message ``interval_s`` after the oldest one pending, else by a timer at 1.5 x
+``interval_s``; the stream's end, or an error that ends it, sends it first. The merged Ack
+carries the last message's ``seq`` as ``seq`` and ``acked_through_seq`` and the sums of the
+counts; the rejections of all of them (up to 16, as for one message).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .._proto import events_pb2 as pb
 from .ingest import MAX_LISTED_REJECTIONS
 
 MAX_MESSAGES_PER_ACK = 32  # beyond, ack at once (an emitter's window of unacknowledged messages is 64)
+TIMER_FACTOR = 1.5  # a stream that went quiet gets its last ack 1.5 x the interval after its oldest message
 
 _COUNTS = ("steps_accepted", "steps_rejected", "done_accepted", "done_rejected", "batches_accepted",
            "batches_rejected", "flagged")
@@ -48,27 +49,34 @@ class AckBatcher:
         self.pending: pb.Ack | None = None
         self.pending_messages = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._first_at = 0.0  # loop time of the oldest message pending
         self._writing: asyncio.Future | None = None
         self.sent = 0
         self.failed: BaseException | None = None
 
     def add(self, ack: pb.Ack) -> None:
-        """Hold a message's Ack (the message is journaled); it goes out within ``interval_s``."""
+        """Hold a message's Ack (the message is journaled); it goes out with the first message that
+        arrives ``interval_s`` after the oldest one it holds (the loop is awake then anyway), or by a
+        timer at 1.5 x ``interval_s`` when no message comes (a timer is a wake-up of its own)."""
+        loop = asyncio.get_running_loop()
         if self.pending is None:
             ack.acked_through_seq = ack.seq
             self.pending = ack
+            self._first_at = loop.time()
         else:
             merge_ack(self.pending, ack)
         self.pending_messages += 1
         if self._writing is not None:
             return  # the write in flight sends what is pending when it completes
-        if self.pending_messages >= MAX_MESSAGES_PER_ACK:
+        if self.pending_messages >= MAX_MESSAGES_PER_ACK or loop.time() - self._first_at >= self.interval_s:
             self._send()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._send)
+            self._timer = loop.call_later(self.interval_s * TIMER_FACTOR, self._send)
 
     def _send(self) -> None:
-        self._timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.pending is None or self._writing is not None or self.failed is not None:
             return
         ack, self.pending, self.pending_messages = self.pending, None, 0
@@ -83,7 +91,7 @@ class AckBatcher:
         finally:
             self._writing = None
         if self.pending is not None and self.failed is None and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._send)
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s * TIMER_FACTOR, self._send)
 
     async def flush(self) -> None:
         """Send what is pending now (before the stream ends, or before an error ends it)."""

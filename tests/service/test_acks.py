@@ -84,6 +84,17 @@ def test_the_timer_sends_a_pending_ack_while_the_stream_stays_open(tmp_path):
     assert ack.acked_through_seq == 3 and ack.steps_accepted == 3 and waited < 5.0
 
 
+def test_a_steady_stream_is_acknowledged_about_once_an_interval(tmp_path):
+    with SidecarThread(make_config(tmp_path, ack_interval_ms=40.0)) as sc:
+        ch = grpc.insecure_channel(sc.address)
+        acks = _collect(sidecar_pb2_grpc.CarbonSidecarStub(ch), [identity(cumulative_acks=True), *_steps(30)],
+                        gap_s=0.01)
+        ch.close()
+    rest = acks[1:]
+    assert 2 <= len(rest) <= 15  # ~0.3 s of messages 10 ms apart, an ack every ~40 ms (a busy box: fewer)
+    assert rest[-1].acked_through_seq == 30 and sum(a.steps_accepted for a in rest) == 30
+
+
 def test_old_emitters_get_one_ack_per_message(tmp_path):
     with SidecarThread(make_config(tmp_path, ack_interval_ms=200.0)) as sc:
         ch = grpc.insecure_channel(sc.address)
