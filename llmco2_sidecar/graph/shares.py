@@ -18,7 +18,8 @@ import numpy as np
 
 from ..predictor.api import Deployment
 from ..workload import StepBatch
-from .builder import _coefs, aggregates, kernel_peaks, layer_graph, roofline, slice_aggregates
+from .aggregates import aggregates, slice_aggregates
+from .builder import _coefs, kernel_peaks, layer_graph, roofline
 
 _ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv", "attention_mla")
 

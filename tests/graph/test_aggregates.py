@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from llmco2_sidecar.graph.builder import aggregates, slice_aggregates
+from llmco2_sidecar.graph.aggregates import aggregates, slice_aggregates
 from llmco2_sidecar.hardware import load_gpu
 from llmco2_sidecar.models import load_model
 from llmco2_sidecar.predictor.api import Deployment
