@@ -51,9 +51,23 @@ GRPC_IO_EXPERIMENTS = ("-event_engine_listener,-event_engine_for_all_other_endpo
                        "-event_engine_client")
 
 
-def _grpc_io_stack() -> None:
-    """Choose gRPC's I/O stack before gRPC starts (see GRPC_IO_EXPERIMENTS)."""
-    os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_IO_EXPERIMENTS)
+GRPC_IO_VERSIONS = ((1, 60), (1, 90))  # grpcio versions that know these experiment names (measured: 1.85)
+
+
+def _grpc_io_stack(version: str | None = None) -> None:
+    """Choose gRPC's I/O stack before gRPC starts (see GRPC_IO_EXPERIMENTS). Outside
+    GRPC_IO_VERSIONS nothing is set (a grpcio that no longer knows the names would log each one as
+    unknown at start)."""
+    if version is None:
+        import grpc
+
+        version = grpc.__version__
+    try:
+        major_minor = tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return
+    if GRPC_IO_VERSIONS[0] <= major_minor < GRPC_IO_VERSIONS[1]:
+        os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_IO_EXPERIMENTS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,6 +78,9 @@ def test_grpc_io_stack_is_chosen_unless_the_operator_chose(monkeypatch):
     monkeypatch.setenv("GRPC_EXPERIMENTS", "")  # an operator's choice (here: gRPC's defaults) wins
     serve._grpc_io_stack()
     assert os.environ["GRPC_EXPERIMENTS"] == ""
+    monkeypatch.delenv("GRPC_EXPERIMENTS")
+    serve._grpc_io_stack("2.1.0")  # a grpcio that may not know the names: left alone
+    assert "GRPC_EXPERIMENTS" not in os.environ
 
 
 def test_serve_over_tcp_acknowledges_and_records_on_its_io_stack(tmp_path):
