@@ -5,7 +5,7 @@ from sidecar_testkit import identity, steps_message
 
 from llmco2_sidecar._proto import events_pb2 as pb
 from llmco2_sidecar.service.journal import KIND_EVENTS, Journal
-from llmco2_sidecar.service.server import BadMessage, Received, events_payload, receive_engine_message
+from llmco2_sidecar.service.wire import BadMessage, Received, events_payload, receive_engine_message
 
 
 def _msg(n_steps: int) -> pb.EngineMessage:
