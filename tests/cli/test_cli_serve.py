@@ -113,3 +113,16 @@ def test_serve_over_tcp_acknowledges_and_records_on_its_io_stack(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_startup_objects_are_frozen_out_of_full_collections():
+    import gc
+
+    from llmco2_sidecar.cli import serve
+
+    before = gc.get_freeze_count()
+    try:
+        serve._freeze_startup_objects()
+        assert gc.get_freeze_count() > max(before, 1000)  # this process's modules, functions, classes
+    finally:
+        gc.unfreeze()
