@@ -135,6 +135,8 @@ def _report(examples, skipped, model, fit_score, results, n_fits, seconds) -> st
               f"- validation MAPE (held-out architectures inside the training data, used to choose the epochs): "
               f"{st.info.get('chosen_val_mape', st.info.get('val_mape', float('nan'))):.1f}%; members then refitted on every "
               f"example for {st.info.get('refit_epochs')} epochs",
+              f"- GNN residual kept (chosen on the same validation architectures): scale {st.residual_scale:g}, bound "
+              f"{st.residual_bound:g} (log units); power window inside the model: {st.config.soft_window}",
               f"- fit on all examples: MAPE {fit_score['mape']:.1f}%, EBA(10%) {fit_score['eba10']:.1f}%, EBA(30%) {fit_score['eba30']:.1f}%"]
     if results:
         lines += ["", "## Held-out scores (same recipe, retrained per split)", "",

@@ -133,9 +133,9 @@ def predictor_specs(epochs: int = 300) -> dict[str, Spec]:
     return {
         OURS: gnn_spec(GNNConfig(), opt),
         "physics prior alone": prior_spec(),
-        "LLMCO2 paper 2-GNN (no prior)": gnn_spec(GNNConfig(name="paper-2gnn", use_prior=False), opt),
+        "LLMCO2 paper 2-GNN (no prior)": gnn_spec(GNNConfig(name="paper-2gnn", use_prior=False, soft_window=False), opt),
         "NNLQP (1 GNN)": gnn_spec(GNNConfig(name="nnlqp", two_stage=False, use_prior=False, roofline_features=False,
-                                            phase_features=False), opt),
+                                            phase_features=False, soft_window=False), opt),
         "DeepEn (random forest)": baseline_spec(RandomForestBaseline),
         "LLMCarbon (FLOP count)": baseline_spec(LLMCarbonBaseline),
         "Roofline (analytic)": baseline_spec(RooflineBaseline),

@@ -26,7 +26,7 @@ from .api import Deployment, StepPrediction, StepPredictor
 from .dataset import Featurized, Packed, featurize_steps
 from .fused import FusedForward
 from .layers import TwoStageGNN, mean_adjacency
-from .physics import GuardStats, apply_power_bounds
+from .physics import GuardStats, apply_power_bounds, soft_window_log
 from .prior import DurationModel, PhysicsPrior
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -51,6 +51,9 @@ class GNNConfig:
     use_prior: bool = True
     roofline_features: bool = True
     phase_features: bool = True
+    #: the power window inside the model (:func:`~.physics.soft_window_log`), trained through: the
+    #: product's hard guard then never binds. Model files written before it read False (hard clamp).
+    soft_window: bool = True
 
     def node_columns(self) -> list[str]:
         cols = []
@@ -83,6 +86,11 @@ class ModelState:
     duration: DurationModel
     log_bias: float = 0.0  # per-step log energy used instead of the prior when use_prior is False
     info: dict = field(default_factory=dict)
+    #: the total head's log-residual over the prior, as used: ``scale x clip(residual, -bound, bound)``
+    #: (chosen on the training side's validation architectures, :func:`~.training.choose_shrink`;
+    #: 1 and inf: the network's residual unchanged)
+    residual_scale: float = 1.0
+    residual_bound: float = float("inf")
 
 
 FUSED_MAX_STEPS = 128  # predict_steps: up to this many steps per call through FusedForward
@@ -130,12 +138,24 @@ class GNNPredictor(StepPredictor):
         """The first (for a single model: the only) network."""
         return self.nets[0]
 
+    def shrink(self, log_tot, log_prior_tot):
+        """The total head's log energy with its residual over the prior scaled and bounded
+        (``ModelState.residual_scale`` / ``residual_bound``); NumPy or torch."""
+        a, b = float(self.state.residual_scale), float(self.state.residual_bound)
+        if a == 1.0 and not np.isfinite(b):
+            return log_tot
+        r = log_tot - log_prior_tot
+        r = r.clamp(-b, b) if isinstance(r, torch.Tensor) else np.clip(r, -b, b)
+        return log_prior_tot + a * r
+
     def forward_group(self, x, adj, g, prior_tot, prior_pre) -> tuple[torch.Tensor, torch.Tensor]:
         lt, lp = self.log_priors(prior_tot, prior_pre)
         if len(self.nets) == 1:
-            return self.nets[0](x, adj, g, lp, lt)
-        outs = [n(x, adj, g, lp, lt) for n in self.nets]
-        return torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)
+            out_p, out_t = self.nets[0](x, adj, g, lp, lt)
+        else:
+            outs = [n(x, adj, g, lp, lt) for n in self.nets]
+            out_p, out_t = torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)
+        return out_p, self.shrink(out_t, lt)
 
     def forward_packed(self, packed: Packed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log_pre [S], log_tot [S], step_pos [S])`` over all groups (group order)."""
@@ -147,13 +167,15 @@ class GNNPredictor(StepPredictor):
             poss.append(grp.step_pos)
         return torch.cat(pres), torch.cat(tots), torch.cat(poss)
 
-    @staticmethod
-    def bounded_energy(packed: Packed, log_tot: torch.Tensor) -> torch.Tensor:
+    def bounded_energy(self, packed: Packed, log_tot: torch.Tensor) -> torch.Tensor:
         """Step energies (J, float64, packed group order) inside the power window, as the product
-        predicts them (:mod:`.physics`)."""
+        predicts them (:mod:`.physics`): the soft window when the model has one, then the hard clamp."""
         lo = torch.cat([g.e_low for g in packed.groups])
         hi = torch.cat([g.e_high for g in packed.groups])
-        return torch.minimum(torch.maximum(torch.exp(log_tot.double()), lo), hi)
+        lt = log_tot.double()
+        if self.state.config.soft_window:
+            lt = soft_window_log(lt, torch.log(lo.clamp(min=1e-300)), torch.log(hi.clamp(min=1e-300)), xp=torch)
+        return torch.minimum(torch.maximum(torch.exp(lt), lo), hi)
 
     def predict_packed(self, packed: Packed) -> np.ndarray:
         """Example predictions (same unit as the targets), power window applied as in the product."""
@@ -211,14 +233,18 @@ class GNNPredictor(StepPredictor):
             return StepPrediction(z, z.copy(), z.copy())
         fe = featurize_steps(deployment, steps, self.state.duration)
         if steps.n_steps <= FUSED_MAX_STEPS:  # few steps: per-call overhead dominates, fused NumPy wins
-            lp, lt = self._fused()(*self._arrays(fe))
-            tot = np.exp(lt.astype(np.float64))
+            arrays = self._arrays(fe)
+            lp, lt = self._fused()(*arrays)
+            lt = self.shrink(lt.astype(np.float64), arrays[4].astype(np.float64))
             lp = lp.astype(np.float64)
         else:  # many steps: torch's matrix products win (benchmarks/predictor_speed.py)
             with torch.no_grad():
                 lp_t, lt_t = self.forward_group(*self._tensors(fe))
-            tot = torch.exp(lt_t.double()).numpy()
+            lt = lt_t.double().numpy()
             lp = lp_t.double().numpy()
+        if self.state.config.soft_window:  # the model's own power window (the guard below then never binds)
+            lt = soft_window_log(lt, np.log(np.maximum(fe.e_low, 1e-300)), np.log(np.maximum(fe.e_high, 1e-300)))
+        tot = np.exp(lt)
         pre = np.exp(lp) if self.state.config.two_stage else tot * _prefill_share(fe)
         pre = np.where(fe.features.prefill_tokens > 0, np.minimum(pre, tot), 0.0)
         # the power window (idle floor, TDP cap): a guard, counted in self.guard; the accuracy
@@ -243,6 +269,8 @@ class GNNPredictor(StepPredictor):
             "prior_coef": self.state.prior.coef.tolist(),
             "duration_coef": self.state.duration.coef.tolist(),
             "log_bias": self.state.log_bias,
+            "residual_scale": self.state.residual_scale,
+            "residual_bound": self.state.residual_bound if np.isfinite(self.state.residual_bound) else None,
             "info": self.state.info,
         }
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -255,7 +283,7 @@ class GNNPredictor(StepPredictor):
         meta = json.loads(path.with_suffix(".json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: model format {meta.get('format_version')} (this code reads {FORMAT_VERSION})")
-        cfg = GNNConfig(**meta["config"])
+        cfg = GNNConfig(**{"soft_window": False, **meta["config"]})  # files older than the soft window: hard clamp
         tensors = load_file(str(path))
         if cfg.node_columns() != meta["node_columns"] or cfg.global_columns() != meta["global_columns"]:
             tensors = _widen(tensors, meta, cfg, path)
@@ -267,7 +295,8 @@ class GNNPredictor(StepPredictor):
             net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             nets.append(net)
         state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
-                           float(meta["log_bias"]), meta.get("info", {}))
+                           float(meta["log_bias"]), meta.get("info", {}), float(meta.get("residual_scale", 1.0)),
+                           float("inf") if meta.get("residual_bound") is None else float(meta["residual_bound"]))
         return cls(nets, state)
 
 
