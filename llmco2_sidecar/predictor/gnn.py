@@ -244,7 +244,9 @@ class GNNPredictor(StepPredictor):
             lp = lp_t.double().numpy()
         if self.state.config.soft_window:  # the model's own power window (the guard below then never binds)
             lt = soft_window_log(lt, np.log(np.maximum(fe.e_low, 1e-300)), np.log(np.maximum(fe.e_high, 1e-300)))
-        tot = np.exp(lt)
+            tot = np.minimum(np.maximum(np.exp(lt), fe.e_low), fe.e_high)  # exp(log(x)): one ulp either way
+        else:
+            tot = np.exp(lt)
         pre = np.exp(lp) if self.state.config.two_stage else tot * _prefill_share(fe)
         pre = np.where(fe.features.prefill_tokens > 0, np.minimum(pre, tot), 0.0)
         # the power window (idle floor, TDP cap): a guard, counted in self.guard; the accuracy

@@ -87,7 +87,7 @@ def soft_window_log(log_e, log_lo, log_hi, xp=np):
         c = (e^-p + (0.98 hi)^-p)^(-1/p)      (< min(e, 0.98 hi))
         out = (c^p + lo^p)^(1/p)              (> max(c, lo); < hi while lo < 0.78 hi)
 
-    ``e`` well inside the window is kept to within 0.05% (``e <= hi / 2`` or ``e >= 2 lo``).
+    ``e`` well inside the window (``2 lo <= e <= hi / 2``) is kept to within 0.1%.
     ``xp``: ``numpy`` or ``torch`` (training differentiates through it)."""
     p = SOFT_WINDOW_P
     lh = log_hi + float(np.log(SOFT_WINDOW_CAP))
