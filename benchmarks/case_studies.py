@@ -33,7 +33,10 @@ from llmco2_sidecar.errors import InputError  # noqa: E402
 from llmco2_sidecar.sim.replay import ReplaySetup, deployment  # noqa: E402
 from llmco2_sidecar.sim.whatif import Task, execute  # noqa: E402
 
-DATA = Path("/work/shared/data/azure_llm_inference_trace_2023/data")
+# The Azure 2023 traces as the project's shared data folder holds them (a sibling of the checkout,
+# as on the development machines), or where --trace-dir / $LLMCO2_AZURE_TRACE_DIR says; the
+# conversation hour is also bundled in the package, so only the code trace needs the folder.
+DATA = Path(os.environ.get("LLMCO2_AZURE_TRACE_DIR") or ROOT.parent / "shared/data/azure_llm_inference_trace_2023/data")
 TRACES = {"conversation": "AzureLLMInferenceTrace_conv.csv", "code": "AzureLLMInferenceTrace_code.csv"}
 BUNDLED_CONV = ROOT / "llmco2_sidecar" / "data" / "azure_conv_2023.csv"
 MODELS = ["meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf", "meta-llama/Llama-2-70b-hf"]
@@ -49,7 +52,8 @@ def trace_path(name: str) -> str:
     if not p.exists() and name == "conversation":
         p = BUNDLED_CONV  # the same file, bundled
     if not p.exists():
-        raise SystemExit(f"missing {p} (the Azure trace 2023; see its SOURCE.md)")
+        raise SystemExit(f"missing {p} (the Azure LLM inference trace 2023, github.com/Azure/AzurePublicDataset: "
+                         f"name its folder with --trace-dir or $LLMCO2_AZURE_TRACE_DIR)")
     return str(p)
 
 
@@ -224,12 +228,17 @@ def plots(rows: list[dict]) -> None:
 
 
 def main() -> int:
+    global DATA
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--predictor", default="default", choices=("default", "roofline"))
     ap.add_argument("--minutes", type=float, default=None, help="replay only the first MINUTES of each trace "
                     "(default: all of it)")
+    ap.add_argument("--trace-dir", type=Path, default=None, help=f"folder of AzureLLMInferenceTrace_conv.csv and "
+                    f"_code.csv (default: $LLMCO2_AZURE_TRACE_DIR, else {DATA})")
     args = ap.parse_args()
+    if args.trace_dir is not None:
+        DATA = args.trace_dir
     from llmco2_sidecar.sim.replay import load_predictor
 
     predictor_name = load_predictor(args.predictor).name  # before the workers start

@@ -50,14 +50,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -67,182 +65,17 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hook_cost import hook_cost  # noqa: E402  (part 1, beside this file)
 from hook_overhead_report import reading_of, write  # noqa: E402  (the report, beside this file)
+from hook_load import _load  # noqa: E402
+from hook_host import (_auto_sidecar_pid, _autogroup, _counter, _pin, _pin_host, _schedstat,  # noqa: E402
+                       _virtual, _wait_quiet)
+from hook_stats import (_add_delta, _histograms, _late_share, _mean_ci95, _order_adjusted,  # noqa: E402
+                        _quantiles_of, _quartiles, _wait_summary)
 
 
 ARMS = ("off", "on", "nowait", "unreachable", "separate")  # the servers of the throughput part
 SIDECAR_ARMS = ("on", "nowait", "separate")  # each with a sidecar of its own
 
 # ---- part 2: a real server's throughput with and without the switch -------------------------------
-PROMPTS = [
-    "Hello world",
-    "Carbon accounting for language model serving measures energy per request. " * 3,
-    "Decode steps generate one token per running request. " * 6,
-    "A sidecar receives one event per engine step and attributes energy to requests. " * 2,
-]
-
-
-def _load(port: int, n_requests: int, concurrency: int, max_tokens: int) -> dict:
-    """Closed loop: ``concurrency`` clients, each sends its next request when the previous response
-    (with its carbon headers, when the switch is on) has arrived."""
-    from llmco2_e2e_harness import http_request
-
-    todo = list(range(n_requests))
-    lock = threading.Lock()
-    tokens = [0]
-    errors = [0]
-    latencies: list[float] = []
-    waits_ms: list[float] = []  # x-llmco2-wait-ms: how long the middleware held each response for its carbon
-    carbon_status: dict[str, int] = {}
-
-    def worker():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                i = todo.pop()
-            body = {"model": "tiny", "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens,
-                    "ignore_eos": True, "temperature": 0.0}
-            t = time.perf_counter()
-            status, headers, payload = http_request(port, "POST", "/v1/completions", body, timeout_s=300)
-            latency = time.perf_counter() - t
-            with lock:
-                if status == 200:
-                    tokens[0] += json.loads(payload)["usage"]["completion_tokens"]
-                    latencies.append(latency)
-                    # "final": x-llmco2-carbon-g/-energy-j present; "pending": the wait ran out; "none": no middleware
-                    key = headers.get("x-llmco2-carbon-status", "none")
-                    if key == "final" and "x-llmco2-carbon-g" not in headers:
-                        key = "final-without-figure"
-                    carbon_status[key] = carbon_status.get(key, 0) + 1
-                    if "x-llmco2-wait-ms" in headers:
-                        waits_ms.append(float(headers["x-llmco2-wait-ms"]))
-                else:
-                    errors[0] += 1
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    latencies.sort()
-    waits_ms.sort()
-    return {"output_tokens": tokens[0], "wall_s": wall, "tokens_per_s": tokens[0] / wall, "errors": errors[0],
-            "responses": len(latencies),
-            "latency_p50_ms": 1000 * statistics.median(latencies) if latencies else None,
-            "latency_p90_ms": 1000 * latencies[int(0.9 * len(latencies))] if latencies else None,
-            "carbon_status": carbon_status, "waits_ms": waits_ms}
-
-
-def _wait_quiet(pids: list[int], below_cores: float = 0.1, window_s: float = 0.25, timeout_s: float = 15.0) -> float:
-    """Wait until ``pids`` (with their descendants) together use less than ``below_cores`` of a core over
-    ``window_s``; returns the seconds waited (``timeout_s`` at most)."""
-    from llmco2_e2e_harness import cpu_seconds
-
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        c0 = sum(cpu_seconds(p) for p in pids)
-        time.sleep(window_s)
-        if (sum(cpu_seconds(p) for p in pids) - c0) / window_s < below_cores:
-            break
-    return time.monotonic() - t0
-
-
-def _wait_summary(waits: list[float]) -> dict | None:
-    """p50 / p90 / p99 / mean of the responses' ``x-llmco2-wait-ms`` (None when there were none)."""
-    if not waits:
-        return None
-    w = sorted(waits)
-    return {"n": len(w), "p50": statistics.median(w), "p90": w[int(0.9 * (len(w) - 1))],
-            "p99": w[int(0.99 * (len(w) - 1))], "mean": statistics.fmean(w)}
-
-
-HISTOGRAMS = {"record": "llmco2_record_latency_seconds", "finish_lag": "llmco2_finish_lag_seconds",
-              "loop_lag": "llmco2_event_loop_lag_seconds"}
-
-
-def _histograms(metrics_port: int) -> dict:
-    """The sidecar's latency histograms as cumulative counts per bucket bound, from its Prometheus
-    endpoint: ``record`` (a message's arrival to its request records), ``finish_lag`` (a request's
-    finish in the engine to the finish event's arrival at the sidecar) and ``loop_lag`` (how late the
-    sidecar's event loop wakes from a 0.1 s sleep, ten samples a second)."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    out: dict[str, dict] = {k: {} for k in HISTOGRAMS}
-    for line in text.splitlines():
-        for key, name in HISTOGRAMS.items():
-            if line.startswith(name + "_bucket{"):
-                bound = line.split('le="', 1)[1].split('"', 1)[0]
-                out[key][bound] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def _add_delta(acc: dict, before: dict, after: dict) -> None:
-    """``acc`` += the observations between two reads of :func:`_histograms`."""
-    for key in HISTOGRAMS:
-        for bound, count in after[key].items():
-            acc.setdefault(key, {})[bound] = acc.get(key, {}).get(bound, 0.0) + count - before[key].get(bound, 0.0)
-
-
-def _schedstat(pid: int) -> tuple[float, float]:
-    """The main thread of ``pid`` (a sidecar's event loop): (seconds it ran, seconds it was runnable
-    but waiting for a CPU), from ``/proc/PID/task/PID/schedstat``; zeros when unreadable."""
-    try:
-        run_ns, wait_ns, _ = open(f"/proc/{pid}/task/{pid}/schedstat").read().split()
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    return int(run_ns) / 1e9, int(wait_ns) / 1e9
-
-
-def _late_share(hist: dict, bound: str = "0.05") -> dict:
-    """Share of the samples in ``hist`` above ``bound`` seconds, and how many samples there were."""
-    total = hist.get("+Inf", 0.0)
-    return {"samples": int(total), "share_over_50ms": (total - hist.get(bound, 0.0)) / total if total else None}
-
-
-def _quantiles_of(hist: dict) -> dict:
-    return {f"p{int(q * 100)}": _bucket_quantile(hist, q) for q in (0.5, 0.9, 0.99)} if hist else {}
-
-
-def _bucket_quantile(hist: dict, q: float) -> str | None:
-    """Upper bucket bound holding quantile ``q`` of a histogram's observations (cumulative counts per
-    bound, as Prometheus writes them); past the last finite bound, "> that bound"."""
-    rows = sorted((float("inf") if b == "+Inf" else float(b), count) for b, count in hist.items())
-    total = rows[-1][1] if rows else 0.0
-    if total <= 0:
-        return None
-    finite = [b for b, _ in rows if b != float("inf")]
-    for bound, count in rows:
-        if count >= q * total:
-            return f"> {finite[-1] * 1000:g} ms" if bound == float("inf") else f"<= {bound * 1000:g} ms"
-    return None
-
-
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return (values[0], values[0]) if values else (float("nan"), float("nan"))
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], q[2]
-
-
-def _auto_sidecar_pid(server_pid: int, timeout_s: float = 30.0) -> int:
-    """The ``llmco2 serve`` the plugin started for ``LLMCO2_SIDECAR=auto`` (a descendant of the server)."""
-    import psutil
-
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        for p in psutil.Process(server_pid).children(recursive=True):
-            try:
-                if "llmco2_sidecar.cli.main" in " ".join(p.cmdline()):
-                    return p.pid
-            except psutil.Error:
-                pass
-        time.sleep(0.2)
-    raise RuntimeError(f"no auto-started sidecar under pid {server_pid}")
-
-
 def _count_records(path: Path) -> int:
     if not path.exists():
         return 0
@@ -268,81 +101,6 @@ REGIMES = {
 
 
 _ALL_CPUS = os.sched_getaffinity(0)  # this process's cores at start (the load client is pinned per server)
-_T95 = dict(enumerate([12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-                        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-                        2.052, 2.048, 2.045, 2.042], start=1))
-
-
-def _t95(dof: int) -> float:
-    """Two-sided 95% Student t quantile (exact to 30 degrees of freedom; beyond, the next lower row
-    of the usual table's value: slightly wide, never narrow)."""
-    if dof in _T95:
-        return _T95[dof]
-    return 2.042 if dof <= 60 else 2.000 if dof <= 120 else 1.980
-
-
-def _mean_ci95(values: list[float]) -> list[float]:
-    """[mean, lower, upper]: the mean with its two-sided 95% Student t-interval (at least two values)."""
-    m = statistics.fmean(values)
-    half = _t95(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return [m, m - half, m + half]
-
-
-def _order_adjusted(ratios: list[float], off_first: list[bool]) -> dict | None:
-    """The per-pass ratios with the start order as a known factor of the design (the arms' order is
-    reversed from one pass to the next): ``log r = mu + delta * s + e``, ``s`` = +1 in the passes where the
-    switch-off server came first, -1 otherwise. ``exp(mu)`` is the ratio with the order's effect
-    removed, with its 95% t-interval (residual variance pooled over both orders, n - 2 degrees of
-    freedom); ``order_factor`` = ``exp(delta)``, what coming second did to the switch-on server's
-    ratio. None unless each order has at least two passes."""
-    a = [math.log(r) for r, f in zip(ratios, off_first) if f]
-    b = [math.log(r) for r, f in zip(ratios, off_first) if not f]
-    if len(a) < 2 or len(b) < 2:
-        return None
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
-    dof = len(a) + len(b) - 2
-    s2 = (sum((x - ma) ** 2 for x in a) + sum((x - mb) ** 2 for x in b)) / dof
-    mu, half = (ma + mb) / 2, _t95(dof) * math.sqrt(s2 / 4 * (1 / len(a) + 1 / len(b)))
-    return {"ratio": math.exp(mu), "ci95": [math.exp(mu - half), math.exp(mu + half)],
-            "order_factor": math.exp((ma - mb) / 2), "passes": len(a) + len(b), "dof": dof}
-
-
-def _pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid`` to ``cpus`` (threads it starts later inherit it)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:
-            pass
-
-
-def _pin_host(server_pid: int) -> set[int] | None:
-    """Keep the server's processes other than its model worker (with an auto sidecar) and this process
-    (the load client) off the worker's cores; returns the cores they now share, or None when that is
-    impossible (no worker found, or it may run on every core)."""
-    import psutil
-
-    procs = [psutil.Process(server_pid), *psutil.Process(server_pid).children(recursive=True)]
-    worker = set()
-    for p in procs:
-        if "Worker" in p.name():
-            worker |= os.sched_getaffinity(p.pid)
-    host = set(os.sched_getaffinity(0)) - worker
-    if not worker or not host:
-        return None
-    for p in procs:
-        if "Worker" not in p.name():
-            _pin(p.pid, host)
-    _pin(os.getpid(), host)
-    return host
-
-
-def _counter(metrics_port: int, name: str) -> float:
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
-               or line.startswith(name + "{"))
 
 
 class _ArmServer:
@@ -586,25 +344,6 @@ def throughput(regimes: list[str], passes: dict, rounds_per: dict, concurrency: 
                                   "rounds_per_block": rounds, "interleaved": interleave, "arms": arms,
                                   "blocks": blocks, "host_cpus": blocks[0]["host_cpus"]}
     return out
-
-
-def _virtual() -> str:
-    """", a virtual machine (...)" when the kernel says so: its vCPUs are scheduled by a host we cannot see."""
-    try:
-        cmdline = Path("/proc/cmdline").read_text()
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        return ""
-    if "firecracker" in cmdline:
-        return " (a Firecracker microVM: /proc/cmdline)"
-    return " (a virtual machine: the CPU's hypervisor flag)" if " hypervisor" in flags else ""
-
-
-def _autogroup() -> str:
-    try:
-        return "on" if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1" else "off"
-    except OSError:
-        return "n/a"
 
 
 def main() -> int:

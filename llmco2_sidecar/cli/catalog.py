@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _heldout_by_family() -> dict[str, float]:
-    """Split name ('family=qwen3') -> MAPE of the shipped GNN, from its model card's info."""
+    """Split name ('family=qwen3', 'model=Qwen/Qwen3-8B') -> MAPE of the shipped GNN's recipe with that
+    group held out, from its model file's ``info.heldout`` (written by ``llmco2 train`` or, from the
+    committed benchmark results, by ``tools/card_heldout.py``)."""
     import ast
     import json
 
@@ -29,8 +31,8 @@ def _heldout_by_family() -> dict[str, float]:
         rows = ast.literal_eval(rows) if isinstance(rows, str) else rows
     except (OSError, ValueError, SyntaxError):
         return {}
-    return {r["split"]: float(r["mape"]) for r in rows if isinstance(r, dict) and r.get("predictor") == "llmco2-gnn"
-            and "split" in r and "mape" in r}
+    return {r["split"]: float(r["mape"]) for r in rows if isinstance(r, dict)
+            and str(r.get("predictor", "")).startswith("llmco2-gnn") and "split" in r and "mape" in r}
 
 
 MOE_FAMILIES = {"qwen3_moe": "qwen3-moe", "qwen2_moe": "qwen2-moe", "gpt_oss": "gpt-oss", "deepseek_v3": "deepseek",
@@ -69,10 +71,23 @@ def _models() -> dict[str, dict]:
             "local_attention": m.local_attention, "params_b": m.total_params / 1e9, "active_params_b": m.active_params / 1e9,
             "weight_bits": m.weight_bits, "expert_weight_bits": m.expert_bits if m.is_moe else None,
             "quant_method": m.quant_method or None, "format": fmt, "kv_bytes_per_token": m.kv_bytes_per_token,
-            "heldout_mape": held.get(f"family={moe_family(m) if m.is_moe else _family(hf_id)}"),
+            "heldout_mape": _heldout_for(held, hf_id, aliases.get(hf_id, {}).get("base"),
+                                         moe_family(m) if m.is_moe else _family(hf_id), m.quant_method),
             **support,
         }
     return out
+
+
+def _heldout_for(held: dict[str, float], hf_id: str, base: str | None, family: str,
+                 quant_method: str | None = None) -> float | None:
+    """The most specific held-out score: the model itself (or the architecture it aliases), else its
+    family; for a quantised model the worse of that and its number format's group (FP8 rows are
+    harder than their family's bf16 ones: a figure should not flatter the model)."""
+    score = next((held[k] for k in (f"model={hf_id}", f"model={base}" if base else "", f"family={family}") if k in held), None)
+    fmt = held.get(f"precision={quant_method}") if quant_method else None
+    if fmt is not None:
+        score = fmt if score is None else max(score, fmt)
+    return score
 
 
 def model_support(hf_id: str) -> dict:
@@ -126,7 +141,8 @@ def run(a: argparse.Namespace) -> int:
                   f"host idle {s['host_idle_w']:.0f} W ({s['host_idle_w_source']})")
     if "models" in out:
         print("Models (Hugging Face ids; * = config checked in one public copy only; heldout: the shipped predictor's "
-              "MAPE on the model's family held out, '-' where it has none; UNSUPPORTED = refused by estimate and serve):")
+              "MAPE with the model (else its family) held out, the worse of that and its number format's for FP8/MXFP4, "
+              "'-' where it has none; UNSUPPORTED = refused by estimate and serve):")
         for k, m in out["models"].items():
             if not m["supported"]:
                 print(f"  {k + ('' if m['verified'] else ' *'):<52} UNSUPPORTED: {m['reason']}")

@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=None, help="bearer token of the sidecar (default: $LLMCO2_TOKEN)")
     p.add_argument("--grid", default=None, metavar="SOURCE",
                    help="grid-intensity source to check (default: $LLMCO2_GRID, else the static region)")
+    p.add_argument("--grid-url", default=None, metavar="URL",
+                   help="base URL of the --grid API (a proxy, a test server; default: $LLMCO2_GRID_URL, else the API's own)")
     p.add_argument("--region", default=None, help="static region (default: $LLMCO2_REGION, else the table's default)")
     p.add_argument("--rapl-root", default=None, help="powercap root (default /sys/class/powercap)")
     p.add_argument("--timeout-s", type=float, default=3.0, help="per network check (sidecar, grid API)")
@@ -67,7 +69,8 @@ def run(a: argparse.Namespace) -> int:
         check_rapl(a.rapl_root),
         check_sidecar(a.sidecar if a.sidecar is not None else env.get("LLMCO2_SIDECAR", ""),
                       a.token or env.get("LLMCO2_TOKEN") or None, a.timeout_s),
-        check_grid(a.grid or env.get("LLMCO2_GRID") or None, a.region or env.get("LLMCO2_REGION") or None, a.timeout_s),
+        check_grid(a.grid or env.get("LLMCO2_GRID") or None, a.region or env.get("LLMCO2_REGION") or None, a.timeout_s,
+                   url=a.grid_url or env.get("LLMCO2_GRID_URL") or None),
     ]
     failed = any(c.status == FAIL for c in checks)
     if a.json:
@@ -244,16 +247,16 @@ def check_sidecar(target: str, token: str | None = None, timeout_s: float = 3.0)
         channel.close()
 
 
-def check_grid(spec: str | None, region: str | None, timeout_s: float = 3.0) -> Check:
+def check_grid(spec: str | None, region: str | None, timeout_s: float = 3.0, url: str | None = None) -> Check:
     """The grid-intensity source. Uses the grid sources (``llmco2_sidecar.energy.grid``) when this
-    build has them: opens ``spec``, waits up to ``timeout_s`` for a first reading and reports it.
+    build has them: opens ``spec`` (at ``url`` when given, as ``--grid-url``), waits up to ``timeout_s`` for a first reading and reports it.
     Without them (or with no source named), checks the static region of the bundled table."""
     try:
         from ..energy.grid import sources as grid_sources
     except ImportError:
         grid_sources = None
     if grid_sources is not None and hasattr(grid_sources, "open_source"):
-        return _check_grid_source(grid_sources, spec, region, timeout_s)
+        return _check_grid_source(grid_sources, spec, region, timeout_s, url)
     if spec and not spec.startswith("static"):
         return Check("grid", FAIL, f"--grid {spec}: this build has only the static region table")
     from ..energy import carbon
@@ -267,18 +270,20 @@ def check_grid(spec: str | None, region: str | None, timeout_s: float = 3.0) -> 
     return Check("grid", OK, f"static:{code} {r.g_per_kwh:g} gCO2e/kWh (location-based; {r.source}, {r.year})")
 
 
-def _check_grid_source(grid_sources: Any, spec: str | None, region: str | None, timeout_s: float) -> Check:
+def _check_grid_source(grid_sources: Any, spec: str | None, region: str | None, timeout_s: float,
+                       url: str | None = None) -> Check:
     from ..errors import InputError
 
     try:
-        source = grid_sources.open_source(spec, fallback_region=region)
+        parsed = grid_sources.parse_grid(spec, url, region)
+        source = grid_sources.open_source(parsed, fallback_region=region, timeout_s=timeout_s)
     except (InputError, ValueError) as exc:
         return Check("grid", FAIL, str(exc))
     try:
         source.start()
         answered = source.wait_first(timeout_s)
         r = source.reading()
-        where = str(spec) if spec else f"static:{region or 'default'}"
+        where = (str(spec) if spec else f"static:{region or 'default'}") + (f" at {url}" if url else "")
         text = f"{where}: {r.g_per_kwh:g} gCO2e/kWh ({r.kind}, from {r.source})"
         if not answered:
             return Check("grid", FAIL, f"{where}: no answer in {timeout_s:g} s; the sidecar would use "

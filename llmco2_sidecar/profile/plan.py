@@ -59,7 +59,6 @@ MEMORY_FRACTION = 0.85
 MAX_POINT_SHARE = 0.2  # no single point may take more than this share of its model's budget  # plan only points that fit this fraction of the GPU memory
 
 AZURE_BUNDLED = Path(__file__).resolve().parents[1] / "data" / "azure_conv_2023.csv"
-AZURE_SHARED = Path("/work/shared/data/azure_llm_inference_trace_2023/data/AzureLLMInferenceTrace_conv.csv")
 
 
 @dataclass(frozen=True)
@@ -196,10 +195,7 @@ def model_fixed_seconds(spec: ModelSpec) -> float:
 
 # ---- sources of points ---------------------------------------------------------------------------
 def azure_csv_path() -> Path | None:
-    for path in (AZURE_BUNDLED, AZURE_SHARED):
-        if path.is_file():
-            return path
-    return None
+    return AZURE_BUNDLED if AZURE_BUNDLED.is_file() else None
 
 
 def load_azure_pairs(path: str | Path | None = None) -> list[tuple[int, int]]:
@@ -236,21 +232,13 @@ def candidates(hf_id: str, spec: ModelSpec, pairs: Sequence[tuple[int, int]], rn
 
 
 def resolve_model(hf_id: str) -> ModelSpec:
-    """The catalog's ModelSpec, or the shared raw config if the catalog lacks the model."""
+    """The catalog's ModelSpec (bundled configs and their aliases); InputError naming ``models`` otherwise."""
+    from ..models.catalog import load_model
+
     try:
-        from ..models.catalog import load_model
-
         return load_model(hf_id)
-    except ImportError:
-        pass
-    except InputError:
-        pass
-    import json
-
-    shared = Path("/work/shared/data/model_configs") / (hf_id.replace("/", "__") + ".json")
-    if shared.is_file():
-        return ModelSpec.from_hf_config(json.loads(shared.read_text()), name=hf_id, source=str(shared))
-    raise InputError("models", f"unknown model {hf_id!r}", "a bundled Hugging Face id (llmco2 catalog)")
+    except InputError as exc:
+        raise InputError("models", f"unknown model {hf_id!r}", "a bundled Hugging Face id (llmco2 catalog)") from exc
 
 
 def parse_models(text: str | None) -> list[tuple[str, int | None]]:

@@ -153,3 +153,25 @@ def test_grid_static_region_and_a_bad_one():
     assert ok.status == "ok" and f"{carbon.region('FR').g_per_kwh:g} gCO2e/kWh" in ok.detail
     bad = doctor.check_grid(None, "atlantis")
     assert bad.status == "FAIL" and "atlantis" in bad.detail
+
+
+def test_grid_url_reaches_the_named_api_server():
+    """``--grid-url`` points the check at another base URL (a proxy, a test server): the real CLI
+    asks a local server speaking the UK Carbon Intensity API's JSON, and a URL without an API
+    source is refused naming the field."""
+    from grid_fakes import UK_NATIONAL, FakeApi
+
+    api = FakeApi()
+    try:
+        api.set("/intensity", 200, UK_NATIONAL)
+        proc = _doctor("--json", "--grid", "ukci", "--grid-url", api.url, "--rapl-root", "/nonexistent")
+        grid = _by_name(proc.stdout)["grid"]
+        assert grid["status"] == "ok", grid
+        assert "182 gCO2e/kWh" in grid["detail"] and api.url in grid["detail"]
+        assert [r["path"] for r in api.requests] == ["/intensity"]
+        env = _doctor("--json", "--rapl-root", "/nonexistent", env={"LLMCO2_GRID": "ukci", "LLMCO2_GRID_URL": api.url})
+        assert _by_name(env.stdout)["grid"]["status"] == "ok" and len(api.requests) == 2
+    finally:
+        api.close()
+    lone = doctor.check_grid(None, None, url="http://127.0.0.1:9")
+    assert lone.status == "FAIL" and "grid_url" in lone.detail

@@ -1,0 +1,40 @@
+"""``llmco2 catalog models``: the held-out column reads the shipped model file's scores, the most
+specific group first, and never flatters a quantised model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from llmco2_sidecar.cli.catalog import _heldout_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_heldout_prefers_the_model_then_its_family_and_takes_the_worse_format():
+    held = {"model=Qwen/Qwen3-8B": 7.4, "family=qwen3": 9.6, "family=deepseek": 33.4, "precision=fp8": 25.8}
+    assert _heldout_for(held, "Qwen/Qwen3-8B", None, "qwen3") == 7.4
+    assert _heldout_for(held, "Qwen/Qwen3-8B-Instruct", "Qwen/Qwen3-8B", "qwen3") == 7.4  # an alias: its base
+    assert _heldout_for(held, "Qwen/Qwen3-4B", None, "qwen3") == 9.6
+    assert _heldout_for(held, "Qwen/Qwen3-8B-FP8", "Qwen/Qwen3-8B", "qwen3", "fp8") == 25.8
+    assert _heldout_for(held, "deepseek-ai/DeepSeek-V3", None, "deepseek", "fp8") == 33.4
+    assert _heldout_for(held, "x/unknown", None, "unknown") is None
+    assert _heldout_for(held, "x/unknown-fp8", None, "unknown", "fp8") == 25.8
+
+
+def test_catalog_column_matches_the_shipped_model_file():
+    info = json.loads((REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v1.json").read_text())["info"]
+    groups = {r["split"]: r["mape"] for r in info["heldout"]}
+    assert groups, "the shipped model file carries no held-out scores: run tools/card_heldout.py"
+    p = subprocess.run([sys.executable, "-m", "llmco2_sidecar.cli.main", "catalog", "models", "--json"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    models = json.loads(p.stdout)["models"]
+    scored = {k: m["heldout_mape"] for k, m in models.items() if m.get("heldout_mape") is not None}
+    assert len(scored) >= 10
+    for hf_id, mape in scored.items():
+        assert mape in groups.values(), (hf_id, mape)
+    if "model=Qwen/Qwen3-8B" in groups:
+        assert models["Qwen/Qwen3-8B"]["heldout_mape"] == groups["model=Qwen/Qwen3-8B"]

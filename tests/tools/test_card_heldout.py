@@ -1,0 +1,43 @@
+"""``tools/card_heldout.py``: the shipped model file's held-out scores are the committed benchmark
+results' (a retrained model or rerun benchmark without restamping fails here)."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "tools/card_heldout.py"
+
+
+def test_committed_model_file_is_up_to_date():
+    p = subprocess.run([sys.executable, str(TOOL), "--check"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr + "\nrun: python tools/card_heldout.py"
+
+
+def test_rows_come_from_the_shipped_recipe_only(tmp_path):
+    tool = runpy.run_path(str(TOOL))
+    acc = {"results": [
+        {"split": "gpu=A100", "predictor": "llmco2-gnn (2-GNN + physics prior)", "n": 32, "mape": 8.68, "eba30": 100.0},
+        {"split": "gpu=A100", "predictor": "physics prior alone", "n": 32, "mape": 15.3, "eba30": 90.0}]}
+    moe = {"results": [
+        {"group": "gpu=A100", "predictor": "llmco2-gnn-v1 (shipped)", "n": 5, "mape": 50.0, "eba30": 0.0},
+        {"group": "family=mixtral", "predictor": "llmco2-gnn-v1 (shipped)", "n": 28, "mape": 12.55, "eba30": 96.4}]}
+    a, m = tmp_path / "acc.json", tmp_path / "moe.json"
+    a.write_text(json.dumps(acc)), m.write_text(json.dumps(moe))
+    rows = tool["heldout_rows"]([a, m])
+    assert [(r["split"], r["mape"], r["from"]) for r in rows] == [("gpu=A100", 8.68, "acc.json"), ("family=mixtral", 12.55, "moe.json")]
+    model = tmp_path / "model.json"
+    shutil.copy(REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v1.json", model)
+    cmd = [sys.executable, str(TOOL), "--model-json", str(model), "--results", str(a)]
+    assert subprocess.run(cmd + ["--check"], capture_output=True, timeout=60).returncode == 1
+    assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    assert [r["split"] for r in json.loads(model.read_text())["info"]["heldout"]] == ["gpu=A100"]
+    assert subprocess.run(cmd + ["--check"], capture_output=True, timeout=60).returncode == 0
+    missing = subprocess.run([sys.executable, str(TOOL), "--results", str(tmp_path / "none.json")], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 2 and "none.json: no such file" in missing.stderr
