@@ -171,11 +171,12 @@ def evaluate(examples: list[Example], feats: list[Featurized], splits: list[Spli
              progress: Callable[[str], None] | None = None) -> tuple[list[Result], dict[str, dict[str, np.ndarray]]]:
     """Fit every spec on every split's training side and score it on the test side.
 
-    Returns the results and, per predictor, ``{"pred", "true", "split"}`` arrays over all test samples.
+    Returns the results and, per predictor, ``{"pred", "true", "split", "idx"}`` arrays over all test
+    samples (``idx``: the example's index).
     """
     y = np.array([e.target for e in examples])
     results: list[Result] = []
-    points: dict[str, dict[str, list]] = {name: {"pred": [], "true": [], "split": []} for name in specs}
+    points: dict[str, dict[str, list]] = {name: {"pred": [], "true": [], "split": [], "idx": []} for name in specs}
     for split in splits:
         for name, spec in specs.items():
             if progress is not None:
@@ -187,5 +188,6 @@ def evaluate(examples: list[Example], feats: list[Featurized], splits: list[Spli
             points[name]["pred"].append(pred)
             points[name]["true"].append(y[split.test])
             points[name]["split"].append(np.full(len(pred), split.name))
+            points[name]["idx"].append(np.asarray(split.test))
     merged = {k: {kk: np.concatenate(vv) if vv else np.zeros(0) for kk, vv in v.items()} for k, v in points.items()}
     return results, merged
