@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     fit_score = summary(pred, [e.target for e in examples])
     model.state.info.update({
         "trained_on": sorted({e.source for e in examples}),
+        "dense_only": bool(args.dense_only),
         "n_examples": len(examples),
         "n_fit": len(examples),
         "n_fit_epoch_choice": int(len(fit_idx)),

@@ -40,6 +40,8 @@ def test_llmco2_train_end_to_end(tmp_path, capsys, tiny_mlenergy_rows):
     assert "Held-out scores" in report and "gpu=B200" in report
     model = GNNPredictor.load(out)
     assert model.state.info["n_examples"] == 12 and model.state.info["seed"] == 1
+    assert model.state.info["dense_only"] is False  # benchmarks/moe_transfer.py refuses such a model
+    assert model.state.config.soft_window and "GNN residual kept" in report
     # deterministic: the same command gives the same weights
     out2 = tmp_path / "m2.safetensors"
     assert main(args[:-5] + ["--out", str(out2), "--epochs", "4", "--seed", "1", "--quiet", "--no-heldout"]) == 0
