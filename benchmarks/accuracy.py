@@ -130,7 +130,7 @@ def table(results: list[Result], names: list[str], metric: str) -> list[str]:
     return lines
 
 
-def plots(points: dict, results: list[Result], names: list[str], out_dir: Path) -> None:
+def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, prefix: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +160,7 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path) 
     order = sorted(range(len(labels)), key=lambda k: names.index(labels[k]) if labels[k] in names else len(names))
     axes[0].legend([handles[k] for k in order], [labels[k] for k in order], fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(out_dir / "accuracy_scatter.png", dpi=110)
+    fig.savefig(out_dir / f"{prefix}_scatter.png", dpi=110)
     plt.close(fig)
 
     splits = list(dict.fromkeys(r.split for r in results))
@@ -178,7 +178,7 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path) 
     ax.set_title("Held-out MAPE per group")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out_dir / "accuracy_mape.png", dpi=110)
+    fig.savefig(out_dir / f"{prefix}_mape.png", dpi=110)
     plt.close(fig)
 
 
@@ -234,9 +234,12 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--prefix", default="accuracy", help="output file names: PREFIX.md, PREFIX.json, PREFIX_scatter.png, "
+                    "PREFIX_mape.png (default accuracy; the dense + MoE recipe's run: accuracy_moe)")
     ap.add_argument("--ablation", action="store_true", help="also score the paper's Table 5 ablation (3 more GNN variants)")
     args = ap.parse_args()
     t0 = time.time()
+    load0 = os.getloadavg()[0]
     meas = args.measurements if Path(args.measurements).is_dir() else None
     v2 = None if str(args.data_v2).lower() == "none" else args.data_v2
     examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2)
@@ -272,10 +275,12 @@ def main() -> int:
     dense_lines = dense_subset_lines(examples, points, names)
     cmd = f"python benchmarks/accuracy.py --epochs {args.epochs} --seed {args.seed} --jobs {args.jobs}" + (
         " --dense-only" if args.dense_only else "") + (
-        f" --splits '{args.splits}'" if args.splits else "")
+        f" --splits '{args.splits}'" if args.splits else "") + (
+        f" --prefix {args.prefix}" if args.prefix != "accuracy" else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
-        f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time).",
+        f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "
+        f"1-min load average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end).",
         "",
         f"Data: {len(examples)} examples ({count_txt}). mlenergy-v3: ML.ENERGY leaderboard v3, vLLM 0.11.1, "
         "steady-state GPU J per output token, 1-8 GPUs; mlenergy-v2: ML.ENERGY leaderboard v2, vLLM 0.4.2, chat task, "
@@ -312,12 +317,12 @@ def main() -> int:
                              f"{np.mean([r.eba30 for r in rs]):.1f} |")
         lines += ["", "Targeted refinement here re-weights the worst-predicted *training* rows (no new labels exist); "
                   "the real targeted sampling is the next measurement plan, `data/measurements/next_plan.csv`."]
-    lines += ["", "Plots: `accuracy_scatter.png` (predicted vs measured, log-log), `accuracy_mape.png` (MAPE per group)."]
+    lines += ["", f"Plots: `{args.prefix}_scatter.png` (predicted vs measured, log-log), `{args.prefix}_mape.png` (MAPE per group)."]
     if not abl_results:
         lines += ["", "The paper's Table 5 ablation was not rerun with the two sources (`--ablation` adds it: three "
                   "more GNN variants per split)."]
-    (out / "accuracy.md").write_text("\n".join(lines) + "\n")
-    (out / "accuracy.json").write_text(json.dumps({
+    (out / f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.prefix}.json").write_text(json.dumps({
         "command": cmd, "wall_s": wall,
         "n_examples": len(examples), "sources": sources, "skipped_rows": len(skipped),
         "results": [r.__dict__ for r in results], "ablation": [r.__dict__ for r in abl_results],
@@ -326,8 +331,8 @@ def main() -> int:
                             "pred": np.round(p["pred"], 6).tolist(), "true": np.round(p["true"], 6).tolist()}
                         for n, p in points.items()},
     }, indent=1) + "\n")
-    plots(points, results, names, out)
-    log(f"wrote {out / 'accuracy.md'}")
+    plots(points, results, names, out, args.prefix)
+    log(f"wrote {out / (args.prefix + '.md')}")
     return 0
 
 
