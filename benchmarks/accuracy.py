@@ -183,6 +183,13 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, 
 
 
 _WORK = None  # (examples, feats, splits, seed, epochs, t0): inherited by the forked workers
+_PREDICTORS = ""  # --predictors: inherited by the forked workers
+
+
+def _selected(specs: dict, prefixes: str) -> dict:
+    """The predictors whose name starts with one of the comma-separated ``prefixes`` (all when empty)."""
+    want = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+    return {n: v for n, v in specs.items() if not want or n.startswith(want)}
 
 
 def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
@@ -195,7 +202,7 @@ def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
         specs = {name: v for name, v in ablation_specs(epochs=epochs).items()
                  if name in ("+ prefill/decode (2 GNN)", "+ targeted refinement", "+ physics prior + refinement")}
     else:
-        specs = predictor_specs(epochs=epochs)
+        specs = _selected(predictor_specs(epochs=epochs), _PREDICTORS)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] worker {k}: {msg}", flush=True)  # noqa: E731
     return evaluate(examples, feats, splits[k::n], specs, seed=seed, progress=log)
 
@@ -234,6 +241,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--predictors", default="", help="only the predictors whose name starts with one of these "
+                    "comma-separated prefixes, e.g. 'llmco2-gnn,physics prior' (default: all; the others' figures on the "
+                    "same splits then come from another run, which the output must name)")
     ap.add_argument("--prefix", default="accuracy", help="output file names: PREFIX.md, PREFIX.json, PREFIX_scatter.png, "
                     "PREFIX_mape.png (default accuracy; the dense + MoE recipe's run: accuracy_moe)")
     ap.add_argument("--ablation", action="store_true", help="also score the paper's Table 5 ablation (3 more GNN variants)")
@@ -250,9 +260,13 @@ def main() -> int:
     splits = make_splits(examples)
     if args.splits:
         splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
-    specs = predictor_specs(epochs=args.epochs)
+    specs = _selected(predictor_specs(epochs=args.epochs), args.predictors)
+    if not specs:
+        print(f"accuracy.py: predictors: none starts with {args.predictors!r}", file=sys.stderr)
+        return 2
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
-    global _WORK
+    global _WORK, _PREDICTORS
+    _PREDICTORS = args.predictors
     _WORK = (examples, feats, splits, args.seed, args.epochs, t0)
     results, points = _run_parallel(specs, len(splits), args.jobs, log, ablation=False)
     names = list(specs)
@@ -276,7 +290,8 @@ def main() -> int:
     cmd = f"python benchmarks/accuracy.py --epochs {args.epochs} --seed {args.seed} --jobs {args.jobs}" + (
         " --dense-only" if args.dense_only else "") + (
         f" --splits '{args.splits}'" if args.splits else "") + (
-        f" --prefix {args.prefix}" if args.prefix != "accuracy" else "")
+        f" --prefix {args.prefix}" if args.prefix != "accuracy" else "") + (
+        f" --predictors '{args.predictors}'" if args.predictors else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
         f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "
@@ -298,6 +313,8 @@ def main() -> int:
         "`scale x clip(residual, -bound, bound)` of the GNN's log-residual over the prior, scale and bound chosen per split "
         "on the same validation architectures (`training.choose_shrink`); the GNN baselines keep the hard clamp and their raw output.",
         "",
+        *([f"Only {', '.join(names)} ran here (`--predictors`); the other predictors on the same splits come from a "
+           "full run, named where these figures are used.", ""] if args.predictors else []),
         "## Targets (issues 14 and 15) for " + OURS, "", *targets, "",
         f"**{OURS} beats every other predictor's MAPE on {len(wins)} of {len(split_names)} held-out groups**"
         + (f" (not on: {', '.join(s for s in split_names if s not in wins)})." if len(wins) < len(split_names) else "."),

@@ -179,7 +179,7 @@ def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationM
         steps = StepBatch(steps.request_step, steps.context_tokens, steps.new_tokens, filled)
         f = step_features(dep, steps)
         dur = filled
-    tot, pre = prior_terms(dep, f, dur)
+    tot, pre = prior_terms(dep, f, dur, steps)
     gx = np.concatenate([f.global_x, extra_globals(f, dur)], axis=1)
     low, high = power_bounds_j(dep.n_gpus, dep.gpu, dur)
     return Featurized(f.node_x, gx, f.edge_index, tot, pre, DurationModel.terms(f), dur, f, low, high)

@@ -53,7 +53,7 @@ def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarr
 def fit_prior(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> PhysicsPrior:
     a = example_prior_terms([feats[i] for i in idx], [examples[i] for i in idx])
     y = np.array([examples[i].target for i in idx])
-    return PhysicsPrior().fit(a, y)
+    return PhysicsPrior().fit(a, y, groups=[examples[i].model for i in idx])
 
 
 def train_gnn(
