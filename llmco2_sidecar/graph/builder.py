@@ -22,6 +22,7 @@ import numpy as np
 from ..predictor.api import Deployment
 from ..errors import InputError
 from ..workload import StepBatch
+from .aggregates import StepAggregates, aggregates, slice_aggregates  # noqa: F401  (re-exported)
 from .kernels import AGGREGATES, KERNEL_TYPES, Kernel, extended, layer_edges, layer_kernels, outside_kernels
 
 PHASES = ("step", "prefill", "decode")
@@ -116,76 +117,6 @@ def layer_graph(dep: Deployment, fused_attention: bool = True) -> LayerGraph:
     return _layer_graph(dep.model, dep.parallel, fused_attention)
 
 
-@dataclass
-class StepAggregates:
-    """Per-step aggregates ``[S, 5]`` over (run, T, A, K, n) for the whole step, its prefill slices
-    and its decode slices, plus context statistics."""
-
-    step: np.ndarray
-    prefill: np.ndarray
-    decode: np.ndarray
-    mean_context: np.ndarray
-    max_context: np.ndarray
-    is_prefill: np.ndarray  # bool [R]
-
-
-def slice_aggregates(new: np.ndarray, ctx: np.ndarray, model=None) -> np.ndarray:
-    """Per request slice: ``[R, 5]`` over (run, T, A, K, n), or ``[R, 8]`` with ``U`` (0 here: it is a
-    per-step figure), ``Aw`` and ``Kw`` for models whose kernels need them (:func:`.kernels.extended`)."""
-    cols = [np.ones_like(new), new, new * ctx + new * (new + 1) / 2, ctx + new, np.ones_like(new)]
-    if model is not None and extended(model):
-        W = float(model.local_window or 1)
-        end = ctx + new
-        if model.local_attention == "chunked":
-            def s_(p):  # sum over positions 1..p of the keys a query sees in its own chunk
-                q, r = np.floor_divide(p, W), np.mod(p, W)
-                return q * W * (W + 1) / 2 + r * (r + 1) / 2
-            aw = s_(end) - s_(ctx)
-            kw = end - W * np.floor_divide(ctx, W)
-        else:  # sliding: a query at position p (1-based) sees min(p, W) keys
-            def s_(p):
-                lo = np.minimum(p, W)
-                return lo * (lo + 1) / 2 + (p - lo) * W
-            aw = s_(end) - s_(ctx)
-            kw = np.minimum(end, W + new - 1)
-        cols += [np.zeros_like(new), aw, kw]
-    return np.stack(cols, axis=1)
-
-
-def aggregates(steps: StepBatch, dep: Deployment | None = None) -> StepAggregates:
-    """Per-step aggregates; with ``dep`` of a MoE or local-attention model, the extended columns."""
-    S = steps.n_steps
-    new = steps.new_tokens.astype(np.float64)
-    ctx = steps.context_tokens.astype(np.float64)
-    idx = steps.request_step
-    is_prefill = (steps.new_tokens > 1) | (steps.context_tokens == 0)
-    model = dep.model if dep is not None else None
-    per = slice_aggregates(new, ctx, model)
-    width = per.shape[1]
-
-    def sums(mask: np.ndarray | None) -> np.ndarray:
-        out = np.zeros((S, width))
-        sel_idx = idx if mask is None else idx[mask]
-        sel = per if mask is None else per[mask]
-        for j in range(1, width):
-            if j == 5:
-                continue
-            out[:, j] = np.bincount(sel_idx, weights=sel[:, j], minlength=S)
-        out[:, 0] = (out[:, 4] > 0).astype(np.float64)
-        if width > 5 and model.is_moe:
-            from .moe import touched_share
-
-            out[:, 5] = touched_share(out[:, 1], model, dep.parallel)
-        return out
-
-    n = np.maximum(np.bincount(idx, minlength=S), 1)
-    total_ctx = np.bincount(idx, weights=ctx + new, minlength=S)
-    max_ctx = np.zeros(S)
-    if steps.n_slices:
-        np.maximum.at(max_ctx, idx, ctx + new)
-    return StepAggregates(sums(None), sums(is_prefill), sums(~is_prefill), total_ctx / n, max_ctx, is_prefill)
-
-
 def _coefs(kernels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (np.array([k.flops for k in kernels]).T, np.array([k.mem_bytes for k in kernels]).T,
             np.array([k.net_bytes for k in kernels]).T)
@@ -202,15 +133,35 @@ class Roofline:
     bound: np.ndarray  # int8: 0 compute, 1 memory, 2 network
 
 
-def roofline(kernels, agg: np.ndarray, dep: Deployment, coefs=None) -> Roofline:
+def roofline(kernels, agg: np.ndarray, dep: Deployment, coefs=None, peaks=None, with_bound: bool = True) -> Roofline:
     """Roofline time of each kernel: max(FLOPs / peak, bytes / memory BW, network bytes / link BW).
-    ``coefs``: ``_coefs(kernels)`` when the caller has them already (:class:`LayerGraph` keeps them)."""
+    ``coefs``: ``_coefs(kernels)`` when the caller has them already (:class:`LayerGraph` keeps them),
+    ``peaks``: ``kernel_peaks(kernels, dep)`` likewise. ``with_bound=False`` leaves ``bound`` None."""
     cf, cm, cn = _coefs(kernels) if coefs is None else coefs
     flops, mem, net = agg @ cf, agg @ cm, agg @ cn
     gpu = dep.gpu
-    peak = kernel_peaks(kernels, dep)
-    t = np.stack([flops / peak, mem / gpu.mem_bandwidth_bytes_s, net / gpu.interconnect_bytes_s])
-    return Roofline(flops, mem, net, t.max(axis=0), t.argmax(axis=0).astype(np.int8))
+    peak = kernel_peaks(kernels, dep) if peaks is None else peaks
+    tf, tm, tn = flops / peak, mem / gpu.mem_bandwidth_bytes_s, net / gpu.interconnect_bytes_s
+    t_mn = np.maximum(tm, tn)
+    time = np.maximum(tf, t_mn)
+    bound = None
+    if with_bound:  # the first of the three at the maximum (argmax): compute, memory, network
+        bound = np.where(tf >= t_mn, 0, np.where(tm >= tn, 1, 2)).astype(np.int8)
+    return Roofline(flops, mem, net, time, bound)
+
+
+def graph_peaks(g: LayerGraph, dep: Deployment) -> tuple:
+    """``(kernel_peaks(g.kernels), kernel_peaks(g.outside))`` for ``dep``'s GPU and number format,
+    kept on the (cached) layer graph."""
+    gpu = dep.gpu
+    key = (id(gpu), dep.model.act_bits)
+    cache = g.__dict__.setdefault("_peaks", {})
+    hit = cache.get(key)
+    if hit is not None and hit[0] is gpu:
+        return hit[1]
+    out = (kernel_peaks(g.kernels, dep), kernel_peaks(g.outside, dep))
+    cache[key] = (gpu, out)
+    return out
 
 
 def kernel_peaks(kernels, dep: Deployment):
@@ -259,27 +210,52 @@ class StepFeatures:
     duration_s: np.ndarray
     node_feature_names: tuple[str, ...] = field(default=tuple(NODE_FEATURE_NAMES))
     global_feature_names: tuple[str, ...] = field(default=GLOBAL_FEATURE_NAMES)
+    #: ``node_major=True`` only: the dynamic node features ``[N, S, 21]`` (:func:`node_major_block`)
+    #: while ``node_x`` is empty ``[S, N, 0]``; the static ones are ``layer_graph.static_nodes``
+    node_dyn: np.ndarray | None = None
+    layer_graph: LayerGraph | None = None
 
     @property
     def n_steps(self) -> int:
         return int(self.node_x.shape[0])
 
 
-def _phase_block(r: Roofline) -> np.ndarray:
+def _phase_features(r: Roofline) -> list[np.ndarray]:
+    """The seven per-phase node features (:data:`_PER_PHASE`), each shaped as ``r``'s arrays."""
     eps = 1e-30
     mai = r.flops / np.maximum(r.mem_bytes, eps)
     perf = r.flops / np.maximum(r.time_s, eps) / 1e12
-    return np.stack([
-        np.log1p(r.flops), np.log1p(r.mem_bytes), np.log1p(r.net_bytes), np.log1p(r.time_s * 1e6),
-        np.log1p(mai), np.log1p(perf), (r.bound == 1).astype(np.float64),
-    ], axis=-1)
+    return [np.log1p(r.flops), np.log1p(r.mem_bytes), np.log1p(r.net_bytes), np.log1p(r.time_s * 1e6),
+            np.log1p(mai), np.log1p(perf), (r.bound == 1).astype(np.float64)]
+
+
+def _phase_block(r: Roofline) -> np.ndarray:
+    return np.stack(_phase_features(r), axis=-1)
+
+
+def node_major_block(lay3: Roofline, S: int) -> np.ndarray:
+    """float32 ``[N, S, 3 x 7]``: the dynamic node features of S steps (the last ``3 x 7`` columns of
+    :attr:`StepFeatures.node_x`, same values) laid out node-major, from the layer Roofline of the
+    three row blocks (step, prefill, decode) of :func:`_totals`. The fused inference forward reads
+    this layout (one adjacency product for every step)."""
+    feats = np.stack(_phase_features(lay3))  # [7, 3S, N]
+    N = feats.shape[2]
+    return np.ascontiguousarray(feats.reshape(len(_PER_PHASE), 3, S, N).transpose(3, 2, 1, 0), dtype=np.float32).reshape(N, S, -1)
+
+
+def duration_globals(dur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The global features that depend on the step duration: ``(log1p(duration in us) or 0 where
+    unknown, has_duration)``, float64 [S] each."""
+    has = np.isfinite(dur)
+    return np.log1p(np.where(has, dur, 0.0) * 1e6), has.astype(np.float64)
 
 
 def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Roofline]:
     """Replica totals (flops, mem, net, time) for aggregates ``agg`` and the layer Roofline."""
     L, tp = dep.model.num_layers, dep.parallel.tp
-    lay = roofline(g.kernels, agg, dep, g.coefs)
-    out = roofline(g.outside, agg, dep, g.outside_coefs)
+    p_lay, p_out = graph_peaks(g, dep)
+    lay = roofline(g.kernels, agg, dep, g.coefs, p_lay)
+    out = roofline(g.outside, agg, dep, g.outside_coefs, p_out, with_bound=False)
     flops = tp * (L * lay.flops.sum(1) + out.flops.sum(1))
     mem = tp * (L * lay.mem_bytes.sum(1) + out.mem_bytes.sum(1))
     net = tp * (L * lay.net_bytes.sum(1) + out.net_bytes.sum(1))
@@ -291,23 +267,32 @@ def step_roofline_s(dep: Deployment, steps: StepBatch, fused_attention: bool = T
     """``(roofline_s [S], n_requests [S])`` alone, the inputs of a step-duration model, at a fraction of
     :func:`step_features`' cost (the whole step only: no prefill / decode blocks, no node features).
     The engine simulator calls it once per simulated step or run of steps."""
-    g = layer_graph(dep, fused_attention)
+    form = _DEP_FORMS.get((id(dep), fused_attention))
+    if form is None or form[0] is not dep:  # first call for this deployment object
+        form = (dep, extended(dep.model), *_time_form(dep, fused_attention))
+        if len(_DEP_FORMS) > 64:
+            _DEP_FORMS.clear()
+        _DEP_FORMS[(id(dep), fused_attention)] = form
+    _, ext, w, weights = form
     S = steps.n_steps
-    new = steps.new_tokens.astype(np.float64)
-    ctx = steps.context_tokens.astype(np.float64)
-    idx = steps.request_step
-    if extended(dep.model):  # MoE / local attention: the extra aggregates (U, Aw, Kw)
+    if ext:  # MoE / local attention: the extra aggregates (U, Aw, Kw)
         agg = aggregates(steps, dep).step
     else:
+        new = steps.new_tokens.astype(np.float64)
+        ctx = steps.context_tokens.astype(np.float64)
+        idx = steps.request_step
         agg = np.empty((S, 5))
         agg[:, 1] = np.bincount(idx, weights=new, minlength=S)
         agg[:, 2] = np.bincount(idx, weights=new * ctx + new * (new + 1) / 2, minlength=S)
         agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
         agg[:, 4] = np.bincount(idx, minlength=S)
         agg[:, 0] = agg[:, 4] > 0
-    w, weights = _time_form(dep, fused_attention)
     S3 = (agg @ w).reshape(S, 3, -1)  # per kernel: compute, memory and network time
     return S3.max(axis=1) @ weights, agg[:, 4].copy()
+
+
+#: per deployment object (checked once, kept with it): (dep, extended?, W, weights) of _time_form
+_DEP_FORMS: dict = {}
 
 
 def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -334,11 +319,14 @@ def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.n
     return out
 
 
-def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True, with_nodes: bool = True) -> StepFeatures:
+def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = True, with_nodes: bool = True,
+                  node_major: bool = False) -> StepFeatures:
     """Kernel-graph features of every step in ``steps`` (see module docstring).
 
     ``with_nodes=False`` skips the node and global feature tensors (``node_x`` is then ``[S, N, 0]``,
     ``global_x`` ``[S, 0]``) for callers that need only the totals, such as the analytic predictor.
+    ``node_major=True`` gives the dynamic node features node-major in ``node_dyn`` instead of
+    ``node_x`` (the fused inference forward's layout; same values).
     """
     g = layer_graph(dep, fused_attention)
     ag = aggregates(steps, dep)
@@ -349,26 +337,47 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
     m_s, m_p, m_d = m3[:S], m3[S:2 * S], m3[2 * S:]
     n_s, n_p, n_d = n3[:S], n3[S:2 * S], n3[2 * S:]
     t_s, t_p, t_d = t3[:S], t3[S:2 * S], t3[2 * S:]
+    totals = dict(flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,
+                  memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p,
+                  network_bytes_decode=n_d, roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d,
+                  prefill_tokens=ag.prefill[:, 1].copy(), decode_tokens=ag.decode[:, 1].copy(),
+                  n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy())
 
     if not with_nodes:
-        return StepFeatures(
-            node_x=np.zeros((S, N, 0), np.float32), global_x=np.zeros((S, 0), np.float32), edge_index=g.edge_index,
-            flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,
-            memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p, network_bytes_decode=n_d,
-            roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d, prefill_tokens=ag.prefill[:, 1].copy(),
-            decode_tokens=ag.decode[:, 1].copy(), n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy(),
-        )
-    static = np.broadcast_to(g.static_nodes, (S, N, g.static_nodes.shape[1]))
-    blocks = _phase_block(lay3)  # [3S, N, 7]
-    node_x = np.concatenate([static, blocks[:S], blocks[S:2 * S], blocks[2 * S:]], axis=2)
-
-    m, gpu, par = dep.model, dep.gpu, dep.parallel
-    peak = gpu.peak_flops(gpu.dtype_for_bits(m.act_bits))
-    dur = steps.duration_s
-    has = np.isfinite(dur)
+        return StepFeatures(node_x=np.zeros((S, N, 0), np.float32), global_x=np.zeros((S, 0), np.float32),
+                            edge_index=g.edge_index, **totals)
+    node_dyn = None
+    if node_major:
+        node_x = np.zeros((S, N, 0), np.float32)
+        node_dyn = node_major_block(lay3, S)
+    else:
+        static = np.broadcast_to(g.static_nodes, (S, N, g.static_nodes.shape[1]))
+        blocks = _phase_block(lay3)  # [3S, N, 7]
+        node_x = np.concatenate([static, blocks[:S], blocks[S:2 * S], blocks[2 * S:]], axis=2).astype(np.float32)
+    log_dur, has = duration_globals(steps.duration_s)
     per_step = np.log1p(np.stack([
         ag.step[:, 4], ag.prefill[:, 1], ag.decode[:, 1], ag.mean_context, ag.max_context, f_s, m_s, n_s, f_p, f_d,
-        m_p, m_d, t_s * 1e6, np.where(has, dur, 0.0) * 1e6], axis=1))
+        m_p, m_d, t_s * 1e6], axis=1))
+    const = _global_constants(dep)
+    glob = np.empty((S, per_step.shape[1] + 2 + const.size), np.float32)
+    glob[:, :per_step.shape[1]] = per_step
+    glob[:, per_step.shape[1]] = log_dur
+    glob[:, per_step.shape[1] + 1] = has
+    glob[:, per_step.shape[1] + 2:] = const
+    return StepFeatures(node_x=node_x, global_x=glob, edge_index=g.edge_index, node_dyn=node_dyn, layer_graph=g,
+                        **totals)
+
+
+def _global_constants(dep: Deployment) -> np.ndarray:
+    """The deployment's constant global features (model, parallelism, GPU), float64; computed once
+    per deployment."""
+    cache = _CONSTANTS
+    key = (id(dep.model), id(dep.gpu), dep.parallel)  # the objects are kept with the entry: ids stay theirs
+    hit = cache.get(key)
+    if hit is not None and hit[0] is dep.model and hit[1] is dep.gpu:
+        return hit[2]
+    m, gpu, par = dep.model, dep.gpu, dep.parallel
+    peak = gpu.peak_flops(gpu.dtype_for_bits(m.act_bits))
     log = math.log
     const = np.array([
         m.weight_bits, m.act_bits, m.kv_bits, log(m.hidden_size), log(m.intermediate_size), log(m.num_heads),
@@ -376,59 +385,11 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
         log(gpu.mem_bandwidth_gb_s / 1e3), log(gpu.interconnect_bytes_s / 1e9), log(peak / gpu.mem_bandwidth_bytes_s),
         log(peak / gpu.interconnect_bytes_s), gpu.tdp_w / 1e3, gpu.idle_w / 1e3, log(dep.n_gpus),
         log(m.active_params), math.log1p(m.num_experts), m.experts_per_token, m.mean_weight_bits], dtype=np.float64)
-    glob = np.concatenate([per_step, has.astype(float)[:, None], np.broadcast_to(const, (S, const.size))], axis=1)
-    return StepFeatures(
-        node_x=node_x.astype(np.float32), global_x=glob.astype(np.float32), edge_index=g.edge_index,
-        flops=f_s, memory_bytes=m_s, network_bytes=n_s, flops_prefill=f_p, flops_decode=f_d,
-        memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p, network_bytes_decode=n_d,
-        roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d,
-        prefill_tokens=ag.prefill[:, 1].copy(), decode_tokens=ag.decode[:, 1].copy(), n_requests=ag.step[:, 4].copy(),
-        duration_s=dur.copy(),
-    )
+    const.setflags(write=False)
+    if len(cache) > 256:
+        cache.clear()
+    cache[key] = (dep.model, dep.gpu, const)
+    return const
 
 
-@dataclass(frozen=True)
-class KernelRow:
-    """One line of ``llmco2 graph``: one kernel, per GPU, for one layer (or once per step for the
-    outside kernels)."""
-
-    name: str
-    ktype: str
-    scope: str  # "layer" or "model"
-    flops: float
-    mem_bytes: float
-    net_bytes: float
-    intensity: float  # MAI (FLOP/byte of memory), or NAI for network kernels
-    roofline_tflops: float  # attainable performance min(peak, BW x intensity)
-    bound: str
-    time_s: float
-
-
-def kernel_table(dep: Deployment, steps: StepBatch, step_index: int = 0, fused_attention: bool = True) -> list[KernelRow]:
-    """Per-kernel figures of one step, for display."""
-    g = layer_graph(dep, fused_attention)
-    ag = aggregates(steps, dep).step[step_index:step_index + 1]
-    gpu = dep.gpu
-    rows = []
-    for scope, ks in (("layer", g.kernels), ("model", g.outside)):
-        r = roofline(ks, ag, dep)
-        peaks = np.broadcast_to(kernel_peaks(ks, dep), (len(ks),))
-        for j, k in enumerate(ks):
-            peak = float(peaks[j])
-            f, mb, nb = r.flops[0, j], r.mem_bytes[0, j], r.net_bytes[0, j]
-            if k.is_network:
-                inten = f / nb if nb else 0.0
-                attain = min(peak, gpu.interconnect_bytes_s * inten)
-            else:
-                inten = f / mb if mb else 0.0
-                attain = min(peak, gpu.mem_bandwidth_bytes_s * inten)
-            rows.append(KernelRow(k.name, k.ktype, scope, f, mb, nb, inten, attain / 1e12,
-                                  ("compute", "memory", "network")[int(r.bound[0, j])], float(r.time_s[0, j])))
-    return rows
-
-
-def ridge_points(dep: Deployment) -> tuple[float, float]:
-    """(MRP, NRP): FLOP per memory byte and per network byte where a kernel turns compute-bound."""
-    gpu = dep.gpu
-    peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
-    return peak / gpu.mem_bandwidth_bytes_s, peak / gpu.interconnect_bytes_s
+_CONSTANTS: dict = {}

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..predictor.api import Deployment
 from ..workload import StepBatch
-from .builder import _coefs, aggregates, layer_graph, roofline, slice_aggregates
+from .aggregates import aggregates, slice_aggregates
+from .builder import _coefs, kernel_peaks, layer_graph, roofline
 
 _ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv", "attention_mla")
 
@@ -37,6 +38,20 @@ def _groups(g) -> tuple:
     return groups
 
 
+def _peaks(g, dep: Deployment) -> tuple:
+    """Each kernel group's compute peaks (:func:`~.builder.kernel_peaks`) on ``dep``'s GPU and number
+    format, kept on the graph with its groups."""
+    gpu = dep.gpu
+    key = (id(gpu), dep.model.act_bits)
+    cache = g.__dict__.setdefault("_share_peaks", {})
+    hit = cache.get(key)
+    if hit is not None and hit[0] is gpu:
+        return hit[1]
+    peaks = tuple(kernel_peaks(ks, dep) for ks, _ in _groups(g))
+    cache[key] = (gpu, peaks)
+    return peaks
+
+
 def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
     """float64 [R]: share of its step's energy for each request slice; sums to 1 per step."""
     if steps.n_slices == 0:
@@ -46,18 +61,18 @@ def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
     S = steps.n_steps
     idx = steps.request_step
     agg = aggregates(steps, dep).step
-
     (attn, c_attn), (token_layer, c_tl), (token_outside, c_to), (logit, c_logit) = _groups(g)
+    p_attn, p_tl, p_to, p_logit = _peaks(g, dep)
 
-    t_token = L * roofline(token_layer, agg, dep, c_tl).time_s.sum(1)
-    t_token += roofline(token_outside, agg, dep, c_to).time_s.sum(1)
-    t_logit = roofline(logit, agg, dep, c_logit).time_s.sum(1)
+    t_token = L * roofline(token_layer, agg, dep, c_tl, p_tl, with_bound=False).time_s.sum(1)
+    t_token += roofline(token_outside, agg, dep, c_to, p_to, with_bound=False).time_s.sum(1)
+    t_logit = roofline(logit, agg, dep, c_logit, p_logit, with_bound=False).time_s.sum(1)
 
     new = steps.new_tokens.astype(np.float64)
     ctx = steps.context_tokens.astype(np.float64)
     per = slice_aggregates(new, ctx, dep.model)
     # each slice's own attention time (as if alone), then the step's attention time split by it
-    t_attn_slice = L * roofline(attn, per, dep, c_attn).time_s.sum(1)
+    t_attn_slice = L * roofline(attn, per, dep, c_attn, p_attn, with_bound=False).time_s.sum(1)
     t_attn = np.bincount(idx, weights=t_attn_slice, minlength=S)
 
     tokens = np.bincount(idx, weights=new, minlength=S)

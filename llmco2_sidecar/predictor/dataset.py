@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..graph import StepFeatures, step_features
+from ..graph import GLOBAL_FEATURE_NAMES, StepFeatures, step_features
+from ..graph.builder import duration_globals
 from ..hardware.catalog import load_gpu
 from ..models.catalog import load_model
 from ..workload import Parallelism, StepBatch
@@ -168,17 +169,22 @@ def extra_globals(f: StepFeatures, duration_s: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(duration_s, 1e-9) / np.maximum(f.roofline_s, 1e-12))[:, None].astype(np.float32)
 
 
-def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationModel | None = None) -> Featurized:
-    """Features of steps; missing durations are filled by ``duration_model`` first."""
-    f = step_features(dep, steps)
+def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationModel | None = None,
+                    node_major: bool = False) -> Featurized:
+    """Features of steps; missing durations are filled by ``duration_model`` first. ``node_major``:
+    the dynamic node features node-major in ``features.node_dyn`` instead of ``node_x`` (inference)."""
+    f = step_features(dep, steps, node_major=node_major)
     dur = steps.duration_s
     if not np.isfinite(dur).all():
         if duration_model is None:
             raise ValueError("steps without observed duration need a duration model")
-        filled = np.where(np.isfinite(dur), dur, duration_model.predict(f))
-        steps = StepBatch(steps.request_step, steps.context_tokens, steps.new_tokens, filled)
-        f = step_features(dep, steps)
-        dur = filled
+        dur = np.where(np.isfinite(dur), dur, duration_model.predict(f))
+        # only the duration globals depend on it: as step_features with the filled durations
+        log_dur, has = duration_globals(dur)
+        col = GLOBAL_FEATURE_NAMES.index("log_duration_s")
+        f.global_x[:, col] = log_dur
+        f.global_x[:, col + 1] = has
+        f.duration_s = dur.copy()
     tot, pre = prior_terms(dep, f, dur, steps)
     gx = np.concatenate([f.global_x, extra_globals(f, dur)], axis=1)
     low, high = power_bounds_j(dep.n_gpus, dep.gpu, dur)

@@ -28,6 +28,7 @@ from .fused import FusedForward
 from .layers import TwoStageGNN, mean_adjacency
 from .physics import GuardStats, apply_power_bounds, soft_window_log
 from .prior import DurationModel, PhysicsPrior
+from .threads import match_torch_threads
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 DEFAULT_MODEL = WEIGHTS_DIR / "llmco2-gnn-v1.safetensors"
@@ -91,9 +92,6 @@ class ModelState:
     #: 1 and inf: the network's residual unchanged)
     residual_scale: float = 1.0
     residual_bound: float = float("inf")
-
-
-FUSED_MAX_STEPS = 128  # predict_steps: up to this many steps per call through FusedForward
 
 
 class GNNPredictor(StepPredictor):
@@ -203,18 +201,33 @@ class GNNPredictor(StepPredictor):
         return (torch.from_numpy(x), adj, torch.from_numpy(g), torch.from_numpy(fe.prior_tot),
                 torch.from_numpy(fe.prior_pre))
 
-    def _arrays(self, fe: Featurized) -> tuple[np.ndarray, ...]:
-        """The inputs of :class:`FusedForward`: :meth:`_tensors` as NumPy, log priors applied."""
-        x, adj, g = self._normalized(fe)
-        lt, lp = self.log_priors_np(fe.prior_tot, fe.prior_pre)
-        return x, adj.numpy(), g, lp, lt
-
     def _fused(self) -> FusedForward:
         """The fused inference forward, rebuilt when a parameter changed (training goes on)."""
+        match_torch_threads()  # NumPy's BLAS team as torch's intra-op one (predictor/threads.py)
         f = self._fused_fwd
         if f is None or f.stamp(self.nets) != f.built_at:
-            f = self._fused_fwd = FusedForward(self.nets)
+            from ..graph.kernels import KERNEL_TYPES
+
+            n_static = len(KERNEL_TYPES) + 3
+            f = self._fused_fwd = FusedForward(self.nets, self.state.norm, self._node_idx, self._glob_idx, n_static,
+                                               len(NODE_FEATURE_NAMES) - n_static, len(ALL_GLOBALS))
         return f
+
+    def _fused_inputs(self, fe: Featurized, fused: FusedForward | None = None) -> tuple:
+        """The inputs of :class:`FusedForward` for node-major features (``featurize_steps(...,
+        node_major=True)``): the layer graph's plan, the dynamic node features, the raw globals and
+        the log priors (prefill, total)."""
+        fused = fused or self._fused()
+        g = fe.features.layer_graph
+        n = g.n_nodes
+
+        def adj() -> np.ndarray:
+            return mean_adjacency(torch.from_numpy(g.edge_index), n).numpy()
+
+        # static features as the reference path sees them (float32 node_x)
+        plan = fused.plan_for(g, g.static_nodes.astype(np.float32), adj)
+        lt, lp = self.log_priors_np(fe.prior_tot, fe.prior_pre)
+        return plan, fe.features.node_dyn, fe.global_x, lp, lt
 
     def predict_duration_s(self, deployment: Deployment, steps: StepBatch) -> np.ndarray:
         """The ``duration_s`` that :meth:`predict_steps` would return, without the energy (the
@@ -224,24 +237,32 @@ class GNNPredictor(StepPredictor):
         dur = steps.duration_s
         t, n = step_roofline_s(deployment, steps)
         # DurationModel.predict: the Roofline time plus non-negative overheads (never faster than Roofline)
-        model = np.maximum(t + np.stack([t, np.ones_like(t), n], axis=1) @ np.maximum(self.state.duration.coef, 0.0), 1e-6)
+        terms = np.empty((t.shape[0], 3))  # DurationModel.terms: [roofline_s, 1, n_requests]
+        terms[:, 0] = t
+        terms[:, 1] = 1.0
+        terms[:, 2] = n
+        model = np.maximum(t + terms @ np.maximum(self.state.duration.coef, 0.0), 1e-6)
         return np.where(np.isfinite(dur), dur, model)
 
-    def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:
+    def predict_steps(self, deployment: Deployment, steps: StepBatch, reference: bool = False) -> StepPrediction:
+        """Energy of every step. The GNN runs as the fused NumPy forward (:mod:`.fused`, the product's
+        path); ``reference=True`` runs the torch modules instead (what training fits and the
+        accuracy benchmark scores; the tests hold the two within 1e-5 in log energy)."""
         if steps.n_steps == 0:
             z = np.zeros(0)
             return StepPrediction(z, z.copy(), z.copy())
-        fe = featurize_steps(deployment, steps, self.state.duration)
-        if steps.n_steps <= FUSED_MAX_STEPS:  # few steps: per-call overhead dominates, fused NumPy wins
-            arrays = self._arrays(fe)
-            lp, lt = self._fused()(*arrays)
-            lt = self.shrink(lt.astype(np.float64), arrays[4].astype(np.float64))
-            lp = lp.astype(np.float64)
-        else:  # many steps: torch's matrix products win (benchmarks/predictor_speed.py)
+        if reference:
+            fe = featurize_steps(deployment, steps, self.state.duration)
             with torch.no_grad():
-                lp_t, lt_t = self.forward_group(*self._tensors(fe))
-            lt = lt_t.double().numpy()
-            lp = lp_t.double().numpy()
+                lp_t, lt_t = self.forward_group(*self._tensors(fe))  # forward_group applies the shrink
+            lp, lt = lp_t.numpy(), lt_t.numpy().astype(np.float64)
+        else:
+            fe = featurize_steps(deployment, steps, self.state.duration, node_major=True)
+            fused = self._fused()
+            inputs = self._fused_inputs(fe, fused)
+            lp, lt = fused(*inputs)
+            lt = self.shrink(lt.astype(np.float64), inputs[4].astype(np.float64))
+        lp = lp.astype(np.float64)
         if self.state.config.soft_window:  # the model's own power window (the guard below then never binds)
             lt = soft_window_log(lt, np.log(np.maximum(fe.e_low, 1e-300)), np.log(np.maximum(fe.e_high, 1e-300)))
             tot = np.minimum(np.maximum(np.exp(lt), fe.e_low), fe.e_high)  # exp(log(x)): one ulp either way

@@ -63,24 +63,56 @@ def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray, steps)
     """Prior design matrices ``(total [S, 4], prefill [S, 4])`` in J (see module docstring): loaded-idle
     energy over the step, and compute, memory and network busy time x the GPU's dynamic range."""
     t = np.asarray(duration_s, dtype=np.float64)
+    n_idle, n_dyn, j_flop, j_byte, j_net = _gpu_constants(dep)
+    S, nb, nl = t.shape[0], len(BUSY_MULTIPLES), len(LOWP_MULTIPLES)
+    total = np.empty((S, 4 + nb + nl))
+    np.multiply(n_idle, t, out=total[:, 0])
+    busy = total[:, 1:1 + nb]
+    np.minimum(t[:, None], f.roofline_s[:, None] * _BUSY, out=busy)
+    busy *= n_dyn
+    np.multiply(j_flop, f.flops, out=total[:, 1 + nb])
+    np.multiply(j_byte, f.memory_bytes, out=total[:, 2 + nb])
+    np.multiply(j_net, f.network_bytes, out=total[:, 3 + nb])
+    lowp = total[:, 4 + nb:]
+    if is_low_precision(dep.model):  # busy time a 16-bit twin would add (0 for a 16-bit model)
+        t16 = roofline16_s(dep, f, steps)
+        for k, m in enumerate(LOWP_MULTIPLES):
+            lowp[:, k] = n_dyn * np.maximum(np.minimum(t, m * t16) - np.minimum(t, m * f.roofline_s), 0.0)
+    else:
+        lowp[:] = 0.0
+    roof_sum = f.roofline_s_prefill + f.roofline_s_decode
+    has_prefill = f.prefill_tokens > 0
+    share = np.where(has_prefill, f.roofline_s_prefill / np.maximum(roof_sum, 1e-30), 0.0)
+    pre = np.empty_like(total)
+    np.multiply(total[:, :1 + nb], share[:, None], out=pre[:, :1 + nb])
+    np.multiply(j_flop, f.flops_prefill, out=pre[:, 1 + nb])
+    np.multiply(j_byte, f.memory_bytes_prefill, out=pre[:, 2 + nb])
+    np.multiply(j_net, f.network_bytes_prefill, out=pre[:, 3 + nb])
+    np.multiply(lowp, share[:, None], out=pre[:, 4 + nb:])
+    pre[~has_prefill] = 0.0
+    return total, pre
+
+
+_BUSY = np.array(BUSY_MULTIPLES, dtype=np.float64)
+_GPU_CONSTANTS: dict = {}
+
+
+def _gpu_constants(dep: Deployment) -> tuple[float, ...]:
+    """``(n x loaded idle W, n x dynamic range W, J per FLOP, J per byte, J per network byte)`` of the
+    deployment's GPU (n = its GPU count), computed once per GPU object and number format."""
     gpu = dep.gpu
+    key = (id(gpu), dep.model.act_bits, dep.n_gpus)
+    hit = _GPU_CONSTANTS.get(key)
+    if hit is not None and hit[0] is gpu:
+        return hit[1]
     p_idle = loaded_idle_w(gpu)
     dyn = dynamic_range_w(gpu)
-    j_flop = dyn / gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
-    j_byte = dyn / gpu.mem_bandwidth_bytes_s
-    j_net = dyn / gpu.interconnect_bytes_s
-    busy = [dep.n_gpus * dyn * np.minimum(t, m * f.roofline_s) for m in BUSY_MULTIPLES]
-    t16 = roofline16_s(dep, f, steps)
-    lowp = [dep.n_gpus * dyn * np.maximum(np.minimum(t, m * t16) - np.minimum(t, m * f.roofline_s), 0.0)
-            for m in LOWP_MULTIPLES]
-    total = np.stack([dep.n_gpus * p_idle * t, *busy, j_flop * f.flops, j_byte * f.memory_bytes,
-                      j_net * f.network_bytes, *lowp], axis=1)
-    roof_sum = f.roofline_s_prefill + f.roofline_s_decode
-    share = np.where(f.prefill_tokens > 0, f.roofline_s_prefill / np.maximum(roof_sum, 1e-30), 0.0)
-    pre = np.stack([dep.n_gpus * p_idle * t * share, *(b * share for b in busy), j_flop * f.flops_prefill,
-                    j_byte * f.memory_bytes_prefill, j_net * f.network_bytes_prefill, *(b * share for b in lowp)], axis=1)
-    pre = np.where((f.prefill_tokens > 0)[:, None], pre, 0.0)
-    return total, pre
+    out = (dep.n_gpus * p_idle, dep.n_gpus * dyn, dyn / gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits)),
+           dyn / gpu.mem_bandwidth_bytes_s, dyn / gpu.interconnect_bytes_s)
+    if len(_GPU_CONSTANTS) > 256:
+        _GPU_CONSTANTS.clear()
+    _GPU_CONSTANTS[key] = (gpu, out)
+    return out
 
 
 def is_low_precision(model) -> bool:

@@ -30,6 +30,7 @@ tokens, per-slice request slots) for the accounting, which uses the sidecar's ow
 from __future__ import annotations
 
 from collections import deque
+from operator import attrgetter
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -40,6 +41,11 @@ from .trace import TraceRequest
 
 from .engine_types import (DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, POLICIES, _MAX_RUN,  # noqa: F401
                            EngineConfig, EngineStats, Req, StepChunk)
+
+
+_PROCESSED, _TARGET, _SLOT, _RECOMPUTE = (attrgetter("processed"), attrgetter("target"), attrgetter("slot"),
+                                          attrgetter("recompute"))
+_OUTPUT, _GENERATED, _BLOCKS = attrgetter("output"), attrgetter("generated"), attrgetter("blocks")
 
 
 def step_durations(predictor, dep, sb: StepBatch) -> np.ndarray:
@@ -255,11 +261,12 @@ class EngineSimulator:
 
     def _one_step(self, batch: list, running: list, buf: _Buffer) -> float:
         n = len(batch)
-        ctx = np.fromiter((r.processed for r, _ in batch), dtype=np.int64, count=n)
+        reqs = [r for r, _ in batch]
+        ctx = np.fromiter(map(_PROCESSED, reqs), dtype=np.int64, count=n)
         new = np.fromiter((k for _, k in batch), dtype=np.int64, count=n)
-        pre = np.fromiter((r.processed < r.target for r, _ in batch), dtype=bool, count=n)
-        slots = np.fromiter((r.slot for r, _ in batch), dtype=np.int64, count=n)
-        rec = np.fromiter((r.recompute for r, _ in batch), dtype=bool, count=n)
+        pre = ctx < np.fromiter(map(_TARGET, reqs), dtype=np.int64, count=n)
+        slots = np.fromiter(map(_SLOT, reqs), dtype=np.int64, count=n)
+        rec = np.fromiter(map(_RECOMPUTE, reqs), dtype=bool, count=n)
         dur = float(step_durations(self.predictor, self.dep,
                                    StepBatch(np.zeros(n, dtype=np.int64), ctx, new, np.full(1, np.nan)))[0])
         start, end = self.now, self.now + dur
@@ -304,9 +311,10 @@ class EngineSimulator:
         requests that finish simply leave the run (nothing can be admitted before the next arrival);
         with someone waiting, a finish ends the run (it may let them in)."""
         m = len(running)
-        proc = np.fromiter((r.processed for r in running), dtype=np.int64, count=m)
-        left = np.fromiter((r.output - r.generated for r in running), dtype=np.int64, count=m)
-        blocks = np.fromiter((r.blocks for r in running), dtype=np.int64, count=m)
+        proc = np.fromiter(map(_PROCESSED, running), dtype=np.int64, count=m)
+        left = (np.fromiter(map(_OUTPUT, running), dtype=np.int64, count=m)
+                - np.fromiter(map(_GENERATED, running), dtype=np.int64, count=m))
+        blocks = np.fromiter(map(_BLOCKS, running), dtype=np.int64, count=m)
         span = int(left.min()) if waiting else int(left.max())
         K = min(span, _MAX_RUN, self.chunk_steps - buf.n_steps)  # chunks end where single steps end them
         # an arrival may be admitted (at once, or once a finish makes room): the run stops before it
@@ -320,7 +328,7 @@ class EngineSimulator:
         # blocks each request needs after step j: ceil((proc + j + 1) / B); step 0 is allocated. Blocks
         # of requests that finished are counted as still held: a conservative check (the run ends earlier)
         need = -(-(proc[None, :] + np.minimum(j[:, None], left[None, :] - 1) + 1) // BLOCK_TOKENS)
-        extra = (need - blocks[None, :]).clip(min=0).sum(axis=1)
+        extra = np.maximum(need - blocks[None, :], 0).sum(axis=1)
         fits = extra <= self._free_blocks
         if not fits.all():
             K = int(np.argmin(fits))  # the first step that does not fit ends the run before it
@@ -343,7 +351,7 @@ class EngineSimulator:
                 n_slices = int(counts[:K].sum())
                 act, counts = act[:K], counts[:K]
                 ctx, step_of, dur, starts, ends = ctx[:n_slices], step_of[:n_slices], dur[:K], starts[:K], ends[:K]
-        slots = np.fromiter((r.slot for r in running), dtype=np.int64, count=m)
+        slots = np.fromiter(map(_SLOT, running), dtype=np.int64, count=m)
         n = ctx.shape[0]
         buf.start.append(starts)
         buf.end.append(ends)
@@ -363,7 +371,7 @@ class EngineSimulator:
         self.now = float(ends[-1])
         steps_run = np.minimum(left, K)  # decode steps each request ran
         final_blocks = -(-(proc + steps_run) // BLOCK_TOKENS)
-        grow = (final_blocks - blocks).clip(min=0)
+        grow = np.maximum(final_blocks - blocks, 0)
         self._free_blocks -= int(grow.sum())
         done = []
         for i, r in enumerate(running):

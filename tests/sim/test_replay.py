@@ -127,3 +127,18 @@ def test_engine_knobs_change_the_outcome(trace):
     b = run_replay(_setup(trace, engine=EngineConfig(max_num_seqs=256)))
     assert a["latency_s"]["ttft_p99"] > b["latency_s"]["ttft_p99"]
     assert a["simulation"]["max_running"] <= 4
+
+
+def test_shipped_predictor_figures_do_not_depend_on_the_call_size(trace, monkeypatch):
+    """The replay predicts its chunks in calls of PREDICT_STEPS steps (the fused GNN forward runs them
+    in blocks): other call sizes give the same summary, with the shipped GNN."""
+    from llmco2_sidecar.sim import replay as replay_mod
+
+    setup = ReplaySetup(trace=trace, model=MODEL, gpu=GPU, predictor="default")
+    want = run_replay(setup)
+    for size in (7, 128):
+        monkeypatch.setattr(replay_mod, "PREDICT_STEPS", size)
+        got = run_replay(setup)
+        for k, v in want["energy_j"].items():
+            assert got["energy_j"][k] == pytest.approx(v, rel=1e-7), (size, k)
+    assert want["predictor"] == "llmco2-gnn-v1" and want["energy_j"]["total"] > 0
