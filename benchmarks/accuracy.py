@@ -130,7 +130,7 @@ def table(results: list[Result], names: list[str], metric: str) -> list[str]:
     return lines
 
 
-def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, prefix: str = "accuracy") -> None:
+def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, file_prefix: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +160,7 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, 
     order = sorted(range(len(labels)), key=lambda k: names.index(labels[k]) if labels[k] in names else len(names))
     axes[0].legend([handles[k] for k in order], [labels[k] for k in order], fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(out_dir / f"{prefix}_scatter.png", dpi=110)
+    fig.savefig(out_dir / f"{file_prefix}_scatter.png", dpi=110)
     plt.close(fig)
 
     splits = list(dict.fromkeys(r.split for r in results))
@@ -178,12 +178,13 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, 
     ax.set_title("Held-out MAPE per group")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out_dir / f"{prefix}_mape.png", dpi=110)
+    fig.savefig(out_dir / f"{file_prefix}_mape.png", dpi=110)
     plt.close(fig)
 
 
 _WORK = None  # (examples, feats, splits, seed, epochs, t0): inherited by the forked workers
 _PREDICTORS = ""  # --predictors: inherited by the forked workers
+_MOE_RECIPE = False  # --moe-recipe: inherited by the forked workers
 
 
 def _selected(specs: dict, prefixes: str) -> dict:
@@ -202,7 +203,7 @@ def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
         specs = {name: v for name, v in ablation_specs(epochs=epochs).items()
                  if name in ("+ prefill/decode (2 GNN)", "+ targeted refinement", "+ physics prior + refinement")}
     else:
-        specs = _selected(predictor_specs(epochs=epochs), _PREDICTORS)
+        specs = _selected(predictor_specs(epochs=epochs, moe_recipe=_MOE_RECIPE), _PREDICTORS)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] worker {k}: {msg}", flush=True)  # noqa: E731
     return evaluate(examples, feats, splits[k::n], specs, seed=seed, progress=log)
 
@@ -241,6 +242,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--moe-recipe", action="store_true", help="ours and the prior alone with the MoE recipe's switches "
+                    "(soft power window; prior design and GNN residual scale/bound chosen on the training side); default: "
+                    "the shipped dense recipe")
     ap.add_argument("--predictors", default="", help="only the predictors whose name starts with one of these "
                     "comma-separated prefixes, e.g. 'llmco2-gnn,physics prior' (default: all; the others' figures on the "
                     "same splits then come from another run, which the output must name)")
@@ -260,13 +264,13 @@ def main() -> int:
     splits = make_splits(examples)
     if args.splits:
         splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
-    specs = _selected(predictor_specs(epochs=args.epochs), args.predictors)
+    specs = _selected(predictor_specs(epochs=args.epochs, moe_recipe=args.moe_recipe), args.predictors)
     if not specs:
         print(f"accuracy.py: predictors: none starts with {args.predictors!r}", file=sys.stderr)
         return 2
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
-    global _WORK, _PREDICTORS
-    _PREDICTORS = args.predictors
+    global _WORK, _PREDICTORS, _MOE_RECIPE
+    _PREDICTORS, _MOE_RECIPE = args.predictors, args.moe_recipe
     _WORK = (examples, feats, splits, args.seed, args.epochs, t0)
     results, points = _run_parallel(specs, len(splits), args.jobs, log, ablation=False)
     names = list(specs)
@@ -291,7 +295,7 @@ def main() -> int:
         " --dense-only" if args.dense_only else "") + (
         f" --splits '{args.splits}'" if args.splits else "") + (
         f" --prefix {args.prefix}" if args.prefix != "accuracy" else "") + (
-        f" --predictors '{args.predictors}'" if args.predictors else "")
+        f" --predictors '{args.predictors}'" if args.predictors else "") + (" --moe-recipe" if args.moe_recipe else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
         f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "
@@ -308,10 +312,13 @@ def main() -> int:
         "with a single architecture is scored once, as `model=`). Every GNN variant (ours and the GNN baselines) is the "
         "same two-member ensemble over `HYPER_GRID` (predictor/training.py), each member early-stopped on held-out "
         "architectures inside the training side; the physics prior's design (datasheet-scaled terms, busy-time multiples, "
-        "coefficient bounds) was chosen before this run, and no choice ever used a test group. Ours keeps the power window "
-        "inside the model (a soft window at 0.98 x the power limit and above idle, trained through) and keeps "
-        "`scale x clip(residual, -bound, bound)` of the GNN's log-residual over the prior, scale and bound chosen per split "
-        "on the same validation architectures (`training.choose_shrink`); the GNN baselines keep the hard clamp and their raw output.",
+        "coefficient bounds) was chosen before this run, and no choice ever used a test group."
+        + (" MoE recipe (`--moe-recipe`): ours keeps the power window inside the model (a soft window at 0.98 x the power "
+           "limit and above idle, trained through) and keeps `scale x clip(residual, -bound, bound)` of the GNN's "
+           "log-residual over the prior, scale and bound chosen per split on the same validation architectures "
+           "(`training.choose_shrink`); ours and the prior alone choose the prior's design (one fit over every row, or the "
+           "16-bit physics from 16-bit rows plus low-precision busy terms) by inner leave-one-architecture-out on the "
+           "training side; the GNN baselines are unchanged." if args.moe_recipe else ""),
         "",
         *([f"Only {', '.join(names)} ran here (`--predictors`); the other predictors on the same splits come from a "
            "full run, named where these figures are used.", ""] if args.predictors else []),

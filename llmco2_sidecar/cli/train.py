@@ -38,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dense-only", action="store_true",
                    help="leave the mixture-of-experts rows out (the shipped llmco2-gnn-v1 is trained this way)")
+    p.add_argument("--moe-recipe", action="store_true",
+                   help="the MoE recipe (soft power window inside the model; prior design and GNN residual scale/bound "
+                   "chosen on held-out architectures inside the training data): benchmarks/results/accuracy_moe*.md. "
+                   "Default: the shipped dense recipe")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")
@@ -67,14 +71,14 @@ def run(args: argparse.Namespace) -> int:
         examples, feats = [examples[i] for i in keep], [feats[i] for i in keep]
     if not examples:
         raise InputError("data", "no usable training rows found", "ML.ENERGY v3 model files or measurement CSVs")
-    config = GNNConfig()
-    options = TrainOptions(epochs=args.epochs, seed=args.seed)
+    config = GNNConfig(soft_window=args.moe_recipe)
+    options = TrainOptions(epochs=args.epochs, seed=args.seed, choose_on_validation=args.moe_recipe)
     splits = [] if args.no_heldout else make_splits(examples)
     n_fits = len(HYPER_GRID) * (2 + len(splits))
     results = []
     with tqdm(total=args.epochs * len(HYPER_GRID) * (2 + len(splits)), disable=args.quiet, desc="llmco2 train", unit="epoch") as bar:
         if splits:
-            specs = {"llmco2-gnn": gnn_spec(config, options, progress=bar.update), "physics prior": prior_spec()}
+            specs = {"llmco2-gnn": gnn_spec(config, options, progress=bar.update), "physics prior": prior_spec(args.moe_recipe)}
             results, _ = evaluate(examples, feats, splits, specs, seed=args.seed)
         fit_idx, val_idx = validation_split(np.arange(len(examples)), [architecture(e) for e in examples], seed=args.seed)
         chosen = train_ensemble(examples, feats, fit_idx, val_idx, config, options, progress=bar.update)

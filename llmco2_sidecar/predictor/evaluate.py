@@ -109,9 +109,9 @@ def predict_gnn(model: GNNPredictor, examples: list[Example], feats: list[Featur
     return model.predict_packed(p)
 
 
-def prior_spec() -> Spec:
+def prior_spec(choose_design: bool = False) -> Spec:
     def fit(examples, feats, train, seed):
-        prior = fit_prior(feats, examples, train)
+        prior = fit_prior(feats, examples, train, choose_design)
         return lambda test: example_prior_terms([feats[i] for i in test], [examples[i] for i in test]) @ prior.coef
     return fit
 
@@ -127,12 +127,14 @@ def baseline_spec(cls) -> Spec:
 OURS = "llmco2-gnn (2-GNN + physics prior)"
 
 
-def predictor_specs(epochs: int = 300) -> dict[str, Spec]:
-    """Every predictor of the accuracy table (ours first)."""
+def predictor_specs(epochs: int = 300, moe_recipe: bool = False) -> dict[str, Spec]:
+    """Every predictor of the accuracy table (ours first). ``moe_recipe``: ours and the prior alone
+    with the MoE recipe's switches (soft power window, choices on the training side's validation)."""
     opt = TrainOptions(epochs=epochs)
+    ours_opt = TrainOptions(epochs=epochs, choose_on_validation=moe_recipe)
     return {
-        OURS: gnn_spec(GNNConfig(), opt),
-        "physics prior alone": prior_spec(),
+        OURS: gnn_spec(GNNConfig(soft_window=moe_recipe), ours_opt),
+        "physics prior alone": prior_spec(moe_recipe),
         "LLMCO2 paper 2-GNN (no prior)": gnn_spec(GNNConfig(name="paper-2gnn", use_prior=False, soft_window=False), opt),
         "NNLQP (1 GNN)": gnn_spec(GNNConfig(name="nnlqp", two_stage=False, use_prior=False, roofline_features=False,
                                             phase_features=False, soft_window=False), opt),

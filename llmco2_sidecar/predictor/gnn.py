@@ -53,8 +53,9 @@ class GNNConfig:
     roofline_features: bool = True
     phase_features: bool = True
     #: the power window inside the model (:func:`~.physics.soft_window_log`), trained through: the
-    #: product's hard guard then never binds. Model files written before it read False (hard clamp).
-    soft_window: bool = True
+    #: product's hard guard then never binds. Part of the MoE recipe (``llmco2 train --moe-recipe``);
+    #: off by default and in model files written before it (hard clamp).
+    soft_window: bool = False
 
     def node_columns(self) -> list[str]:
         cols = []

@@ -36,6 +36,10 @@ class TrainOptions:
     refine_rounds: int = 0
     refine_epochs: int = 100
     seed: int = 0
+    #: the MoE recipe's training-side choices (``--moe-recipe``): the prior's design by inner
+    #: leave-one-architecture-out (:meth:`~.prior.PhysicsPrior.fit`) and the GNN residual's scale and
+    #: bound on the validation architectures (:func:`choose_shrink`). Off: the shipped dense recipe.
+    choose_on_validation: bool = False
 
 
 def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> DurationModel:
@@ -50,10 +54,12 @@ def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarr
     return DurationModel().fit(a, y)
 
 
-def fit_prior(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> PhysicsPrior:
+def fit_prior(feats: list[Featurized], examples: list[Example], idx: np.ndarray, choose_design: bool = False) -> PhysicsPrior:
+    """The physics prior on ``idx``; with ``choose_design`` its design (one fit over every row, or the
+    16-bit physics from 16-bit rows plus the low-precision terms) by inner leave-one-architecture-out."""
     a = example_prior_terms([feats[i] for i in idx], [examples[i] for i in idx])
     y = np.array([examples[i].target for i in idx])
-    return PhysicsPrior().fit(a, y, groups=[examples[i].model for i in idx])
+    return PhysicsPrior().fit(a, y, groups=[examples[i].model for i in idx] if choose_design else None)
 
 
 def train_gnn(
@@ -69,7 +75,7 @@ def train_gnn(
     torch.manual_seed(options.seed)
     np.random.seed(options.seed)
     train_idx = np.asarray(train_idx)
-    prior = fit_prior(feats, examples, train_idx) if config.use_prior else PhysicsPrior()
+    prior = fit_prior(feats, examples, train_idx, options.choose_on_validation) if config.use_prior else PhysicsPrior()
     duration = fit_duration(feats, examples, train_idx)
     node_cols = np.array([NODE_FEATURE_NAMES.index(c) for c in config.node_columns()])
     glob_cols = np.array([ALL_GLOBALS.index(c) for c in config.global_columns()])
@@ -154,7 +160,7 @@ def train_ensemble(
     options: TrainOptions = TrainOptions(),
     grid: tuple[dict, ...] = HYPER_GRID,
     progress: Callable[[int], None] | None = None,
-    shrink: bool = True,
+    shrink: bool | None = None,
 ) -> GNNPredictor:
     """Train one network per grid point (each early-stopped on ``val_idx``) and average them; with a
     prior and validation rows, :func:`choose_shrink` sets how much of the GNN's residual is kept."""
@@ -174,7 +180,7 @@ def train_ensemble(
         from .dataset import pack
 
         vp = pack([feats[i] for i in val_idx], [examples[i] for i in val_idx], model._node_idx, model._glob_idx, state.norm)
-        if config.use_prior and shrink:
+        if config.use_prior and (options.choose_on_validation if shrink is None else shrink):
             choose_shrink(model, vp)
         state.info["val_mape"] = float(np.mean(np.abs(model.predict_packed(vp) / vp.target.numpy() - 1)) * 100)
     return model

@@ -44,7 +44,7 @@ def test_soft_window_torch_equals_numpy_and_has_gradients():
     assert g[2] > 0.99 and g[-1] < 0.01  # in the middle the raw energy passes through; far above the cap, not
 
 
-def _model(tiny_data, config=GNNConfig()):
+def _model(tiny_data, config=GNNConfig(soft_window=True)):
     ex, feats = tiny_data
     idx = np.arange(len(ex))
     return train_gnn(ex, feats, idx[:-3], idx[-3:], config, TrainOptions(epochs=10, eval_every=5))
