@@ -137,6 +137,13 @@ class GNNPredictor(StepPredictor):
         """The first (for a single model: the only) network."""
         return self.nets[0]
 
+    @property
+    def _uses_lowp(self) -> bool:
+        """Whether the prior uses its low-precision terms (else predict_steps skips computing them)."""
+        from .prior import N_BASE_TERMS
+
+        return bool(self.state.config.use_prior and np.any(np.asarray(self.state.prior.coef)[N_BASE_TERMS:] != 0))
+
     def shrink(self, log_tot, log_prior_tot):
         """The total head's log energy with its residual over the prior scaled and bounded
         (``ModelState.residual_scale`` / ``residual_bound``); NumPy or torch."""
@@ -253,12 +260,13 @@ class GNNPredictor(StepPredictor):
             z = np.zeros(0)
             return StepPrediction(z, z.copy(), z.copy())
         if reference:
-            fe = featurize_steps(deployment, steps, self.state.duration)
+            fe = featurize_steps(deployment, steps, self.state.duration, low_precision_terms=self._uses_lowp)
             with torch.no_grad():
                 lp_t, lt_t = self.forward_group(*self._tensors(fe))  # forward_group applies the shrink
             lp, lt = lp_t.numpy(), lt_t.numpy().astype(np.float64)
         else:
-            fe = featurize_steps(deployment, steps, self.state.duration, node_major=True)
+            fe = featurize_steps(deployment, steps, self.state.duration, node_major=True,
+                                 low_precision_terms=self._uses_lowp)
             fused = self._fused()
             inputs = self._fused_inputs(fe, fused)
             lp, lt = fused(*inputs)

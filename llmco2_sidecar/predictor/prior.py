@@ -59,7 +59,8 @@ N_BASE_TERMS = 1 + len(BUSY_MULTIPLES) + 3
 DURATION_TERMS = ("roofline_s", "constant", "requests")
 
 
-def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray, steps) -> tuple[np.ndarray, np.ndarray]:
+def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray, steps,
+                low_precision_terms: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Prior design matrices ``(total [S, 4], prefill [S, 4])`` in J (see module docstring): loaded-idle
     energy over the step, and compute, memory and network busy time x the GPU's dynamic range."""
     t = np.asarray(duration_s, dtype=np.float64)
@@ -74,7 +75,7 @@ def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray, steps)
     np.multiply(j_byte, f.memory_bytes, out=total[:, 2 + nb])
     np.multiply(j_net, f.network_bytes, out=total[:, 3 + nb])
     lowp = total[:, 4 + nb:]
-    if is_low_precision(dep.model):  # busy time a 16-bit twin would add (0 for a 16-bit model)
+    if low_precision_terms and is_low_precision(dep.model):  # busy time a 16-bit twin would add (0 for 16-bit)
         t16 = roofline16_s(dep, f, steps)
         for k, m in enumerate(LOWP_MULTIPLES):
             lowp[:, k] = n_dyn * np.maximum(np.minimum(t, m * t16) - np.minimum(t, m * f.roofline_s), 0.0)

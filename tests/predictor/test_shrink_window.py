@@ -141,3 +141,24 @@ def test_shrink_and_window_round_trip_and_old_files_keep_the_hard_clamp(tiny_dat
     meta_path.write_text(json.dumps(meta))
     old = GNNPredictor.load(tmp_path / "m.safetensors")
     assert (old.state.residual_scale, old.state.residual_bound, old.state.config.soft_window) == (1.0, float("inf"), False)
+
+
+def test_the_low_precision_prior_terms_are_computed_only_for_a_prior_that_uses_them(tiny_data, monkeypatch):
+    from dataclasses import replace
+
+    from llmco2_sidecar.predictor import prior as prior_mod
+
+    calls = []
+    real = prior_mod.roofline16_s
+    monkeypatch.setattr(prior_mod, "roofline16_s", lambda *a: calls.append(1) or real(*a))
+    ex, _ = tiny_data
+    dep = ex[0].deployment
+    fp8 = replace(dep, model=replace(dep.model, weight_bits=8, gemm_dtype="fp8"))
+    steps = StepBatch.from_steps([[(500, 1)] * 16, [(0, 256)]], [0.02, 0.03])
+    model = _model(tiny_data)
+    model.state.prior.coef[prior_mod.N_BASE_TERMS:] = 0.0
+    before = model.predict_steps(fp8, steps).energy_j
+    assert not calls  # the hot path skips the second Roofline pass
+    model.state.prior.coef[prior_mod.N_BASE_TERMS] = 0.2
+    after = model.predict_steps(fp8, steps).energy_j
+    assert calls and (after > before).all()
