@@ -25,13 +25,20 @@ class StepAggregates:
     mean_context: np.ndarray
     max_context: np.ndarray
     is_prefill: np.ndarray  # bool [R]
+    slices: np.ndarray | None = None  # [R, w]: each slice's own aggregates (:func:`slice_aggregates`)
 
 
 def slice_aggregates(new: np.ndarray, ctx: np.ndarray, model=None) -> np.ndarray:
     """Per request slice: ``[R, 5]`` over (run, T, A, K, n), or ``[R, 8]`` with ``U`` (0 here: it is a
     per-step figure), ``Aw`` and ``Kw`` for models whose kernels need them (:func:`.kernels.extended`)."""
-    cols = [np.ones_like(new), new, new * ctx + new * (new + 1) / 2, ctx + new, np.ones_like(new)]
-    if model is not None and extended(model):
+    ext = model is not None and extended(model)
+    out = np.empty((new.shape[0], 8 if ext else 5))
+    out[:, 0] = 1.0
+    out[:, 1] = new
+    out[:, 2] = new * ctx + new * (new + 1) / 2
+    out[:, 3] = ctx + new
+    out[:, 4] = 1.0
+    if ext:
         W = float(model.local_window or 1)
         end = ctx + new
         if model.local_attention == "chunked":
@@ -46,8 +53,10 @@ def slice_aggregates(new: np.ndarray, ctx: np.ndarray, model=None) -> np.ndarray
                 return lo * (lo + 1) / 2 + (p - lo) * W
             aw = s_(end) - s_(ctx)
             kw = np.minimum(end, W + new - 1)
-        cols += [np.zeros_like(new), aw, kw]
-    return np.stack(cols, axis=1)
+        out[:, 5] = 0.0
+        out[:, 6] = aw
+        out[:, 7] = kw
+    return out
 
 
 def aggregates(steps: StepBatch, dep: Deployment | None = None) -> StepAggregates:
@@ -102,4 +111,4 @@ def _aggregates(steps: StepBatch, dep: Deployment | None) -> StepAggregates:
     max_ctx = np.zeros(S)
     if steps.n_slices:
         np.maximum.at(max_ctx, idx, ctx + new)
-    return StepAggregates(out[0], out[1], out[2], out[0, :, 3] / n, max_ctx, is_prefill)
+    return StepAggregates(out[0], out[1], out[2], out[0, :, 3] / n, max_ctx, is_prefill, per)
