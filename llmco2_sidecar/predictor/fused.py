@@ -162,6 +162,9 @@ class FusedForward:
             self.w2_heads.append((slice(k0, k0 + 2 * w), sl, np.concatenate([wl, wr]).astype(np.float32),
                                   (bl + br).astype(np.float32)))
         self.w2 = w2.astype(np.float32)  # on the interleaved [A h_0, h_0, A h_1, h_1, ...]
+        #: per head: (its columns, Wl_k, Wr_k, b_k), the large blocks' layer 2
+        self.w2_split = [(sl, np.ascontiguousarray(w[:sl.stop - sl.start]), np.ascontiguousarray(w[sl.stop - sl.start:]), b)
+                         for _, sl, w, b in self.w2_heads]
         # the same on [A h, h] (the small blocks' layout: one concatenation of two arrays)
         order = np.concatenate([np.arange(2 * sl.start, 2 * sl.start + (sl.stop - sl.start)) for sl in self.slices]
                                + [np.arange(2 * sl.start + (sl.stop - sl.start), 2 * sl.stop) for sl in self.slices])
@@ -303,12 +306,12 @@ class FusedForward:
                 add(h3, axis=0, out=q[s0:s1, :H])
                 amax(h3, axis=0, out=q[s0:s1, H:2 * H])
             else:
-                parts = []
-                for sl in self.slices:
-                    parts += (ah[:, :, sl], h3[:, :, sl])
-                hh = np.concatenate(parts, axis=2).reshape(N * n, 2 * H)
-                for cols, sl, w, b in self.w2_heads:
-                    o = hh[:, cols] @ w
+                # per head: [A h_k, h_k] @ [[Wl_k], [Wr_k]] as two products on column views (no
+                # interleaved copy of every head's input)
+                ah2 = ah.reshape(N * n, H)
+                for sl, wl, wr, b in self.w2_split:
+                    o = ah2[:, sl] @ wl
+                    o += h[:, sl] @ wr
                     o += b
                     np.maximum(o, 0.0, out=o)
                     o3 = o.reshape(N, n, -1)
