@@ -78,6 +78,41 @@ def target_lines(results: list[Result], points: dict) -> list[str]:
     return out
 
 
+def _dense_subsets(examples, points, names) -> dict:
+    """``{split: {predictor: (n, mape, eba30)}}`` over the dense rows of the groups holding dense and MoE
+    rows (source and GPU hold-outs): the like-for-like comparison with a dense-only run."""
+    dense = np.array([not e.meta.get("moe") for e in examples])
+    out: dict = {}
+    for n in names:
+        p = points[n]
+        for s in dict.fromkeys(p["split"].tolist()):
+            m = (p["split"] == s)
+            d = m & dense[p["idx"]]
+            if d.any() and d.sum() < m.sum():
+                err = np.abs(p["pred"][d] / p["true"][d] - 1)
+                out.setdefault(s, {})[n] = (int(d.sum()), float(err.mean() * 100), float(np.mean(err <= 0.3) * 100))
+    return out
+
+
+def dense_subset_json(examples, points, names) -> list[dict]:
+    return [{"split": s, "predictor": n, "n": v[0], "mape": v[1], "eba30": v[2]}
+            for s, by in _dense_subsets(examples, points, names).items() for n, v in by.items()]
+
+
+def dense_subset_lines(examples, points, names) -> list[str]:
+    subs = _dense_subsets(examples, points, names)
+    if not subs:
+        return []
+    lines = ["", "## Dense rows of the mixed groups (MAPE %, EBA(30%) %)", "",
+             "The source and GPU hold-outs hold dense and MoE rows; scored on their dense rows only they compare "
+             "like for like with a dense-only run.", "",
+             "| held-out group (dense rows) | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for s, by in subs.items():
+        n0 = next(iter(by.values()))[0]
+        lines.append(f"| {s} | {n0} | " + " | ".join(f"{by[n][1]:.1f} ({by[n][2]:.0f})" if n in by else "-" for n in names) + " |")
+    return lines
+
+
 def table(results: list[Result], names: list[str], metric: str) -> list[str]:
     splits = list(dict.fromkeys(r.split for r in results))
     by = {(r.split, r.predictor): r for r in results}
@@ -95,7 +130,7 @@ def table(results: list[Result], names: list[str], metric: str) -> list[str]:
     return lines
 
 
-def plots(points: dict, results: list[Result], names: list[str], out_dir: Path) -> None:
+def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, file_prefix: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,7 +160,7 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path) 
     order = sorted(range(len(labels)), key=lambda k: names.index(labels[k]) if labels[k] in names else len(names))
     axes[0].legend([handles[k] for k in order], [labels[k] for k in order], fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(out_dir / "accuracy_scatter.png", dpi=110)
+    fig.savefig(out_dir / f"{file_prefix}_scatter.png", dpi=110)
     plt.close(fig)
 
     splits = list(dict.fromkeys(r.split for r in results))
@@ -143,11 +178,19 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path) 
     ax.set_title("Held-out MAPE per group")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out_dir / "accuracy_mape.png", dpi=110)
+    fig.savefig(out_dir / f"{file_prefix}_mape.png", dpi=110)
     plt.close(fig)
 
 
 _WORK = None  # (examples, feats, splits, seed, epochs, t0): inherited by the forked workers
+_PREDICTORS = ""  # --predictors: inherited by the forked workers
+_MOE_RECIPE = False  # --moe-recipe: inherited by the forked workers
+
+
+def _selected(specs: dict, prefixes: str) -> dict:
+    """The predictors whose name starts with one of the comma-separated ``prefixes`` (all when empty)."""
+    want = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+    return {n: v for n, v in specs.items() if not want or n.startswith(want)}
 
 
 def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
@@ -160,7 +203,7 @@ def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
         specs = {name: v for name, v in ablation_specs(epochs=epochs).items()
                  if name in ("+ prefill/decode (2 GNN)", "+ targeted refinement", "+ physics prior + refinement")}
     else:
-        specs = predictor_specs(epochs=epochs)
+        specs = _selected(predictor_specs(epochs=epochs, moe_recipe=_MOE_RECIPE), _PREDICTORS)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] worker {k}: {msg}", flush=True)  # noqa: E731
     return evaluate(examples, feats, splits[k::n], specs, seed=seed, progress=log)
 
@@ -180,7 +223,7 @@ def _run_parallel(specs: dict, n_splits: int, jobs: int, log, ablation: bool) ->
     points: dict = {}
     for p in parts:
         for name, d in p[1].items():
-            cur = points.setdefault(name, {"pred": [], "true": [], "split": []})
+            cur = points.setdefault(name, {"pred": [], "true": [], "split": [], "idx": []})
             for key in cur:
                 cur[key].append(d[key])
     points = {n: {k: np.concatenate(v) for k, v in d.items()} for n, d in points.items()}
@@ -199,9 +242,18 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--moe-recipe", action="store_true", help="ours and the prior alone with the MoE recipe's switches "
+                    "(soft power window; prior design and GNN residual scale/bound chosen on the training side); default: "
+                    "the shipped dense recipe")
+    ap.add_argument("--predictors", default="", help="only the predictors whose name starts with one of these "
+                    "comma-separated prefixes, e.g. 'llmco2-gnn,physics prior' (default: all; the others' figures on the "
+                    "same splits then come from another run, which the output must name)")
+    ap.add_argument("--prefix", default="accuracy", help="output file names: PREFIX.md, PREFIX.json, PREFIX_scatter.png, "
+                    "PREFIX_mape.png (default accuracy; the dense + MoE recipe's run: accuracy_moe)")
     ap.add_argument("--ablation", action="store_true", help="also score the paper's Table 5 ablation (3 more GNN variants)")
     args = ap.parse_args()
     t0 = time.time()
+    load0 = os.getloadavg()[0]
     meas = args.measurements if Path(args.measurements).is_dir() else None
     v2 = None if str(args.data_v2).lower() == "none" else args.data_v2
     examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2)
@@ -212,9 +264,13 @@ def main() -> int:
     splits = make_splits(examples)
     if args.splits:
         splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
-    specs = predictor_specs(epochs=args.epochs)
+    specs = _selected(predictor_specs(epochs=args.epochs, moe_recipe=args.moe_recipe), args.predictors)
+    if not specs:
+        print(f"accuracy.py: predictors: none starts with {args.predictors!r}", file=sys.stderr)
+        return 2
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
-    global _WORK
+    global _WORK, _PREDICTORS, _MOE_RECIPE
+    _PREDICTORS, _MOE_RECIPE = args.predictors, args.moe_recipe
     _WORK = (examples, feats, splits, args.seed, args.epochs, t0)
     results, points = _run_parallel(specs, len(splits), args.jobs, log, ablation=False)
     names = list(specs)
@@ -234,12 +290,16 @@ def main() -> int:
         counts[(e.source, e.gpu)] = counts.get((e.source, e.gpu), 0) + 1
     count_txt = ", ".join(f"{n} {src} on {g}" for (src, g), n in sorted(counts.items()))
     targets = target_lines(results, points)
+    dense_lines = dense_subset_lines(examples, points, names)
     cmd = f"python benchmarks/accuracy.py --epochs {args.epochs} --seed {args.seed} --jobs {args.jobs}" + (
         " --dense-only" if args.dense_only else "") + (
-        f" --splits '{args.splits}'" if args.splits else "")
+        f" --splits '{args.splits}'" if args.splits else "") + (
+        f" --prefix {args.prefix}" if args.prefix != "accuracy" else "") + (
+        f" --predictors '{args.predictors}'" if args.predictors else "") + (" --moe-recipe" if args.moe_recipe else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
-        f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time).",
+        f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "
+        f"1-min load average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end).",
         "",
         f"Data: {len(examples)} examples ({count_txt}). mlenergy-v3: ML.ENERGY leaderboard v3, vLLM 0.11.1, "
         "steady-state GPU J per output token, 1-8 GPUs; mlenergy-v2: ML.ENERGY leaderboard v2, vLLM 0.4.2, chat task, "
@@ -252,11 +312,20 @@ def main() -> int:
         "with a single architecture is scored once, as `model=`). Every GNN variant (ours and the GNN baselines) is the "
         "same two-member ensemble over `HYPER_GRID` (predictor/training.py), each member early-stopped on held-out "
         "architectures inside the training side; the physics prior's design (datasheet-scaled terms, busy-time multiples, "
-        "coefficient bounds) was chosen before this run, and no choice ever used a test group.",
+        "coefficient bounds) was chosen before this run, and no choice ever used a test group."
+        + (" MoE recipe (`--moe-recipe`): ours keeps the power window inside the model (a soft window at 0.98 x the power "
+           "limit and above idle, trained through) and keeps `scale x clip(residual, -bound, bound)` of the GNN's "
+           "log-residual over the prior, scale and bound chosen per split on the same validation architectures "
+           "(`training.choose_shrink`); ours and the prior alone choose the prior's design (one fit over every row, or the "
+           "16-bit physics from 16-bit rows plus low-precision busy terms) by inner leave-one-architecture-out on the "
+           "training side; the GNN baselines are unchanged." if args.moe_recipe else ""),
         "",
-        "## Targets (issue 14) for " + OURS, "", *targets, "",
+        *([f"Only {', '.join(names)} ran here (`--predictors`); the other predictors on the same splits come from a "
+           "full run, named where these figures are used.", ""] if args.predictors else []),
+        "## Targets (issues 14 and 15) for " + OURS, "", *targets, "",
         f"**{OURS} beats every other predictor's MAPE on {len(wins)} of {len(split_names)} held-out groups**"
         + (f" (not on: {', '.join(s for s in split_names if s not in wins)})." if len(wins) < len(split_names) else "."),
+        *dense_lines,
         "", "## MAPE % (lower is better; best per row in bold)", "", *table(results, names, "mape"),
         "", "## EBA(10%) % (share within 10%)", "", *table(results, names, "eba10"),
         "", "## EBA(30%) % (share within 30%)", "", *table(results, names, "eba30"),
@@ -272,18 +341,22 @@ def main() -> int:
                              f"{np.mean([r.eba30 for r in rs]):.1f} |")
         lines += ["", "Targeted refinement here re-weights the worst-predicted *training* rows (no new labels exist); "
                   "the real targeted sampling is the next measurement plan, `data/measurements/next_plan.csv`."]
-    lines += ["", "Plots: `accuracy_scatter.png` (predicted vs measured, log-log), `accuracy_mape.png` (MAPE per group)."]
+    lines += ["", f"Plots: `{args.prefix}_scatter.png` (predicted vs measured, log-log), `{args.prefix}_mape.png` (MAPE per group)."]
     if not abl_results:
         lines += ["", "The paper's Table 5 ablation was not rerun with the two sources (`--ablation` adds it: three "
                   "more GNN variants per split)."]
-    (out / "accuracy.md").write_text("\n".join(lines) + "\n")
-    (out / "accuracy.json").write_text(json.dumps({
+    (out / f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.prefix}.json").write_text(json.dumps({
         "command": cmd, "wall_s": wall,
         "n_examples": len(examples), "sources": sources, "skipped_rows": len(skipped),
         "results": [r.__dict__ for r in results], "ablation": [r.__dict__ for r in abl_results],
+        "dense_rows_of_mixed_groups": dense_subset_json(examples, points, names),
+        "predictions": {n: {"split": p["split"].tolist(), "example": [examples[i].key for i in p["idx"]],
+                            "pred": np.round(p["pred"], 6).tolist(), "true": np.round(p["true"], 6).tolist()}
+                        for n, p in points.items()},
     }, indent=1) + "\n")
-    plots(points, results, names, out)
-    log(f"wrote {out / 'accuracy.md'}")
+    plots(points, results, names, out, args.prefix)
+    log(f"wrote {out / (args.prefix + '.md')}")
     return 0
 
 

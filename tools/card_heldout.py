@@ -7,7 +7,8 @@
 The scores come from benchmarks that retrain the shipped recipe per held-out group
 (``benchmarks/accuracy.py``: every model, family, GPU and source group of the recipe's own training
 data) and from the shipped model scored on groups it never saw (``benchmarks/moe_transfer.py``:
-the mixture-of-experts families, for a model trained without them). ``llmco2 train`` without
+the mixture-of-experts families, for a model trained without them; not read for a model whose
+``info.dense_only`` is false, which trained on those rows). ``llmco2 train`` without
 ``--no-heldout`` computes the first kind itself; this tool saves rerunning an hour of training to
 restate figures a committed benchmark already measured. Only rows of the recipe that is shipped are
 taken: predictor names starting with ``llmco2-gnn``.
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"card_heldout: {path}: no such file", file=sys.stderr)
             return 2
     doc = json.loads(a.model_json.read_text())
-    rows = heldout_rows([r.resolve() for r in a.results])
+    results = [r.resolve() for r in a.results]
+    if doc.get("info", {}).get("dense_only", True) is False:  # trained on MoE rows: a dense-to-MoE transfer
+        results = [r for r in results if r.name != "moe_transfer.json"]  # score does not describe it
+    rows = heldout_rows(results)
     if a.check:
         same = doc.get("info", {}).get("heldout") == rows
         print(f"{a.model_json.name}: info.heldout {'up to date' if same else 'differs from the results'} ({len(rows)} groups)")

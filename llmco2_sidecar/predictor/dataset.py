@@ -170,9 +170,11 @@ def extra_globals(f: StepFeatures, duration_s: np.ndarray) -> np.ndarray:
 
 
 def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationModel | None = None,
-                    node_major: bool = False) -> Featurized:
+                    node_major: bool = False, low_precision_terms: bool = True) -> Featurized:
     """Features of steps; missing durations are filled by ``duration_model`` first. ``node_major``:
-    the dynamic node features node-major in ``features.node_dyn`` instead of ``node_x`` (inference)."""
+    the dynamic node features node-major in ``features.node_dyn`` instead of ``node_x`` (inference).
+    ``low_precision_terms=False``: the prior's low-precision columns left 0 (a prior that does not
+    use them: saves a second Roofline pass per call for FP8/MXFP4 models)."""
     f = step_features(dep, steps, node_major=node_major)
     dur = steps.duration_s
     if not np.isfinite(dur).all():
@@ -185,7 +187,7 @@ def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationM
         f.global_x[:, col] = log_dur
         f.global_x[:, col + 1] = has
         f.duration_s = dur.copy()
-    tot, pre = prior_terms(dep, f, dur)
+    tot, pre = prior_terms(dep, f, dur, steps, low_precision_terms)
     gx = np.concatenate([f.global_x, extra_globals(f, dur)], axis=1)
     low, high = power_bounds_j(dep.n_gpus, dep.gpu, dur)
     return Featurized(f.node_x, gx, f.edge_index, tot, pre, DurationModel.terms(f), dur, f, low, high)

@@ -109,9 +109,9 @@ def predict_gnn(model: GNNPredictor, examples: list[Example], feats: list[Featur
     return model.predict_packed(p)
 
 
-def prior_spec() -> Spec:
+def prior_spec(choose_design: bool = False) -> Spec:
     def fit(examples, feats, train, seed):
-        prior = fit_prior(feats, examples, train)
+        prior = fit_prior(feats, examples, train, choose_design)
         return lambda test: example_prior_terms([feats[i] for i in test], [examples[i] for i in test]) @ prior.coef
     return fit
 
@@ -127,15 +127,17 @@ def baseline_spec(cls) -> Spec:
 OURS = "llmco2-gnn (2-GNN + physics prior)"
 
 
-def predictor_specs(epochs: int = 300) -> dict[str, Spec]:
-    """Every predictor of the accuracy table (ours first)."""
+def predictor_specs(epochs: int = 300, moe_recipe: bool = False) -> dict[str, Spec]:
+    """Every predictor of the accuracy table (ours first). ``moe_recipe``: ours and the prior alone
+    with the MoE recipe's switches (soft power window, choices on the training side's validation)."""
     opt = TrainOptions(epochs=epochs)
+    ours_opt = TrainOptions(epochs=epochs, choose_on_validation=moe_recipe)
     return {
-        OURS: gnn_spec(GNNConfig(), opt),
-        "physics prior alone": prior_spec(),
-        "LLMCO2 paper 2-GNN (no prior)": gnn_spec(GNNConfig(name="paper-2gnn", use_prior=False), opt),
+        OURS: gnn_spec(GNNConfig(soft_window=moe_recipe), ours_opt),
+        "physics prior alone": prior_spec(moe_recipe),
+        "LLMCO2 paper 2-GNN (no prior)": gnn_spec(GNNConfig(name="paper-2gnn", use_prior=False, soft_window=False), opt),
         "NNLQP (1 GNN)": gnn_spec(GNNConfig(name="nnlqp", two_stage=False, use_prior=False, roofline_features=False,
-                                            phase_features=False), opt),
+                                            phase_features=False, soft_window=False), opt),
         "DeepEn (random forest)": baseline_spec(RandomForestBaseline),
         "LLMCarbon (FLOP count)": baseline_spec(LLMCarbonBaseline),
         "Roofline (analytic)": baseline_spec(RooflineBaseline),
@@ -171,11 +173,12 @@ def evaluate(examples: list[Example], feats: list[Featurized], splits: list[Spli
              progress: Callable[[str], None] | None = None) -> tuple[list[Result], dict[str, dict[str, np.ndarray]]]:
     """Fit every spec on every split's training side and score it on the test side.
 
-    Returns the results and, per predictor, ``{"pred", "true", "split"}`` arrays over all test samples.
+    Returns the results and, per predictor, ``{"pred", "true", "split", "idx"}`` arrays over all test
+    samples (``idx``: the example's index).
     """
     y = np.array([e.target for e in examples])
     results: list[Result] = []
-    points: dict[str, dict[str, list]] = {name: {"pred": [], "true": [], "split": []} for name in specs}
+    points: dict[str, dict[str, list]] = {name: {"pred": [], "true": [], "split": [], "idx": []} for name in specs}
     for split in splits:
         for name, spec in specs.items():
             if progress is not None:
@@ -187,5 +190,6 @@ def evaluate(examples: list[Example], feats: list[Featurized], splits: list[Spli
             points[name]["pred"].append(pred)
             points[name]["true"].append(y[split.test])
             points[name]["split"].append(np.full(len(pred), split.name))
+            points[name]["idx"].append(np.asarray(split.test))
     merged = {k: {kk: np.concatenate(vv) if vv else np.zeros(0) for kk, vv in v.items()} for k, v in points.items()}
     return results, merged

@@ -26,7 +26,7 @@ from .api import Deployment, StepPrediction, StepPredictor
 from .dataset import Featurized, Packed, featurize_steps
 from .fused import FusedForward
 from .layers import TwoStageGNN, mean_adjacency
-from .physics import GuardStats, apply_power_bounds
+from .physics import GuardStats, apply_power_bounds, soft_window_log
 from .prior import DurationModel, PhysicsPrior
 from .threads import match_torch_threads
 
@@ -52,6 +52,10 @@ class GNNConfig:
     use_prior: bool = True
     roofline_features: bool = True
     phase_features: bool = True
+    #: the power window inside the model (:func:`~.physics.soft_window_log`), trained through: the
+    #: product's hard guard then never binds. Part of the MoE recipe (``llmco2 train --moe-recipe``);
+    #: off by default and in model files written before it (hard clamp).
+    soft_window: bool = False
 
     def node_columns(self) -> list[str]:
         cols = []
@@ -84,6 +88,11 @@ class ModelState:
     duration: DurationModel
     log_bias: float = 0.0  # per-step log energy used instead of the prior when use_prior is False
     info: dict = field(default_factory=dict)
+    #: the total head's log-residual over the prior, as used: ``scale x clip(residual, -bound, bound)``
+    #: (chosen on the training side's validation architectures, :func:`~.training.choose_shrink`;
+    #: 1 and inf: the network's residual unchanged)
+    residual_scale: float = 1.0
+    residual_bound: float = float("inf")
 
 
 class GNNPredictor(StepPredictor):
@@ -128,12 +137,31 @@ class GNNPredictor(StepPredictor):
         """The first (for a single model: the only) network."""
         return self.nets[0]
 
+    @property
+    def _uses_lowp(self) -> bool:
+        """Whether the prior uses its low-precision terms (else predict_steps skips computing them)."""
+        from .prior import N_BASE_TERMS
+
+        return bool(self.state.config.use_prior and np.any(np.asarray(self.state.prior.coef)[N_BASE_TERMS:] != 0))
+
+    def shrink(self, log_tot, log_prior_tot):
+        """The total head's log energy with its residual over the prior scaled and bounded
+        (``ModelState.residual_scale`` / ``residual_bound``); NumPy or torch."""
+        a, b = float(self.state.residual_scale), float(self.state.residual_bound)
+        if a == 1.0 and not np.isfinite(b):
+            return log_tot
+        r = log_tot - log_prior_tot
+        r = r.clamp(-b, b) if isinstance(r, torch.Tensor) else np.clip(r, -b, b)
+        return log_prior_tot + a * r
+
     def forward_group(self, x, adj, g, prior_tot, prior_pre) -> tuple[torch.Tensor, torch.Tensor]:
         lt, lp = self.log_priors(prior_tot, prior_pre)
         if len(self.nets) == 1:
-            return self.nets[0](x, adj, g, lp, lt)
-        outs = [n(x, adj, g, lp, lt) for n in self.nets]
-        return torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)
+            out_p, out_t = self.nets[0](x, adj, g, lp, lt)
+        else:
+            outs = [n(x, adj, g, lp, lt) for n in self.nets]
+            out_p, out_t = torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)
+        return out_p, self.shrink(out_t, lt)
 
     def forward_packed(self, packed: Packed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(log_pre [S], log_tot [S], step_pos [S])`` over all groups (group order)."""
@@ -145,13 +173,15 @@ class GNNPredictor(StepPredictor):
             poss.append(grp.step_pos)
         return torch.cat(pres), torch.cat(tots), torch.cat(poss)
 
-    @staticmethod
-    def bounded_energy(packed: Packed, log_tot: torch.Tensor) -> torch.Tensor:
+    def bounded_energy(self, packed: Packed, log_tot: torch.Tensor) -> torch.Tensor:
         """Step energies (J, float64, packed group order) inside the power window, as the product
-        predicts them (:mod:`.physics`)."""
+        predicts them (:mod:`.physics`): the soft window when the model has one, then the hard clamp."""
         lo = torch.cat([g.e_low for g in packed.groups])
         hi = torch.cat([g.e_high for g in packed.groups])
-        return torch.minimum(torch.maximum(torch.exp(log_tot.double()), lo), hi)
+        lt = log_tot.double()
+        if self.state.config.soft_window:
+            lt = soft_window_log(lt, torch.log(lo.clamp(min=1e-300)), torch.log(hi.clamp(min=1e-300)), xp=torch)
+        return torch.minimum(torch.maximum(torch.exp(lt), lo), hi)
 
     def predict_packed(self, packed: Packed) -> np.ndarray:
         """Example predictions (same unit as the targets), power window applied as in the product."""
@@ -230,16 +260,23 @@ class GNNPredictor(StepPredictor):
             z = np.zeros(0)
             return StepPrediction(z, z.copy(), z.copy())
         if reference:
-            fe = featurize_steps(deployment, steps, self.state.duration)
+            fe = featurize_steps(deployment, steps, self.state.duration, low_precision_terms=self._uses_lowp)
             with torch.no_grad():
-                lp_t, lt_t = self.forward_group(*self._tensors(fe))
-            lp, lt = lp_t.numpy(), lt_t.numpy()
+                lp_t, lt_t = self.forward_group(*self._tensors(fe))  # forward_group applies the shrink
+            lp, lt = lp_t.numpy(), lt_t.numpy().astype(np.float64)
         else:
-            fe = featurize_steps(deployment, steps, self.state.duration, node_major=True)
+            fe = featurize_steps(deployment, steps, self.state.duration, node_major=True,
+                                 low_precision_terms=self._uses_lowp)
             fused = self._fused()
-            lp, lt = fused(*self._fused_inputs(fe, fused))
-        tot = np.exp(lt.astype(np.float64))
+            inputs = self._fused_inputs(fe, fused)
+            lp, lt = fused(*inputs)
+            lt = self.shrink(lt.astype(np.float64), inputs[4].astype(np.float64))
         lp = lp.astype(np.float64)
+        if self.state.config.soft_window:  # the model's own power window (the guard below then never binds)
+            lt = soft_window_log(lt, np.log(np.maximum(fe.e_low, 1e-300)), np.log(np.maximum(fe.e_high, 1e-300)))
+            tot = np.minimum(np.maximum(np.exp(lt), fe.e_low), fe.e_high)  # exp(log(x)): one ulp either way
+        else:
+            tot = np.exp(lt)
         pre = np.exp(lp) if self.state.config.two_stage else tot * _prefill_share(fe)
         pre = np.where(fe.features.prefill_tokens > 0, np.minimum(pre, tot), 0.0)
         # the power window (idle floor, TDP cap): a guard, counted in self.guard; the accuracy
@@ -264,6 +301,8 @@ class GNNPredictor(StepPredictor):
             "prior_coef": self.state.prior.coef.tolist(),
             "duration_coef": self.state.duration.coef.tolist(),
             "log_bias": self.state.log_bias,
+            "residual_scale": self.state.residual_scale,
+            "residual_bound": self.state.residual_bound if np.isfinite(self.state.residual_bound) else None,
             "info": self.state.info,
         }
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -276,7 +315,7 @@ class GNNPredictor(StepPredictor):
         meta = json.loads(path.with_suffix(".json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: model format {meta.get('format_version')} (this code reads {FORMAT_VERSION})")
-        cfg = GNNConfig(**meta["config"])
+        cfg = GNNConfig(**{"soft_window": False, **meta["config"]})  # files older than the soft window: hard clamp
         tensors = load_file(str(path))
         if cfg.node_columns() != meta["node_columns"] or cfg.global_columns() != meta["global_columns"]:
             tensors = _widen(tensors, meta, cfg, path)
@@ -288,7 +327,8 @@ class GNNPredictor(StepPredictor):
             net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             nets.append(net)
         state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
-                           float(meta["log_bias"]), meta.get("info", {}))
+                           float(meta["log_bias"]), meta.get("info", {}), float(meta.get("residual_scale", 1.0)),
+                           float("inf") if meta.get("residual_bound") is None else float(meta["residual_bound"]))
         return cls(nets, state)
 
 

@@ -74,6 +74,30 @@ def power_bounds_j(n_gpus: int, gpu: GPUSpec, duration_s: np.ndarray) -> tuple[n
     return n_gpus * gpu.idle_w * t, n_gpus * gpu.tdp_w * t
 
 
+#: The soft power window (:func:`soft_window_log`): sharpness ``p`` and the cap's share of the power limit.
+SOFT_WINDOW_P = 8.0
+SOFT_WINDOW_CAP = 0.98
+
+
+def soft_window_log(log_e, log_lo, log_hi, xp=np):
+    """A step's log energy moved smoothly inside the power window, by construction (models trained
+    with it never need the hard guard): a soft minimum with ``0.98 x`` the cap, then a soft maximum
+    with the idle floor, both p-norms (``p = 8``) in log space::
+
+        c = (e^-p + (0.98 hi)^-p)^(-1/p)      (< min(e, 0.98 hi))
+        out = (c^p + lo^p)^(1/p)              (> max(c, lo); < hi while lo < 0.78 hi)
+
+    ``e`` well inside the window (``2 lo <= e <= hi / 2``) is kept to within 0.1%.
+    ``xp``: ``numpy`` or ``torch`` (training differentiates through it)."""
+    p = SOFT_WINDOW_P
+    lh = log_hi + float(np.log(SOFT_WINDOW_CAP))
+    if xp is np:
+        lc = -np.logaddexp(-p * log_e, -p * lh) / p
+        return np.logaddexp(p * lc, p * log_lo) / p
+    lc = -xp.logaddexp(-p * log_e, -p * lh) / p
+    return xp.logaddexp(p * lc, p * log_lo) / p
+
+
 def apply_power_bounds(energy_j: np.ndarray, prefill_j: np.ndarray, low_j: np.ndarray, high_j: np.ndarray,
                        stats: GuardStats | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Clip step energies into ``[low, high]``; the prefill part keeps its share of the step."""

@@ -45,17 +45,28 @@ from .physics import dynamic_range_w, loaded_idle_w
 
 #: Kernel-time multiples of the Roofline time for the busy-time terms (see module docstring).
 BUSY_MULTIPLES = (1.0, 1.5, 2.0, 3.0, 4.0)
-PRIOR_TERMS = ("loaded_idle_time",) + tuple(f"busy_time_x{m:g}" for m in BUSY_MULTIPLES) + ("compute", "memory", "network")
+#: Low-precision busy terms: ``min(t, m t_roof16) - min(t, m t_roof)`` with ``t_roof16`` the step's
+#: Roofline time were the same model's weights and GEMMs 16-bit (KV cache as it is). Zero for a 16-bit
+#: model. With a positive coefficient a low-precision model's kernels keep the GPU busy for part of
+#: the time its 16-bit twin would need: small-batch FP8 / MXFP4 kernels (scales, activation
+#: quantisation, dequantisation to 16-bit where the GPU lacks the format) run further from their
+#: format's Roofline than 16-bit ones. Whether the prior uses them is chosen per training set by
+#: inner leave-one-architecture-out (:meth:`PhysicsPrior.fit`).
+LOWP_MULTIPLES = (1.0, 2.0)
+PRIOR_TERMS = (("loaded_idle_time",) + tuple(f"busy_time_x{m:g}" for m in BUSY_MULTIPLES) + ("compute", "memory", "network")
+               + tuple(f"lowp_busy_x{m:g}" for m in LOWP_MULTIPLES))
+N_BASE_TERMS = 1 + len(BUSY_MULTIPLES) + 3
 DURATION_TERMS = ("roofline_s", "constant", "requests")
 
 
-def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray, steps,
+                low_precision_terms: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Prior design matrices ``(total [S, 4], prefill [S, 4])`` in J (see module docstring): loaded-idle
     energy over the step, and compute, memory and network busy time x the GPU's dynamic range."""
     t = np.asarray(duration_s, dtype=np.float64)
     n_idle, n_dyn, j_flop, j_byte, j_net = _gpu_constants(dep)
-    S, nb = t.shape[0], len(BUSY_MULTIPLES)
-    total = np.empty((S, 4 + nb))
+    S, nb, nl = t.shape[0], len(BUSY_MULTIPLES), len(LOWP_MULTIPLES)
+    total = np.empty((S, 4 + nb + nl))
     np.multiply(n_idle, t, out=total[:, 0])
     busy = total[:, 1:1 + nb]
     np.minimum(t[:, None], f.roofline_s[:, None] * _BUSY, out=busy)
@@ -63,6 +74,13 @@ def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray) -> tup
     np.multiply(j_flop, f.flops, out=total[:, 1 + nb])
     np.multiply(j_byte, f.memory_bytes, out=total[:, 2 + nb])
     np.multiply(j_net, f.network_bytes, out=total[:, 3 + nb])
+    lowp = total[:, 4 + nb:]
+    if low_precision_terms and is_low_precision(dep.model):  # busy time a 16-bit twin would add (0 for 16-bit)
+        t16 = roofline16_s(dep, f, steps)
+        for k, m in enumerate(LOWP_MULTIPLES):
+            lowp[:, k] = n_dyn * np.maximum(np.minimum(t, m * t16) - np.minimum(t, m * f.roofline_s), 0.0)
+    else:
+        lowp[:] = 0.0
     roof_sum = f.roofline_s_prefill + f.roofline_s_decode
     has_prefill = f.prefill_tokens > 0
     share = np.where(has_prefill, f.roofline_s_prefill / np.maximum(roof_sum, 1e-30), 0.0)
@@ -71,6 +89,7 @@ def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray) -> tup
     np.multiply(j_flop, f.flops_prefill, out=pre[:, 1 + nb])
     np.multiply(j_byte, f.memory_bytes_prefill, out=pre[:, 2 + nb])
     np.multiply(j_net, f.network_bytes_prefill, out=pre[:, 3 + nb])
+    np.multiply(lowp, share[:, None], out=pre[:, 4 + nb:])
     pre[~has_prefill] = 0.0
     return total, pre
 
@@ -95,6 +114,26 @@ def _gpu_constants(dep: Deployment) -> tuple[float, ...]:
         _GPU_CONSTANTS.clear()
     _GPU_CONSTANTS[key] = (gpu, out)
     return out
+
+
+def is_low_precision(model) -> bool:
+    """Weights or weight GEMMs narrower than 16 bits (FP8, MXFP4, ...)."""
+    return model.weight_bits < 16 or bool(model.expert_weight_bits and model.expert_weight_bits < 16) or bool(
+        model.gemm_dtype and model.gemm_dtype not in ("bf16", "fp16"))
+
+
+def roofline16_s(dep: Deployment, f: StepFeatures, steps) -> np.ndarray:
+    """The steps' Roofline time were the model's weights and GEMMs 16-bit (``f.roofline_s`` for a 16-bit
+    model; otherwise one more :func:`~..graph.builder.step_roofline_s` pass over the same steps)."""
+    from dataclasses import replace
+
+    if not is_low_precision(dep.model):
+        return f.roofline_s
+    from ..graph.builder import step_roofline_s
+
+    m16 = replace(dep.model, weight_bits=16, act_bits=max(dep.model.act_bits, 16), expert_weight_bits=0.0, gemm_dtype="")
+    t16, _ = step_roofline_s(replace(dep, model=m16), steps)
+    return np.maximum(np.asarray(t16, dtype=np.float64), f.roofline_s)
 
 
 def fit_relative_nnls(a: np.ndarray, y: np.ndarray, upper: np.ndarray | None = None) -> np.ndarray:
@@ -143,10 +182,12 @@ def fit_physical(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     lo_idle = idle_floor_ratio()
     bounds = [(lo_idle * scale[0], 1.0 * scale[0])] + [(0.0, None)] * (k - 1)
     nb = len(BUSY_MULTIPLES)
+    busy_cols = list(range(1, 1 + nb)) + list(range(1 + nb + 3, k))  # busy time, then the low-precision busy terms
+    frac_cols = list(range(1 + nb, 1 + nb + 3))  # compute, memory, network
     cons = []
-    for j in range(1 + nb, k):  # busy time + each busy fraction <= 1
+    for j in frac_cols:  # busy time + each busy fraction <= 1
         row = np.zeros(k)
-        row[1:1 + nb] = 1.0 / scale[1:1 + nb]
+        row[busy_cols] = 1.0 / scale[busy_cols]
         row[j] = 1.0 / scale[j]
         cons.append({"type": "ineq", "fun": lambda z, r=row: 1.0 - r @ z, "jac": lambda z, r=row: -r})
     start = fit_relative_nnls(a, y) * scale
@@ -156,7 +197,7 @@ def fit_physical(a: np.ndarray, y: np.ndarray) -> np.ndarray:
                    bounds=bounds, constraints=cons, method="SLSQP", options={"maxiter": 500, "ftol": 1e-12})
     c = np.maximum(res.x, 0.0) / scale
     c[0] = min(max(c[0], lo_idle), 1.0)
-    worst = c[1:1 + nb].sum() + c[1 + nb:].max()
+    worst = c[busy_cols].sum() + c[frac_cols].max()
     if worst > 1.0:  # solver tolerance
         c[1:] /= worst
     return c
@@ -166,16 +207,79 @@ def fit_physical(a: np.ndarray, y: np.ndarray) -> np.ndarray:
 class PhysicsPrior:
     """``E = terms @ coef`` (see module docstring)."""
 
-    coef: np.ndarray = field(default_factory=lambda: np.array([1.0] + [0.0] * (len(BUSY_MULTIPLES) - 1) + [0.3, 0.5, 0.5, 0.0]))
+    coef: np.ndarray = field(default_factory=lambda: np.array([1.0] + [0.0] * (len(BUSY_MULTIPLES) - 1) + [0.3, 0.5, 0.5, 0.0]
+                                                              + [0.0] * len(LOWP_MULTIPLES)))
+    #: whether the fit kept the low-precision busy terms (chosen by inner cross-validation)
+    low_precision_terms: bool = False
+
+    def __post_init__(self):
+        c = np.asarray(self.coef, dtype=np.float64)
+        if c.size < len(PRIOR_TERMS):  # a model file from before the low-precision terms: they are 0
+            c = np.concatenate([c, np.zeros(len(PRIOR_TERMS) - c.size)])
+        self.coef = c
 
     def energy(self, terms: np.ndarray) -> np.ndarray:
         return np.asarray(terms) @ self.coef
 
-    def fit(self, example_terms: np.ndarray, targets: np.ndarray) -> "PhysicsPrior":
-        """``example_terms [K, 4]``: each example's weighted sum of step terms divided by its
-        normaliser (so ``example_terms @ coef`` predicts the example's target)."""
-        self.coef = fit_physical(example_terms, targets)
+    def fit(self, example_terms: np.ndarray, targets: np.ndarray, groups=None) -> "PhysicsPrior":
+        """``example_terms [K, T]``: each example's weighted sum of step terms divided by its
+        normaliser (so ``example_terms @ coef`` predicts the example's target).
+
+        ``groups`` (the examples' architectures): when given, with low-precision rows and at least
+        three architectures, the low-precision busy terms are kept only if they lower the mean
+        per-architecture MAPE of an inner leave-one-architecture-out over these examples (the
+        training side only)."""
+        a = np.asarray(example_terms, dtype=np.float64)
+        y = np.asarray(targets, dtype=np.float64)
+        base = _fit_design(a, y, False)
+        self.coef, self.low_precision_terms = base, False
+        if groups is None or not np.any(a[:, N_BASE_TERMS:] > 0):
+            return self
+        g = np.asarray(groups)
+        values = sorted(set(g.tolist()))
+        if len(values) < 3:
+            return self
+        score = {}
+        for lowp in (False, True):
+            errs = []
+            for v in values:
+                test = g == v
+                c = _fit_design(a[~test], y[~test], lowp)
+                errs.append(np.mean(np.abs(a[test] @ c / y[test] - 1)))
+            score[lowp] = float(np.mean(errs))
+        self.cv_mape = {"without": score[False] * 100, "with": score[True] * 100}
+        if score[True] < score[False]:
+            self.coef, self.low_precision_terms = _fit_design(a, y, True), True
         return self
+
+
+def _fit_design(a: np.ndarray, y: np.ndarray, low_precision_terms: bool) -> np.ndarray:
+    """Without the low-precision terms: :func:`fit_physical` on the base terms over every row (the
+    low-precision terms 0). With them, two stages: the base terms from the 16-bit rows alone (a
+    low-precision kernel's distance from its format's Roofline must not bend the 16-bit physics),
+    then the low-precision busy coefficients from the low-precision rows with the base fixed, bounded
+    so the busy terms plus any one busy fraction stay <= 1 (the power limit)."""
+    from scipy.optimize import lsq_linear  # training only
+
+    nb = len(BUSY_MULTIPLES)
+    c = np.zeros(a.shape[1])
+    lowp = a[:, N_BASE_TERMS:].sum(axis=1) > 0
+    if not low_precision_terms or lowp.all() or (~lowp).sum() < 10 or not lowp.any():
+        c[:N_BASE_TERMS] = fit_physical(a[:, :N_BASE_TERMS], y)
+        return c
+    c[:N_BASE_TERMS] = fit_physical(a[~lowp, :N_BASE_TERMS], y[~lowp])
+    room = 1.0 - c[1:1 + nb].sum() - c[1 + nb:N_BASE_TERMS].max()
+    if room <= 1e-9:
+        return c
+    al, yl = a[lowp], y[lowp]
+    m = al[:, N_BASE_TERMS:] / yl[:, None]
+    rhs = 1.0 - al[:, :N_BASE_TERMS] @ c[:N_BASE_TERMS] / yl
+    scale = np.maximum(np.abs(m).max(axis=0), 1e-300)
+    x = lsq_linear(m / scale, rhs, bounds=(np.zeros(m.shape[1]), np.full(m.shape[1], room) * scale)).x / scale
+    if x.sum() > room:
+        x *= room / x.sum()
+    c[N_BASE_TERMS:] = x
+    return c
 
 
 @dataclass

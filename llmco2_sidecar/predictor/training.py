@@ -36,6 +36,10 @@ class TrainOptions:
     refine_rounds: int = 0
     refine_epochs: int = 100
     seed: int = 0
+    #: the MoE recipe's training-side choices (``--moe-recipe``): the prior's design by inner
+    #: leave-one-architecture-out (:meth:`~.prior.PhysicsPrior.fit`) and the GNN residual's scale and
+    #: bound on the validation architectures (:func:`choose_shrink`). Off: the shipped dense recipe.
+    choose_on_validation: bool = False
 
 
 def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> DurationModel:
@@ -50,10 +54,12 @@ def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarr
     return DurationModel().fit(a, y)
 
 
-def fit_prior(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> PhysicsPrior:
+def fit_prior(feats: list[Featurized], examples: list[Example], idx: np.ndarray, choose_design: bool = False) -> PhysicsPrior:
+    """The physics prior on ``idx``; with ``choose_design`` its design (one fit over every row, or the
+    16-bit physics from 16-bit rows plus the low-precision terms) by inner leave-one-architecture-out."""
     a = example_prior_terms([feats[i] for i in idx], [examples[i] for i in idx])
     y = np.array([examples[i].target for i in idx])
-    return PhysicsPrior().fit(a, y)
+    return PhysicsPrior().fit(a, y, groups=[examples[i].model for i in idx] if choose_design else None)
 
 
 def train_gnn(
@@ -69,7 +75,7 @@ def train_gnn(
     torch.manual_seed(options.seed)
     np.random.seed(options.seed)
     train_idx = np.asarray(train_idx)
-    prior = fit_prior(feats, examples, train_idx) if config.use_prior else PhysicsPrior()
+    prior = fit_prior(feats, examples, train_idx, options.choose_on_validation) if config.use_prior else PhysicsPrior()
     duration = fit_duration(feats, examples, train_idx)
     node_cols = np.array([NODE_FEATURE_NAMES.index(c) for c in config.node_columns()])
     glob_cols = np.array([ALL_GLOBALS.index(c) for c in config.global_columns()])
@@ -154,8 +160,10 @@ def train_ensemble(
     options: TrainOptions = TrainOptions(),
     grid: tuple[dict, ...] = HYPER_GRID,
     progress: Callable[[int], None] | None = None,
+    shrink: bool | None = None,
 ) -> GNNPredictor:
-    """Train one network per grid point (each early-stopped on ``val_idx``) and average them."""
+    """Train one network per grid point (each early-stopped on ``val_idx``) and average them; with a
+    prior and validation rows, :func:`choose_shrink` sets how much of the GNN's residual is kept."""
     members = []
     for point in grid:
         cfg = GNNConfig(**{**config.__dict__, "hidden": point.get("hidden", config.hidden)})
@@ -172,8 +180,42 @@ def train_ensemble(
         from .dataset import pack
 
         vp = pack([feats[i] for i in val_idx], [examples[i] for i in val_idx], model._node_idx, model._glob_idx, state.norm)
+        if config.use_prior and (options.choose_on_validation if shrink is None else shrink):
+            choose_shrink(model, vp)
         state.info["val_mape"] = float(np.mean(np.abs(model.predict_packed(vp) / vp.target.numpy() - 1)) * 100)
     return model
+
+
+#: Residual scales and bounds (log units) tried by :func:`choose_shrink`, identity first (it wins ties).
+SHRINK_SCALES = (1.0, 0.75, 0.5, 0.25, 0.0)
+SHRINK_BOUNDS = (float("inf"), 0.5, 0.3, 0.2, 0.1)
+
+
+def choose_shrink(model: GNNPredictor, val: "Packed") -> tuple[float, float]:
+    """Choose how much of the GNN's correction to the physics prior to keep: ``scale`` and ``bound``
+    of ``log E = log prior + scale x clip(residual, -bound, bound)`` minimising the MAPE on ``val``
+    (held-out architectures inside the training side, never a test group). A GNN that only fits the
+    training architectures is pulled back toward the prior (scale 0: the prior alone, inside the
+    power window). Sets them on ``model.state``; returns them."""
+    st = model.state
+    st.residual_scale, st.residual_bound = 1.0, float("inf")
+    with torch.no_grad():
+        _, lt, pos = model.forward_packed(val)
+        lpr, _ = model.log_priors(torch.cat([g.prior_tot for g in val.groups]), torch.cat([g.prior_pre for g in val.groups]))
+        lpr = lpr.double()
+        r = lt.double() - lpr
+        target = val.target
+        best = (float("inf"), 1.0, float("inf"))
+        for b in SHRINK_BOUNDS:
+            for a in SHRINK_SCALES:
+                contrib = val.step_weight[pos] * model.bounded_energy(val, lpr + a * r.clamp(-b, b))
+                pred = torch.zeros(val.n_examples, dtype=torch.float64).index_add_(0, val.step_example[pos], contrib)
+                mape = float(torch.mean(torch.abs(pred / target - 1)))
+                if mape < best[0] - 1e-12:
+                    best = (mape, a, b)
+    st.residual_scale, st.residual_bound = best[1], best[2]
+    st.info["residual_scale"], st.info["residual_bound"] = best[1], (best[2] if np.isfinite(best[2]) else None)
+    return best[1], best[2]
 
 
 def refit_all(examples: list[Example], feats: list[Featurized], chosen: GNNPredictor, config: GNNConfig,
@@ -185,6 +227,9 @@ def refit_all(examples: list[Example], feats: list[Featurized], chosen: GNNPredi
     epochs = chosen.state.info.get("member_best_epoch") or [options.epochs] * len(grid)
     grid2 = tuple({**p, "epochs": int(e or options.epochs)} for p, e in zip(grid, epochs))
     model = train_ensemble(examples, feats, np.arange(len(examples)), None, config, options, grid=grid2, progress=progress)
+    model.state.residual_scale, model.state.residual_bound = chosen.state.residual_scale, chosen.state.residual_bound
     model.state.info.update({"refit_epochs": [p["epochs"] for p in grid2], "chosen_val_mape": chosen.state.info.get("val_mape"),
-                             "member_val_mape": chosen.state.info.get("member_val_mape")})
+                             "member_val_mape": chosen.state.info.get("member_val_mape"),
+                             "residual_scale": chosen.state.info.get("residual_scale"),
+                             "residual_bound": chosen.state.info.get("residual_bound")})
     return model

@@ -105,6 +105,7 @@ def test_ensemble_averages_members_and_round_trips(tiny_data, tmp_path):
     # the ensemble's log energy (before the power window) is the mean of its members' log energies
     from llmco2_sidecar.predictor.dataset import featurize_steps
 
+    ens.state.residual_scale, ens.state.residual_bound = 1.0, float("inf")  # the raw members (shrink: test_shrink_window)
     members = [GNNPredictor(n, ens.state) for n in ens.nets]
     fe = featurize_steps(dep, steps, ens.state.duration)
     with torch.no_grad():

@@ -79,7 +79,7 @@ def test_every_catalog_gpu_stays_inside_the_physics(shipped, model_id):
         lo, hi = power_bounds_j(dep.n_gpus, gpu, pred.duration_s)
         assert (pred.energy_j >= lo * (1 - 1e-9)).all() and (pred.energy_j <= hi * (1 + 1e-9)).all(), gpu.gpu_id
         assert (pred.prefill_energy_j <= pred.energy_j + 1e-12).all()
-        tot, _ = prior_terms(dep, f, pred.duration_s)
+        tot, _ = prior_terms(dep, f, pred.duration_s, StepBatch.from_steps(SHAPES, list(pred.duration_s)))
         prior_w = tot @ shipped.state.prior.coef / (dep.n_gpus * pred.duration_s)
         assert (prior_w <= gpu.tdp_w).all(), (gpu.gpu_id, prior_w.max())
         assert (prior_w >= gpu.idle_w).all(), (gpu.gpu_id, prior_w.min())

@@ -32,3 +32,53 @@ def test_prior_energy_of_examples(tiny_data):
     e = ex[0]
     expected = loaded_idle_w(e.deployment.gpu) * e.deployment.n_gpus * e.meta["step_s"] / e.denom
     assert prior.energy(terms[0]) == pytest.approx(expected)
+
+
+def test_roofline16_is_the_16_bit_twins_and_the_low_precision_terms_vanish_for_16_bit_models():
+    from dataclasses import replace
+
+    from llmco2_sidecar.graph import step_features
+    from llmco2_sidecar.hardware import load_gpu
+    from llmco2_sidecar.models import load_model
+    from llmco2_sidecar.predictor.api import Deployment
+    from llmco2_sidecar.predictor.prior import N_BASE_TERMS, prior_terms, roofline16_s
+    from llmco2_sidecar.workload import StepBatch
+
+    steps = StepBatch.from_steps([[(1000, 1)], [(1000, 1)] * 8], [0.02, 0.03])  # decode: weight reads dominate
+    bf16 = Deployment(load_model("meta-llama/Llama-3.1-8B"), load_gpu("H100"))
+    fp8 = replace(bf16, model=replace(bf16.model, weight_bits=8, gemm_dtype="fp8"))
+    f16, f8 = step_features(bf16, steps, with_nodes=False), step_features(fp8, steps, with_nodes=False)
+    np.testing.assert_array_equal(roofline16_s(bf16, f16, steps), f16.roofline_s)
+    t16 = roofline16_s(fp8, f8, steps)
+    np.testing.assert_allclose(t16, f16.roofline_s, rtol=1e-9)  # the FP8 model's 16-bit twin is the bf16 model
+    assert ((f16.roofline_s / f8.roofline_s) > 1.8).all()  # 8 GB less to read per step: close to 2x at decode
+    tot, pre = prior_terms(bf16, f16, steps.duration_s, steps)
+    assert (tot[:, N_BASE_TERMS:] == 0).all() and (pre[:, N_BASE_TERMS:] == 0).all()
+    tot8, _ = prior_terms(fp8, f8, steps.duration_s, steps)
+    assert (tot8[:, N_BASE_TERMS:] > 0).all()
+
+
+def test_the_16_bit_physics_comes_from_16_bit_rows_and_the_design_is_chosen_inside_the_training_rows():
+    from llmco2_sidecar.predictor.prior import N_BASE_TERMS, _fit_design
+
+    rng = np.random.default_rng(1)
+    k = len(PRIOR_TERMS)
+    n = 120
+    a = np.zeros((n, k))
+    a[:, 0] = rng.uniform(50, 100, n)  # loaded idle over the step
+    a[:, 4] = rng.uniform(20, 200, n)  # busy time x3
+    a[:, 7] = rng.uniform(20, 200, n)  # memory
+    low = np.arange(n) >= 80
+    a[low, N_BASE_TERMS] = rng.uniform(50, 150, low.sum())  # low-precision busy x1
+    c_true = np.zeros(k)
+    c_true[[0, 4, 7]] = [0.8, 0.4, 0.3]
+    c_true[N_BASE_TERMS] = 0.25  # 0.4 + 0.25 + 0.3 <= 1: physical
+    y = a @ c_true
+    c = _fit_design(a, y, True)
+    np.testing.assert_allclose(c, c_true, atol=2e-3)
+    c0 = _fit_design(a, y, False)  # one fit over every row: the low-precision rows bend the base terms
+    assert c0[N_BASE_TERMS:].sum() == 0 and np.abs(c0[:N_BASE_TERMS] - c_true[:N_BASE_TERMS]).max() > 0.01
+    groups = np.repeat(np.arange(12), 10).astype(str)
+    p = PhysicsPrior().fit(a, y, groups=groups)
+    assert p.low_precision_terms and p.cv_mape["with"] < p.cv_mape["without"]
+    np.testing.assert_allclose(p.coef, c_true, atol=2e-3)

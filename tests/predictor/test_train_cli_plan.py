@@ -40,10 +40,15 @@ def test_llmco2_train_end_to_end(tmp_path, capsys, tiny_mlenergy_rows):
     assert "Held-out scores" in report and "gpu=B200" in report
     model = GNNPredictor.load(out)
     assert model.state.info["n_examples"] == 12 and model.state.info["seed"] == 1
+    assert model.state.info["dense_only"] is False  # benchmarks/moe_transfer.py refuses such a model
+    assert not model.state.config.soft_window and "GNN residual kept" in report  # the shipped dense recipe
     # deterministic: the same command gives the same weights
     out2 = tmp_path / "m2.safetensors"
     assert main(args[:-5] + ["--out", str(out2), "--epochs", "4", "--seed", "1", "--quiet", "--no-heldout"]) == 0
     assert out.read_bytes() == out2.read_bytes()
+    out3 = tmp_path / "m3.safetensors"
+    assert main(args[:-5] + ["--out", str(out3), "--epochs", "4", "--seed", "1", "--quiet", "--no-heldout", "--moe-recipe"]) == 0
+    assert GNNPredictor.load(out3).state.config.soft_window
 
 
 def test_llmco2_train_bad_input(tmp_path, capsys):

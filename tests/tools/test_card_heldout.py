@@ -41,3 +41,19 @@ def test_rows_come_from_the_shipped_recipe_only(tmp_path):
     missing = subprocess.run([sys.executable, str(TOOL), "--results", str(tmp_path / "none.json")], capture_output=True,
                              text=True, timeout=60)
     assert missing.returncode == 2 and "none.json: no such file" in missing.stderr
+
+
+def test_a_model_trained_on_moe_rows_takes_no_transfer_scores(tmp_path):
+    acc = {"results": [{"split": "family=gpt-oss", "predictor": "llmco2-gnn (2-GNN + physics prior)", "n": 65, "mape": 14.0,
+                        "eba30": 95.0}]}
+    moe = {"results": [{"group": "all MoE rows", "predictor": "llmco2-gnn-v1 (shipped)", "n": 284, "mape": 15.8, "eba30": 82.0}]}
+    a, m = tmp_path / "accuracy.json", tmp_path / "moe_transfer.json"
+    a.write_text(json.dumps(acc)), m.write_text(json.dumps(moe))
+    model = tmp_path / "model.json"
+    doc = json.loads((REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v1.json").read_text())
+    for dense_only, want in ((True, ["family=gpt-oss", "all MoE rows"]), (False, ["family=gpt-oss"])):
+        doc.setdefault("info", {})["dense_only"] = dense_only
+        model.write_text(json.dumps(doc))
+        cmd = [sys.executable, str(TOOL), "--model-json", str(model), "--results", str(a), str(m)]
+        assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+        assert [r["split"] for r in json.loads(model.read_text())["info"]["heldout"]] == want

@@ -1,0 +1,46 @@
+"""``tools/model_card.py``: the card's figures are the committed model file's and accuracy results'."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "tools/model_card.py"
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_committed_card_is_up_to_date():
+    p = _run("--check")
+    assert p.returncode == 0, p.stdout + p.stderr + "\nrun: python tools/model_card.py"
+
+
+def test_blocks_are_rewritten_from_the_files(tmp_path):
+    card = tmp_path / "card.md"
+    card.write_text("intro\n<!-- generated:fit -->\nstale\n<!-- /generated:fit -->\nmiddle\n"
+                    "<!-- generated:heldout -->\nstale\n<!-- /generated:heldout -->\nend\n")
+    acc = {"command": "python benchmarks/accuracy.py", "wall_s": 10.0, "n_examples": 3, "results": [
+        {"split": "gpu=A100", "predictor": "llmco2-gnn (2-GNN + physics prior)", "n": 3, "mape": 13.0, "eba30": 100.0},
+        {"split": "gpu=A100", "predictor": "physics prior alone", "n": 3, "mape": 11.0, "eba30": 100.0},
+        {"split": "family=gpt-oss", "predictor": "llmco2-gnn (2-GNN + physics prior)", "n": 3, "mape": 14.0, "eba30": 90.0},
+        {"split": "family=gpt-oss", "predictor": "physics prior alone", "n": 3, "mape": 16.0, "eba30": 80.0}]}
+    (tmp_path / "acc.json").write_text(json.dumps(acc))
+    model = REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v1.json"
+    args = ("--card", card, "--model-json", model, "--accuracy", tmp_path / "acc.json")
+    assert _run(*args, "--check").returncode == 1
+    assert _run(*args).returncode == 0
+    text = card.read_text()
+    assert text.startswith("intro\n") and "middle\n" in text and text.endswith("end\n") and "stale" not in text
+    # the A100 group misses its 12% target (the prior is better there), gpt-oss meets its 15% (MoE) target
+    assert "| gpu=A100 | 3 | 13.0 (100) | **11.0** | <= 12 | **no** |" in text
+    assert "| family=gpt-oss | 3 | **14.0** (90) | 16.0 | <= 15 | yes |" in text
+    assert "missed: gpu=A100 (13.0%)" in text and "Physics prior coefficients" in text
+    assert _run(*args, "--check").returncode == 0
+    card.write_text("no markers\n")
+    bad = _run(*args)
+    assert bad.returncode == 2 and "generated:fit" in bad.stderr
