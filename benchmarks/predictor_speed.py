@@ -4,8 +4,9 @@ Usage: python benchmarks/predictor_speed.py [--model FILE] [--steps 1024] [--rep
 
 Builds realistic mixed steps (Azure-like decode contexts plus a few prefill chunks), runs
 ``predict_steps`` on ``--steps`` steps at once with ``torch.set_num_threads(1)`` and reports the
-best CPU time per step graph: total, and the parts (kernel-graph features, the fused GNN forward, the
-torch reference forward, the request shares).
+best CPU time per step graph: the total, its parts (kernel-graph features, the fused GNN forward, the
+torch reference forward, the request shares) and ``predict_step_batch`` (predict_steps and the
+shares: what the sidecar and replay pay per batch), each call on a fresh batch as in the sidecar.
 Writes benchmarks/results/predictor_speed.{md,json}. The target is <= 50 us per step graph.
 """
 
@@ -31,6 +32,7 @@ from llmco2_sidecar.models.catalog import load_model  # noqa: E402
 from llmco2_sidecar.predictor.api import Deployment  # noqa: E402
 from llmco2_sidecar.predictor.dataset import featurize_steps  # noqa: E402
 from llmco2_sidecar.predictor.gnn import DEFAULT_MODEL, GNNPredictor  # noqa: E402
+from llmco2_sidecar.service.prediction import predict_step_batch  # noqa: E402
 from llmco2_sidecar.workload import Parallelism, StepBatch  # noqa: E402
 
 
@@ -45,6 +47,17 @@ def make_steps(n_steps: int, batch: int, seed: int = 0) -> StepBatch:
     ctx[first[pre]] = 0
     dur = rng.uniform(0.01, 0.05, size=n_steps)
     return StepBatch(idx.astype(np.int64), ctx.astype(np.int64), new, dur)
+
+
+def alternating(batches, fn):
+    """``fn`` called on each of ``batches`` in turn, one per call."""
+    turn = [0]
+
+    def call():
+        turn[0] ^= 1
+        fn(batches[turn[0]])
+
+    return call
 
 
 def timeit(fn, repeat: int) -> float:
@@ -79,8 +92,13 @@ def main() -> int:
         dep = Deployment(load_model(model_id), load_gpu(gpu), Parallelism(tp=tp))
         for n in (1, 4, 64, args.steps):  # 1 and 4: the sidecar's micro-batches at low step rates
             steps = make_steps(n, batch)
-            total = timeit(lambda: model.predict_steps(dep, steps), args.repeat)
-            feat = timeit(lambda: featurize_steps(dep, steps, model.state.duration, node_major=True), args.repeat)
+            # a fresh batch every call, as in the sidecar (each message is new): two batches in turn,
+            # so the step aggregates kept for the last batch (graph/aggregates.py) never serve a call
+            fresh = (make_steps(n, batch, seed=1), steps)
+            total = timeit(alternating(fresh, lambda sb: model.predict_steps(dep, sb)), args.repeat)
+            feat = timeit(alternating(fresh, lambda sb: featurize_steps(dep, sb, model.state.duration, node_major=True)),
+                          args.repeat)
+            call = timeit(alternating(fresh, lambda sb: predict_step_batch(model, dep, sb)), args.repeat)
             fe = featurize_steps(dep, steps, model.state.duration, node_major=True)
             fused = model._fused()
             inputs = model._fused_inputs(fe, fused)
@@ -92,13 +110,16 @@ def main() -> int:
                     model.forward_group(*tensors)
 
             torch_fwd = timeit(fwd, args.repeat)
-            shares = timeit(lambda: request_shares(dep, steps), args.repeat)
+            featurize_steps(dep, steps, model.state.duration, node_major=True)
+            shares = timeit(lambda: request_shares(dep, steps), args.repeat)  # its aggregates shared with the features
             rows.append({"model": model_id, "gpu": gpu, "tp": tp, "requests_per_step": batch, "steps": n,
                          "nodes": int(fe.features.layer_graph.n_nodes), "us_per_call_total": total * 1e6,
                          "us_per_step_total": total / n * 1e6, "us_per_step_features": feat / n * 1e6,
                          "us_per_step_gnn_forward": forward / n * 1e6, "us_per_step_torch_forward": torch_fwd / n * 1e6,
-                         "us_per_step_shares": shares / n * 1e6})
-            print(f"{model_id} {gpu} tp{tp} b{batch} S={n}: {total * 1e6:.0f} us/call, {total / n * 1e6:.1f} us/step "
+                         "us_per_step_shares": shares / n * 1e6, "us_per_call_predict_step_batch": call * 1e6,
+                         "us_per_step_predict_step_batch": call / n * 1e6})
+            print(f"{model_id} {gpu} tp{tp} b{batch} S={n}: {total * 1e6:.0f} us/call, {total / n * 1e6:.1f} us/step, "
+                  f"with shares {call * 1e6:.0f} us/call, {call / n * 1e6:.1f} us/step "
                   f"(features {feat / n * 1e6:.1f}, GNN {forward / n * 1e6:.1f}, torch reference {torch_fwd / n * 1e6:.1f}, "
                   f"shares {shares / n * 1e6:.1f})")
     meta = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -117,15 +138,20 @@ def main() -> int:
              "request finishes, so at low step rates it predicts 1 to 4 steps per call: there the cost per call is what "
              "counts. `predict_steps` = features + the fused NumPy GNN forward + the prior and the power window; the "
              "torch forward is the trained modules' own (the reference the fused one is tested against, not on the "
-             "product's path); shares = `request_shares` (attribution, called beside `predict_steps`).", "",
+             "product's path); shares = `request_shares` (attribution, called beside `predict_steps`, on the step "
+             "aggregates the features computed). `predict_step_batch` = both, what the sidecar and replay call per "
+             "batch. Every timed call but the torch forward's and the shares' gets a fresh batch (two in turn), as "
+             "each sidecar message is one.", "",
              "| model | GPU | TP | requests/step | steps per call | nodes | us per call | us/step predict_steps | "
-             "features | GNN forward (fused) | torch forward (reference) | shares |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "features | GNN forward (fused) | torch forward (reference) | shares | predict_step_batch: us per call | "
+             "us/step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['gpu']} | {r['tp']} | {r['requests_per_step']} | {r['steps']} | {r['nodes']} | "
                      f"{r['us_per_call_total']:.0f} | {r['us_per_step_total']:.1f} | {r['us_per_step_features']:.1f} | "
                      f"{r['us_per_step_gnn_forward']:.1f} | {r['us_per_step_torch_forward']:.1f} | "
-                     f"{r['us_per_step_shares']:.1f} |")
+                     f"{r['us_per_step_shares']:.1f} | {r['us_per_call_predict_step_batch']:.0f} | "
+                     f"{r['us_per_step_predict_step_batch']:.1f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return 0
 

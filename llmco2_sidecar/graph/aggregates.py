@@ -25,13 +25,20 @@ class StepAggregates:
     mean_context: np.ndarray
     max_context: np.ndarray
     is_prefill: np.ndarray  # bool [R]
+    slices: np.ndarray | None = None  # [R, w]: each slice's own aggregates (:func:`slice_aggregates`)
 
 
 def slice_aggregates(new: np.ndarray, ctx: np.ndarray, model=None) -> np.ndarray:
     """Per request slice: ``[R, 5]`` over (run, T, A, K, n), or ``[R, 8]`` with ``U`` (0 here: it is a
     per-step figure), ``Aw`` and ``Kw`` for models whose kernels need them (:func:`.kernels.extended`)."""
-    cols = [np.ones_like(new), new, new * ctx + new * (new + 1) / 2, ctx + new, np.ones_like(new)]
-    if model is not None and extended(model):
+    ext = model is not None and extended(model)
+    out = np.empty((new.shape[0], 8 if ext else 5))
+    out[:, 0] = 1.0
+    out[:, 1] = new
+    out[:, 2] = new * ctx + new * (new + 1) / 2
+    out[:, 3] = ctx + new
+    out[:, 4] = 1.0
+    if ext:
         W = float(model.local_window or 1)
         end = ctx + new
         if model.local_attention == "chunked":
@@ -46,8 +53,10 @@ def slice_aggregates(new: np.ndarray, ctx: np.ndarray, model=None) -> np.ndarray
                 return lo * (lo + 1) / 2 + (p - lo) * W
             aw = s_(end) - s_(ctx)
             kw = np.minimum(end, W + new - 1)
-        cols += [np.zeros_like(new), aw, kw]
-    return np.stack(cols, axis=1)
+        out[:, 5] = 0.0
+        out[:, 6] = aw
+        out[:, 7] = kw
+    return out
 
 
 def aggregates(steps: StepBatch, dep: Deployment | None = None) -> StepAggregates:
@@ -79,18 +88,36 @@ def _aggregates(steps: StepBatch, dep: Deployment | None) -> StepAggregates:
     model = dep.model if dep is not None else None
     per = slice_aggregates(new, ctx, model)
     width = per.shape[1]
-    # every summed column of the whole step and of its prefill / decode slices in ONE bincount: bin
-    # (block, step, column) with block 0 the whole step, 1 its prefill slices, 2 its decode slices.
-    # Each bin adds its slices in their order, as one bincount per block and column would.
     cols = [j for j in range(1, width) if j != 5]  # run (0) and U (5) follow from the sums
     C = len(cols)
-    w = per[:, cols]
-    ar = np.arange(C)
-    phase = np.where(is_prefill, S, 2 * S)  # the prefill / decode block's first step bin
-    bins = np.concatenate([((idx * C)[:, None] + ar).ravel(), (((phase + idx) * C)[:, None] + ar).ravel()])
-    sums = np.bincount(bins, weights=np.concatenate([w.ravel(), w.ravel()]), minlength=3 * S * C).reshape(3, S, C)
-    out = np.zeros((3, S, width))
-    out[:, :, cols] = sums
+    R = per.shape[0]
+    d = idx[1:] - idx[:-1] if R else None
+    if R and idx[0] == 0 and idx[-1] == S - 1 and (R == 1 or (d.min() >= 0 and d.max() <= 1)):
+        # slices in step order, every step with one at least (what the sidecar and the simulator
+        # send): contiguous segment sums of the whole step and of its prefill / decode slices (the
+        # other phase's rows zeroed: x * 0 = 0, x - x = 0). The summed columns are whole numbers
+        # (token counts and their products), so any summation order gives the same floats.
+        starts = np.concatenate(([0], np.flatnonzero(d) + 1))
+        a = np.empty((3, C, R))
+        a[0] = per[:, cols].T
+        np.multiply(a[0], is_prefill, out=a[1])
+        np.subtract(a[0], a[1], out=a[2])
+        out = np.zeros((3, S, width))
+        out[:, :, cols] = np.add.reduceat(a, starts, axis=2).transpose(0, 2, 1)
+        max_ctx = np.maximum.reduceat(ctx + new, starts)
+    else:
+        # every summed column of the whole step and of its prefill / decode slices in ONE bincount:
+        # bin (block, step, column) with block 0 the whole step, 1 its prefill slices, 2 its decode slices
+        w = per[:, cols]
+        ar = np.arange(C)
+        phase = np.where(is_prefill, S, 2 * S)  # the prefill / decode block's first step bin
+        bins = np.concatenate([((idx * C)[:, None] + ar).ravel(), (((phase + idx) * C)[:, None] + ar).ravel()])
+        sums = np.bincount(bins, weights=np.concatenate([w.ravel(), w.ravel()]), minlength=3 * S * C).reshape(3, S, C)
+        out = np.zeros((3, S, width))
+        out[:, :, cols] = sums
+        max_ctx = np.zeros(S)
+        if R:
+            np.maximum.at(max_ctx, idx, ctx + new)
     out[:, :, 0] = out[:, :, 4] > 0
     if width > 5 and model.is_moe:
         from .moe import touched_share
@@ -99,7 +126,4 @@ def _aggregates(steps: StepBatch, dep: Deployment | None) -> StepAggregates:
             out[b, :, 5] = touched_share(out[b, :, 1], model, dep.parallel)
     # slices per step and their KV tokens (column n and K of the whole step: the same sums)
     n = np.maximum(out[0, :, 4], 1.0)
-    max_ctx = np.zeros(S)
-    if steps.n_slices:
-        np.maximum.at(max_ctx, idx, ctx + new)
-    return StepAggregates(out[0], out[1], out[2], out[0, :, 3] / n, max_ctx, is_prefill)
+    return StepAggregates(out[0], out[1], out[2], out[0, :, 3] / n, max_ctx, is_prefill, per)

@@ -237,10 +237,28 @@ def node_major_block(lay3: Roofline, S: int) -> np.ndarray:
     """float32 ``[N, S, 3 x 7]``: the dynamic node features of S steps (the last ``3 x 7`` columns of
     :attr:`StepFeatures.node_x`, same values) laid out node-major, from the layer Roofline of the
     three row blocks (step, prefill, decode) of :func:`_totals`. The fused inference forward reads
-    this layout (one adjacency product for every step)."""
-    feats = np.stack(_phase_features(lay3))  # [7, 3S, N]
-    N = feats.shape[2]
-    return np.ascontiguousarray(feats.reshape(len(_PER_PHASE), 3, S, N).transpose(3, 2, 1, 0), dtype=np.float32).reshape(N, S, -1)
+    this layout (one adjacency product for every step).
+
+    The same element-wise formulas as :func:`_phase_features`, evaluated on node-major views of the
+    Roofline arrays and written straight into the float32 result (each value computed in float64
+    and rounded once, as ``astype`` does): no ``[7, 3S, N]`` stack and transposed copy."""
+    N = lay3.flops.shape[1]
+    out = np.empty((N, S, 3, len(_PER_PHASE)), np.float32)
+
+    def nm(a: np.ndarray) -> np.ndarray:  # [3S, N] -> node-major view [N, S, 3]
+        return a.reshape(3, S, N).transpose(2, 1, 0)
+
+    eps = 1e-30
+    flops, mem, time = nm(lay3.flops), nm(lay3.mem_bytes), nm(lay3.time_s)
+    log1p = np.log1p
+    log1p(flops, out=out[..., 0])
+    log1p(mem, out=out[..., 1])
+    log1p(nm(lay3.net_bytes), out=out[..., 2])
+    log1p(time * 1e6, out=out[..., 3])
+    log1p(flops / np.maximum(mem, eps), out=out[..., 4])
+    log1p(flops / np.maximum(time, eps) / 1e12, out=out[..., 5])
+    np.equal(nm(lay3.bound), 1, out=out[..., 6])
+    return out.reshape(N, S, -1)
 
 
 def duration_globals(dur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,8 +305,11 @@ def step_roofline_s(dep: Deployment, steps: StepBatch, fused_attention: bool = T
         agg[:, 3] = np.bincount(idx, weights=ctx + new, minlength=S)
         agg[:, 4] = np.bincount(idx, minlength=S)
         agg[:, 0] = agg[:, 4] > 0
-    S3 = (agg @ w).reshape(S, 3, -1)  # per kernel: compute, memory and network time
-    return S3.max(axis=1) @ weights, agg[:, 4].copy()
+    t = agg @ w  # per kernel: compute, memory and network time, three column blocks
+    K = weights.shape[0]
+    m = np.maximum(t[:, :K], t[:, K:2 * K])  # element-wise (a max over the middle axis of [S, 3, K] is slower)
+    np.maximum(m, t[:, 2 * K:], out=m)
+    return m @ weights, agg[:, 4].copy()
 
 
 #: per deployment object (checked once, kept with it): (dep, extended?, W, weights) of _time_form

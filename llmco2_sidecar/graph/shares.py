@@ -18,8 +18,8 @@ import numpy as np
 
 from ..predictor.api import Deployment
 from ..workload import StepBatch
-from .aggregates import aggregates, slice_aggregates
-from .builder import _coefs, kernel_peaks, layer_graph, roofline
+from .aggregates import aggregates
+from .builder import _coefs, kernel_peaks, layer_graph
 
 _ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv", "attention_mla")
 
@@ -38,18 +38,46 @@ def _groups(g) -> tuple:
     return groups
 
 
-def _peaks(g, dep: Deployment) -> tuple:
-    """Each kernel group's compute peaks (:func:`~.builder.kernel_peaks`) on ``dep``'s GPU and number
-    format, kept on the graph with its groups."""
+def _forms(g, dep: Deployment) -> tuple:
+    """``(W_step [w, 3K], weights [K, 2], W_attn [w, 3Ka], L)`` for ``dep``: every kernel's compute,
+    memory and network time is linear in the aggregates (``agg @ W``, as :func:`~.builder.roofline`
+    computes them), its Roofline time the largest of the three. ``weights`` sums the token-proportional
+    kernels (layers ``num_layers`` times) into column 0 and the logit kernels into column 1. Kept on
+    the (cached) graph per GPU, number format and layer count."""
     gpu = dep.gpu
-    key = (id(gpu), dep.model.act_bits)
-    cache = g.__dict__.setdefault("_share_peaks", {})
+    L = dep.model.num_layers
+    key = (id(gpu), dep.model.act_bits, L)
+    cache = g.__dict__.setdefault("_share_forms", {})
     hit = cache.get(key)
     if hit is not None and hit[0] is gpu:
         return hit[1]
-    peaks = tuple(kernel_peaks(ks, dep) for ks, _ in _groups(g))
-    cache[key] = (gpu, peaks)
-    return peaks
+
+    def form(ks, coefs):
+        cf, cm, cn = coefs
+        peak = kernel_peaks(ks, dep)
+        return np.ascontiguousarray(np.concatenate(
+            [cf / peak, cm / gpu.mem_bandwidth_bytes_s, cn / gpu.interconnect_bytes_s], axis=1))
+
+    (attn, c_attn), (token_layer, c_tl), (token_outside, c_to), (logit, c_logit) = _groups(g)
+    w_step = [form(ks, c).reshape(c[0].shape[0], 3, -1) for ks, c in ((token_layer, c_tl), (token_outside, c_to),
+                                                                        (logit, c_logit))]
+    w_step = np.concatenate(w_step, axis=2).reshape(w_step[0].shape[0], -1)
+    k1, k2, k3 = len(token_layer), len(token_outside), len(logit)
+    weights = np.zeros((k1 + k2 + k3, 2))
+    weights[:k1, 0] = float(L)
+    weights[k1:k1 + k2, 0] = 1.0
+    weights[k1 + k2:, 1] = 1.0
+    out = (w_step, weights, form(attn, c_attn), np.full(len(attn), float(L)))
+    cache[key] = (gpu, out)
+    return out
+
+
+def _max3(t: np.ndarray, k: int) -> np.ndarray:
+    """``[n, k]``: the largest of the three column blocks of ``t [n, 3k]`` (compute, memory, network
+    time); two element-wise maxima (a max-reduction over the middle axis of ``[n, 3, k]`` is slow for
+    small ``k``: 120 us for 2,048 slices and k = 1)."""
+    m = np.maximum(t[:, :k], t[:, k:2 * k])
+    return np.maximum(m, t[:, 2 * k:], out=m)
 
 
 def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
@@ -57,26 +85,23 @@ def request_shares(dep: Deployment, steps: StepBatch) -> np.ndarray:
     if steps.n_slices == 0:
         return np.zeros(0)
     g = layer_graph(dep)
-    L = dep.model.num_layers
     S = steps.n_steps
     idx = steps.request_step
-    agg = aggregates(steps, dep).step
-    (attn, c_attn), (token_layer, c_tl), (token_outside, c_to), (logit, c_logit) = _groups(g)
-    p_attn, p_tl, p_to, p_logit = _peaks(g, dep)
-
-    t_token = L * roofline(token_layer, agg, dep, c_tl, p_tl, with_bound=False).time_s.sum(1)
-    t_token += roofline(token_outside, agg, dep, c_to, p_to, with_bound=False).time_s.sum(1)
-    t_logit = roofline(logit, agg, dep, c_logit, p_logit, with_bound=False).time_s.sum(1)
-
-    new = steps.new_tokens.astype(np.float64)
-    ctx = steps.context_tokens.astype(np.float64)
-    per = slice_aggregates(new, ctx, dep.model)
+    ag = aggregates(steps, dep)
+    agg = ag.step
+    w_step, weights, w_attn, l_attn = _forms(g, dep)
+    # token-proportional and logit time of each step: [S, 2]
+    tt = _max3(agg @ w_step, weights.shape[0]) @ weights
+    t_token, t_logit = tt[:, 0], tt[:, 1]
     # each slice's own attention time (as if alone), then the step's attention time split by it
-    t_attn_slice = L * roofline(attn, per, dep, c_attn, p_attn, with_bound=False).time_s.sum(1)
+    per = ag.slices  # [R, w]: each slice's aggregates (the same rows the step sums are made of)
+    m = _max3(per @ w_attn, l_attn.shape[0])
+    t_attn_slice = m[:, 0] * l_attn[0] if l_attn.shape[0] == 1 else m @ l_attn
     t_attn = np.bincount(idx, weights=t_attn_slice, minlength=S)
 
-    tokens = np.bincount(idx, weights=new, minlength=S)
-    n = np.bincount(idx, minlength=S).astype(np.float64)
+    new = per[:, 1]
+    tokens = agg[:, 1]  # the step's new tokens (the same sums as a bincount over its slices)
+    n = agg[:, 4]  # slices per step
     total = t_token + t_logit + t_attn
     with np.errstate(invalid="ignore", divide="ignore"):
         share = (t_token[idx] * new / tokens[idx] + t_logit[idx] / n[idx] + t_attn_slice) / total[idx]

@@ -86,6 +86,29 @@ def test_fused_block_paths_agree():
         np.testing.assert_allclose(a[1], b[1], rtol=1e-6, atol=1e-6)
 
 
+def test_gathered_aggregation_equals_the_adjacency_product():
+    """The second layer's mean aggregation as two row gathers (GraphPlan.gather) gives the same
+    floats as the [N, N] product; a node averaging three predecessors falls back to the product."""
+    from llmco2_sidecar.predictor.fused import _gather_form
+
+    (x, adj, g, _, _), fargs, (static, adj_np, dyn, glob, lpp, lpt) = _case(s=70, seed=4)
+    nets = [_randomised(TwoStageGNN(x.shape[2], g.shape[1], hidden=h), seed=i) for i, h in enumerate((8, 12))]
+    fused = FusedForward(nets, **fargs)
+    plan = fused.plan(static, adj_np)
+    assert plan.gather is not None
+    fused.GATHER_COLS = 0
+    gathered = fused(plan, dyn, glob, lpp, lpt)
+    fused.GATHER_COLS = 10 ** 9
+    product = fused(plan, dyn, glob, lpp, lpt)
+    for a, b in zip(gathered, product):
+        np.testing.assert_array_equal(a, b)
+    p0, p1, w = plan.gather
+    h = np.random.default_rng(0).random((adj_np.shape[0], 9)).astype(np.float32)
+    np.testing.assert_array_equal((h[p0] + h[p1]) * w, adj_np @ h)
+    three = mean_adjacency(torch.tensor([[0, 1, 2], [3, 3, 3]]), 4).numpy()
+    assert _gather_form(three) is None
+
+
 _SHIPPED_CASES = [("meta-llama/Llama-2-7b-hf", "H100", 1), ("meta-llama/Llama-3.1-70B", "H100", 4),
                   ("Qwen/Qwen3-32B", "B200", 2), ("meta-llama/Llama-2-13b-hf", "A100-SXM4-80GB", 1),
                   ("Qwen/Qwen3-30B-A3B", "H100", 2), ("openai/gpt-oss-20b", "H100", 1)]
