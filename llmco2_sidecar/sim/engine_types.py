@@ -102,3 +102,8 @@ class EngineStats:
     max_waiting: int = 0
     runs: int = 0  # decode runs computed together
     rejected_ids: list = field(default_factory=list)  # the first 100
+
+    @property
+    def skipped(self) -> list:
+        """Ids of the requests that can never fit the KV cache (the first 100)."""
+        return [rid for rid, _ in self.rejected_ids]

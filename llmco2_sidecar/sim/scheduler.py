@@ -8,7 +8,7 @@ same engine (with the vLLM v1 policy by default).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..predictor.api import Deployment, StepPredictor
 from .adapter import ScheduledSeq
 from ..schedule import BLOCK_TOKENS
-from .engine import EngineConfig, EngineSimulator
+from .engine import EngineConfig, EngineSimulator, EngineStats
 from .trace import TraceRequest
 
 
@@ -41,18 +41,7 @@ class SchedulerConfig:
             raise InputError("max_num_seqs", "must be positive", ">= 1")
 
 
-@dataclass
-class SimStats:
-    steps: int = 0
-    finished: int = 0
-    preemptions: int = 0
-    recomputed_tokens: int = 0
-    prefill_tokens: int = 0
-    decode_tokens: int = 0
-    busy_s: float = 0.0
-    end_s: float = 0.0
-    max_running: int = 0
-    skipped: list = field(default_factory=list)  # requests that can never fit the KV cache
+SimStats = EngineStats  # what run() returns: the engine's own statistics (``skipped``: requests that never fit)
 
 
 class SarathiSimulator:
@@ -100,8 +89,4 @@ class SarathiSimulator:
                 self.sink.on_step(float(chunk.start_s[i]), end, seqs)
                 for r in ends.pop(end, ()):
                     self.sink.on_finished(r.rid, r.generated, r.finish_s, r.prompt)
-        st = eng.stats
-        return SimStats(steps=st.steps, finished=st.finished, preemptions=st.preemptions,
-                        recomputed_tokens=st.recomputed_tokens, prefill_tokens=st.prefill_tokens,
-                        decode_tokens=st.decode_tokens, busy_s=st.busy_s, end_s=st.end_s, max_running=st.max_running,
-                        skipped=[rid for rid, _ in st.rejected_ids])
+        return eng.stats
