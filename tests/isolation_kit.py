@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import queue
 
 import numpy as np
-from sidecar_testkit import identity, steps_message
+from sidecar_testkit import Stream, identity, steps_message
 
 from llmco2_sidecar.predictor.roofline import RooflinePredictor
-
-
-class Stream:
-    """A bidirectional StreamEvents call driven message by message."""
-
-    def __init__(self, stub, metadata=None):
-        self._q: queue.Queue = queue.Queue()
-        self.call = stub.StreamEvents(iter(self._q.get, None), metadata=metadata)
-
-    def send(self, msg):
-        self._q.put(msg)
-        return next(self.call)
-
-    def close(self):
-        self._q.put(None)
-        return list(self.call)
 
 
 class Engine:

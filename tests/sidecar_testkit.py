@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+
+import grpc
+
 from llmco2_sidecar._proto import events_pb2 as pb
 from llmco2_sidecar.config import SidecarConfig
 
@@ -48,3 +52,28 @@ def make_config(tmp_path, **kw) -> SidecarConfig:
     kw.setdefault("log", str(tmp_path / "carbon.jsonl"))
     kw.setdefault("predictor", "roofline")
     return SidecarConfig(**kw)
+
+
+class Stream:
+    """A bidirectional StreamEvents call driven message by message."""
+
+    def __init__(self, stub, metadata=None):
+        self._q: queue.Queue = queue.Queue()
+        self.call = stub.StreamEvents(iter(self._q.get, None), metadata=metadata)
+
+    def send(self, msg):
+        self._q.put(msg)
+        return next(self.call)
+
+    def close(self):
+        self._q.put(None)
+        return list(self.call)
+
+
+def rpc_error(fn) -> tuple:
+    """(status code, details) of the grpc.RpcError that ``fn()`` raises; AssertionError if none."""
+    try:
+        fn()
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+    raise AssertionError("no grpc.RpcError raised")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
 import grpc
 import pytest
 from google.protobuf import json_format
-from sidecar_testkit import GPU, MODEL, identity, make_config, steps_message
+from sidecar_testkit import GPU, MODEL, Stream, identity, make_config, rpc_error, steps_message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -18,28 +17,6 @@ from llmco2_sidecar._proto import sidecar_pb2 as spb
 from llmco2_sidecar._proto import sidecar_pb2_grpc
 from llmco2_sidecar.service.carbon_log import read_records
 from llmco2_sidecar.service.server import SidecarThread
-
-
-class Stream:
-    """A bidirectional StreamEvents call driven message by message."""
-
-    def __init__(self, stub, metadata=None):
-        self._q: queue.Queue = queue.Queue()
-        self.call = stub.StreamEvents(iter(self._q.get, None), metadata=metadata)
-
-    def send(self, msg):
-        self._q.put(msg)
-        return next(self.call)
-
-    def close(self):
-        self._q.put(None)
-        return list(self.call)
-
-
-def _code(fn):
-    with pytest.raises(grpc.RpcError) as info:
-        fn()
-    return info.value.code(), info.value.details()
 
 
 def test_stream_to_record_and_lookup(sidecar, stub):
@@ -77,7 +54,7 @@ def test_stream_to_record_and_lookup(sidecar, stub):
 
 def test_first_message_must_be_identity(stub):
     s = Stream(stub)
-    code, details = _code(lambda: s.send(steps_message(1, [(1, 0, 1, [("a", 1, 0, 1)])])))
+    code, details = rpc_error(lambda: s.send(steps_message(1, [(1, 0, 1, [("a", 1, 0, 1)])])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("identity")
 
 
@@ -95,7 +72,7 @@ def test_first_message_must_be_identity(stub):
      "identity.architecture.num_key_value_heads"),
 ])
 def test_bad_identity_names_the_field(stub, kw, field):
-    code, details = _code(lambda: Stream(stub).send(identity(**kw)))
+    code, details = rpc_error(lambda: Stream(stub).send(identity(**kw)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(field), details
     # the server keeps serving
@@ -116,7 +93,7 @@ def test_architecture_identity_without_catalog_name(stub):
 def test_second_identity_is_rejected(stub):
     s = Stream(stub)
     s.send(identity())
-    code, details = _code(lambda: s.send(identity()))
+    code, details = rpc_error(lambda: s.send(identity()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("identity")
 
 
@@ -185,11 +162,11 @@ def test_reconnect_resends_are_deduplicated(sidecar, stub):
 
 
 def test_lookup_errors_and_wait(sidecar, stub):
-    code, details = _code(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="")))
+    code, details = rpc_error(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("request_id")
-    code, _ = _code(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="x", wait_s=-1)))
+    code, _ = rpc_error(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="x", wait_s=-1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    code, _ = _code(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="nobody")))
+    code, _ = rpc_error(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="nobody")))
     assert code == grpc.StatusCode.NOT_FOUND
     s = Stream(stub)
     s.send(identity())
@@ -251,12 +228,12 @@ def test_bearer_token(tmp_path):
     with SidecarThread(make_config(tmp_path, token="s3cret")) as sc:
         channel = grpc.insecure_channel(sc.address)
         stub = sidecar_pb2_grpc.CarbonSidecarStub(channel)
-        code, _ = _code(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="x")))
+        code, _ = rpc_error(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="x")))
         assert code == grpc.StatusCode.UNAUTHENTICATED
-        code, _ = _code(lambda: Stream(stub).send(identity()))
+        code, _ = rpc_error(lambda: Stream(stub).send(identity()))
         assert code == grpc.StatusCode.UNAUTHENTICATED
         good = [("authorization", "Bearer s3cret")]
-        code, _ = _code(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="x"), metadata=good))
+        code, _ = rpc_error(lambda: stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="x"), metadata=good))
         assert code == grpc.StatusCode.NOT_FOUND  # authenticated, simply unknown
         assert Stream(stub, metadata=good).send(identity()).stream_id == "engine-1"
         h = health_pb2_grpc.HealthStub(channel)  # health stays open
@@ -281,8 +258,8 @@ def test_static_batch_records(sidecar, stub):
     msg.events.seq = 1
     msg.events.static_batches.add(batch_id=1, start_s=0.0, end_s=2.0, request_id=["s1", "s2", "s3"],
                                   prompt_tokens=[100, 200, 50], output_tokens=[10, 5, 20])
-    bad = msg.events.static_batches.add(batch_id=2, start_s=0.0, end_s=2.0, request_id=["t1"], prompt_tokens=[0],
-                                        output_tokens=[1])
+    msg.events.static_batches.add(batch_id=2, start_s=0.0, end_s=2.0, request_id=["t1"], prompt_tokens=[0],
+                                  output_tokens=[1])  # refused: no prompt
     ack = s.send(msg)
     assert ack.batches_accepted == 1 and ack.batches_rejected == 1
     assert ack.rejections[0].field == "static_batches.prompt_tokens"
@@ -295,9 +272,9 @@ def test_static_batch_records(sidecar, stub):
 
 
 def test_estimate_rpc(stub):
-    code, details = _code(lambda: stub.Estimate(spb.EstimateRequest(gpu=GPU, batch=1, prompt_len=1, output_len=1)))
+    code, details = rpc_error(lambda: stub.Estimate(spb.EstimateRequest(gpu=GPU, batch=1, prompt_len=1, output_len=1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("model")
-    code, details = _code(lambda: stub.Estimate(spb.EstimateRequest(model=MODEL, gpu=GPU, batch=0, prompt_len=1,
+    code, details = rpc_error(lambda: stub.Estimate(spb.EstimateRequest(model=MODEL, gpu=GPU, batch=0, prompt_len=1,
                                                                     output_len=1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("batch")
     reply = stub.Estimate(spb.EstimateRequest(model=MODEL, gpu=GPU, batch=4, prompt_len=512, output_len=128))

@@ -6,8 +6,8 @@ import json
 
 import grpc
 import pytest
-from isolation_kit import POISON_PROMPT, Engine, PoisonPredictor, Stream
-from sidecar_testkit import identity, make_config
+from isolation_kit import POISON_PROMPT, Engine, PoisonPredictor
+from sidecar_testkit import Stream, identity, make_config
 
 from llmco2_sidecar._proto import events_pb2 as pb
 from llmco2_sidecar._proto import sidecar_pb2_grpc

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from isolation_kit import NAN_PROMPT, POISON_PROMPT, Engine, PoisonPredictor, Stream
-from sidecar_testkit import identity, make_config
+from isolation_kit import NAN_PROMPT, POISON_PROMPT, Engine, PoisonPredictor
+from sidecar_testkit import Stream, identity, make_config
 
 from llmco2_sidecar._proto import sidecar_pb2_grpc
 from llmco2_sidecar.service.server import SidecarThread

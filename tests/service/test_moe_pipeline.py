@@ -4,12 +4,11 @@ carbon; and identities the graph cannot cost refused naming the field, the sidec
 
 from __future__ import annotations
 
-import queue
 import time
 
 import grpc
 import pytest
-from sidecar_testkit import identity, make_config, steps_message
+from sidecar_testkit import Stream, identity, make_config, rpc_error, steps_message
 
 from llmco2_sidecar._proto import events_pb2 as pb
 from llmco2_sidecar._proto import sidecar_pb2 as spb
@@ -21,28 +20,6 @@ from llmco2_sidecar.service.carbon_log import read_records
 from llmco2_sidecar.service.server import SidecarThread
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Stream:
-    """A bidirectional StreamEvents call driven message by message."""
-
-    def __init__(self, stub):
-        self._q: queue.Queue = queue.Queue()
-        self.call = stub.StreamEvents(iter(self._q.get, None))
-
-    def send(self, msg):
-        self._q.put(msg)
-        return next(self.call)
-
-    def close(self):
-        self._q.put(None)
-        return list(self.call)
-
-
-def _code(fn):
-    with pytest.raises(grpc.RpcError) as info:
-        fn()
-    return info.value.code(), info.value.details()
 
 
 def _drive(em: Emitter, n_requests: int = 6) -> list[str]:
@@ -105,7 +82,7 @@ def test_moe_catalog_name_and_mla_through_the_pipeline(sidecar, stub):
 def test_moe_identities_the_graph_cannot_cost_name_the_field(stub, arch, kw, field):
     base = dict(model_type="mixtral", hidden_size=1024, intermediate_size=2048, num_layers=4, num_heads=8,
                 num_kv_heads=4, vocab_size=1000)
-    code, details = _code(lambda: Stream(stub).send(identity(architecture=pb.ModelArchitecture(**base, **arch), **kw)))
+    code, details = rpc_error(lambda: Stream(stub).send(identity(architecture=pb.ModelArchitecture(**base, **arch), **kw)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(field), details
     assert Stream(stub).send(identity("other")).stream_id == "other"  # still serving
@@ -119,6 +96,6 @@ def test_estimate_rpc_for_a_moe_model_with_expert_parallelism(stub):
     r = json_format.MessageToDict(reply.result)
     assert r["ep"] == 8 and r["model_info"]["experts"] == 128 and r["model_info"]["weight_bits"] == 8
     assert r["energy_j"]["total"] > 0 and r["network_bytes"]["decode"] > 0
-    code, details = _code(lambda: stub.Estimate(spb.EstimateRequest(model="Qwen/Qwen3-30B-A3B", gpu="H100", batch=1,
+    code, details = rpc_error(lambda: stub.Estimate(spb.EstimateRequest(model="Qwen/Qwen3-30B-A3B", gpu="H100", batch=1,
                                                                     prompt_len=8, output_len=8, tp=2, ep=3)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("ep"), details
