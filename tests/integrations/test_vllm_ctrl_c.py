@@ -26,19 +26,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmco2_e2e_harness import HarnessError, VllmServer, build_tiny_model, ensure_vllm_env, http_request
+from llmco2_e2e_harness import HarnessError, VllmServer, build_tiny_model, http_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def vllm_python() -> Path:
-    if os.environ.get("LLMCO2_SKIP_E2E") == "1":
-        pytest.skip("LLMCO2_SKIP_E2E=1: the vLLM end-to-end test was skipped on purpose")
-    try:
-        return ensure_vllm_env()
-    except HarnessError as exc:
-        pytest.fail(f"cannot build the vLLM e2e environment (set LLMCO2_SKIP_E2E=1 to skip on purpose): {exc}")
 
 
 def _auto_sidecar(server_pid: int) -> tuple[psutil.Process, str]:

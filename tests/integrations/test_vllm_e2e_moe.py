@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 
-from llmco2_e2e_harness import HarnessError, Sidecar, VllmServer, build_tiny_model, ensure_vllm_env, http_request, sse_events
+from llmco2_e2e_harness import HarnessError, Sidecar, VllmServer, build_tiny_model, http_request, sse_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 PROMPT = ("Mixture of experts routes every token to a few of its experts. " * 5).strip()
-
-
-@pytest.fixture(scope="module")
-def vllm_python() -> Path:
-    if os.environ.get("LLMCO2_SKIP_E2E") == "1":
-        pytest.skip("LLMCO2_SKIP_E2E=1: the vLLM end-to-end test was skipped on purpose")
-    try:
-        return ensure_vllm_env()
-    except HarnessError as exc:
-        pytest.fail(f"cannot build the vLLM e2e environment (set LLMCO2_SKIP_E2E=1 to skip on purpose): {exc}")
 
 
 def test_vllm_serves_a_tiny_moe_with_carbon(vllm_python: Path, tmp_path: Path) -> None:
