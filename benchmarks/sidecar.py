@@ -48,9 +48,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def identity(engine: str) -> pb.EngineMessage:
+    """The stream's first message, as the shipped emitter sends it (it takes cumulative acks)."""
     return pb.EngineMessage(identity=pb.EngineIdentity(engine_name="bench", instance_id=engine, model_name=MODEL,
                                                        gpu=GPU, engine_clock_at_open_s=0.0,
-                                                       wall_clock_at_open_s=time.time()))
+                                                       wall_clock_at_open_s=time.time(), cumulative_acks=True))
 
 
 class Workload:
