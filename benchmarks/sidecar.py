@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import queue
 import shutil
 import subprocess
 import sys
@@ -117,9 +116,9 @@ class Workload:
         return msg, done
 
 
-def start_sidecar(tmp: Path, cpu: int | None, predictor: str) -> tuple[subprocess.Popen, str]:
+def start_sidecar(tmp: Path, cpu: int | None, predictor: str, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "llmco2_sidecar.cli.main", "serve", "--port", "0", "--log", str(tmp / "carbon.jsonl"),
-           "--log-level", "WARNING", "--ledger-max-finished", "50000", "--predictor", predictor]
+           "--log-level", "WARNING", "--ledger-max-finished", "50000", "--predictor", predictor, *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
                             preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
     line = proc.stdout.readline()
