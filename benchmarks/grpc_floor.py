@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -127,12 +126,7 @@ def _paced(address: str, rate: float, duration_s: float, pid: int) -> dict:
     c0 = bench._cpu_s(pid)
     t0 = time.perf_counter()
     for k in range(n):
-        target = t0 + k / rate
-        while True:
-            now = time.perf_counter()
-            if now >= target:
-                break
-            time.sleep(min(target - now, 0.0005))
+        bench.wait_until(t0 + k / rate)
         sid, start, end, count, rids, new, ctx, prm, done = w.steps(1)
         em.emit_step(sid[0], start[0], end[0], rids, new, ctx, prm)
         for r in done:
@@ -178,12 +172,7 @@ def main(argv=None) -> int:
         res["servers"][mode] = {"runs": runs, "median_us": per[len(per) // 2], "min_us": per[0], "max_us": per[-1]}
     res["load_average_1m_after"] = os.getloadavg()[0]
     res["command"] = "python benchmarks/grpc_floor.py" + (" --quick" if args.quick else "")
-    res["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "grpc_floor.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "grpc_floor.md").write_text(render(res))
-    print(render(res))
+    bench.write_results(Path(args.out), "grpc_floor", res, render)
     return 0
 
 

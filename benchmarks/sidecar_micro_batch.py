@@ -10,7 +10,6 @@ Usage: python benchmarks/sidecar_micro_batch.py [--sizes 256,512,1024] [--repeat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -51,8 +50,14 @@ def micro_batch_sweep(sizes: list[int], repeat: int, quick: bool, out: Path) -> 
     res["load_average_1m_after"] = os.getloadavg()[0]
     res["command"] = f"python benchmarks/sidecar_micro_batch.py --sizes {','.join(map(str, sizes))} --repeat {repeat}" + (
         " --quick" if quick else "")
-    res["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    res["steps"] = steps
+    bench.write_results(out, "sidecar_micro_batch", res, render)
+    return 0
+
+
+def render(res: dict) -> str:
     m = res["machine"]
+    steps = res.get("steps", 20_000 if "--quick" in res["command"] else 120_000)
     lines = ["# Sidecar throughput by micro-batch size", "",
              f"Command: `{res['command']}` ({res['date_utc']} UTC). Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs; "
              f"1-minute load average {m['load_average_1m_at_start']:.2f} at the start, {res['load_average_1m_after']:.2f} "
@@ -60,17 +65,13 @@ def micro_batch_sweep(sizes: list[int], repeat: int, quick: bool, out: Path) -> 
              f"GNN, {steps:,} steps in 64-step messages, the sidecar pinned to one core) with `llmco2 serve "
              "--micro-batch-steps N`, the sizes in turn, each size's runs spread over the sweep.", "",
              "| --micro-batch-steps | step events/s, 1 stream: median (runs) | 8 streams: median (runs) |", "|---|---|---|"]
-    for n in sizes:
+    for n in res["sizes"]:
         a = sorted(r["steps_per_s_1"] for r in res["runs"] if r["micro_batch_steps"] == n)
         b = sorted(r["steps_per_s_8"] for r in res["runs"] if r["micro_batch_steps"] == n)
         lines.append(f"| {n} | {a[len(a) // 2]:,.0f} ({', '.join(f'{x:,.0f}' for x in a)}) | "
                      f"{b[len(b) // 2]:,.0f} ({', '.join(f'{x:,.0f}' for x in b)}) |")
     lines.append("")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sidecar_micro_batch.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "sidecar_micro_batch.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
