@@ -178,6 +178,9 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, 
             ax.scatter(p["true"][mask], p["pred"][mask], s=14 if i == 0 else 8, alpha=0.9 if i == 0 else 0.45,
                        color=colors[i % len(colors)], label=n, zorder=3 if i == 0 else 2)
             lo, hi = min(lo, p["true"][mask].min(), p["pred"][mask].min()), max(hi, p["true"][mask].max(), p["pred"][mask].max())
+        if not np.isfinite(lo):  # no split of this kind in the run (--splits)
+            ax.set_title(f"{title}: not in this run")
+            continue
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
         ax.fill_between([lo, hi], [lo * 0.7, hi * 0.7], [lo * 1.3, hi * 1.3], color="grey", alpha=0.12, label="within 30%")
         ax.set_xscale("log")
@@ -214,12 +217,14 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, 
 _WORK = None  # (examples, feats, splits, seed, epochs, t0): inherited by the forked workers
 _PREDICTORS = ""  # --predictors: inherited by the forked workers
 _MOE_RECIPE = False  # --moe-recipe: inherited by the forked workers
-_SHRINK = ((), None)  # (--shrink-by kinds, --inner-epochs): inherited by the forked workers
+_SHRINK = ((), None, 1)  # (--shrink-by kinds, --inner-epochs, --bag): inherited by the forked workers
 
 
 def _selected(specs: dict, prefixes: str) -> dict:
     """The predictors whose name starts with one of the comma-separated ``prefixes`` (all when empty)."""
     want = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+    if OURS.startswith(want):
+        want += (WHOLE,)  # ours' unshrunk twin (--shrink-by) comes with ours
     return {n: v for n, v in specs.items() if not want or n.startswith(want)}
 
 
@@ -234,7 +239,7 @@ def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
                  if name in ("+ prefill/decode (2 GNN)", "+ targeted refinement", "+ physics prior + refinement")}
     else:
         specs = _selected(predictor_specs(epochs=epochs, moe_recipe=_MOE_RECIPE, shrink_by=_SHRINK[0],
-                                          inner_epochs=_SHRINK[1]), _PREDICTORS)
+                                          inner_epochs=_SHRINK[1], bag=_SHRINK[2]), _PREDICTORS)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] worker {k}: {msg}", flush=True)  # noqa: E731
     return evaluate(examples, feats, splits[k::n], specs, seed=seed, progress=log)
 
@@ -282,6 +287,8 @@ def main() -> int:
                     "residual whole). Default: none (the shipped recipe)")
     ap.add_argument("--inner-epochs", type=int, default=None, help="epochs of the inner fits of --shrink-by "
                     "(default: --epochs)")
+    ap.add_argument("--bag", type=int, default=1, help="ours' ensemble trains each HYPER_GRID point from this many "
+                    "initialisations (torch seeds) and averages them all (default 1: the shipped recipe's two members)")
     ap.add_argument("--predictors", default="", help="only the predictors whose name starts with one of these "
                     "comma-separated prefixes, e.g. 'llmco2-gnn,physics prior' (default: all; the others' figures on the "
                     "same splits then come from another run, which the output must name)")
@@ -293,6 +300,9 @@ def main() -> int:
         shrink_by = parse_shrink_by(args.shrink_by)
     except ValueError as exc:
         print(f"accuracy.py: --shrink-by: {exc}", file=sys.stderr)
+        return 2
+    if args.bag < 1:
+        print(f"accuracy.py: --bag: must be positive, got {args.bag}", file=sys.stderr)
         return 2
     if args.inner_epochs is not None and args.inner_epochs < 1:
         print(f"accuracy.py: --inner-epochs: must be positive, got {args.inner_epochs}", file=sys.stderr)
@@ -310,13 +320,13 @@ def main() -> int:
     if args.splits:
         splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
     specs = _selected(predictor_specs(epochs=args.epochs, moe_recipe=args.moe_recipe, shrink_by=shrink_by,
-                                      inner_epochs=args.inner_epochs), args.predictors)
+                                      inner_epochs=args.inner_epochs, bag=args.bag), args.predictors)
     if not specs:
         print(f"accuracy.py: predictors: none starts with {args.predictors!r}", file=sys.stderr)
         return 2
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
     global _WORK, _PREDICTORS, _MOE_RECIPE, _SHRINK
-    _PREDICTORS, _MOE_RECIPE, _SHRINK = args.predictors, args.moe_recipe, (shrink_by, args.inner_epochs)
+    _PREDICTORS, _MOE_RECIPE, _SHRINK = args.predictors, args.moe_recipe, (shrink_by, args.inner_epochs, args.bag)
     _WORK = (examples, feats, splits, args.seed, args.epochs, t0)
     results, points = _run_parallel(specs, len(splits), args.jobs, log, ablation=False)
     names = list(specs)
@@ -343,7 +353,7 @@ def main() -> int:
         f" --prefix {args.prefix}" if args.prefix != "accuracy" else "") + (
         f" --predictors '{args.predictors}'" if args.predictors else "") + (" --moe-recipe" if args.moe_recipe else "") + (
         f" --shrink-by {','.join(shrink_by)}" if shrink_by else "") + (
-        f" --inner-epochs {args.inner_epochs}" if args.inner_epochs else "")
+        f" --inner-epochs {args.inner_epochs}" if args.inner_epochs else "") + (f" --bag {args.bag}" if args.bag > 1 else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
         f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "
@@ -366,7 +376,9 @@ def main() -> int:
            "log-residual over the prior, scale and bound chosen per split on the same validation architectures "
            "(`training.choose_shrink`); ours and the prior alone choose the prior's design (one fit over every row, or the "
            "16-bit physics from 16-bit rows plus low-precision busy terms) by inner leave-one-architecture-out on the "
-           "training side; the GNN baselines are unchanged." if args.moe_recipe else ""),
+           "training side; the GNN baselines are unchanged." if args.moe_recipe else "")
+        + (f" Ours with `--bag {args.bag}`: each `HYPER_GRID` point trained from {args.bag} initialisations (torch seeds), "
+           f"all {2 * args.bag} members averaged; the GNN baselines keep two members." if args.bag > 1 else ""),
         "",
         *([f"Only {', '.join(names)} ran here (`--predictors`); the other predictors on the same splits come from a "
            "full run, named where these figures are used.", ""] if args.predictors else []),

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "GPU kind ('gpu'), one source ('source') or either ('gpu,source') out of the training data "
                    "(predictor/shrink.py; benchmarks/results/accuracy_shrinkgpu.md). Default: none (the shipped recipe)")
     p.add_argument("--inner-epochs", type=int, default=None, help="epochs of the --shrink-by inner fits (default: --epochs)")
+    p.add_argument("--bag", type=int, default=1, help="train each HYPER_GRID point from this many initialisations "
+                   "(torch seeds) and average them all (default 1: two members; the predictor's cost grows with the "
+                   "members)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..predictor.evaluate import architecture, evaluate, gnn_spec, load_examples, make_splits, prior_spec
     from ..predictor.gnn import GNNConfig
-    from ..predictor.training import HYPER_GRID, TrainOptions, refit_all, train_ensemble
+    from ..predictor.training import HYPER_GRID, TrainOptions, bagged_grid, refit_all, train_ensemble
     from ..predictor.splits import validation_split
     from ..predictor.metrics import summary
 
@@ -71,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError("shrink-by", str(exc), "gpu, source, gpu,source or none") from None
     inner_epochs = getattr(args, "inner_epochs", None)
+    bag = getattr(args, "bag", 1)
+    if bag < 1:
+        raise InputError("bag", f"must be positive, got {bag}", ">= 1")
     if inner_epochs is not None and inner_epochs < 1:
         raise InputError("inner-epochs", f"must be positive, got {inner_epochs}", ">= 1")
     torch.set_num_threads(max(1, args.threads))
@@ -90,24 +96,26 @@ def run(args: argparse.Namespace) -> int:
     splits = [] if args.no_heldout else make_splits(examples)
     every = np.arange(len(examples))
     n_inner = [len(inner_folds(examples, every, shrink_by))] + [len(inner_folds(examples, s.train, shrink_by)) for s in splits]
-    n_fits = len(HYPER_GRID) * (2 + len(splits) + sum(n_inner))
-    epochs_total = args.epochs * len(HYPER_GRID) * (2 + len(splits)) + (inner_epochs or args.epochs) * len(HYPER_GRID) * sum(n_inner)
+    grid = bagged_grid(HYPER_GRID, bag, args.seed)
+    n_fits = len(grid) * (2 + len(splits) + sum(n_inner))
+    epochs_total = args.epochs * len(grid) * (2 + len(splits)) + (inner_epochs or args.epochs) * len(grid) * sum(n_inner)
     results = []
     with tqdm(total=epochs_total, disable=args.quiet, desc="llmco2 train", unit="epoch") as bar:
         if splits:
-            specs = {"llmco2-gnn": gnn_spec(config, options, progress=bar.update, shrink_by=shrink_by, inner_epochs=inner_epochs),
+            specs = {"llmco2-gnn": gnn_spec(config, options, progress=bar.update, shrink_by=shrink_by, inner_epochs=inner_epochs,
+                                            bag=bag),
                      "physics prior": prior_spec(args.moe_recipe)}
             results, _ = evaluate(examples, feats, splits, specs, seed=args.seed)
         groups = [architecture(e) for e in examples]
         fit_idx, val_idx = validation_split(every, groups, seed=args.seed)
-        chosen = train_ensemble(examples, feats, fit_idx, val_idx, config, options, progress=bar.update,
+        chosen = train_ensemble(examples, feats, fit_idx, val_idx, config, options, grid=grid, progress=bar.update,
                                 shrink=False if shrink_by else None)
         if shrink_by:
             scale, bound, inner = choose_shrink_inner(examples, feats, every, shrink_by, config, options, groups,
-                                                      inner_epochs=inner_epochs, progress=bar.update)
+                                                      inner_epochs=inner_epochs, grid=grid, progress=bar.update)
             apply_inner_shrink(chosen, scale, bound, inner)
         # the shipped model: every example fitted, each member for the epochs its early stopping chose
-        model = refit_all(examples, feats, chosen, config, options, progress=bar.update)
+        model = refit_all(examples, feats, chosen, config, options, grid=grid, progress=bar.update)
         if "shrink_inner" in chosen.state.info:
             model.state.info["shrink_inner"] = chosen.state.info["shrink_inner"]
     from ..predictor.evaluate import predict_gnn

@@ -151,6 +151,15 @@ HYPER_GRID = ({"hidden": 16, "weight_decay": 1e-2, "residual_reg": 1.0},
               {"hidden": 32, "weight_decay": 1e-4, "residual_reg": 0.0})
 
 
+def bagged_grid(grid: tuple[dict, ...], bag: int, seed: int) -> tuple[dict, ...]:
+    """Every grid point trained from ``bag`` initialisations (torch seeds ``seed``, ``seed + 1000``, ...;
+    same data, same early-stopping architectures); ``bag`` 1: ``grid`` itself. The ensemble averages
+    all of them (``--bag``: the held-out figures of one initialisation swing by several points)."""
+    if bag <= 1:
+        return grid
+    return tuple({**p, "seed": seed + 1000 * k} for k in range(bag) for p in grid)
+
+
 def train_ensemble(
     examples: list[Example],
     feats: list[Featurized],
