@@ -76,6 +76,13 @@ ARMS = ("off", "on", "nowait", "unreachable", "separate")  # the servers of the 
 SIDECAR_ARMS = ("on", "nowait", "separate")  # each with a sidecar of its own
 
 # ---- part 2: a real server's throughput with and without the switch -------------------------------
+
+def _loop_lag_period_s() -> float:
+    """How often the sidecar's event loop samples its own lag (its heartbeat's period)."""
+    from llmco2_sidecar.service.server import HEARTBEAT_S
+
+    return float(HEARTBEAT_S)
+
 def _count_records(path: Path) -> int:
     if not path.exists():
         return 0
@@ -426,6 +433,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "hook_cost": cost,
         "throughput": tp,
+        "loop_lag_period_s": _loop_lag_period_s(),
         "autogroup": _autogroup(),
         "load": {"loadavg_1_5_15_before": list(load_before), "loadavg_1_5_15_after": list(load_after),
                  "note": args.note},

@@ -113,7 +113,12 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _throughput_lines(tp: dict) -> list[str]:
+_count_words = {4: "four", 10: "ten"}
+
+
+def _throughput_lines(tp: dict, period: float = 0.1) -> list[str]:
+    """``period``: the sidecar's loop-lag sampling period in that run (0.1 s until the 4 Hz heartbeat;
+    runs since record it as ``loop_lag_period_s``)."""
     lines = [
         "",
         "## Real server throughput with / without `LLMCO2_SIDECAR` (target: >= 0.99)",
@@ -213,7 +218,9 @@ def _throughput_lines(tp: dict) -> list[str]:
         "",
         "Responses counts every response with status 200, each server's warm-up load included. Latency histograms are Prometheus bucket bounds "
         "(\"<= 20 ms\": between the next lower bound and 20 ms). The event-loop lag is how late the sidecar's loop "
-        "woke from a 0.1 s sleep (ten samples a second; the loop ingests every message and answers every lookup); "
+        f"woke from a {period:g} s sleep ({_count_words.get(round(1 / period), f'{1 / period:g}')} samples a second; "
+        "the loop ingests every message and answers "
+        "every lookup); "
         "running / waiting are its event-loop thread's `/proc/PID/task/TID/schedstat` times over the loads. vLLM's "
         "EngineCore and worker poll each other while requests are in flight, so the servers' CPU time follows the "
         "wall time and is not a measure of the plugin's work.",
@@ -257,7 +264,7 @@ def write(results: dict) -> None:
             f"{r['engine-like']['p50_us']:.1f} us, p99 {r['engine-like']['p99_us']:.1f} us" for r in run["hook_cost"]) + "."]
     tp = results.get("throughput")
     if tp:
-        lines += _throughput_lines(tp)
+        lines += _throughput_lines(tp, float(results.get("loop_lag_period_s", 0.1)))
     load = results.get("load")
     if load:
         b, a = load["loadavg_1_5_15_before"], load["loadavg_1_5_15_after"]

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import queue
 import shutil
 import subprocess
 import sys
@@ -48,9 +47,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def identity(engine: str) -> pb.EngineMessage:
+    """The stream's first message, as the shipped emitter sends it (it takes cumulative acks)."""
     return pb.EngineMessage(identity=pb.EngineIdentity(engine_name="bench", instance_id=engine, model_name=MODEL,
                                                        gpu=GPU, engine_clock_at_open_s=0.0,
-                                                       wall_clock_at_open_s=time.time()))
+                                                       wall_clock_at_open_s=time.time(), cumulative_acks=True))
 
 
 class Workload:
@@ -116,9 +116,9 @@ class Workload:
         return msg, done
 
 
-def start_sidecar(tmp: Path, cpu: int | None, predictor: str) -> tuple[subprocess.Popen, str]:
+def start_sidecar(tmp: Path, cpu: int | None, predictor: str, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "llmco2_sidecar.cli.main", "serve", "--port", "0", "--log", str(tmp / "carbon.jsonl"),
-           "--log-level", "WARNING", "--ledger-max-finished", "50000", "--predictor", predictor]
+           "--log-level", "WARNING", "--ledger-max-finished", "50000", "--predictor", predictor, *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
                             preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
     line = proc.stdout.readline()
@@ -172,6 +172,15 @@ def throughput(address: str, streams: int, steps_per_stream: int, per_message: i
             "slices_per_s": total * SLOTS / t_done}
 
 
+def wait_until(target: float) -> None:
+    """Sleep until ``time.perf_counter()`` reaches ``target`` (in slices of at most 0.5 ms: paced sends)."""
+    while True:
+        now = time.perf_counter()
+        if now >= target:
+            return
+        time.sleep(min(target - now, 0.0005))
+
+
 def latency(address: str, rate_steps_s: float, duration_s: float) -> dict:
     ch = grpc.insecure_channel(address)
     stub = sidecar_pb2_grpc.CarbonSidecarStub(ch)
@@ -197,12 +206,7 @@ def latency(address: str, rate_steps_s: float, duration_s: float) -> dict:
     n_steps = int(rate_steps_s * duration_s)
     t0 = time.perf_counter()
     for k in range(n_steps):
-        target = t0 + k / rate_steps_s
-        while True:
-            now = time.perf_counter()
-            if now >= target:
-                break
-            time.sleep(min(target - now, 0.0005))
+        wait_until(t0 + k / rate_steps_s)
         sid, start, end, count, rids, new, ctx, prm, done = w.steps(1)
         c0 = time.perf_counter()
         em.emit_step(sid[0], start[0], end[0], rids, new, ctx, prm)
@@ -305,13 +309,18 @@ def main(argv=None) -> int:
         res["runs"][predictor] = run
     shutil.rmtree(tmp, ignore_errors=True)
     res["command"] = "python benchmarks/sidecar.py" + (" --quick" if args.quick else "")
-    res["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sidecar.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "sidecar.md").write_text(render(res))
-    print(render(res))
+    write_results(Path(args.out), "sidecar", res, render)
     return 0
+
+
+def write_results(out: Path, name: str, res: dict, render_fn) -> None:
+    """Stamp ``res`` with the time, write ``name``.json and ``name``.md (``render_fn(res)``) and print the page."""
+    res["date_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    page = render_fn(res)
+    (out / f"{name}.md").write_text(page)
+    print(page)
 
 
 def render(r: dict) -> str:

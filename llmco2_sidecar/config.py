@@ -82,7 +82,11 @@ class SidecarConfig:
     formation_j: float | None = _f(None, "dynamic energy of forming one batch (default: the serving module's)")
     lifetime_years: float | None = _f(None, "GPU lifetime for embodied carbon amortisation (default: embodied module's)")
     hardware: str | None = _f(None, "extra hardware catalog TOML (GPUs, servers)")
-    micro_batch_steps: int = _f(256, "predict at most this many steps at once")
+    # 1024: a backlog drains in fewer, cheaper predictor calls (benchmarks/results/sidecar_micro_batch.md,
+    # 2026-12-06 23:50, three rounds: median 19,019 / 20,917 step events/s on 1 / 8 streams at 256,
+    # 26,555 / 23,716 at 1024); a micro-batch closes when its finish's wait (micro_batch_ms) or its
+    # steps' wait (step_wait_ms) is over, so only a sidecar already behind makes the larger ones
+    micro_batch_steps: int = _f(1024, "predict at most this many steps at once")
     micro_batch_ms: float = _f(1.0, "wait at most this long to fill a micro-batch that holds a finish (a record waits on it)")
     step_wait_ms: float = _f(100.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits "
                                     "at most this long for more, so that few-step messages share a prediction call "

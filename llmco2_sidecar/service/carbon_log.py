@@ -15,11 +15,14 @@ first, in order. ``failed`` holds the error until the backlog is written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
 from pathlib import Path
 from typing import Iterable
+
+log = logging.getLogger("llmco2.carbon_log")
 
 _RID_RE = re.compile(rb'"type": "request", "ts": [^,]*, "request_id": ("(?:[^"\\]|\\.)*")')
 
@@ -70,6 +73,20 @@ class CarbonLog:
         self.backlog: list[str] = []  # lines not yet written (the disk failed), oldest first
         self.failed: OSError | None = None
         self.errors = 0
+        # fsync a file as it is rotated away (the sidecar sets it unless its policy is --fsync never: a
+        # checkpoint then never deletes journal frames whose records are only in a rotated file's page
+        # cache); with a worker (:class:`.disk_worker.DiskWorker`) that fsync runs there
+        self.sync_on_rotate = False
+        self.worker = None
+
+    def _fsync_rotated(self, fd: int) -> None:
+        from .disk_worker import fsync_and_close
+
+        try:
+            fsync_and_close(fd)
+        except OSError as exc:  # its records were written; only their durability is in doubt
+            self.errors += 1
+            log.warning("carbon log: fsync of the rotated file failed (%s)", exc)
 
     def open(self) -> "CarbonLog":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +121,13 @@ class CarbonLog:
         return [self.path.with_name(f"{self.path.name}.{i}") for i in range(1, self.backups + 1)]
 
     def _rotate(self) -> None:
-        os.close(self._fd)
-        self._fd = None
+        fd, self._fd = self._fd, None
+        if not self.sync_on_rotate:
+            os.close(fd)
+        elif self.worker is not None:  # the rotated file's records reach the disk before the next
+            self.worker.submit(self._fsync_rotated, fd)  # checkpoint (the worker runs both, in order)
+        else:
+            self._fsync_rotated(fd)
         try:
             paths = self.rotated_paths()
             for i in range(len(paths) - 1, 0, -1):
@@ -167,9 +189,15 @@ class CarbonLog:
         self.records_written += len(lines)
 
     def fsync(self) -> None:
+        """fsync the file (and a rotated file handed to the worker before: it runs first there). The
+        lock is held only to duplicate the descriptor: records are written meanwhile."""
         with self._lock:
-            if self._fd is not None:
-                os.fsync(self._fd)
+            if self._fd is None:
+                return
+            fd = os.dup(self._fd)
+        from .disk_worker import fsync_and_close
+
+        fsync_and_close(fd)
 
     def close(self) -> None:
         with self._lock:

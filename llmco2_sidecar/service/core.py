@@ -26,6 +26,7 @@ from . import ingest as ing
 from .admission import DeploymentCheck
 from .carbon_log import CarbonLog, dumps
 from .dead_letter import DeadLetter, dead_letter_path, describe
+from .disk_worker import DiskWorker
 from .journal import KIND_EVENTS, KIND_IDENTITY, Journal
 from .ledger import RequestLedger
 from .lookups import LookupsMixin, record_to_proto  # noqa: F401  (record_to_proto: re-exported)
@@ -66,6 +67,10 @@ class SidecarCore(LookupsMixin):
             sys.modules["torch"].set_num_threads(int(config.predictor_threads))
         self.carbon_log = CarbonLog(config.log, config.log_max_bytes, config.log_backups)
         self.journal = Journal(config.journal_dir, config.fsync, config.fsync_interval_s, config.journal_max_bytes)
+        # fsyncs and checkpoints wait for the disk on a thread of their own, never on the loop or the pipeline
+        self.disk = DiskWorker()
+        self.journal.worker = self.carbon_log.worker = self.disk
+        self.carbon_log.sync_on_rotate = config.fsync != "never"
         self.ledger = RequestLedger(config.ledger_max_finished, config.ledger_ttl_s)
         self.dead_letter = DeadLetter(dead_letter_path(config.log), self.metrics)
         self.pipeline = Pipeline(config, self.predictor, self.carbon_log, self.metrics, self.ledger, self._on_records,
@@ -120,6 +125,7 @@ class SidecarCore(LookupsMixin):
         if replayed:  # compact: checkpoint the recovered state, drop the replayed segments
             self._checkpoint()
             self.pipeline.barrier(None, timeout_s=600)
+            self.disk.drain(600)
         try:
             (self.journal.dir / REPLAY_ATTEMPTS).unlink(missing_ok=True)
         except OSError:
@@ -260,13 +266,7 @@ class SidecarCore(LookupsMixin):
                     "last_batch_id": s.last_batch_id, "live": sorted(s.live),
                     "recently_done": list(s.recently_done)[-10000:]} for s in self.streams.values()]
 
-        def write() -> None:  # on the pipeline thread, after everything before the roll
-            if self.carbon_log.backlog:  # records of older segments are not in the log yet: keep them
-                log.warning("journal checkpoint postponed: %d records wait for the carbon log",
-                            len(self.carbon_log.backlog))
-                return
-            state = {"segment": seg, "written_at": time.time(), "streams": streams,
-                     "running": self.ledger.snapshot_running(), "last_end": dict(self.pipeline._last_end)}
+        def persist(state: dict) -> None:  # on the disk worker (after the rotated log files' fsyncs)
             try:
                 if self.config.fsync != "never":  # the records of the segments about to go are on disk first
                     self.carbon_log.fsync()
@@ -275,7 +275,18 @@ class SidecarCore(LookupsMixin):
                 self.metrics.disk_errors.labels("journal").inc()
                 log.warning("journal checkpoint not written (%s); older segments kept", exc)
 
-        self.pipeline.put_control(Barrier(write))
+        def snapshot() -> None:  # on the pipeline thread, after everything before the roll
+            if self.carbon_log.backlog:  # records of older segments are not in the log yet: keep them
+                log.warning("journal checkpoint postponed: %d records wait for the carbon log",
+                            len(self.carbon_log.backlog))
+                return
+            # every record of the older segments has been written (not yet fsynced): the state now is
+            # the checkpoint's; the fsync and the file wait for the disk on the worker
+            state = {"segment": seg, "written_at": time.time(), "streams": streams,
+                     "running": self.ledger.snapshot_running(), "last_end": dict(self.pipeline._last_end)}
+            self.disk.submit(persist, state)
+
+        self.pipeline.put_control(Barrier(snapshot))
 
     async def stop(self) -> None:
         self.grid.stop()
@@ -284,6 +295,7 @@ class SidecarCore(LookupsMixin):
         except OSError as exc:
             log.warning("journal: close failed (%s)", exc)
         await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+        await asyncio.get_running_loop().run_in_executor(None, self.disk.close)  # its checkpoints and fsyncs
         if self.otlp is not None:  # the last log records and metrics, bounded by --otlp-timeout-s
             await asyncio.get_running_loop().run_in_executor(None, self.otlp.shutdown)
         self.carbon_log.close()

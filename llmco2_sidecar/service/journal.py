@@ -62,6 +62,10 @@ class Journal:
         self._opened = False  # open() has succeeded once (until then recover() retries open())
         self.errors = 0
         self._key_prefix: dict[str, tuple[bytes, int]] = {}
+        # with a worker (:class:`.disk_worker.DiskWorker`) the ``interval`` fsyncs and a rolled
+        # segment's last fsync run there, on a duplicate descriptor: appends never wait for the disk
+        self.worker = None
+        self._sync_pending = False
 
     # ---- files ---------------------------------------------------------------------------------
     def segments(self) -> list[int]:
@@ -161,6 +165,13 @@ class Journal:
 
     def roll(self) -> int:
         """Start a new segment; returns its number. Raises :class:`OSError` (the journal is then failed)."""
+        if self._fd is not None and self.worker is not None:  # its last fsync and close: on the worker
+            fd, self._fd = self._fd, None
+            if self._dirty and self.fsync_policy != "never":
+                self._dirty = False
+                self.worker.submit(self._fsync_handed_over, fd)
+            else:
+                os.close(fd)
         try:
             self.sync()
         except OSError:
@@ -206,7 +217,7 @@ class Journal:
             self._cut_back()
             raise
         if self.fsync_policy == "interval" and time.monotonic() - self._last_sync >= self.interval_s:
-            self.sync()
+            self.sync_soon()
 
     def _write(self, frame: bytes, rest: bytes = b"") -> None:
         """Append ``frame + rest`` (``rest``: a payload written without joining it to ``frame`` first)."""
@@ -249,6 +260,36 @@ class Journal:
                 return
             self._dirty = False
         self._last_sync = time.monotonic()
+
+    def sync_soon(self) -> None:
+        """The ``interval`` policy's fsync: on the worker when there is one (the caller does not wait
+        for the disk; one fsync at a time), else :meth:`sync` here. An error marks the journal failed."""
+        if self.worker is None:
+            self.sync()
+            return
+        self._last_sync = time.monotonic()
+        if self._fd is None or not self._dirty or self._sync_pending:
+            return
+        try:
+            fd = os.dup(self._fd)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._dirty = False
+        self._sync_pending = True
+        self.worker.submit(self._fsync_handed_over, fd, True)
+
+    def _fsync_handed_over(self, fd: int, periodic: bool = False) -> None:
+        """On the worker: fsync and close a descriptor the journal handed over."""
+        from .disk_worker import fsync_and_close
+
+        try:
+            fsync_and_close(fd)
+        except OSError as exc:
+            self._fail(exc)  # seen by the server's disk probe, like an inline fsync's error
+        finally:
+            if periodic:
+                self._sync_pending = False
 
     def recover(self) -> bool:
         """After a failure: write and sync a probe frame (in a new segment when the old one's tail could

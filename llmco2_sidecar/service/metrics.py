@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from .histograms import observe_many
+
 _ENERGY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 _CARBON_BUCKETS = (1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5)
 _TOKEN_BUCKETS = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 32768)
@@ -138,17 +140,15 @@ class SidecarMetrics:
         """Per-request histograms; counters once per batch of records (label lookups are not free)."""
         if not records:
             return
-        energy, carbon, prompt, output = (self.req_energy.observe, self.req_carbon.observe,
-                                          self._tok_prompt.observe, self._tok_output.observe)
+        ex = [{"request_id": _exemplar_id(rec.get("client_request_id") or rec["request_id"])} for rec in records]
+        observe_many(self.req_energy, [rec["energy_j"]["total"] for rec in records], ex)
+        observe_many(self.req_carbon, [rec["carbon_g"]["total"] for rec in records], ex)
+        observe_many(self._tok_prompt, [rec["prompt_tokens"] for rec in records])
+        observe_many(self._tok_output, [rec["output_tokens"] for rec in records])
         op = emb = 0.0
         aborted = errors = 0
         for rec in records:
             c = rec["carbon_g"]
-            ex = {"request_id": _exemplar_id(rec.get("client_request_id") or rec["request_id"])}
-            energy(rec["energy_j"]["total"], ex)
-            carbon(c["total"], ex)
-            prompt(rec["prompt_tokens"])
-            output(rec["output_tokens"])
             op += c["operational"]
             emb += c["embodied"]
             if rec.get("source") == "error":

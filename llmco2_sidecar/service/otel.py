@@ -139,6 +139,13 @@ class _TeeHistogram:
         self._prom.observe(amount, exemplar) if exemplar is not None else self._prom.observe(amount)
         self._otel.record(amount, self._attrs)
 
+    def observe_many(self, values, exemplars=None):
+        from .histograms import observe_many
+
+        observe_many(self._prom, values, exemplars)
+        for v in values:
+            self._otel.record(v, self._attrs)
+
     def labels(self, *values):
         attrs = {a: _VALUE_MAP.get((a, v), v) for a, v in zip(self._label_attrs, values)}
         return _TeeHistogram(self._prom.labels(*values), self._otel, attrs)

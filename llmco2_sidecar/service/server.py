@@ -323,7 +323,7 @@ async def _periodic_sync(core: SidecarCore) -> None:
     while True:
         await asyncio.sleep(core.config.fsync_interval_s)
         if core.config.fsync == "interval":
-            core.journal.sync()  # an error marks the journal failed (seen by _heartbeat)
+            core.journal.sync_soon()  # on the disk worker; an error marks the journal failed (seen by _heartbeat)
 
 
 HEARTBEAT_S = DISK_PROBE_S

@@ -30,3 +30,24 @@ def test_order_adjusted_ratio_removes_the_start_order():
 
 def test_order_adjusted_needs_two_passes_in_each_order():
     assert bench._order_adjusted([1.0, 0.98, 1.01], [True, False, True]) is None
+
+
+def test_report_says_the_loop_lag_period_of_its_own_run(tmp_path, monkeypatch):
+    """The committed run renders to the committed page byte for byte (its sampler: 0.1 s, unrecorded);
+    a run that records the 4 Hz heartbeat's period says 0.25 s."""
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(_PATH.parent))
+    sys.modules.pop("hook_overhead_report", None)
+    import hook_overhead_report as report
+
+    results_dir = _PATH.parent / "results"
+    committed = json.loads((results_dir / "hook_overhead.json").read_text())
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    report.write(committed)
+    page = (tmp_path / "hook_overhead.md").read_text()
+    assert page == (results_dir / "hook_overhead.md").read_text()
+    assert "0.1 s sleep (ten samples a second" in page
+    report.write({**committed, "loop_lag_period_s": bench._loop_lag_period_s()})
+    assert "0.25 s sleep (four samples a second" in (tmp_path / "hook_overhead.md").read_text()

@@ -6,6 +6,7 @@ cannot take both the journal frames and the records they became)."""
 from __future__ import annotations
 
 import queue
+import threading
 
 import grpc
 import pytest
@@ -23,14 +24,17 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.mark.parametrize("fsync", ["interval", "never"])
 def test_segments_go_only_after_their_records_are_on_disk(tmp_path, monkeypatch, fsync):
     calls: list[tuple[str, int]] = []
+    threads: set[str] = set()
     orig_fsync, orig_ckpt = CarbonLog.fsync, Journal.write_checkpoint
 
     def log_fsync(self):
         calls.append(("log fsync", self.records_written))
+        threads.add(threading.current_thread().name)
         return orig_fsync(self)
 
     def checkpoint(self, state):
         calls.append(("checkpoint", state["segment"]))
+        threads.add(threading.current_thread().name)
         return orig_ckpt(self, state)
 
     monkeypatch.setattr(CarbonLog, "fsync", log_fsync)
@@ -60,6 +64,7 @@ def test_segments_go_only_after_their_records_are_on_disk(tmp_path, monkeypatch,
     segments = sorted(int(p.stem.split("-")[1]) for p in journal.glob("journal-*.wal"))
     checkpoints = [c for c in calls if c[0] == "checkpoint"]
     assert len(checkpoints) >= 5, "the journal never rolled"
+    assert threads == {"llmco2-disk"}  # neither the event loop nor the pipeline waits for the disk
     assert len(segments) <= 2 and segments[0] >= checkpoints[-1][1]  # old segments deleted: bounded
     assert len(read_records(log)) == 30
     for i, c in enumerate(calls):

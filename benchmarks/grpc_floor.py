@@ -1,0 +1,215 @@
+"""What one engine message costs a Python gRPC server that does nothing with it, beside the sidecar.
+
+Issue 16 asks for at most 0.5 ms of sidecar CPU per step when steps arrive one per message at 100
+steps/s. This measures the floor under that figure on the same machine, the same way
+(``benchmarks/sidecar.py``'s paced run): the shipped emitter (``llmco2_sidecar.client.Emitter``)
+sends 100 one-step messages a second (16 request slices each, a finish every 4 steps) to a server
+pinned to one core, and the server's CPU (user + system, /proc) over the run is divided by the
+messages. Servers:
+
+* ``bare-aio-iomgr``: a grpc.aio servicer that parses each message and sends one cumulative Ack per
+  50 ms (what the sidecar does for this emitter), on gRPC's iomgr I/O stack (``llmco2 serve``'s);
+* ``bare-aio``: the same on gRPC's default EventEngine stack;
+* ``bare-sync``: a synchronous gRPC servicer (a thread pool), iomgr stack;
+* ``sidecar-roofline`` / ``sidecar-default``: ``llmco2 serve`` with the Roofline predictor / the
+  shipped GNN (journal, ingest, prediction, attribution, records, metrics).
+
+Each server is measured ``--repeat`` times (median and range: this VM's figures swing between runs).
+Writes benchmarks/results/grpc_floor.json and .md. Usage: python benchmarks/grpc_floor.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import sidecar as bench  # noqa: E402  (benchmarks/sidecar.py: the workload, CPU reading, machine facts)
+
+
+SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "sidecar-roofline", "sidecar-default")
+ACK_INTERVAL_S = 0.05
+SETTLE_S = 0.3  # after the last message, before the CPU reading (every server alike)
+
+
+def _serve_bare(mode: str) -> None:
+    """The bare server (run as a subprocess): prints its address, serves until killed."""
+    if mode in ("bare-aio-iomgr", "bare-sync"):
+        from llmco2_sidecar.cli.serve import GRPC_IO_EXPERIMENTS
+
+        os.environ["GRPC_EXPERIMENTS"] = GRPC_IO_EXPERIMENTS
+    from concurrent import futures
+
+    import grpc
+
+    from llmco2_sidecar._proto import events_pb2 as pb
+    from llmco2_sidecar._proto import sidecar_pb2_grpc
+
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)]
+
+    def ack_for(msg, last: list) -> "pb.Ack | None":
+        if msg.WhichOneof("body") == "identity":
+            return pb.Ack(seq=0, stream_id="bare")
+        now = time.monotonic()
+        if now - last[0] >= ACK_INTERVAL_S:
+            last[0] = now
+            seq = msg.events.seq
+            return pb.Ack(seq=seq, acked_through_seq=seq, steps_accepted=len(msg.events.steps.step_id))
+        return None
+
+    class Aio(sidecar_pb2_grpc.CarbonSidecarServicer):
+        async def StreamEvents(self, request_iterator, context):
+            last = [0.0]
+            async for msg in request_iterator:
+                ack = ack_for(msg, last)
+                if ack is not None:
+                    await context.write(ack)
+
+    class Sync(sidecar_pb2_grpc.CarbonSidecarServicer):
+        def StreamEvents(self, request_iterator, context):
+            last = [0.0]
+            for msg in request_iterator:
+                ack = ack_for(msg, last)
+                if ack is not None:
+                    yield ack
+
+    if mode == "bare-sync":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+        sidecar_pb2_grpc.add_CarbonSidecarServicer_to_server(Sync(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        print(f"listening on 127.0.0.1:{port}", flush=True)
+        server.wait_for_termination()
+        return
+
+    async def main() -> None:
+        server = grpc.aio.server(options=options)
+        sidecar_pb2_grpc.add_CarbonSidecarServicer_to_server(Aio(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"listening on 127.0.0.1:{port}", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def _start(mode: str, tmp: Path, cpu: int | None) -> tuple[subprocess.Popen, str]:
+    if mode.startswith("sidecar-"):
+        return bench.start_sidecar(tmp / mode, cpu, mode.split("-", 1)[1])
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", mode], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        raise RuntimeError(f"{mode} did not start: {line!r}")
+    return proc, line.split("listening on ")[1].split()[0]
+
+
+def _paced(address: str, rate: float, duration_s: float, pid: int) -> dict:
+    """The shipped emitter at ``rate`` one-step messages a second; the server's CPU per message."""
+    from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
+
+    engine = f"floor-{time.monotonic_ns()}"
+    em = Emitter(EngineInfo(engine_name="bench", model_name=bench.MODEL, gpu=bench.GPU, instance_id=engine),
+                 EmitterConfig(target=address))
+    w = bench.Workload(engine)
+    n = int(rate * duration_s)
+    time.sleep(0.3)
+    c0 = bench._cpu_s(pid)
+    t0 = time.perf_counter()
+    for k in range(n):
+        bench.wait_until(t0 + k / rate)
+        sid, start, end, count, rids, new, ctx, prm, done = w.steps(1)
+        em.emit_step(sid[0], start[0], end[0], rids, new, ctx, prm)
+        for r in done:
+            em.emit_done(r, bench.LIFETIME)
+    time.sleep(SETTLE_S)  # the last messages handled (the sidecar's steps-alone micro-batch: <= 0.1 s)
+    cpu = bench._cpu_s(pid) - c0
+    em.close(2.0)  # after the reading: a bare server acks only when a message comes
+    return {"messages": n, "cpu_s": cpu, "cpu_us_per_message": cpu / n * 1e6}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one short run per server (a smoke test, not for the results)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per server (default 3)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each run (default 10 s)")
+    ap.add_argument("--rate", type=float, default=100.0, help="one-step messages per second (default 100)")
+    ap.add_argument("--out", default=str(bench.RESULTS), help="results folder")
+    ap.add_argument("--serve", choices=[s for s in SERVERS if s.startswith("bare")], help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve:
+        _serve_bare(args.serve)
+        return 0
+    repeat, seconds = (1, 3.0) if args.quick else (args.repeat, args.seconds)
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu = cpus[0] if len(cpus) > 1 else None
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, set(cpus[1:]))
+    tmp = Path(tempfile.mkdtemp(prefix="llmco2-floor-"))
+    res = {"machine": bench.machine(), "server_cpu_pinned": server_cpu, "rate_messages_per_s": args.rate,
+           "seconds_per_run": seconds, "repeat": repeat, "servers": {}}
+    for mode in SERVERS:
+        runs = []
+        for i in range(repeat):
+            proc, address = _start(mode, tmp, server_cpu)
+            try:
+                time.sleep(1.0)
+                runs.append(_paced(address, args.rate, seconds, proc.pid))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            print(f"{mode} run {i + 1}/{repeat}: {runs[-1]['cpu_us_per_message']:,.0f} us per message", flush=True)
+        per = sorted(r["cpu_us_per_message"] for r in runs)
+        res["servers"][mode] = {"runs": runs, "median_us": per[len(per) // 2], "min_us": per[0], "max_us": per[-1]}
+    res["load_average_1m_after"] = os.getloadavg()[0]
+    res["command"] = "python benchmarks/grpc_floor.py" + (" --quick" if args.quick else "")
+    bench.write_results(Path(args.out), "grpc_floor", res, render)
+    return 0
+
+
+LABELS = {
+    "bare-aio-iomgr": "bare grpc.aio servicer, iomgr I/O stack (`llmco2 serve`'s)",
+    "bare-aio": "bare grpc.aio servicer, gRPC's default EventEngine stack",
+    "bare-sync": "bare synchronous gRPC servicer (thread pool), iomgr stack",
+    "sidecar-roofline": "`llmco2 serve --predictor roofline`",
+    "sidecar-default": "`llmco2 serve` (shipped GNN predictor)",
+}
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        "# The gRPC floor under the sidecar's CPU per message", "",
+        f"Command: `{r['command']}` ({r['date_utc']} UTC). Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, "
+        f"Python {m['python']}, grpcio {m['grpcio']}; 1-minute load average {m['load_average_1m_at_start']:.2f} at "
+        f"the start, {r['load_average_1m_after']:.2f} at the end (other work shares this machine). Each server "
+        f"is pinned to CPU {r['server_cpu_pinned']}; the shipped emitter sends {r['rate_messages_per_s']:.0f} one-step "
+        f"messages a second from the other core (16 request slices per step, a finish every 4 steps) for "
+        f"{r['seconds_per_run']:.0f} s; the server's CPU (user + system) from the first message to 0.3 s after "
+        "the last, per message, "
+        f"{r['repeat']} run(s) each.", "",
+        "| server | CPU per message, median (range) |", "|---|---|",
+    ]
+    for mode, s in r["servers"].items():
+        lines.append(f"| {LABELS.get(mode, mode)} | {s['median_us']:,.0f} us ({s['min_us']:,.0f}-{s['max_us']:,.0f}) |")
+    bare = r["servers"].get("bare-aio-iomgr")
+    side = r["servers"].get("sidecar-default")
+    if bare and side:
+        lines += ["", f"The sidecar's own work per message (journal, ingest, prediction, attribution, records, metrics, "
+                  f"its timers) is the difference: about {side['median_us'] - bare['median_us']:,.0f} us with the "
+                  f"shipped predictor; the issue's target for the whole is 500 us per step."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
