@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llmco2_sidecar.cli.train import BUNDLED_MLENERGY, BUNDLED_MLENERGY_V2, DEFAULT_EPOCHS  # noqa: E402
-from llmco2_sidecar.predictor.evaluate import (OURS, Result, ablation_specs, evaluate, load_examples,  # noqa: E402
+from llmco2_sidecar.predictor.evaluate import (OURS, WHOLE, Result, ablation_specs, evaluate, load_examples,  # noqa: E402
                                                make_splits, predictor_specs)
+from llmco2_sidecar.predictor.shrink import parse_shrink_by  # noqa: E402
 
 ABLATION_ORDER = [  # (label in Table 5 style, predictor name in the results)
     ("1 GNN (NNLQP-style)", "NNLQP (1 GNN)"),
@@ -75,6 +76,34 @@ def target_lines(results: list[Result], points: dict) -> list[str]:
                f"{mape:.1f} (EBA(30%) {eba:.1f}) | EBA(30%) >= {TARGET_EBA30:g} | {'yes' if eba >= TARGET_EBA30 else '**no**'} |")
     mean30 = float(np.mean([r.eba30 for r in ours]))
     out.append(f"| mean over all {len(ours)} groups | {np.mean([r.mape for r in ours]):.1f} (EBA(30%) {mean30:.1f}) | | |")
+    return out
+
+
+def shrink_lines(results: list[Result], shrink_by: tuple[str, ...], inner_epochs: int) -> list[str]:
+    """Per split: the residual scale and bound ours chose on its inner folds, and each fold's MAPE."""
+    if not shrink_by:
+        return []
+    by = {(r.split, r.predictor): r for r in results}
+    out = ["", f"## GNN residual chosen on inner leave-one-{'/'.join(shrink_by)}-out folds (`--shrink-by`)", "",
+           f"`log E = log prior + scale x clip(residual, -bound, bound)`; per split, the ensemble was retrained on the "
+           f"training side minus one {' or '.join(shrink_by)} ({inner_epochs} epochs, early-stopped on held-out "
+           "architectures of the rest), scored on the left-out group for every (scale, bound), and the point with the "
+           f"lowest mean MAPE over the folds applied to the model trained on the whole training side. The test group is "
+           f"in no fold. '{WHOLE}' is that same model with the residual whole.", "",
+           "| held-out group | scale | bound | inner folds: held (n): MAPE % residual whole / chosen / prior alone | "
+           f"test MAPE % ours / residual whole |", "|---|---|---|---|---|"]
+    for s in dict.fromkeys(r.split for r in results):
+        r = by.get((s, OURS))
+        if r is None or not r.info:
+            continue
+        inner = r.info.get("shrink_inner", {})
+        folds = "; ".join(f"{f['held']} ({f['n_held']}): {f['mape_whole']:.1f} / {f['mape_chosen']:.1f} / {f['mape_prior']:.1f}"
+                          for f in inner.get("folds", [])) or inner.get("note", "-")
+        bound = r.info.get("residual_bound")
+        whole = by.get((s, WHOLE))
+        whole_txt = f"{whole.mape:.1f}" if whole else "-"
+        out.append(f"| {s} | {r.info['residual_scale']:g} | {'none' if bound is None else f'{bound:g}'} | {folds} | "
+                   f"{r.mape:.1f} / {whole_txt} |")
     return out
 
 
@@ -149,6 +178,9 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, 
             ax.scatter(p["true"][mask], p["pred"][mask], s=14 if i == 0 else 8, alpha=0.9 if i == 0 else 0.45,
                        color=colors[i % len(colors)], label=n, zorder=3 if i == 0 else 2)
             lo, hi = min(lo, p["true"][mask].min(), p["pred"][mask].min()), max(hi, p["true"][mask].max(), p["pred"][mask].max())
+        if not np.isfinite(lo):  # no split of this kind in the run (--splits)
+            ax.set_title(f"{title}: not in this run")
+            continue
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
         ax.fill_between([lo, hi], [lo * 0.7, hi * 0.7], [lo * 1.3, hi * 1.3], color="grey", alpha=0.12, label="within 30%")
         ax.set_xscale("log")
@@ -185,11 +217,14 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, 
 _WORK = None  # (examples, feats, splits, seed, epochs, t0): inherited by the forked workers
 _PREDICTORS = ""  # --predictors: inherited by the forked workers
 _MOE_RECIPE = False  # --moe-recipe: inherited by the forked workers
+_SHRINK = ((), None, 1)  # (--shrink-by kinds, --inner-epochs, --bag): inherited by the forked workers
 
 
 def _selected(specs: dict, prefixes: str) -> dict:
     """The predictors whose name starts with one of the comma-separated ``prefixes`` (all when empty)."""
     want = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+    if OURS.startswith(want):
+        want += (WHOLE,)  # ours' unshrunk twin (--shrink-by) comes with ours
     return {n: v for n, v in specs.items() if not want or n.startswith(want)}
 
 
@@ -203,7 +238,8 @@ def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
         specs = {name: v for name, v in ablation_specs(epochs=epochs).items()
                  if name in ("+ prefill/decode (2 GNN)", "+ targeted refinement", "+ physics prior + refinement")}
     else:
-        specs = _selected(predictor_specs(epochs=epochs, moe_recipe=_MOE_RECIPE), _PREDICTORS)
+        specs = _selected(predictor_specs(epochs=epochs, moe_recipe=_MOE_RECIPE, shrink_by=_SHRINK[0],
+                                          inner_epochs=_SHRINK[1], bag=_SHRINK[2]), _PREDICTORS)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] worker {k}: {msg}", flush=True)  # noqa: E731
     return evaluate(examples, feats, splits[k::n], specs, seed=seed, progress=log)
 
@@ -245,6 +281,14 @@ def main() -> int:
     ap.add_argument("--moe-recipe", action="store_true", help="ours and the prior alone with the MoE recipe's switches "
                     "(soft power window; prior design and GNN residual scale/bound chosen on the training side); default: "
                     "the shipped dense recipe")
+    ap.add_argument("--shrink-by", default="", help="ours keeps the share of its GNN residual over the prior chosen on "
+                    "inner folds of each split's training side that leave one GPU kind ('gpu'), one source ('source') or "
+                    "either ('gpu,source') out (predictor/shrink.py); adds the column '" + WHOLE + "' (the same fits, "
+                    "residual whole). Default: none (the shipped recipe)")
+    ap.add_argument("--inner-epochs", type=int, default=None, help="epochs of the inner fits of --shrink-by "
+                    "(default: --epochs)")
+    ap.add_argument("--bag", type=int, default=1, help="ours' ensemble trains each HYPER_GRID point from this many "
+                    "initialisations (torch seeds) and averages them all (default 1: the shipped recipe's two members)")
     ap.add_argument("--predictors", default="", help="only the predictors whose name starts with one of these "
                     "comma-separated prefixes, e.g. 'llmco2-gnn,physics prior' (default: all; the others' figures on the "
                     "same splits then come from another run, which the output must name)")
@@ -252,6 +296,17 @@ def main() -> int:
                     "PREFIX_mape.png (default accuracy; the dense + MoE recipe's run: accuracy_moe)")
     ap.add_argument("--ablation", action="store_true", help="also score the paper's Table 5 ablation (3 more GNN variants)")
     args = ap.parse_args()
+    try:
+        shrink_by = parse_shrink_by(args.shrink_by)
+    except ValueError as exc:
+        print(f"accuracy.py: --shrink-by: {exc}", file=sys.stderr)
+        return 2
+    if args.bag < 1:
+        print(f"accuracy.py: --bag: must be positive, got {args.bag}", file=sys.stderr)
+        return 2
+    if args.inner_epochs is not None and args.inner_epochs < 1:
+        print(f"accuracy.py: --inner-epochs: must be positive, got {args.inner_epochs}", file=sys.stderr)
+        return 2
     t0 = time.time()
     load0 = os.getloadavg()[0]
     meas = args.measurements if Path(args.measurements).is_dir() else None
@@ -264,13 +319,14 @@ def main() -> int:
     splits = make_splits(examples)
     if args.splits:
         splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
-    specs = _selected(predictor_specs(epochs=args.epochs, moe_recipe=args.moe_recipe), args.predictors)
+    specs = _selected(predictor_specs(epochs=args.epochs, moe_recipe=args.moe_recipe, shrink_by=shrink_by,
+                                      inner_epochs=args.inner_epochs, bag=args.bag), args.predictors)
     if not specs:
         print(f"accuracy.py: predictors: none starts with {args.predictors!r}", file=sys.stderr)
         return 2
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
-    global _WORK, _PREDICTORS, _MOE_RECIPE
-    _PREDICTORS, _MOE_RECIPE = args.predictors, args.moe_recipe
+    global _WORK, _PREDICTORS, _MOE_RECIPE, _SHRINK
+    _PREDICTORS, _MOE_RECIPE, _SHRINK = args.predictors, args.moe_recipe, (shrink_by, args.inner_epochs, args.bag)
     _WORK = (examples, feats, splits, args.seed, args.epochs, t0)
     results, points = _run_parallel(specs, len(splits), args.jobs, log, ablation=False)
     names = list(specs)
@@ -283,7 +339,7 @@ def main() -> int:
     sources = sorted({e.source for e in examples})
     by = {(r.split, r.predictor): r for r in results}
     split_names = list(dict.fromkeys(r.split for r in results))
-    wins = [s for s in split_names if all(by[(s, OURS)].mape < by[(s, n)].mape for n in names if n != OURS)]
+    wins = [s for s in split_names if all(by[(s, OURS)].mape < by[(s, n)].mape for n in names if n not in (OURS, WHOLE))]
     wall = time.time() - t0
     counts = {}
     for e in examples:
@@ -295,7 +351,9 @@ def main() -> int:
         " --dense-only" if args.dense_only else "") + (
         f" --splits '{args.splits}'" if args.splits else "") + (
         f" --prefix {args.prefix}" if args.prefix != "accuracy" else "") + (
-        f" --predictors '{args.predictors}'" if args.predictors else "") + (" --moe-recipe" if args.moe_recipe else "")
+        f" --predictors '{args.predictors}'" if args.predictors else "") + (" --moe-recipe" if args.moe_recipe else "") + (
+        f" --shrink-by {','.join(shrink_by)}" if shrink_by else "") + (
+        f" --inner-epochs {args.inner_epochs}" if args.inner_epochs else "") + (f" --bag {args.bag}" if args.bag > 1 else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
         f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "
@@ -318,7 +376,9 @@ def main() -> int:
            "log-residual over the prior, scale and bound chosen per split on the same validation architectures "
            "(`training.choose_shrink`); ours and the prior alone choose the prior's design (one fit over every row, or the "
            "16-bit physics from 16-bit rows plus low-precision busy terms) by inner leave-one-architecture-out on the "
-           "training side; the GNN baselines are unchanged." if args.moe_recipe else ""),
+           "training side; the GNN baselines are unchanged." if args.moe_recipe else "")
+        + (f" Ours with `--bag {args.bag}`: each `HYPER_GRID` point trained from {args.bag} initialisations (torch seeds), "
+           f"all {2 * args.bag} members averaged; the GNN baselines keep two members." if args.bag > 1 else ""),
         "",
         *([f"Only {', '.join(names)} ran here (`--predictors`); the other predictors on the same splits come from a "
            "full run, named where these figures are used.", ""] if args.predictors else []),
@@ -326,6 +386,7 @@ def main() -> int:
         f"**{OURS} beats every other predictor's MAPE on {len(wins)} of {len(split_names)} held-out groups**"
         + (f" (not on: {', '.join(s for s in split_names if s not in wins)})." if len(wins) < len(split_names) else "."),
         *dense_lines,
+        *shrink_lines(results, shrink_by, args.inner_epochs or args.epochs),
         "", "## MAPE % (lower is better; best per row in bold)", "", *table(results, names, "mape"),
         "", "## EBA(10%) % (share within 10%)", "", *table(results, names, "eba10"),
         "", "## EBA(30%) % (share within 30%)", "", *table(results, names, "eba30"),

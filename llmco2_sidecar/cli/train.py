@@ -42,6 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the MoE recipe (soft power window inside the model; prior design and GNN residual scale/bound "
                    "chosen on held-out architectures inside the training data): benchmarks/results/accuracy_moe*.md. "
                    "Default: the shipped dense recipe")
+    p.add_argument("--shrink-by", default="",
+                   help="keep the share of the GNN's residual over the physics prior chosen on inner folds that leave one "
+                   "GPU kind ('gpu'), one source ('source') or either ('gpu,source') out of the training data "
+                   "(predictor/shrink.py; benchmarks/results/accuracy_shrinkgpu.md). Default: none (the shipped recipe)")
+    p.add_argument("--inner-epochs", type=int, default=None, help="epochs of the --shrink-by inner fits (default: --epochs)")
+    p.add_argument("--bag", type=int, default=1, help="train each HYPER_GRID point from this many initialisations "
+                   "(torch seeds) and average them all (default 1: two members; the predictor's cost grows with the "
+                   "members)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")
@@ -53,12 +61,24 @@ def run(args: argparse.Namespace) -> int:
 
     from ..predictor.evaluate import architecture, evaluate, gnn_spec, load_examples, make_splits, prior_spec
     from ..predictor.gnn import GNNConfig
-    from ..predictor.training import HYPER_GRID, TrainOptions, refit_all, train_ensemble
+    from ..predictor.training import HYPER_GRID, TrainOptions, bagged_grid, refit_all, train_ensemble
     from ..predictor.splits import validation_split
     from ..predictor.metrics import summary
 
+    from ..predictor.shrink import apply_inner_shrink, choose_shrink_inner, inner_folds, parse_shrink_by
+
     if args.epochs < 1:
         raise InputError("epochs", f"must be positive, got {args.epochs}", ">= 1")
+    try:
+        shrink_by = parse_shrink_by(getattr(args, "shrink_by", ""))
+    except ValueError as exc:
+        raise InputError("shrink-by", str(exc), "gpu, source, gpu,source or none") from None
+    inner_epochs = getattr(args, "inner_epochs", None)
+    bag = getattr(args, "bag", 1)
+    if bag < 1:
+        raise InputError("bag", f"must be positive, got {bag}", ">= 1")
+    if inner_epochs is not None and inner_epochs < 1:
+        raise InputError("inner-epochs", f"must be positive, got {inner_epochs}", ">= 1")
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
     t0 = time.time()
@@ -74,16 +94,30 @@ def run(args: argparse.Namespace) -> int:
     config = GNNConfig(soft_window=args.moe_recipe)
     options = TrainOptions(epochs=args.epochs, seed=args.seed, choose_on_validation=args.moe_recipe)
     splits = [] if args.no_heldout else make_splits(examples)
-    n_fits = len(HYPER_GRID) * (2 + len(splits))
+    every = np.arange(len(examples))
+    n_inner = [len(inner_folds(examples, every, shrink_by))] + [len(inner_folds(examples, s.train, shrink_by)) for s in splits]
+    grid = bagged_grid(HYPER_GRID, bag, args.seed)
+    n_fits = len(grid) * (2 + len(splits) + sum(n_inner))
+    epochs_total = args.epochs * len(grid) * (2 + len(splits)) + (inner_epochs or args.epochs) * len(grid) * sum(n_inner)
     results = []
-    with tqdm(total=args.epochs * len(HYPER_GRID) * (2 + len(splits)), disable=args.quiet, desc="llmco2 train", unit="epoch") as bar:
+    with tqdm(total=epochs_total, disable=args.quiet, desc="llmco2 train", unit="epoch") as bar:
         if splits:
-            specs = {"llmco2-gnn": gnn_spec(config, options, progress=bar.update), "physics prior": prior_spec(args.moe_recipe)}
+            specs = {"llmco2-gnn": gnn_spec(config, options, progress=bar.update, shrink_by=shrink_by, inner_epochs=inner_epochs,
+                                            bag=bag),
+                     "physics prior": prior_spec(args.moe_recipe)}
             results, _ = evaluate(examples, feats, splits, specs, seed=args.seed)
-        fit_idx, val_idx = validation_split(np.arange(len(examples)), [architecture(e) for e in examples], seed=args.seed)
-        chosen = train_ensemble(examples, feats, fit_idx, val_idx, config, options, progress=bar.update)
+        groups = [architecture(e) for e in examples]
+        fit_idx, val_idx = validation_split(every, groups, seed=args.seed)
+        chosen = train_ensemble(examples, feats, fit_idx, val_idx, config, options, grid=grid, progress=bar.update,
+                                shrink=False if shrink_by else None)
+        if shrink_by:
+            scale, bound, inner = choose_shrink_inner(examples, feats, every, shrink_by, config, options, groups,
+                                                      inner_epochs=inner_epochs, grid=grid, progress=bar.update)
+            apply_inner_shrink(chosen, scale, bound, inner)
         # the shipped model: every example fitted, each member for the epochs its early stopping chose
-        model = refit_all(examples, feats, chosen, config, options, progress=bar.update)
+        model = refit_all(examples, feats, chosen, config, options, grid=grid, progress=bar.update)
+        if "shrink_inner" in chosen.state.info:
+            model.state.info["shrink_inner"] = chosen.state.info["shrink_inner"]
     from ..predictor.evaluate import predict_gnn
 
     pred = predict_gnn(model, examples, feats, np.arange(len(examples)))
@@ -116,6 +150,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shrink_origin(info: dict) -> str:
+    inner = info.get("shrink_inner")
+    if not inner:
+        return "chosen on the same validation architectures"
+    folds = ", ".join(f"{f['held']} {f['mape_whole']:.1f} -> {f['mape_chosen']:.1f}% (prior alone {f['mape_prior']:.1f}%)"
+                      for f in inner.get("folds", []))
+    return (f"chosen on inner leave-one-{inner['shrink_by']}-out folds: {folds}" if folds else inner.get("note", "no inner fold"))
+
+
 def _report(examples, skipped, model, fit_score, results, n_fits, seconds) -> str:
     from collections import Counter
 
@@ -140,7 +183,7 @@ def _report(examples, skipped, model, fit_score, results, n_fits, seconds) -> st
               f"- validation MAPE (held-out architectures inside the training data, used to choose the epochs): "
               f"{st.info.get('chosen_val_mape', st.info.get('val_mape', float('nan'))):.1f}%; members then refitted on every "
               f"example for {st.info.get('refit_epochs')} epochs",
-              f"- GNN residual kept (chosen on the same validation architectures): scale {st.residual_scale:g}, bound "
+              f"- GNN residual kept ({_shrink_origin(st.info)}): scale {st.residual_scale:g}, bound "
               f"{st.residual_bound:g} (log units); power window inside the model: {st.config.soft_window}",
               f"- fit on all examples: MAPE {fit_score['mape']:.1f}%, EBA(10%) {fit_score['eba10']:.1f}%, EBA(30%) {fit_score['eba30']:.1f}%"]
     if results:

@@ -22,7 +22,8 @@ from .metrics import summary
 from .mlenergy import load_rows
 from .mlenergy_v2 import load_v2_rows
 from .splits import Split, check_disjoint, leave_one_group_out, transfer_splits, validation_split
-from .training import TrainOptions, fit_prior, train_ensemble
+from .shrink import apply_inner_shrink, choose_shrink_inner
+from .training import HYPER_GRID, TrainOptions, bagged_grid, fit_prior, train_ensemble
 from .dataset import example_prior_terms
 
 
@@ -93,14 +94,58 @@ Fitted = Callable[[np.ndarray], np.ndarray]
 Spec = Callable[[list[Example], list[Featurized], np.ndarray, int], Fitted]
 
 
-def gnn_spec(config: GNNConfig, options: TrainOptions, progress: Callable[[int], None] | None = None) -> Spec:
+def gnn_spec(config: GNNConfig, options: TrainOptions, progress: Callable[[int], None] | None = None,
+             shrink_by: tuple[str, ...] = (), inner_epochs: int | None = None, fitted: dict | None = None,
+             bag: int = 1) -> Spec:
     """Train on the training groups (the :data:`~.training.HYPER_GRID` ensemble); early stopping uses
-    held-out architectures *within* them."""
+    held-out architectures *within* them. ``shrink_by`` (``("gpu",)``, ``("source",)`` or both): the
+    GNN residual's scale and bound chosen on inner leave-one-GPU/source-out folds of the training side
+    (:func:`.shrink.choose_shrink_inner`, inner fits of ``inner_epochs``). ``bag``: each grid point from
+    that many initialisations (:func:`.training.bagged_grid`). ``fitted``: a dict that keeps
+    each fitted model (for :func:`whole_residual_spec`). The returned predictor's ``info`` says what
+    was chosen."""
     def fit(examples, feats, train, seed):
         opts = TrainOptions(**{**options.__dict__, "seed": seed})
-        fit_idx, val_idx = validation_split(train, [architecture(e) for e in examples], seed=seed)
-        model = train_ensemble(examples, feats, fit_idx, val_idx, config, opts, progress=progress)
-        return lambda test: predict_gnn(model, examples, feats, test)
+        groups = [architecture(e) for e in examples]
+        fit_idx, val_idx = validation_split(train, groups, seed=seed)
+        grid = bagged_grid(HYPER_GRID, bag, seed)
+        model = train_ensemble(examples, feats, fit_idx, val_idx, config, opts, grid=grid, progress=progress,
+                               shrink=False if shrink_by else None)
+        if shrink_by and config.use_prior:
+            scale, bound, info = choose_shrink_inner(examples, feats, train, shrink_by, config, opts, groups,
+                                                     inner_epochs=inner_epochs, grid=grid, progress=progress)
+            apply_inner_shrink(model, scale, bound, info)
+        if fitted is not None:
+            fitted[_fit_key(train, seed)] = model
+        predict = lambda test: predict_gnn(model, examples, feats, test)  # noqa: E731
+        predict.info = {"residual_scale": model.state.residual_scale,
+                        "residual_bound": model.state.residual_bound if np.isfinite(model.state.residual_bound) else None,
+                        **({"shrink_inner": model.state.info["shrink_inner"]} if "shrink_inner" in model.state.info else {})}
+        return predict
+    return fit
+
+
+def _fit_key(train: np.ndarray, seed: int) -> tuple[bytes, int]:
+    return np.asarray(train, dtype=np.int64).tobytes(), seed
+
+
+def whole_residual_spec(fitted: dict) -> Spec:
+    """The model a :func:`gnn_spec` with the same ``fitted`` dict trained on the same split (it must
+    run first), scored with its GNN residual whole (scale 1, no bound): the like-for-like "before"."""
+    def fit(examples, feats, train, seed):
+        model = fitted.pop(_fit_key(train, seed), None)
+        if model is None:
+            raise RuntimeError("whole_residual_spec: the shrinking spec must be fitted on this split first")
+
+        def predict(test):
+            st = model.state
+            keep = st.residual_scale, st.residual_bound
+            st.residual_scale, st.residual_bound = 1.0, float("inf")
+            try:
+                return predict_gnn(model, examples, feats, test)
+            finally:
+                st.residual_scale, st.residual_bound = keep
+        return predict
     return fit
 
 
@@ -125,15 +170,26 @@ def baseline_spec(cls) -> Spec:
 
 
 OURS = "llmco2-gnn (2-GNN + physics prior)"
+#: With ``shrink_by``: ours' own fit on each split scored with the GNN residual whole (the "before").
+WHOLE = "same fit as llmco2-gnn, residual whole"  # not an llmco2-gnn name: tools/card_heldout.py takes those
 
 
-def predictor_specs(epochs: int = 300, moe_recipe: bool = False) -> dict[str, Spec]:
+def predictor_specs(epochs: int = 300, moe_recipe: bool = False, shrink_by: tuple[str, ...] = (),
+                    inner_epochs: int | None = None, bag: int = 1) -> dict[str, Spec]:
     """Every predictor of the accuracy table (ours first). ``moe_recipe``: ours and the prior alone
-    with the MoE recipe's switches (soft power window, choices on the training side's validation)."""
+    with the MoE recipe's switches (soft power window, choices on the training side's validation).
+    ``shrink_by``: ours keeps the share of its GNN residual chosen on inner leave-one-GPU/source-out
+    folds (:mod:`.shrink`), and :data:`WHOLE` scores the same fits with the residual whole. ``bag``: ours'
+    ensemble from that many initialisations per grid point (the GNN baselines keep one)."""
     opt = TrainOptions(epochs=epochs)
     ours_opt = TrainOptions(epochs=epochs, choose_on_validation=moe_recipe)
+    fitted: dict = {}
+    ours = {OURS: gnn_spec(GNNConfig(soft_window=moe_recipe), ours_opt, shrink_by=shrink_by, inner_epochs=inner_epochs,
+                           fitted=fitted if shrink_by else None, bag=bag)}
+    if shrink_by:
+        ours[WHOLE] = whole_residual_spec(fitted)
     return {
-        OURS: gnn_spec(GNNConfig(soft_window=moe_recipe), ours_opt),
+        **ours,
         "physics prior alone": prior_spec(moe_recipe),
         "LLMCO2 paper 2-GNN (no prior)": gnn_spec(GNNConfig(name="paper-2gnn", use_prior=False, soft_window=False), opt),
         "NNLQP (1 GNN)": gnn_spec(GNNConfig(name="nnlqp", two_stage=False, use_prior=False, roofline_features=False,
@@ -167,6 +223,7 @@ class Result:
     mape: float
     eba10: float
     eba30: float
+    info: dict | None = None  # what the predictor chose on this split's training side (e.g. its residual shrink)
 
 
 def evaluate(examples: list[Example], feats: list[Featurized], splits: list[Split], specs: dict[str, Spec], seed: int = 0,
@@ -186,7 +243,7 @@ def evaluate(examples: list[Example], feats: list[Featurized], splits: list[Spli
             predict = spec(examples, feats, split.train, seed)
             pred = np.asarray(predict(split.test), dtype=np.float64)
             s = summary(pred, y[split.test])
-            results.append(Result(split.name, name, s["n"], s["mape"], s["eba10"], s["eba30"]))
+            results.append(Result(split.name, name, s["n"], s["mape"], s["eba10"], s["eba30"], getattr(predict, "info", None)))
             points[name]["pred"].append(pred)
             points[name]["true"].append(y[split.test])
             points[name]["split"].append(np.full(len(pred), split.name))

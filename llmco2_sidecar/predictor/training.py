@@ -151,6 +151,15 @@ HYPER_GRID = ({"hidden": 16, "weight_decay": 1e-2, "residual_reg": 1.0},
               {"hidden": 32, "weight_decay": 1e-4, "residual_reg": 0.0})
 
 
+def bagged_grid(grid: tuple[dict, ...], bag: int, seed: int) -> tuple[dict, ...]:
+    """Every grid point trained from ``bag`` initialisations (torch seeds ``seed``, ``seed + 1000``, ...;
+    same data, same early-stopping architectures); ``bag`` 1: ``grid`` itself. The ensemble averages
+    all of them (``--bag``: the held-out figures of one initialisation swing by several points)."""
+    if bag <= 1:
+        return grid
+    return tuple({**p, "seed": seed + 1000 * k} for k in range(bag) for p in grid)
+
+
 def train_ensemble(
     examples: list[Example],
     feats: list[Featurized],
@@ -191,31 +200,58 @@ SHRINK_SCALES = (1.0, 0.75, 0.5, 0.25, 0.0)
 SHRINK_BOUNDS = (float("inf"), 0.5, 0.3, 0.2, 0.1)
 
 
+def shrink_grid_mape(model: GNNPredictor, val: "Packed") -> np.ndarray:
+    """MAPE (fraction) on ``val`` of ``log E = log prior + scale x clip(residual, -bound, bound)`` for
+    every point of the grid: ``[len(SHRINK_BOUNDS), len(SHRINK_SCALES)]``, the model's own residual
+    taken unshrunk (its scale and bound are left as they were)."""
+    st = model.state
+    keep = st.residual_scale, st.residual_bound
+    st.residual_scale, st.residual_bound = 1.0, float("inf")
+    try:
+        with torch.no_grad():
+            _, lt, pos = model.forward_packed(val)
+            lpr, _ = model.log_priors(torch.cat([g.prior_tot for g in val.groups]), torch.cat([g.prior_pre for g in val.groups]))
+            lpr = lpr.double()
+            r = lt.double() - lpr
+            out = np.empty((len(SHRINK_BOUNDS), len(SHRINK_SCALES)))
+            for i, b in enumerate(SHRINK_BOUNDS):
+                for j, a in enumerate(SHRINK_SCALES):
+                    contrib = val.step_weight[pos] * model.bounded_energy(val, lpr + a * r.clamp(-b, b))
+                    pred = torch.zeros(val.n_examples, dtype=torch.float64).index_add_(0, val.step_example[pos], contrib)
+                    out[i, j] = float(torch.mean(torch.abs(pred / val.target - 1)))
+    finally:
+        st.residual_scale, st.residual_bound = keep
+    return out
+
+
+def pick_shrink(grid: np.ndarray) -> tuple[float, float]:
+    """The (scale, bound) of the smallest entry of a :func:`shrink_grid_mape` grid; ties go to the
+    earlier point (bounds from none, scales from 1: the least shrinking)."""
+    best = (float("inf"), 1.0, float("inf"))
+    for i, b in enumerate(SHRINK_BOUNDS):
+        for j, a in enumerate(SHRINK_SCALES):
+            if grid[i, j] < best[0] - 1e-12:
+                best = (float(grid[i, j]), a, b)
+    return best[1], best[2]
+
+
+def set_shrink(model: GNNPredictor, scale: float, bound: float) -> None:
+    """Set the residual's scale and bound on ``model.state`` (and in its info, for the model file)."""
+    st = model.state
+    st.residual_scale, st.residual_bound = scale, bound
+    st.info["residual_scale"], st.info["residual_bound"] = scale, (bound if np.isfinite(bound) else None)
+
+
 def choose_shrink(model: GNNPredictor, val: "Packed") -> tuple[float, float]:
     """Choose how much of the GNN's correction to the physics prior to keep: ``scale`` and ``bound``
     of ``log E = log prior + scale x clip(residual, -bound, bound)`` minimising the MAPE on ``val``
     (held-out architectures inside the training side, never a test group). A GNN that only fits the
     training architectures is pulled back toward the prior (scale 0: the prior alone, inside the
-    power window). Sets them on ``model.state``; returns them."""
-    st = model.state
-    st.residual_scale, st.residual_bound = 1.0, float("inf")
-    with torch.no_grad():
-        _, lt, pos = model.forward_packed(val)
-        lpr, _ = model.log_priors(torch.cat([g.prior_tot for g in val.groups]), torch.cat([g.prior_pre for g in val.groups]))
-        lpr = lpr.double()
-        r = lt.double() - lpr
-        target = val.target
-        best = (float("inf"), 1.0, float("inf"))
-        for b in SHRINK_BOUNDS:
-            for a in SHRINK_SCALES:
-                contrib = val.step_weight[pos] * model.bounded_energy(val, lpr + a * r.clamp(-b, b))
-                pred = torch.zeros(val.n_examples, dtype=torch.float64).index_add_(0, val.step_example[pos], contrib)
-                mape = float(torch.mean(torch.abs(pred / target - 1)))
-                if mape < best[0] - 1e-12:
-                    best = (mape, a, b)
-    st.residual_scale, st.residual_bound = best[1], best[2]
-    st.info["residual_scale"], st.info["residual_bound"] = best[1], (best[2] if np.isfinite(best[2]) else None)
-    return best[1], best[2]
+    power window). Sets them on ``model.state``; returns them. (Held-out GPUs or sources inside the
+    training side instead: :func:`.shrink.choose_shrink_inner`.)"""
+    scale, bound = pick_shrink(shrink_grid_mape(model, val))
+    set_shrink(model, scale, bound)
+    return scale, bound
 
 
 def refit_all(examples: list[Example], feats: list[Featurized], chosen: GNNPredictor, config: GNNConfig,

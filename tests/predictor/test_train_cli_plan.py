@@ -51,6 +51,26 @@ def test_llmco2_train_end_to_end(tmp_path, capsys, tiny_mlenergy_rows):
     assert GNNPredictor.load(out3).state.config.soft_window
 
 
+def test_llmco2_train_shrink_by_gpu_and_bag(tmp_path, capsys, tiny_mlenergy_rows):
+    """--shrink-by gpu: the residual's scale and bound come from inner leave-one-GPU-out folds of all the
+    training data (the tiny set: H100 and B200), recorded in the model file and the report; --bag 2: four
+    members."""
+    data = _write_mlenergy(tmp_path / "mle", tiny_mlenergy_rows)
+    out = tmp_path / "s.safetensors"
+    assert main(["train", "--data", str(data), "--data-v2", "none", "--measurements", str(tmp_path / "none"),
+                 "--out", str(out), "--epochs", "4", "--inner-epochs", "3", "--seed", "1", "--quiet", "--no-heldout",
+                 "--shrink-by", "gpu", "--bag", "2"]) == 0
+    model = GNNPredictor.load(out)
+    inner = model.state.info["shrink_inner"]
+    assert [f["held"] for f in inner["folds"]] == ["gpu=B200", "gpu=H100"] and inner["inner_epochs"] == 3
+    assert model.state.info["residual_scale"] == model.state.residual_scale and len(model.nets) == 4
+    assert "inner leave-one-gpu-out folds: gpu=B200" in out.with_suffix(".report.md").read_text()
+    assert main(["train", "--data", str(data), "--shrink-by", "family", "--quiet"]) == 2
+    assert "shrink-by" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--bag", "0", "--quiet"]) == 2
+    assert "bag" in capsys.readouterr().err
+
+
 def test_llmco2_train_bad_input(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--epochs", "2", "--quiet"]) == 2
     assert "data" in capsys.readouterr().err
