@@ -15,13 +15,20 @@ def predict_steps(predictor, dep, parts: list[AcceptedSteps]) -> list:
     """Predict the steps of several engines of one deployment in ONE call; split per engine:
     (energy_j [S], prefill_energy_j [S], duration_s [S], shares [R]) each, or a
     :class:`PredictionError` for a part whose output is not finite. Raises what the predictor raises."""
-    st = _concat(parts)
-    step_of = np.repeat(np.arange(st.n_steps, dtype=np.int64), st.slice_count)
-    dur = st.end_s - st.start_s
+    if len(parts) == 1:
+        st = parts[0]
+        count, ctx, new, dur = st.slice_count, st.context_tokens, st.new_tokens, st.end_s - st.start_s
+    else:  # only the columns the predictor reads (request ids, phases and prompts stay per part)
+        cat = np.concatenate
+        count = cat([p.slice_count for p in parts])
+        ctx, new = cat([p.context_tokens for p in parts]), cat([p.new_tokens for p in parts])
+        dur = cat([p.end_s - p.start_s for p in parts])
+    S = int(count.shape[0])
+    step_of = np.repeat(np.arange(S, dtype=np.int64), count)
     dur = np.where(dur > 0, dur, np.nan)
-    sb = StepBatch(step_of, st.context_tokens, st.new_tokens, dur)
+    sb = StepBatch(step_of, ctx, new, dur)
     energy, prefill, duration, shares = predict_step_batch(predictor, dep, sb)
-    S, R = st.n_steps, int(st.slice_count.sum())
+    R = int(count.sum())
     if energy.shape != (S,) or prefill.shape != (S,) or duration.shape != (S,) or shares.shape != (R,):
         raise PredictionError(f"predictor returned shapes {energy.shape}/{prefill.shape}/{duration.shape} "
                               f"for {S} steps")
