@@ -113,6 +113,35 @@ def _start(mode: str, tmp: Path, cpu: int | None) -> tuple[subprocess.Popen, str
     return proc, line.split("listening on ")[1].split()[0]
 
 
+def _threads(pid: int) -> dict[str, tuple[str, int, int]]:
+    """Per thread of ``pid``: (name, user ticks, system ticks), from /proc/PID/task."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        out[tid] = ("main" if tid == str(pid) else name, int(fields[11]), int(fields[12]))
+    return out
+
+
+def _thread_cpu(before: dict, after: dict, seconds: float) -> list[dict]:
+    """CPU ms per second of each thread that ran (user and system), busiest first; threads of one name
+    (gRPC's pools) summed."""
+    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+    by_name: dict[str, list[float]] = {}
+    for tid, (name, u, s) in after.items():
+        u0, s0 = before.get(tid, (name, 0, 0))[1:]
+        acc = by_name.setdefault(name, [0.0, 0.0, 0])
+        acc[0] += (u - u0) * tick_ms / seconds
+        acc[1] += (s - s0) * tick_ms / seconds
+        acc[2] += 1
+    rows = [{"thread": n, "threads": int(c), "user_ms_per_s": u, "system_ms_per_s": s} for n, (u, s, c) in by_name.items()
+            if u + s > 0]
+    return sorted(rows, key=lambda r: -(r["user_ms_per_s"] + r["system_ms_per_s"]))
+
+
 def _paced(address: str, rate: float, duration_s: float, pid: int) -> dict:
     """The shipped emitter at ``rate`` one-step messages a second; the server's CPU per message."""
     from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
@@ -123,7 +152,7 @@ def _paced(address: str, rate: float, duration_s: float, pid: int) -> dict:
     w = bench.Workload(engine)
     n = int(rate * duration_s)
     time.sleep(0.3)
-    c0 = bench._cpu_s(pid)
+    c0, th0 = bench._cpu_s(pid), _threads(pid)
     t0 = time.perf_counter()
     for k in range(n):
         bench.wait_until(t0 + k / rate)
@@ -132,9 +161,10 @@ def _paced(address: str, rate: float, duration_s: float, pid: int) -> dict:
         for r in done:
             em.emit_done(r, bench.LIFETIME)
     time.sleep(SETTLE_S)  # the last messages handled (the sidecar's steps-alone micro-batch: <= 0.1 s)
-    cpu = bench._cpu_s(pid) - c0
+    cpu, th1, wall = bench._cpu_s(pid) - c0, _threads(pid), time.perf_counter() - t0
     em.close(2.0)  # after the reading: a bare server acks only when a message comes
-    return {"messages": n, "cpu_s": cpu, "cpu_us_per_message": cpu / n * 1e6}
+    return {"messages": n, "cpu_s": cpu, "cpu_us_per_message": cpu / n * 1e6, "wall_s": wall,
+            "threads": _thread_cpu(th0, th1, wall)}
 
 
 def main(argv=None) -> int:
@@ -201,6 +231,18 @@ def render(r: dict) -> str:
     ]
     for mode, s in r["servers"].items():
         lines.append(f"| {LABELS.get(mode, mode)} | {s['median_us']:,.0f} us ({s['min_us']:,.0f}-{s['max_us']:,.0f}) |")
+    if all(s["runs"] and "threads" in s["runs"][0] for s in r["servers"].values()):
+        lines += ["", "Where it goes, per thread (the median run of each server; CPU ms per second of wall time, user + "
+                  "system; `main`: the main thread (the event loop); threads of one name summed, their count in "
+                  "brackets; busiest first):", "",
+                  "| server | threads |", "|---|---|"]
+        for mode, s in r["servers"].items():
+            run = sorted(s["runs"], key=lambda x: x["cpu_us_per_message"])[len(s["runs"]) // 2]
+            cells = []
+            for t in run["threads"]:
+                count = f" ({t['threads']})" if t["threads"] > 1 else ""
+                cells.append(f"{t['thread']}{count}: {t['user_ms_per_s']:.0f} + {t['system_ms_per_s']:.0f}")
+            lines.append(f"| {LABELS.get(mode, mode)} | " + "; ".join(cells) + " |")
     bare = r["servers"].get("bare-aio-iomgr")
     side = r["servers"].get("sidecar-default")
     if bare and side:
