@@ -84,6 +84,7 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
             self.otlp = OtlpExporter(config.otlp, self.metrics, config.otlp_interval_s, __version__,
                                      config.otlp_timeout_s)
         self.streams: dict[str, ing.StreamState] = {}
+        self._checkpoint_entries: dict[str, tuple] = {}  # stream id -> (stream, version, JSON entry): recovery.py
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._watchers: list[tuple[str, asyncio.Queue]] = []

@@ -58,6 +58,7 @@ class StreamState:
     last_batch_id: int = -1
     live: set = field(default_factory=set)
     recently_done: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
+    version: int = 0  # bumped by every message ingested (a checkpoint reuses an unchanged stream's entry)
 
     def forget_done(self, limit: int = 100_000) -> None:
         while len(self.recently_done) > limit:
@@ -128,6 +129,7 @@ def ingest(stream: StreamState, batch: pb.EventBatch) -> Ingested:
     """Validate one EventBatch against the stream's state; update the state for what is accepted."""
     ack = pb.Ack(seq=batch.seq, stream_id=stream.stream_id)
     rej = _Rejections(ack)
+    stream.version += 1
     st = batch.steps
     steps = _ingest_steps(stream, st, ack, rej) if len(st.step_id) or len(st.request_id) else None
     batches = [b for b in (_ingest_static(stream, sb, ack, rej) for sb in batch.static_batches) if b is not None] \

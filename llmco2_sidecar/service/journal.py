@@ -38,6 +38,7 @@ KIND_IDENTITY = ord("I")
 KIND_EVENTS = ord("E")
 KIND_PROBE = ord("P")
 CHECKPOINT = "checkpoint.json"
+STREAMS_JSON = "streams_json"  # write_checkpoint: the streams as JSON texts (written as "streams")
 
 
 def _segment_name(n: int) -> str:
@@ -92,10 +93,18 @@ class Journal:
             return None
 
     def write_checkpoint(self, state: dict) -> None:
-        """Atomically write a checkpoint and delete the segments before ``state['segment']``."""
+        """Atomically write a checkpoint and delete the segments before ``state['segment']``. The
+        streams may come as JSON texts already (``state[STREAMS_JSON]``: the file then holds them as
+        ``streams``, as if ``state['streams']`` had been the parsed list)."""
         tmp = self.dir / (CHECKPOINT + ".tmp")
+        if STREAMS_JSON in state:
+            rest = {k: v for k, v in state.items() if k != STREAMS_JSON}
+            head = json.dumps(rest)
+            text = head[:-1] + (", " if rest else "") + '"streams": [' + ", ".join(state[STREAMS_JSON]) + "]}"
+        else:
+            text = json.dumps(state)
         with open(tmp, "w") as fh:
-            json.dump(state, fh)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.dir / CHECKPOINT)

@@ -11,6 +11,7 @@ and writes the checkpoint (which deletes the older segments) without holding up 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import math
 import shutil
@@ -21,7 +22,7 @@ from ..errors import InputError
 from . import ingest as ing
 from .carbon_log import dumps
 from .dead_letter import describe
-from .journal import KIND_EVENTS, KIND_IDENTITY
+from .journal import KIND_EVENTS, KIND_IDENTITY, STREAMS_JSON
 from .pipeline import Barrier
 from .records import error_record
 
@@ -134,6 +135,23 @@ class RecoveryMixin:
         self.ledger.restore_running(ckpt.get("running", []))
         self.pipeline._last_end.update(ckpt.get("last_end", {}))
 
+    def _stream_entry(self, s) -> str:
+        """A stream's checkpoint entry as JSON text, on the event loop at the roll. An entry is kept per
+        stream object and reused while no message changed the stream (``StreamState.version``): the
+        streams of engines that went away cost nothing at each roll (each entry holds up to 10,000
+        finished ids; serialising every stream's at every roll held the loop and the GIL for tens of ms)."""
+        cache = self._checkpoint_entries
+        hit = cache.get(s.stream_id)
+        if hit is not None and hit[0] is s and hit[1] == s.version:
+            return hit[2]
+        text = json.dumps({"stream_id": s.stream_id, "identity": base64.b64encode(s.identity.SerializeToString()).decode(),
+                           "last_step_id": s.last_step_id,
+                           "last_end_s": s.last_end_s if math.isfinite(s.last_end_s) else None,
+                           "last_batch_id": s.last_batch_id, "live": sorted(s.live),
+                           "recently_done": list(s.recently_done)[-10000:]})
+        cache[s.stream_id] = (s, s.version, text)
+        return text
+
     def _checkpoint(self) -> None:
         """Roll the journal and checkpoint the state at the start of the new segment."""
         try:
@@ -141,11 +159,7 @@ class RecoveryMixin:
         except OSError:
             self._note_disk()
             return
-        streams = [{"stream_id": s.stream_id, "identity": base64.b64encode(s.identity.SerializeToString()).decode(),
-                    "last_step_id": s.last_step_id,
-                    "last_end_s": s.last_end_s if math.isfinite(s.last_end_s) else None,
-                    "last_batch_id": s.last_batch_id, "live": sorted(s.live),
-                    "recently_done": list(s.recently_done)[-10000:]} for s in self.streams.values()]
+        streams = [self._stream_entry(s) for s in self.streams.values()]
 
         def persist(state: dict) -> None:  # on the disk worker (after the rotated log files' fsyncs)
             try:
@@ -163,7 +177,7 @@ class RecoveryMixin:
                 return
             # every record of the older segments has been written (not yet fsynced): the state now is
             # the checkpoint's; the fsync and the file wait for the disk on the worker
-            state = {"segment": seg, "written_at": time.time(), "streams": streams,
+            state = {"segment": seg, "written_at": time.time(), STREAMS_JSON: streams,
                      "running": self.ledger.snapshot_running(), "last_end": dict(self.pipeline._last_end)}
             self.disk.submit(persist, state)
 

@@ -74,3 +74,52 @@ def test_segments_go_only_after_their_records_are_on_disk(tmp_path, monkeypatch,
                 assert before is None or before[0] != "log fsync"
             else:
                 assert before is not None and before[0] == "log fsync", calls[max(0, i - 3):i + 1]
+
+
+def test_checkpoint_streams_as_json_texts_read_back_as_a_list(tmp_path):
+    import json
+
+    from llmco2_sidecar.service.journal import STREAMS_JSON
+
+    j = Journal(tmp_path / "j")
+    j.open()
+    entries = [{"stream_id": "a", "live": ["r1"], "recently_done": ["r0"]}, {"stream_id": "b", "live": [], "recently_done": []}]
+    j.write_checkpoint({"segment": 1, "written_at": 5.0, STREAMS_JSON: [json.dumps(e) for e in entries], "running": []})
+    assert j.read_checkpoint() == {"segment": 1, "written_at": 5.0, "running": [], "streams": entries}
+    j.write_checkpoint({"segment": 2, STREAMS_JSON: []})
+    assert j.read_checkpoint() == {"segment": 2, "streams": []}
+    j.close()
+
+
+def test_an_unchanged_stream_entry_is_reused_and_a_changed_one_rebuilt(tmp_path):
+    import json
+
+    from sidecar_testkit import steps_message
+
+    sc = SidecarThread(SidecarConfig(port=0, log=str(tmp_path / "carbon.jsonl"), predictor="roofline")).start()
+    try:
+        channel = grpc.insecure_channel(sc.address)
+        stub = sidecar_pb2_grpc.CarbonSidecarStub(channel)
+        qs = {e: queue.Queue() for e in ("idle", "busy")}
+        calls = {e: stub.StreamEvents(iter(q.get, None)) for e, q in qs.items()}
+        for e, q in qs.items():
+            q.put(identity(f"engine-{e}"))
+            next(calls[e])
+            q.put(steps_message(1, [(1, 0.0, 0.02, [("r1", 64, 0, 64)])], [("r1", 1)]))
+            next(calls[e])
+        core = sc.core
+        streams = {s.identity.instance_id or s.stream_id: s for s in core.streams.values()}
+        first = {sid: core._stream_entry(s) for sid, s in streams.items()}
+        qs["busy"].put(steps_message(2, [(2, 0.05, 0.07, [("r2", 64, 0, 64)])], [("r2", 1)]))
+        next(calls["busy"])
+        second = {sid: core._stream_entry(s) for sid, s in streams.items()}
+        changed = [sid for sid in first if second[sid] is not first[sid]]
+        assert len(changed) == 1 and "r2" in json.loads(second[changed[0]])["recently_done"]
+        assert all(json.loads(second[sid])["recently_done"] == ["r1"] for sid in first if sid not in changed)
+        for q in qs.values():
+            q.put(None)
+        for c in calls.values():
+            list(c)
+        channel.close()
+    finally:
+        sc.stop()
