@@ -24,7 +24,8 @@ import numpy as np
 from .dataset import Example, Featurized, pack
 from .gnn import GNNConfig, GNNPredictor
 from .splits import validation_split
-from .training import HYPER_GRID, TrainOptions, pick_shrink, set_shrink, shrink_grid_mape, train_ensemble
+from .training import (HYPER_GRID, SHRINK_BOUNDS, SHRINK_SCALES, TrainOptions, pick_shrink, set_shrink,
+                       shrink_grid_mape, train_ensemble)
 
 #: What an inner fold may leave out (``--shrink-by``): a GPU kind, a source, or either (``gpu,source``).
 SHRINK_BY = ("gpu", "source")
@@ -121,8 +122,6 @@ def choose_shrink_inner(
 
 
 def _grid_index(scale: float, bound: float) -> tuple[int, int]:
-    from .training import SHRINK_BOUNDS, SHRINK_SCALES
-
     return SHRINK_BOUNDS.index(bound), SHRINK_SCALES.index(scale)
 
 

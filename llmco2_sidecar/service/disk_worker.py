@@ -36,11 +36,6 @@ class DiskWorker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    @property
-    def pending(self) -> int:
-        """Submitted and not finished yet."""
-        return self._pending
-
     def submit(self, fn: Callable, *args) -> None:
         """Run ``fn(*args)`` on the worker (after everything submitted before). After :meth:`close`
         it runs at once, on the caller's thread."""

@@ -42,45 +42,63 @@ class RunningTotals:
 
 
 class SortedIds:
-    """Ids kept sorted for prefix lookups, lazily: adding and removing are O(1) (the pipeline thread,
-    per finished request); the sorting happens at the next prefix lookup (rare), where Python's
-    sort merges the sorted part with the few ids added since in about linear time. Removed ids
-    stay as tombstones until they are half the list; :meth:`prefixed` skips them (``alive``)."""
+    """The ids of ``live`` (the owner's dict or set: ``in`` and iteration) kept sorted for prefix
+    lookups, lazily: adding and removing are O(1) (the pipeline thread, per finished request); the
+    sorting happens at the next prefix lookup (rare), where Python's sort merges the sorted part with
+    the few ids added since in about linear time. Removed ids stay as tombstones; once they are half
+    of what is kept, the index is dropped (O(1) besides freeing it) and rebuilt from ``live`` at the
+    next lookup, so a sidecar that is never asked by prefix keeps no second copy of its ids."""
 
-    def __init__(self) -> None:
+    MIN_DROP = 64  # tombstones before the index may be dropped
+
+    def __init__(self, live) -> None:
+        self._live = live
         self._ids: list[str] = []  # sorted, with tombstones
-        self._new: list[str] = []  # added since the last lookup
+        self._new: list[str] = []  # added since the last sort
         self._gone = 0  # tombstones (an upper bound)
+        self._built = True  # False: dropped, rebuilt from ``live`` at the next lookup
 
     def add(self, key: str) -> None:
-        self._new.append(key)
+        if self._built:
+            self._new.append(key)
 
     def discard(self, key: str) -> None:
+        if not self._built:
+            return
         self._gone += 1
+        if self._gone > self.MIN_DROP and self._gone * 2 >= len(self._ids) + len(self._new):
+            self._ids, self._new, self._gone, self._built = [], [], 0, False
 
-    def prefixed(self, prefix: str, alive) -> list[str]:
-        """The ids that start with ``prefix`` and for which ``alive(id)`` holds, sorted, each once."""
-        ids = self.sorted(alive)
+    def prefixed(self, prefix: str) -> list[str]:
+        """The live ids that start with ``prefix``, sorted, each once."""
+        ids = self.sorted()
+        live = self._live
         out: list[str] = []
         i = bisect.bisect_left(ids, prefix)
         while i < len(ids) and ids[i].startswith(prefix):
             key = ids[i]
-            if alive(key) and (not out or out[-1] != key):
+            if key in live and (not out or out[-1] != key):
                 out.append(key)
             i += 1
         return out
 
-    def sorted(self, alive) -> list[str]:
+    def sorted(self) -> list[str]:
         """The sorted list (tombstones compacted away once they are half of it)."""
-        if self._new:
+        if not self._built:
+            self._ids, self._built = sorted(self._live), True
+        elif self._new:
             self._ids.extend(self._new)
             self._new = []
             self._ids.sort()
         if self._gone and self._gone * 2 >= len(self._ids):
-            ids = self._ids
-            self._ids = [k for j, k in enumerate(ids) if alive(k) and (j == 0 or ids[j - 1] != k)]
+            ids, live = self._ids, self._live
+            self._ids = [k for j, k in enumerate(ids) if k in live and (j == 0 or ids[j - 1] != k)]
             self._gone = 0
         return self._ids
+
+    def __len__(self) -> int:
+        """Ids kept, tombstones included (what the index holds besides ``live``)."""
+        return len(self._ids) + len(self._new)
 
 
 class RequestLedger:
@@ -97,12 +115,12 @@ class RequestLedger:
         self.touched = np.zeros(0)  # time.monotonic() of each slot's last step
         self._grow(capacity)
         self.finished: "OrderedDict[str, tuple[float, str]]" = OrderedDict()
-        self._sorted = SortedIds()  # finished ids: prefix lookups by bisection
+        self._sorted = SortedIds(self.finished)  # finished ids: prefix lookups by bisection
         # the id the client knows a finished request by (X-Request-Id): one client id may name
         # several engine requests (a completion with n prompts)
         self._client_of: dict[str, str] = {}
         self._by_client: dict[str, list[str]] = {}
-        self._sorted_clients = SortedIds()
+        self._sorted_clients = SortedIds(self._by_client)
 
     def _grow(self, capacity: int) -> None:
         old = self._cap
@@ -250,10 +268,10 @@ class RequestLedger:
         (engine ids: a running request's client id is known only when it finishes) that do."""
         done = []
         seen: set[str] = set()
-        for rid in self._sorted.prefixed(prefix, self.finished.__contains__):
+        for rid in self._sorted.prefixed(prefix):
             done.append(json.loads(self.finished[rid][1]))
             seen.add(rid)
-        for client in self._sorted_clients.prefixed(prefix, self._by_client.__contains__):
+        for client in self._sorted_clients.prefixed(prefix):
             for rid in self._by_client[client]:
                 if rid not in seen and rid in self.finished:
                     done.append(json.loads(self.finished[rid][1]))

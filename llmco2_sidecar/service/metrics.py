@@ -98,16 +98,12 @@ class SidecarMetrics:
         self._aborted = self.finished.labels("aborted")
         self._carbon_op = self.carbon.labels("operational")
         self._carbon_emb = self.carbon.labels("embodied")
+        self._ack_children = tuple(c.labels(outcome) for c in (self.steps, self.done, self.batches)
+                                   for outcome in ("accepted", "rejected"))
 
     def observe_ack(self, ack) -> None:
         """Count one message's outcome (per message on the event loop: label children looked up once)."""
-        try:
-            cached = self._ack_children
-        except AttributeError:
-            cached = self._ack_children = (
-                self.steps.labels("accepted"), self.steps.labels("rejected"), self.done.labels("accepted"),
-                self.done.labels("rejected"), self.batches.labels("accepted"), self.batches.labels("rejected"))
-        steps_ok, steps_bad, done_ok, done_bad, batches_ok, batches_bad = cached
+        steps_ok, steps_bad, done_ok, done_bad, batches_ok, batches_bad = self._ack_children
         if ack.steps_accepted:
             steps_ok.inc(ack.steps_accepted)
         if ack.steps_rejected:

@@ -43,7 +43,7 @@ from .inbox import AWAITED, FULL, Inbox
 from .isolation import IsolationMixin
 from .ledger import RequestLedger
 from .metrics import SidecarMetrics
-from .prediction import _concat, predict_steps  # noqa: F401  (predict_steps: re-exported)
+from .prediction import predict_steps  # noqa: F401  (re-exported)
 from .records import Accounting, error_record, make_accounting, request_record
 from .static import static_batch_energy
 from .windows import WindowsMixin, _Window  # noqa: F401  (_Window: re-exported for tests)

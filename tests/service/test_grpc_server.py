@@ -331,5 +331,5 @@ def test_ledger_prefix_index_and_lru(tmp_path):
     assert list(led.finished) == [f"cmpl-{i % 3}-{i}" for i in range(3, 8)]  # the 5 newest kept
     done, running = led.find("cmpl-1-")
     assert sorted(r["request_id"] for r in done) == ["cmpl-1-4", "cmpl-1-7"] and running == []
-    assert led._sorted.prefixed("", led.finished.__contains__) == sorted(led.finished)
+    assert led._sorted.prefixed("") == sorted(led.finished)
     assert led.find("nothing")[0] == []

@@ -7,7 +7,8 @@ from llmco2_sidecar.service.ledger import RequestLedger, SortedIds
 
 def test_sorted_ids_match_a_sorted_list_under_churn():
     rng = random.Random(7)
-    idx, alive = SortedIds(), set()
+    alive = set()
+    idx = SortedIds(alive)
     for step in range(5000):
         key = f"e{rng.randrange(3)}-r{rng.randrange(400)}"
         if key in alive and rng.random() < 0.5:
@@ -18,8 +19,25 @@ def test_sorted_ids_match_a_sorted_list_under_churn():
             idx.add(key)
         if step % 97 == 0:
             prefix = f"e{rng.randrange(3)}-r{rng.randrange(40)}"
-            assert idx.prefixed(prefix, alive.__contains__) == sorted(k for k in alive if k.startswith(prefix))
-    assert idx.sorted(alive.__contains__)[:0] == [] and idx.prefixed("", alive.__contains__) == sorted(alive)
+            assert idx.prefixed(prefix) == sorted(k for k in alive if k.startswith(prefix))
+    assert idx.prefixed("") == sorted(alive)
+
+
+def test_memory_stays_bounded_without_any_lookup():
+    """A sidecar nobody queries by prefix keeps no growing second copy of its ids (the index is
+    dropped once half of it is tombstones, and rebuilt from the live ids at the next lookup)."""
+    alive: set[str] = set()
+    idx = SortedIds(alive)
+    for i in range(50_000):  # a ledger keeping the last 1,000 finished ids
+        key = f"r{i}"
+        alive.add(key)
+        idx.add(key)
+        if len(alive) > 1000:
+            old = f"r{i - 1000}"
+            alive.discard(old)
+            idx.discard(old)
+    assert len(idx) <= 2 * 1000 + 64
+    assert idx.prefixed("r4999") == sorted(k for k in alive if k.startswith("r4999"))
 
 
 def test_ledger_find_after_eviction_and_reuse_of_an_id():
