@@ -24,6 +24,7 @@ from ..hardware.catalog import load_gpu
 from ..models.catalog import load_model
 from ..workload import Parallelism, StepBatch
 from .api import Deployment
+from .heldout import name_family
 from .layers import mean_adjacency
 from .measurements import MeasuredBatch
 from .mlenergy import GPU_NAMES, MLEnergyRow, exclusion_reason
@@ -58,16 +59,7 @@ MOE_FAMILIES = ("qwen3-moe", "gpt-oss", "deepseek", "llama-4", "mixtral")
 
 
 def _family(model_id: str) -> str:
-    name = model_id.split("/")[-1].lower()
-    if name.startswith("qwen3") and re.search(r"-a\d+b", name):
-        return "qwen3-moe"
-    for fam in ("gpt-oss", "deepseek", "llama-4"):
-        if name.startswith(fam):
-            return fam
-    for fam in ("llama-3", "llama-2", "qwen3", "qwen2", "gemma", "mixtral", "mistral", "phi-3", "internlm"):
-        if name.startswith(fam) or fam in name:
-            return fam
-    return name
+    return name_family(model_id)
 
 
 def row_deployment(row: MLEnergyRow) -> Deployment:

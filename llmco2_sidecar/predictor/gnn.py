@@ -102,6 +102,11 @@ class GNNPredictor(StepPredictor):
     the hyper-parameter grid): their log predictions are averaged.
     """
 
+    def heldout_scores(self) -> dict[str, float]:
+        from .heldout import scores_from_info
+
+        return scores_from_info(self.state.info)
+
     def __init__(self, net: TwoStageGNN | list[TwoStageGNN], state: ModelState):
         self.nets = [n.eval() for n in (net if isinstance(net, list) else [net])]
         self.state = state
