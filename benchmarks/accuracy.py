@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llmco2_sidecar.cli.train import BUNDLED_MLENERGY, BUNDLED_MLENERGY_V2, DEFAULT_EPOCHS  # noqa: E402
-from llmco2_sidecar.predictor.evaluate import (OURS, WHOLE, Result, ablation_specs, evaluate, load_examples,  # noqa: E402
+from llmco2_sidecar.predictor.evaluate import (CLIPPED, OURS, WHOLE, Result, ablation_specs, evaluate, load_examples,  # noqa: E402
                                                make_splits, predictor_specs)
 from llmco2_sidecar.predictor.shrink import parse_shrink_by  # noqa: E402
 
@@ -217,14 +217,14 @@ def plots(points: dict, results: list[Result], names: list[str], out_dir: Path, 
 _WORK = None  # (examples, feats, splits, seed, epochs, t0): inherited by the forked workers
 _PREDICTORS = ""  # --predictors: inherited by the forked workers
 _MOE_RECIPE = False  # --moe-recipe: inherited by the forked workers
-_SHRINK = ((), None, 1)  # (--shrink-by kinds, --inner-epochs, --bag): inherited by the forked workers
+_SHRINK = ((), None, 1, False)  # (--shrink-by kinds, --inner-epochs, --bag, --clip-variant): inherited by the forked workers
 
 
 def _selected(specs: dict, prefixes: str) -> dict:
     """The predictors whose name starts with one of the comma-separated ``prefixes`` (all when empty)."""
     want = tuple(p.strip() for p in prefixes.split(",") if p.strip())
     if OURS.startswith(want):
-        want += (WHOLE,)  # ours' unshrunk twin (--shrink-by) comes with ours
+        want += (WHOLE, CLIPPED)  # ours' twins (--shrink-by, --clip-variant) come with ours
     return {n: v for n, v in specs.items() if not want or n.startswith(want)}
 
 
@@ -239,7 +239,7 @@ def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
                  if name in ("+ prefill/decode (2 GNN)", "+ targeted refinement", "+ physics prior + refinement")}
     else:
         specs = _selected(predictor_specs(epochs=epochs, moe_recipe=_MOE_RECIPE, shrink_by=_SHRINK[0],
-                                          inner_epochs=_SHRINK[1], bag=_SHRINK[2]), _PREDICTORS)
+                                          inner_epochs=_SHRINK[1], bag=_SHRINK[2], clip_variant=_SHRINK[3]), _PREDICTORS)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] worker {k}: {msg}", flush=True)  # noqa: E731
     return evaluate(examples, feats, splits[k::n], specs, seed=seed, progress=log)
 
@@ -294,6 +294,8 @@ def main() -> int:
                     "same splits then come from another run, which the output must name)")
     ap.add_argument("--prefix", default="accuracy", help="output file names: PREFIX.md, PREFIX.json, PREFIX_scatter.png, "
                     "PREFIX_mape.png (default accuracy; the dense + MoE recipe's run: accuracy_moe)")
+    ap.add_argument("--clip-variant", action="store_true", help="adds the column '" + CLIPPED + "': ours' same fits "
+                    "with the GNN's global inputs clipped to each split's training range (ModelState.clip_inputs)")
     ap.add_argument("--ablation", action="store_true", help="also score the paper's Table 5 ablation (3 more GNN variants)")
     args = ap.parse_args()
     try:
@@ -320,13 +322,15 @@ def main() -> int:
     if args.splits:
         splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
     specs = _selected(predictor_specs(epochs=args.epochs, moe_recipe=args.moe_recipe, shrink_by=shrink_by,
-                                      inner_epochs=args.inner_epochs, bag=args.bag), args.predictors)
+                                      inner_epochs=args.inner_epochs, bag=args.bag, clip_variant=args.clip_variant),
+                      args.predictors)
     if not specs:
         print(f"accuracy.py: predictors: none starts with {args.predictors!r}", file=sys.stderr)
         return 2
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
     global _WORK, _PREDICTORS, _MOE_RECIPE, _SHRINK
-    _PREDICTORS, _MOE_RECIPE, _SHRINK = args.predictors, args.moe_recipe, (shrink_by, args.inner_epochs, args.bag)
+    _PREDICTORS, _MOE_RECIPE, _SHRINK = args.predictors, args.moe_recipe, (shrink_by, args.inner_epochs, args.bag,
+                                                                           args.clip_variant)
     _WORK = (examples, feats, splits, args.seed, args.epochs, t0)
     results, points = _run_parallel(specs, len(splits), args.jobs, log, ablation=False)
     names = list(specs)
@@ -339,7 +343,7 @@ def main() -> int:
     sources = sorted({e.source for e in examples})
     by = {(r.split, r.predictor): r for r in results}
     split_names = list(dict.fromkeys(r.split for r in results))
-    wins = [s for s in split_names if all(by[(s, OURS)].mape < by[(s, n)].mape for n in names if n not in (OURS, WHOLE))]
+    wins = [s for s in split_names if all(by[(s, OURS)].mape < by[(s, n)].mape for n in names if n not in (OURS, WHOLE, CLIPPED))]
     wall = time.time() - t0
     counts = {}
     for e in examples:
