@@ -13,15 +13,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.epilog = ("models: each bundled Hugging Face id and alias with its kind (dense or MoE: experts, active per "
                 "token; MLA; local attention), size, number formats, whether its config was checked in two public "
-                "copies, and the shipped predictor's held-out error on its family where the model card has one.")
+                "copies, and the held-out error of the shipped model that serves it (llmco2-gnn-v1 for dense models, "
+                "llmco2-gnn-moe-v1 for mixtures of experts) on the model or its family, where its card has one.")
 
 
-def _heldout_by_family() -> dict[str, float]:
-    """Split name ('family=qwen3', 'model=Qwen/Qwen3-8B') -> MAPE of the shipped GNN's recipe with that
-    group held out (predictor/heldout.py)."""
+def _heldout_by_family(moe: bool = False) -> dict[str, float]:
+    """Split name ('family=qwen3', 'model=Qwen/Qwen3-8B') -> MAPE of the recipe of the shipped GNN that
+    serves dense models (or, ``moe``, mixtures of experts) with that group held out (predictor/heldout.py)."""
     from ..predictor.heldout import shipped_scores
 
-    return shipped_scores()
+    return shipped_scores(moe)
 
 
 def _models() -> dict[str, dict]:
@@ -29,7 +30,7 @@ def _models() -> dict[str, dict]:
 
     from ..predictor.heldout import family_of, name_family as family_of_id
 
-    held = _heldout_by_family()
+    held, held_moe = _heldout_by_family(), _heldout_by_family(moe=True)
     aliases = list_aliases()
     out = {}
     status = bundled_status()
@@ -47,7 +48,7 @@ def _models() -> dict[str, dict]:
             "local_attention": m.local_attention, "params_b": m.total_params / 1e9, "active_params_b": m.active_params / 1e9,
             "weight_bits": m.weight_bits, "expert_weight_bits": m.expert_bits if m.is_moe else None,
             "quant_method": m.quant_method or None, "format": fmt, "kv_bytes_per_token": m.kv_bytes_per_token,
-            "heldout_mape": _heldout_for(held, hf_id, aliases.get(hf_id, {}).get("base"),
+            "heldout_mape": _heldout_for(held_moe if m.is_moe else held, hf_id, aliases.get(hf_id, {}).get("base"),
                                          family_of(m) if m.is_moe else family_of_id(hf_id), m.quant_method),
             **support,
         }

@@ -76,10 +76,15 @@ def scores_from_file(path: str) -> dict[str, float]:
 
 #: the shipped model file (``predictor.gnn.DEFAULT_MODEL``; named here so that reading its scores needs no torch)
 SHIPPED_MODEL = Path(__file__).with_name("weights") / "llmco2-gnn-v1.safetensors"
+#: the shipped mixture-of-experts model (``predictor.gnn.DEFAULT_MOE_MODEL``; predictor/routed.py)
+SHIPPED_MOE_MODEL = Path(__file__).with_name("weights") / "llmco2-gnn-moe-v1.safetensors"
 
 
-def shipped_scores() -> dict[str, float]:
-    """The shipped model's held-out scores."""
+def shipped_scores(moe: bool = False) -> dict[str, float]:
+    """The held-out scores of the shipped model that serves dense models (``moe`` False) or mixtures of
+    experts (the dense model's when no MoE model is shipped, as the router does)."""
+    if moe and SHIPPED_MOE_MODEL.with_suffix(".json").exists():
+        return scores_from_file(str(SHIPPED_MOE_MODEL))
     return scores_from_file(str(SHIPPED_MODEL))
 
 
@@ -139,7 +144,7 @@ def expected_error(model, gpu_name: str, held: dict[str, float] | None = None, h
     """The error to expect on ``model`` (a :class:`~llmco2_sidecar.models.spec.ModelSpec`) served on
     GPUs named ``gpu_name`` (see the module docstring); ``None`` when the predictor has no held-out
     scores (a model file trained with ``--no-heldout``, or another predictor)."""
-    held = shipped_scores() if held is None else held
+    held = shipped_scores(bool(getattr(model, "is_moe", False))) if held is None else held
     if not held:
         return None
     hf_id = hf_id or model.name

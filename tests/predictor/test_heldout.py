@@ -78,3 +78,11 @@ def test_predictors_report_their_scores():
 
     assert load_default().heldout_scores() == heldout.shipped_scores()
     assert RooflinePredictor().heldout_scores() == {}
+
+
+def test_a_mixture_of_experts_is_judged_by_the_model_that_serves_it():
+    moe = heldout.shipped_scores(moe=True)
+    assert moe and moe != heldout.shipped_scores() and "family=qwen3-moe" in moe
+    e = expected_error(load_model("Qwen/Qwen3-30B-A3B"), "H100-SXM5-80GB")
+    src = [v for k, v in moe.items() if k.startswith("source")]
+    assert e.mape_pct == pytest.approx(max(moe["model=Qwen/Qwen3-30B-A3B"], sum(src) / len(src)))
