@@ -396,6 +396,9 @@ def fmt_summary(s: dict) -> str:
                      f"({i['difference_pct']:+.1f}%), effective {i['effective_g_per_kwh']:.1f} g/kWh; "
                      f"{i['difference_vs_region_annual_g']:+.2f} g against region {i['region']}'s annual "
                      f"{i['region_annual_g_per_kwh']:g} g/kWh")
+    if s.get("expected_error_pct"):
+        lines.append(f"expected error: about +-{s['expected_error_pct']:.0f}% ({s['predictor']}'s held-out MAPE on the most "
+                     "similar data it never saw; predictor/heldout.py)")
     lines.append(f"note: {s['note']}")
     return "\n".join(lines)
 
