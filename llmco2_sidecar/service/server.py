@@ -10,6 +10,7 @@ thread (tests, the demo, benchmarks).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -30,8 +31,9 @@ from ..config import SidecarConfig
 from ..errors import InputError
 from .core import DiskUnavailable, SidecarCore, make_predictor  # noqa: F401  (re-exported)
 from .acks import AckBatcher
+from .hold import HeldMessages
 from .lookups import MAX_WAIT_S, record_to_proto
-from .wire import BadMessage, Received, events_payload, parse_engine_message, receive_engine_message  # noqa: F401
+from .wire import BadMessage, Received, StepsOnly, events_payload, parse_engine_message, receive_engine_message  # noqa: F401
 
 log = logging.getLogger("llmco2.server")
 SERVICE_NAME = "llmco2.v1.CarbonSidecar"
@@ -68,15 +70,25 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
     async def StreamEvents(self, request_iterator, context):
         """The engine's event stream: an Ack per message (``context.write``), or, for an emitter
         that takes cumulative acks, one Ack for the messages of up to ``ack_interval_ms``
-        (:mod:`.acks`); every Ack is sent after its messages are in the journal."""
+        (:mod:`.acks`), its steps-only messages ingested together (:mod:`.hold`); every Ack is sent
+        after its messages are in the journal."""
         core = self.core
         stream = None
         batcher: AckBatcher | None = None
+        held: HeldMessages | None = None
         core.open_streams += 1
         core.metrics.streams.set(core.open_streams)
         try:
             async for item in request_iterator:
+                if type(item) is StepsOnly:  # steps alone, not parsed yet
+                    if held is not None:
+                        if held.keep(item):
+                            continue  # held: journaled and ingested with the next ones (see .hold)
+                        await self._ingest_held(context, stream, batcher, held)  # due, this one last
+                        continue
+                    item = item.parse()
                 if isinstance(item, BadMessage):
+                    await self._ingest_held(context, stream, batcher, held)
                     await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
                                       self._bad_message(item, stream))
                 msg = item.msg
@@ -95,31 +107,81 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
                     interval_s = float(core.config.ack_interval_ms) / 1000.0
                     if msg.identity.cumulative_acks and interval_s > 0:
                         batcher = AckBatcher(context.write, interval_s)
+                        hold_s = float(core.config.ingest_hold_ms) / 1000.0
+                        if hold_s > 0:
+                            held = HeldMessages(hold_s, functools.partial(self._ingest_due, stream, batcher))
                     continue
-                if body == "identity":
-                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
-                                      "identity: sent twice on one stream (open a new stream instead)")
                 if body != "events":
-                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT, "body: empty message")
-                if core.pipeline.pending_steps > core.config.max_pending_steps:  # backpressure (rare)
-                    await core.wait_for_room()
-                try:
-                    ack = core.handle_events(stream, msg.events, item.events_bytes)
-                except DiskUnavailable as exc:
-                    if batcher is not None:  # what was journaled before is acknowledged first
-                        await batcher.flush()
-                    await self._unavailable(context, exc)
-                if batcher is None:
-                    await context.write(ack)
-                else:
-                    batcher.add(ack)
-            if batcher is not None:  # the emitter closed its side: acknowledge the rest
+                    await self._ingest_held(context, stream, batcher, held)
+                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
+                                      "identity: sent twice on one stream (open a new stream instead)"
+                                      if body == "identity" else "body: empty message")
+                await self._ingest_held(context, stream, batcher, held, decide=False)  # what is held goes first
+                await self._ingest(context, stream, batcher, item)
+            # the emitter closed its side: ingest and acknowledge the rest
+            await self._ingest_held(context, stream, batcher, held)
+            if batcher is not None:
                 await batcher.flush()
         finally:
+            if held is not None:
+                held.close()
             if batcher is not None:
                 batcher.close()
             core.open_streams -= 1
             core.metrics.streams.set(core.open_streams)
+
+    async def _ingest(self, context, stream, batcher: AckBatcher | None, item, since: float | None = None,
+                      decide: bool = True) -> None:
+        """Journal, validate and hand on one events message; its Ack written or merged. A disk that
+        cannot be written ends the stream with UNAVAILABLE (what was journaled is acknowledged first)."""
+        core = self.core
+        if core.pipeline.pending_steps > core.config.max_pending_steps:  # backpressure (rare)
+            await core.wait_for_room()
+        if type(item) is StepsOnly:
+            events = item.parse_events()
+            if isinstance(events, BadMessage):
+                await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT, self._bad_message(events, stream))
+        else:
+            events = item.msg.events
+        try:
+            ack = core.handle_events(stream, events, item.events_bytes)
+        except DiskUnavailable as exc:
+            if batcher is not None:  # what was journaled before is acknowledged first
+                await batcher.flush()
+            await self._unavailable(context, exc)
+        if batcher is None:
+            await context.write(ack)
+        else:
+            batcher.add(ack, since, decide)
+
+    async def _ingest_held(self, context, stream, batcher, held: HeldMessages | None, decide: bool = True) -> None:
+        """Ingest every held message of the stream, oldest first; their Acks merged into one
+        (``decide=False``: the caller ingests one more message and the Ack goes with its)."""
+        if held is None or not held.items:
+            return
+        since = held.first_at
+        for item in held.take():
+            await self._ingest(context, stream, batcher, item, since, decide=False)
+        if decide:
+            batcher.decide()
+
+    def _ingest_due(self, stream, batcher: AckBatcher, items: list, since: float) -> list:
+        """The hold's timer (a quiet stream): ingest ``items``; those a disk in trouble left are
+        returned (held again: the next message or the stream's end retries them, and ends the
+        stream with UNAVAILABLE if the disk still cannot be written)."""
+        core = self.core
+        for k, item in enumerate(items):
+            events = item.parse_events()
+            if isinstance(events, BadMessage):  # the next message or the stream's end ends the stream
+                return items[k:]
+            try:
+                ack = core.handle_events(stream, events, item.events_bytes)
+            except DiskUnavailable:
+                batcher.decide()
+                return items[k:]
+            batcher.add(ack, since, decide=False)
+        batcher.decide()
+        return []
 
     async def _abort(self, context, batcher, code, details: str) -> None:
         """End the stream with ``code``; journaled messages are acknowledged first."""
