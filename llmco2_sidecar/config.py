@@ -88,7 +88,11 @@ class SidecarConfig:
     # steps' wait (step_wait_ms) is over, so only a sidecar already behind makes the larger ones
     micro_batch_steps: int = _f(1024, "predict at most this many steps at once")
     micro_batch_ms: float = _f(1.0, "wait at most this long to fill a micro-batch that holds a finish (a record waits on it)")
-    step_wait_ms: float = _f(100.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits "
+    # 250 (was 100): at low step rates with few finishes (a lightly loaded engine) the pipeline's
+    # prediction calls, each paying its fixed cost with the caches cold, drop from ~10 to ~4 a second
+    # (perf3, 2026-12-07: the pipeline thread 14-18 -> 10-13 ms/s at 100 one-step messages a second);
+    # records are not delayed (a finish closes the micro-batch within micro_batch_ms)
+    step_wait_ms: float = _f(250.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits "
                                     "at most this long for more, so that few-step messages share a prediction call "
                                     "(a finish or abort arriving meanwhile closes it within micro_batch_ms)")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
