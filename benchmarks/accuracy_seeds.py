@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy import MOE_GROUPS, TARGET_GROUP_MAPE, TARGET_MOE_MAPE, TARGET_SOURCE_MAPE  # noqa: E402
+from accuracy_report import MOE_GROUPS, TARGET_GROUP_MAPE, TARGET_MOE_MAPE, TARGET_SOURCE_MAPE  # noqa: E402
 from llmco2_sidecar.predictor.evaluate import OURS, WHOLE  # noqa: E402
 
 VARIANTS = {"default": [], "bag3": ["--bag", "3"], "shrinkgpu": ["--shrink-by", "gpu"],

@@ -129,4 +129,14 @@ def estimate(query: BatchQuery, settings: CarbonSettings = CarbonSettings(), pre
                      "preemptions": sched.preemptions, "recomputed_tokens": sched.recomputed_tokens},
         "steps": steps.n_steps,
         "predictor": predictor.name,
+        "expected_error": _expected_error(predictor, dep, query.model),
     }
+
+
+def _expected_error(predictor: StepPredictor, dep: Deployment, model_id: str) -> dict | None:
+    """The predictor's typical error on this deployment (predictor/heldout.py), or None (unknown)."""
+    from .predictor.heldout import expected_error
+
+    held = predictor.heldout_scores()
+    err = expected_error(dep.model, dep.gpu.gpu_id, held, hf_id=model_id) if held else None
+    return err.as_dict() if err is not None else None

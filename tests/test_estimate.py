@@ -40,3 +40,17 @@ def test_monotone_in_batch_and_tokens():
     totals = [estimate(BatchQuery("meta-llama/Llama-2-7b-hf", "A100", b, p, 32), predictor=RooflinePredictor())
               ["energy_j"]["total"] for b in (1, 4) for p in (128, 1024)]
     assert totals[0] < totals[1] and totals[2] < totals[3] and totals[0] < totals[2]
+
+
+def test_the_estimate_states_its_expected_error():
+    from llmco2_sidecar.hardware import load_gpu
+    from llmco2_sidecar.models import load_model
+    from llmco2_sidecar.predictor.gnn import load_default
+    from llmco2_sidecar.predictor.heldout import expected_error
+
+    q = BatchQuery("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "H100", batch=8, prompt_len=256, output_len=16, tp=8)
+    r = estimate(q, predictor=load_default())
+    want = expected_error(load_model(q.model), load_gpu("H100").gpu_id)
+    assert r["expected_error"]["mape_pct"] == pytest.approx(want.mape_pct, abs=0.005)
+    assert "precision=fp8" in r["expected_error"]["groups"]  # an FP8 MoE is judged by its hardest group
+    assert estimate(Q, predictor=RooflinePredictor())["expected_error"] is None

@@ -66,7 +66,7 @@ class CarbonBreakdown(_message.Message):
     def __init__(self, operational: _Optional[float] = ..., embodied: _Optional[float] = ..., total: _Optional[float] = ...) -> None: ...
 
 class RequestCarbon(_message.Message):
-    __slots__ = ("request_id", "state", "ts", "model", "gpu", "prompt_tokens", "output_tokens", "energy_j", "carbon_g", "source", "pue", "carbon_intensity_g_per_kwh", "engine", "steps", "client_request_id", "carbon_intensity_kind", "carbon_intensity_source", "carbon_intensity_ts", "sci_g_per_1k_output_tokens", "error")
+    __slots__ = ("request_id", "state", "ts", "model", "gpu", "prompt_tokens", "output_tokens", "energy_j", "carbon_g", "source", "pue", "carbon_intensity_g_per_kwh", "engine", "steps", "client_request_id", "carbon_intensity_kind", "carbon_intensity_source", "carbon_intensity_ts", "sci_g_per_1k_output_tokens", "error", "expected_error_pct")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[RequestCarbon.State]
@@ -97,6 +97,7 @@ class RequestCarbon(_message.Message):
     CARBON_INTENSITY_TS_FIELD_NUMBER: _ClassVar[int]
     SCI_G_PER_1K_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ERROR_PCT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     state: RequestCarbon.State
     ts: float
@@ -117,7 +118,8 @@ class RequestCarbon(_message.Message):
     carbon_intensity_ts: float
     sci_g_per_1k_output_tokens: float
     error: str
-    def __init__(self, request_id: _Optional[str] = ..., state: _Optional[_Union[RequestCarbon.State, str]] = ..., ts: _Optional[float] = ..., model: _Optional[str] = ..., gpu: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., energy_j: _Optional[_Union[EnergyBreakdown, _Mapping]] = ..., carbon_g: _Optional[_Union[CarbonBreakdown, _Mapping]] = ..., source: _Optional[str] = ..., pue: _Optional[float] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., engine: _Optional[str] = ..., steps: _Optional[int] = ..., client_request_id: _Optional[str] = ..., carbon_intensity_kind: _Optional[str] = ..., carbon_intensity_source: _Optional[str] = ..., carbon_intensity_ts: _Optional[float] = ..., sci_g_per_1k_output_tokens: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    expected_error_pct: float
+    def __init__(self, request_id: _Optional[str] = ..., state: _Optional[_Union[RequestCarbon.State, str]] = ..., ts: _Optional[float] = ..., model: _Optional[str] = ..., gpu: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., energy_j: _Optional[_Union[EnergyBreakdown, _Mapping]] = ..., carbon_g: _Optional[_Union[CarbonBreakdown, _Mapping]] = ..., source: _Optional[str] = ..., pue: _Optional[float] = ..., carbon_intensity_g_per_kwh: _Optional[float] = ..., engine: _Optional[str] = ..., steps: _Optional[int] = ..., client_request_id: _Optional[str] = ..., carbon_intensity_kind: _Optional[str] = ..., carbon_intensity_source: _Optional[str] = ..., carbon_intensity_ts: _Optional[float] = ..., sci_g_per_1k_output_tokens: _Optional[float] = ..., error: _Optional[str] = ..., expected_error_pct: _Optional[float] = ...) -> None: ...
 
 class RequestCarbonQuery(_message.Message):
     __slots__ = ("request_id", "wait_s", "prefix")

@@ -18,41 +18,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _heldout_by_family() -> dict[str, float]:
     """Split name ('family=qwen3', 'model=Qwen/Qwen3-8B') -> MAPE of the shipped GNN's recipe with that
-    group held out, from its model file's ``info.heldout`` (written by ``llmco2 train`` or, from the
-    committed benchmark results, by ``tools/card_heldout.py``)."""
-    import ast
-    import json
+    group held out (predictor/heldout.py)."""
+    from ..predictor.heldout import shipped_scores
 
-    from ..predictor.gnn import DEFAULT_MODEL
-
-    try:
-        info = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text()).get("info", {})
-        rows = info.get("heldout", [])
-        rows = ast.literal_eval(rows) if isinstance(rows, str) else rows
-    except (OSError, ValueError, SyntaxError):
-        return {}
-    return {r["split"]: float(r["mape"]) for r in rows if isinstance(r, dict)
-            and str(r.get("predictor", "")).startswith("llmco2-gnn") and "split" in r and "mape" in r}
-
-
-MOE_FAMILIES = {"qwen3_moe": "qwen3-moe", "qwen2_moe": "qwen2-moe", "gpt_oss": "gpt-oss", "deepseek_v3": "deepseek",
-                "deepseek_v2": "deepseek", "llama4_text": "llama-4", "llama4": "llama-4", "mixtral": "mixtral"}
-
-
-def moe_family(m) -> str:
-    """The held-out group name of a MoE model ('family=qwen3-moe', ...): a dense family's score says
-    nothing about its MoE relatives."""
-    return MOE_FAMILIES.get(m.model_type, m.model_type)
+    return shipped_scores()
 
 
 def _models() -> dict[str, dict]:
     from ..models import bundled_status, list_aliases, load_model
 
-    try:
-        from ..predictor.dataset import _family
-    except ImportError:  # pragma: no cover
-        def _family(model_id: str) -> str:
-            return model_id
+    from ..predictor.heldout import family_of, name_family as family_of_id
+
     held = _heldout_by_family()
     aliases = list_aliases()
     out = {}
@@ -72,7 +48,7 @@ def _models() -> dict[str, dict]:
             "weight_bits": m.weight_bits, "expert_weight_bits": m.expert_bits if m.is_moe else None,
             "quant_method": m.quant_method or None, "format": fmt, "kv_bytes_per_token": m.kv_bytes_per_token,
             "heldout_mape": _heldout_for(held, hf_id, aliases.get(hf_id, {}).get("base"),
-                                         moe_family(m) if m.is_moe else _family(hf_id), m.quant_method),
+                                         family_of(m) if m.is_moe else family_of_id(hf_id), m.quant_method),
             **support,
         }
     return out
@@ -80,14 +56,10 @@ def _models() -> dict[str, dict]:
 
 def _heldout_for(held: dict[str, float], hf_id: str, base: str | None, family: str,
                  quant_method: str | None = None) -> float | None:
-    """The most specific held-out score: the model itself (or the architecture it aliases), else its
-    family; for a quantised model the worse of that and its number format's group (FP8 rows are
-    harder than their family's bf16 ones: a figure should not flatter the model)."""
-    score = next((held[k] for k in (f"model={hf_id}", f"model={base}" if base else "", f"family={family}") if k in held), None)
-    fmt = held.get(f"precision={quant_method}") if quant_method else None
-    if fmt is not None:
-        score = fmt if score is None else max(score, fmt)
-    return score
+    """The most specific held-out score (:func:`~llmco2_sidecar.predictor.heldout.model_score`)."""
+    from ..predictor.heldout import model_score
+
+    return model_score(held, hf_id, base, family, quant_method)[0]
 
 
 def model_support(hf_id: str) -> dict:

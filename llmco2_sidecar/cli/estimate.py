@@ -90,6 +90,11 @@ def _print_human(r: dict) -> None:
         print(f"  KV cache does not fit ({kv['capacity_tokens']} tokens): {kv['preemptions']} preemptions, "
               f"{kv['recomputed_tokens']} tokens recomputed")
     print(f"  predictor: {r['predictor']}")
+    err = r.get("expected_error")
+    if err:
+        print(f"  expected error: about +-{err['mape_pct']:.0f}% (the predictor's held-out MAPE: {err['basis']})")
+    else:
+        print("  expected error: unknown (this predictor has no held-out scores)")
 
 
 def describe_model(mi: dict) -> str:

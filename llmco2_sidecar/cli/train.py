@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bag", type=int, default=1, help="train each HYPER_GRID point from this many initialisations "
                    "(torch seeds) and average them all (default 1: two members; the predictor's cost grows with the "
                    "members)")
+    p.add_argument("--clip-inputs", action="store_true",
+                   help="the model clips its GNN's global inputs to the range of its training data (ModelState."
+                   "clip_inputs): outside the GPUs, engines and step-time ratios it has seen, the physics prior "
+                   "carries the extrapolation (benchmarks/accuracy.py --clip-variant). Default: off")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")
@@ -92,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if not examples:
         raise InputError("data", "no usable training rows found", "ML.ENERGY v3 model files or measurement CSVs")
     config = GNNConfig(soft_window=args.moe_recipe)
-    options = TrainOptions(epochs=args.epochs, seed=args.seed, choose_on_validation=args.moe_recipe)
+    options = TrainOptions(epochs=args.epochs, seed=args.seed, choose_on_validation=args.moe_recipe,
+                           clip_inputs=bool(getattr(args, "clip_inputs", False)))
     splits = [] if args.no_heldout else make_splits(examples)
     every = np.arange(len(examples))
     n_inner = [len(inner_folds(examples, every, shrink_by))] + [len(inner_folds(examples, s.train, shrink_by)) for s in splits]

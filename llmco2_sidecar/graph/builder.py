@@ -41,6 +41,8 @@ GLOBAL_FEATURE_NAMES = (
     "tdp_kw", "idle_kw", "log_n_gpus",
     # appended with MoE support (a model trained before reads them with zero weights, predictor.gnn)
     "log_active_params", "log1p_experts", "experts_per_token", "mean_weight_bits",
+    # appended 2026-12-07: 1 for block-scaled FP8 weights (models/precision.py), else 0
+    "fp8_block_scaled",
 )
 
 
@@ -405,7 +407,8 @@ def _global_constants(dep: Deployment) -> np.ndarray:
         log(m.num_kv_heads), log(m.num_layers), log(m.total_params), par.tp, par.pp, log(peak / 1e12),
         log(gpu.mem_bandwidth_gb_s / 1e3), log(gpu.interconnect_bytes_s / 1e9), log(peak / gpu.mem_bandwidth_bytes_s),
         log(peak / gpu.interconnect_bytes_s), gpu.tdp_w / 1e3, gpu.idle_w / 1e3, log(dep.n_gpus),
-        log(m.active_params), math.log1p(m.num_experts), m.experts_per_token, m.mean_weight_bits], dtype=np.float64)
+        log(m.active_params), math.log1p(m.num_experts), m.experts_per_token, m.mean_weight_bits,
+        1.0 if m.weight_bits == 8 and m.weight_block_size > 0 else 0.0], dtype=np.float64)
     const.setflags(write=False)
     if len(cache) > 256:
         cache.clear()

@@ -22,7 +22,7 @@ def _id_to_file(hf_id: str) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _aliases() -> dict[str, dict]:
-    """Alias id -> ``{"base": bundled id, "quant_method"?, "verified"?, "note"?}`` (a plain string value
+    """Alias id -> ``{"base": bundled id, "quant_method"?, "weight_block_size"?, "verified"?, "note"?}`` (a plain string value
     is the base id of a same-architecture fine-tune)."""
     data = json.loads((CONFIG_DIR / "_aliases.json").read_text())
     return {k: (v if isinstance(v, dict) else {"base": v}) for k, v in data.items() if not k.startswith("_")}
@@ -103,6 +103,8 @@ def _load(name: str) -> ModelSpec:
         return ModelSpec.from_hf_config(cfg, name=hf_id, verified=verified, source=source)
     if alias.get("quant_method"):
         cfg["quantization_config"] = {"quant_method": alias["quant_method"], "activation_scheme": "dynamic"}
+        if alias.get("weight_block_size"):
+            cfg["quantization_config"]["weight_block_size"] = list(alias["weight_block_size"])
     verified = verified and bool(alias.get("verified", True))
     source = f"{hf_id} architecture" + (f"; {alias['note']}" if alias.get("note") else "") + f" ({source})"
     return ModelSpec.from_hf_config(cfg, name=alias_id, verified=verified, source=source)

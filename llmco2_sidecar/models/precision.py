@@ -6,7 +6,12 @@ What the graph costs per format (weights / activations in memory / GEMM compute)
 none (bf16/fp16)       16 / 16 / bf16 peak
 ``fp8``, ``fbgemm_fp8`` 8 / 16 / FP8 peak with dynamic activation scaling (DeepSeek-V3: e4m3,
                        128 x 128 weight blocks, one fp32 scale per block: +0.002 bits, ignored),
-                       BF16 peak where the activations stay static-unquantized or the GPU has no FP8
+                       BF16 peak where the activations stay static-unquantized or the GPU has no FP8;
+                       ``weight_block_size`` (``[128, 128]``: block-scaled FP8, DeepSeek-V3 and Qwen's
+                       FP8 releases) is kept as ``ModelSpec.weight_block_size``: a block-scaled GEMM
+                       quantizes its activations per token group and applies a scale per K block
+                       inside its main loop, unlike a per-channel (row-wise) one such as Meta's
+                       ``fbgemm_fp8``; the bytes and FLOPs are the same, the kernels are not
 ``mxfp4``              routed experts 4.25 bits (4-bit E2M1 + one 8-bit E8M0 scale per 32
                        weights); ``modules_to_not_convert`` (gpt-oss: attention, router,
                        embeddings, LM head) stay 16; compute at the BF16 peak (vLLM on Hopper and
@@ -34,7 +39,8 @@ _FIELD = "config.json:quantization_config"
 def precision_from_config(cfg: Mapping[str, Any], name: str = "model") -> dict:
     """``ModelSpec`` precision fields (``weight_bits``, ``act_bits``, ``kv_bits``, ``expert_weight_bits``,
     ``gemm_dtype``, ``quant_method``) for a config; 16-bit where it has no ``quantization_config``."""
-    out = dict(weight_bits=16, act_bits=16, kv_bits=16, expert_weight_bits=0.0, gemm_dtype="", quant_method="")
+    out = dict(weight_bits=16, act_bits=16, kv_bits=16, expert_weight_bits=0.0, gemm_dtype="", quant_method="",
+               weight_block_size=0)
     q = cfg.get("quantization_config")
     if not q:
         return out
@@ -44,6 +50,13 @@ def precision_from_config(cfg: Mapping[str, Any], name: str = "model") -> dict:
     out["quant_method"] = method
     if method in ("fp8", "fbgemm_fp8"):
         out["weight_bits"] = 8
+        block = q.get("weight_block_size")
+        if block is not None:
+            if (not isinstance(block, (list, tuple)) or not block
+                    or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+                raise UnsupportedModelError(f"{_FIELD}.weight_block_size", f"{block!r} is not a list of positive "
+                                            "integers", "e.g. [128, 128]")
+            out["weight_block_size"] = int(block[-1])
         if str(q.get("activation_scheme", "dynamic")).lower() in ("dynamic", "static") or method == "fbgemm_fp8":
             out["gemm_dtype"] = "fp8"
         return out

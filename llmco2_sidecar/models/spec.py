@@ -81,6 +81,9 @@ class ModelSpec:
     expert_weight_bits: float = 0.0
     gemm_dtype: str = ""
     quant_method: str = ""  # the checkpoint's quantization_config.quant_method, for display
+    #: block-scaled FP8 weights: the block's K extent (quantization_config.weight_block_size, e.g. 128);
+    #: 0 for per-tensor or per-channel scales (models/precision.py)
+    weight_block_size: int = 0
 
     # ---- kinds -----------------------------------------------------------------------------
     @property

@@ -53,6 +53,11 @@ class StepPredictor(abc.ABC):
     #: Name reported in the ``predictor`` field of results, e.g. ``"llmco2-gnn-v1"``.
     name: str = "abstract"
 
+    def heldout_scores(self) -> dict[str, float]:
+        """``{held-out group: MAPE %}`` of this predictor on data it never saw (predictor/heldout.py);
+        empty where none is known (the analytic predictors, a model file trained with ``--no-heldout``)."""
+        return {}
+
     @abc.abstractmethod
     def predict_steps(self, deployment: Deployment, steps: StepBatch) -> StepPrediction:
         """Predict every step of ``steps`` (all on ``deployment``)."""

@@ -24,6 +24,7 @@ from ..hardware.catalog import load_gpu
 from ..models.catalog import load_model
 from ..workload import Parallelism, StepBatch
 from .api import Deployment
+from .heldout import name_family
 from .layers import mean_adjacency
 from .measurements import MeasuredBatch
 from .mlenergy import GPU_NAMES, MLEnergyRow, exclusion_reason
@@ -58,16 +59,7 @@ MOE_FAMILIES = ("qwen3-moe", "gpt-oss", "deepseek", "llama-4", "mixtral")
 
 
 def _family(model_id: str) -> str:
-    name = model_id.split("/")[-1].lower()
-    if name.startswith("qwen3") and re.search(r"-a\d+b", name):
-        return "qwen3-moe"
-    for fam in ("gpt-oss", "deepseek", "llama-4"):
-        if name.startswith(fam):
-            return fam
-    for fam in ("llama-3", "llama-2", "qwen3", "qwen2", "gemma", "mixtral", "mistral", "phi-3", "internlm"):
-        if name.startswith(fam) or fam in name:
-            return fam
-    return name
+    return name_family(model_id)
 
 
 def row_deployment(row: MLEnergyRow) -> Deployment:
@@ -225,8 +217,10 @@ class Packed:
 
 
 def pack(feats: list[Featurized], examples: list[Example], node_cols: np.ndarray, glob_cols: np.ndarray,
-         norm: dict[str, np.ndarray]) -> Packed:
-    """Select feature columns, normalise them (``norm``: node_mean/std, glob_mean/std) and group by topology."""
+         norm: dict[str, np.ndarray], clip: bool = False) -> Packed:
+    """Select feature columns, normalise them (``norm``: node_mean/std, glob_mean/std) and group by
+    topology; ``clip``: the globals first clipped to ``norm['glob_lo']`` / ``['glob_hi']`` (the model's
+    ``clip_inputs``)."""
     by_topo: dict[tuple, list[int]] = {}
     for i, fe in enumerate(feats):
         topo = (fe.node_x.shape[1], fe.edge_index.tobytes())
@@ -236,6 +230,8 @@ def pack(feats: list[Featurized], examples: list[Example], node_cols: np.ndarray
     for (n_nodes, _), idx in by_topo.items():
         x = np.concatenate([feats[i].node_x[:, :, node_cols] for i in idx])
         g = np.concatenate([feats[i].global_x[:, glob_cols] for i in idx])
+        if clip and "glob_lo" in norm:
+            g = np.clip(g, norm["glob_lo"], norm["glob_hi"])
         x = (x - norm["node_mean"]) / norm["node_std"]
         g = (g - norm["glob_mean"]) / norm["glob_std"]
         pos = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
@@ -260,6 +256,12 @@ def pack(feats: list[Featurized], examples: list[Example], node_cols: np.ndarray
         n_steps=int(offsets[-1]),
         n_examples=len(examples),
     )
+
+
+def global_range(feats: list[Featurized], glob_cols: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"glob_lo", "glob_hi"}``: the raw range of the model's global columns over ``feats``."""
+    g = np.concatenate([fe.global_x[:, glob_cols] for fe in feats])
+    return {"glob_lo": g.min(0).astype(np.float32), "glob_hi": g.max(0).astype(np.float32)}
 
 
 def fit_normalizer(feats: list[Featurized], node_cols: np.ndarray, glob_cols: np.ndarray) -> dict[str, np.ndarray]:

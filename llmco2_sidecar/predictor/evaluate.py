@@ -129,11 +129,12 @@ def _fit_key(train: np.ndarray, seed: int) -> tuple[bytes, int]:
     return np.asarray(train, dtype=np.int64).tobytes(), seed
 
 
-def whole_residual_spec(fitted: dict) -> Spec:
+def whole_residual_spec(fitted: dict, pop: bool = True) -> Spec:
     """The model a :func:`gnn_spec` with the same ``fitted`` dict trained on the same split (it must
-    run first), scored with its GNN residual whole (scale 1, no bound): the like-for-like "before"."""
+    run first), scored with its GNN residual whole (scale 1, no bound): the like-for-like "before".
+    ``pop``: the fit is dropped from ``fitted`` once taken (the last twin to read it)."""
     def fit(examples, feats, train, seed):
-        model = fitted.pop(_fit_key(train, seed), None)
+        model = (fitted.pop if pop else fitted.get)(_fit_key(train, seed), None)
         if model is None:
             raise RuntimeError("whole_residual_spec: the shrinking spec must be fitted on this split first")
 
@@ -150,7 +151,8 @@ def whole_residual_spec(fitted: dict) -> Spec:
 
 
 def predict_gnn(model: GNNPredictor, examples: list[Example], feats: list[Featurized], idx: np.ndarray) -> np.ndarray:
-    p = pack([feats[i] for i in idx], [examples[i] for i in idx], model._node_idx, model._glob_idx, model.state.norm)
+    p = pack([feats[i] for i in idx], [examples[i] for i in idx], model._node_idx, model._glob_idx, model.state.norm,
+             clip=model.state.clip_inputs)
     return model.predict_packed(p)
 
 
@@ -171,23 +173,48 @@ def baseline_spec(cls) -> Spec:
 
 OURS = "llmco2-gnn (2-GNN + physics prior)"
 #: With ``shrink_by``: ours' own fit on each split scored with the GNN residual whole (the "before").
-WHOLE = "same fit as llmco2-gnn, residual whole"  # not an llmco2-gnn name: tools/card_heldout.py takes those
+WHOLE = "same fit as llmco2-gnn, residual whole"
+CLIPPED = "same fit as llmco2-gnn, GNN inputs clipped to the training range"  # not an llmco2-gnn name: tools/card_heldout.py takes those
+
+
+def clipped_inputs_spec(fitted: dict, pop: bool = True) -> Spec:
+    """The model a :func:`gnn_spec` with the same ``fitted`` dict trained on the same split (it must run
+    first), scored with its GNN's global inputs clipped to the training side's range
+    (``ModelState.clip_inputs``): the training is the same, only the extrapolation differs. ``pop``:
+    as :func:`whole_residual_spec`'s."""
+    def fit(examples, feats, train, seed):
+        model = (fitted.pop if pop else fitted.get)(_fit_key(train, seed), None)
+        if model is None:
+            raise RuntimeError("clipped_inputs_spec: ours must be fitted on this split first")
+
+        def predict(test):
+            keep = model.state.clip_inputs
+            model.state.clip_inputs = True
+            try:
+                return predict_gnn(model, examples, feats, test)
+            finally:
+                model.state.clip_inputs = keep
+        return predict
+    return fit
 
 
 def predictor_specs(epochs: int = 300, moe_recipe: bool = False, shrink_by: tuple[str, ...] = (),
-                    inner_epochs: int | None = None, bag: int = 1) -> dict[str, Spec]:
+                    inner_epochs: int | None = None, bag: int = 1, clip_variant: bool = False) -> dict[str, Spec]:
     """Every predictor of the accuracy table (ours first). ``moe_recipe``: ours and the prior alone
     with the MoE recipe's switches (soft power window, choices on the training side's validation).
     ``shrink_by``: ours keeps the share of its GNN residual chosen on inner leave-one-GPU/source-out
     folds (:mod:`.shrink`), and :data:`WHOLE` scores the same fits with the residual whole. ``bag``: ours'
-    ensemble from that many initialisations per grid point (the GNN baselines keep one)."""
+    ensemble from that many initialisations per grid point (the GNN baselines keep one). ``clip_variant``:
+    :data:`CLIPPED` scores ours' fits with the GNN's inputs clipped to the training range."""
     opt = TrainOptions(epochs=epochs)
     ours_opt = TrainOptions(epochs=epochs, choose_on_validation=moe_recipe)
     fitted: dict = {}
     ours = {OURS: gnn_spec(GNNConfig(soft_window=moe_recipe), ours_opt, shrink_by=shrink_by, inner_epochs=inner_epochs,
-                           fitted=fitted if shrink_by else None, bag=bag)}
+                           fitted=fitted if (shrink_by or clip_variant) else None, bag=bag)}
     if shrink_by:
-        ours[WHOLE] = whole_residual_spec(fitted)
+        ours[WHOLE] = whole_residual_spec(fitted, pop=not clip_variant)
+    if clip_variant:
+        ours[CLIPPED] = clipped_inputs_spec(fitted)
     return {
         **ours,
         "physics prior alone": prior_spec(moe_recipe),

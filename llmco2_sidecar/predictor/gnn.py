@@ -93,6 +93,11 @@ class ModelState:
     #: 1 and inf: the network's residual unchanged)
     residual_scale: float = 1.0
     residual_bound: float = float("inf")
+    #: the GNN's global inputs clipped to the range its training side spanned (``norm['glob_lo']`` /
+    #: ``['glob_hi']``) before it reads them: outside the conditions it has seen (a GPU, engine or
+    #: step-time ratio beyond its data) the network corrects the prior as at the edge of them, and the
+    #: physics prior alone carries the extrapolation
+    clip_inputs: bool = False
 
 
 class GNNPredictor(StepPredictor):
@@ -101,6 +106,11 @@ class GNNPredictor(StepPredictor):
     ``net`` may be a list of networks sharing the features, prior and normalisation (an ensemble of
     the hyper-parameter grid): their log predictions are averaged.
     """
+
+    def heldout_scores(self) -> dict[str, float]:
+        from .heldout import scores_from_info
+
+        return scores_from_info(self.state.info)
 
     def __init__(self, net: TwoStageGNN | list[TwoStageGNN], state: ModelState):
         self.nets = [n.eval() for n in (net if isinstance(net, list) else [net])]
@@ -197,12 +207,33 @@ class GNNPredictor(StepPredictor):
         the layer graph's mean adjacency (cached per topology)."""
         n = self.state.norm
         x = (fe.node_x[:, :, self._node_idx] - n["node_mean"]) / n["node_std"]
-        g = (fe.global_x[:, self._glob_idx] - n["glob_mean"]) / n["glob_std"]
+        g = (self.clipped_globals(fe.global_x[:, self._glob_idx]) - n["glob_mean"]) / n["glob_std"]
         key = (fe.node_x.shape[1], fe.edge_index.tobytes())
         adj = self._adj_cache.get(key)
         if adj is None:
             adj = self._adj_cache[key] = mean_adjacency(torch.from_numpy(fe.edge_index), fe.node_x.shape[1])
         return np.ascontiguousarray(x, dtype=np.float32), adj, np.ascontiguousarray(g, dtype=np.float32)
+
+    def clipped_globals(self, g: np.ndarray) -> np.ndarray:
+        """``g`` (the model's global columns, raw) clipped to the training range when the model says so."""
+        n = self.state.norm
+        if not self.state.clip_inputs or "glob_lo" not in n:
+            return g
+        return np.clip(g, n["glob_lo"], n["glob_hi"])
+
+    def _full_clip_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(lo, hi)`` over the full global row (unbounded outside the model's columns), or None."""
+        n = self.state.norm
+        if not self.state.clip_inputs or "glob_lo" not in n:
+            return None
+        key = (id(n["glob_lo"]), id(n["glob_hi"]))
+        hit = getattr(self, "_clip_full", None)
+        if hit is None or hit[0] != key:
+            lo = np.full(len(ALL_GLOBALS), -np.inf)
+            hi = np.full(len(ALL_GLOBALS), np.inf)
+            lo[self._glob_idx], hi[self._glob_idx] = n["glob_lo"], n["glob_hi"]
+            hit = self._clip_full = (key, (lo, hi))
+        return hit[1]
 
     def _tensors(self, fe: Featurized) -> tuple[torch.Tensor, ...]:
         x, adj, g = self._normalized(fe)
@@ -235,7 +266,9 @@ class GNNPredictor(StepPredictor):
         # static features as the reference path sees them (float32 node_x)
         plan = fused.plan_for(g, g.static_nodes.astype(np.float32), adj)
         lt, lp = self.log_priors_np(fe.prior_tot, fe.prior_pre)
-        return plan, fe.features.node_dyn, fe.global_x, lp, lt
+        bounds = self._full_clip_bounds()
+        glob = fe.global_x if bounds is None else np.clip(fe.global_x, bounds[0], bounds[1])
+        return plan, fe.features.node_dyn, glob, lp, lt
 
     def predict_duration_s(self, deployment: Deployment, steps: StepBatch) -> np.ndarray:
         """The ``duration_s`` that :meth:`predict_steps` would return, without the energy (the
@@ -303,6 +336,7 @@ class GNNPredictor(StepPredictor):
             "log_bias": self.state.log_bias,
             "residual_scale": self.state.residual_scale,
             "residual_bound": self.state.residual_bound if np.isfinite(self.state.residual_bound) else None,
+            "clip_inputs": self.state.clip_inputs,
             "info": self.state.info,
         }
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -328,7 +362,8 @@ class GNNPredictor(StepPredictor):
             nets.append(net)
         state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
                            float(meta["log_bias"]), meta.get("info", {}), float(meta.get("residual_scale", 1.0)),
-                           float("inf") if meta.get("residual_bound") is None else float(meta["residual_bound"]))
+                           float("inf") if meta.get("residual_bound") is None else float(meta["residual_bound"]),
+                           bool(meta.get("clip_inputs", False)))
         return cls(nets, state)
 
 
@@ -359,6 +394,9 @@ def _widen(tensors: dict, meta: dict, cfg: GNNConfig, path: Path) -> dict:
     widen_vec("norm.node_std", jn, len(new_n), 1.0)
     widen_vec("norm.glob_mean", jg, len(new_g), 0.0)
     widen_vec("norm.glob_std", jg, len(new_g), 1.0)
+    if "norm.glob_lo" in tensors:  # a column the model never saw is not clipped
+        widen_vec("norm.glob_lo", jg, len(new_g), float("-inf"))
+        widen_vec("norm.glob_hi", jg, len(new_g), float("inf"))
     std = tensors["norm.node_std"]
     for key, w in tensors.items():
         if key.endswith(("conv1.lin_l.weight", "conv1.lin_r.weight")):  # [hidden, F]

@@ -40,6 +40,8 @@ class TrainOptions:
     #: leave-one-architecture-out (:meth:`~.prior.PhysicsPrior.fit`) and the GNN residual's scale and
     #: bound on the validation architectures (:func:`choose_shrink`). Off: the shipped dense recipe.
     choose_on_validation: bool = False
+    #: the fitted model clips its GNN's global inputs to the training side's range (ModelState.clip_inputs)
+    clip_inputs: bool = False
 
 
 def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> DurationModel:
@@ -184,11 +186,19 @@ def train_ensemble(
                        {"members": [dict(p) for p in grid],
                         "member_val_mape": [m.state.info.get("val_mape") for m in members],
                         "member_best_epoch": [m.state.info.get("best_epoch") for m in members]})
+    # the range of the globals over the whole training side (fit and validation rows): what the
+    # network has seen, for ``clip_inputs`` (a no-op on these rows, so training is unchanged by it)
+    from .dataset import global_range
+
+    side = np.concatenate([np.asarray(fit_idx), np.asarray(val_idx if val_idx is not None else [], dtype=np.int64)])
+    state.norm = {**state.norm, **global_range([feats[i] for i in side], first._glob_idx)}
+    state.clip_inputs = options.clip_inputs
     model = GNNPredictor([m.net for m in members], state)
     if val_idx is not None and len(val_idx):
         from .dataset import pack
 
-        vp = pack([feats[i] for i in val_idx], [examples[i] for i in val_idx], model._node_idx, model._glob_idx, state.norm)
+        vp = pack([feats[i] for i in val_idx], [examples[i] for i in val_idx], model._node_idx, model._glob_idx, state.norm,
+                  clip=state.clip_inputs)
         if config.use_prior and (options.choose_on_validation if shrink is None else shrink):
             choose_shrink(model, vp)
         state.info["val_mape"] = float(np.mean(np.abs(model.predict_packed(vp) / vp.target.numpy() - 1)) * 100)

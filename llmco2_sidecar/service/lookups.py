@@ -152,6 +152,7 @@ def record_to_proto(rec: dict) -> spb.RequestCarbon:
         carbon_intensity_ts=rec.get("carbon_intensity_ts") or 0.0,
         sci_g_per_1k_output_tokens=(rec.get("sci") or {}).get("g_per_1k_output_tokens") or 0.0,
         error=rec.get("error") or "",
+        expected_error_pct=rec.get("expected_error_pct") or 0.0,
     )
 
 

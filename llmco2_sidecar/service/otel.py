@@ -116,6 +116,7 @@ def log_attributes(rec: dict) -> dict[str, Any]:
         "llmco2.carbon.total_g": c.get("total"),
         "llmco2.source": rec.get("source"),
         "llmco2.predictor": rec.get("predictor"),
+        "llmco2.expected_error_pct": rec.get("expected_error_pct"),
         "llmco2.pue": rec.get("pue"),
         "llmco2.grid.intensity_g_per_kwh": rec.get("carbon_intensity_g_per_kwh"),
         "llmco2.grid.kind": rec.get("carbon_intensity_kind"),

@@ -44,7 +44,7 @@ from .isolation import IsolationMixin
 from .ledger import RequestLedger
 from .metrics import SidecarMetrics
 from .prediction import predict_steps  # noqa: F401  (re-exported)
-from .records import Accounting, error_record, make_accounting, request_record
+from .records import Accounting, error_record, expected_error_pct, make_accounting, request_record
 from .static import static_batch_energy
 from .windows import WindowsMixin, _Window  # noqa: F401  (_Window: re-exported for tests)
 
@@ -217,7 +217,9 @@ class Pipeline(IsolationMixin, WindowsMixin):
                 from ..config import open_grid_source
 
                 self.grid = open_grid_source(self.config).start()
-            acc = self._accounting[stream.stream_id] = make_accounting(self.config, stream.deployment, self.grid)
+            acc = make_accounting(self.config, stream.deployment, self.grid)
+            acc.expected_error_pct = expected_error_pct(self.predictor, stream.deployment, stream.model_label)
+            self._accounting[stream.stream_id] = acc
         return acc
 
     # ---- processing ------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ class Accounting:
     embodied_g_per_gpu_s: float
     n_gpus: int
     grid: Any = None  # an energy.grid GridSource: the intensity at a time, from memory (never blocks)
+    #: the predictor's typical error on this deployment, in % (predictor/heldout.py); None: unknown
+    expected_error_pct: float | None = None
 
     def intensity(self, unix_s: float | None = None):
         """The grid reading (g_per_kwh, kind, source, ts) for energy at ``unix_s``."""
@@ -64,6 +66,16 @@ def make_accounting(config, deployment, grid=None) -> Accounting:
                       grid=grid)
 
 
+def expected_error_pct(predictor, deployment, model_id: str = "") -> float | None:
+    """The typical error of ``predictor``'s figures on ``deployment`` in % (predictor/heldout.py), or
+    None when the predictor has no held-out scores."""
+    from ..predictor.heldout import expected_error
+
+    held = predictor.heldout_scores() if hasattr(predictor, "heldout_scores") else {}
+    err = expected_error(deployment.model, deployment.gpu.gpu_id, held, hf_id=model_id or None) if held else None
+    return round(err.mape_pct, 2) if err is not None else None
+
+
 def grid_fields(reading) -> dict:
     """The intensity a record used: figure, kind (location, marginal), source, unix time of the reading."""
     if reading is None:
@@ -98,7 +110,9 @@ def request_record(stream, acc: Accounting | None, rid: str, ts: float, prompt: 
            "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
            "sci": request_sci(op + emb, int(prompt), int(output)),
            "gpu_s": gpu_s, "source": source, "predictor": predictor,
-           "pue": pue, **grid_fields(grid), "region": acc.region if acc is not None else ""}
+           "pue": pue, **grid_fields(grid), "region": acc.region if acc is not None else "",
+           "expected_error_pct": (acc.expected_error_pct if acc is not None and source == "predicted" and error is None
+                                  else None)}
     if error is not None:
         rec["source"] = "error"
         rec["error"] = error

@@ -138,6 +138,9 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
     predictor = load_predictor(setup.predictor)
     acc = resolve_accounting(dep, setup.pue, setup.carbon_intensity_g_per_kwh, setup.region,
                              setup.host_idle_w_per_gpu, setup.formation_j, setup.lifetime_years)
+    from ..service.records import expected_error_pct
+
+    acc.expected_error_pct = expected_error_pct(predictor, dep, setup.model)
     series = _intensity(setup)
     if series is not None and (setup.carbon_intensity_g_per_kwh is not None or regions):
         raise InputError("intensity-csv", "a time-varying intensity replaces --region / --carbon-intensity")
@@ -220,6 +223,7 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                                     "total": total_j},
                        "carbon_g": {"operational": op, "embodied": emb, "total": op + emb}, "gpu_s": a["gpu_s"]}
                 rec["sci"] = request_sci(op + emb, r.prompt, r.output)
+                rec["expected_error_pct"] = acc.expected_error_pct
                 if series is None:
                     rec["carbon_intensity_g_per_kwh"] = acc.ci_g_per_kwh
                     rec["carbon_intensity_kind"] = "location"
@@ -270,6 +274,8 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
         "trace": {"path": setup.trace, "format": trace.format, "rows": trace.rows,
                   "skipped_zero_tokens": trace.skipped, "start_epoch_s": trace.epoch_s},
         "predictor": predictor.name,
+        # the predictor's typical error on this deployment, in % (predictor/heldout.py; None: unknown)
+        "expected_error_pct": acc.expected_error_pct,
         "note": NOTE,
     }
     gpu_seconds = dep.n_gpus * duration

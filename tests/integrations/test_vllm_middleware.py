@@ -124,6 +124,7 @@ def test_non_streaming_response_gets_carbon_headers(sidecar, emitter, tmp_path):
     assert h["x-request-id"] == "clientA" and h["x-llmco2-carbon-status"] == "final"
     assert float(h["x-llmco2-carbon-g"]) == pytest.approx(rec["carbon_g"]["total"], rel=1e-5)
     assert float(h["x-llmco2-energy-j"]) == pytest.approx(rec["energy_j"]["total"], rel=1e-5)
+    assert "x-llmco2-expected-error-pct" not in h and rec["expected_error_pct"] is None  # Roofline: no held-out scores
     assert json.loads(body(sent)) == {"id": "cmpl-clientA"}
 
 
@@ -350,3 +351,43 @@ def test_error_header_text_is_one_printable_line():
     assert h[b"x-llmco2-carbon-status"] == b"error"
     err = h[b"x-llmco2-error"].decode("ascii")
     assert err.startswith("predict: ValueError: bad line two ?x") and err.endswith("...") and len(err) == 300
+
+
+def test_a_predicted_figure_states_the_predictors_expected_error(tmp_path):
+    """With the shipped GNN the record, the lookup reply, the header and the streaming event carry the
+    predictor's held-out error for the deployment (predictor/heldout.py); the Roofline sidecar above
+    has no held-out scores and says nothing (tested by the headers of the first test)."""
+    from llmco2_sidecar.hardware import load_gpu
+    from llmco2_sidecar.models import load_model
+    from llmco2_sidecar.predictor.heldout import expected_error
+
+    sc = SidecarThread(SidecarConfig(port=0, log=str(tmp_path / "carbon.jsonl"), predictor="default")).start()
+    em = Emitter(EngineInfo(engine_name="vllm", model_name="meta-llama/Llama-2-7b-hf", gpu="A100"),
+                 EmitterConfig(target=sc.address))
+    try:
+        eng = Engine(em)
+        eng.run("cmpl-errA-0-1a2b3c4d")
+        sent = call(mw_for(json_app({"id": "cmpl-errA"}, {}), sc), "/v1/completions", [(b"x-request-id", b"errA")])
+        rec = record(tmp_path, "cmpl-errA-0-1a2b3c4d")
+        want = expected_error(load_model("meta-llama/Llama-2-7b-hf"), load_gpu(rec["gpu"]).gpu_id)
+        assert rec["expected_error_pct"] == pytest.approx(want.mape_pct, abs=0.005) and want.mape_pct > 5
+        assert float(hdrs(sent)["x-llmco2-expected-error-pct"]) == pytest.approx(want.mape_pct, abs=0.05)
+        eng.run("chatcmpl-errB-5e6f7a8b")
+        chunks = [b'data: {"id": "chatcmpl-errB"}\n\n', b"data: [DONE]\n\n"]
+        out = body(call(mw_for(sse_app(chunks, {}), sc), "/v1/chat/completions", [(b"x-request-id", b"errB")]))
+        event = json.loads(out.split(b"data: ")[2].split(b"\n")[0])
+        assert event["status"] == "final" and event["expected_error_pct"] == pytest.approx(want.mape_pct, abs=0.05)
+    finally:
+        em.close()
+        sc.stop()
+
+
+def test_headers_say_nothing_of_an_unknown_error():
+    from llmco2_vllm.lookup import CarbonFigure
+    from llmco2_vllm.middleware import carbon_event, carbon_headers
+
+    known = CarbonFigure("r", 1.0, 2.0, 1, True, expected_error_pct=16.38)
+    unknown = CarbonFigure("r", 1.0, 2.0, 1, True)
+    assert dict(carbon_headers(known))[b"x-llmco2-expected-error-pct"] == b"16.4"
+    assert b"x-llmco2-expected-error-pct" not in dict(carbon_headers(unknown))
+    assert carbon_event("r", known)["expected_error_pct"] == 16.4 and "expected_error_pct" not in carbon_event("r", unknown)

@@ -78,7 +78,29 @@ def test_aliases_and_fp8_releases():
     assert bundled_status()["openai/gpt-oss-20b"] is True
 
 
+def test_block_scaled_fp8_is_told_from_per_channel_fp8():
+    """DeepSeek-V3's config.json says weight_block_size [128, 128]; Qwen's FP8 releases are described as
+    block-scaled (alias facts, unverified); Meta's FP8 Llamas are per-channel (row-wise)."""
+    assert load_model("deepseek-ai/DeepSeek-V3").weight_block_size == 128
+    assert load_model("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8").weight_block_size == 128
+    for per_channel in ("meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8", "meta-llama/Llama-3.1-405B-Instruct-FP8",
+                        "Qwen/Qwen3-235B-A22B", "openai/gpt-oss-20b"):
+        assert load_model(per_channel).weight_block_size == 0
+    from llmco2_sidecar.graph import GLOBAL_FEATURE_NAMES, step_features
+    from llmco2_sidecar.hardware import load_gpu
+    from llmco2_sidecar.predictor.api import Deployment
+    from llmco2_sidecar.workload import Parallelism, StepBatch
+
+    col = GLOBAL_FEATURE_NAMES.index("fp8_block_scaled")
+    steps = StepBatch.from_steps([[(100, 1)] * 8])  # one decode step of 8 sequences
+    for hf_id, want in (("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", 1.0), ("meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8", 0.0)):
+        dep = Deployment(load_model(hf_id), load_gpu("H100"), Parallelism(tp=8))
+        assert step_features(dep, steps).global_x[0, col] == want
+
+
 @pytest.mark.parametrize("qcfg,field", [
+    ({"quant_method": "fp8", "weight_block_size": "128"}, "config.json:quantization_config.weight_block_size"),
+    ({"quant_method": "fp8", "weight_block_size": [128, 0]}, "config.json:quantization_config.weight_block_size"),
     ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "config.json:quantization_config.quant_method"),
     ({"quant_method": "gptq", "bits": 3}, "config.json:quantization_config.bits"),
     ({"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.mlp.experts"]},

@@ -139,3 +139,12 @@ def test_unreachable_collector_costs_no_record(tmp_path):
     from llmco2_sidecar.service.carbon_log import read_records
 
     assert [r["request_id"] for r in read_records(cfg.log)] == ["x"]
+
+
+def test_a_log_record_carries_the_expected_error_of_a_predicted_figure():
+    from llmco2_sidecar.service.otel import log_attributes
+
+    rec = {"request_id": "r1", "energy_j": {"total": 1.0}, "carbon_g": {"total": 0.1}, "source": "predicted",
+           "expected_error_pct": 16.4}
+    assert log_attributes(rec)["llmco2.expected_error_pct"] == 16.4
+    assert "llmco2.expected_error_pct" not in log_attributes(dict(rec, expected_error_pct=None))

@@ -142,3 +142,17 @@ def test_shipped_predictor_figures_do_not_depend_on_the_call_size(trace, monkeyp
         for k, v in want["energy_j"].items():
             assert got["energy_j"][k] == pytest.approx(v, rel=1e-7), (size, k)
     assert want["predictor"] == "llmco2-gnn-v1" and want["energy_j"]["total"] > 0
+
+
+def test_a_replay_states_the_predictors_expected_error(trace, tmp_path):
+    from llmco2_sidecar.predictor.heldout import expected_error
+
+    out = tmp_path / "req.jsonl"
+    with open(out, "w") as fh:
+        s = run_replay(ReplaySetup(trace=trace, model=MODEL, gpu=GPU, predictor="default"), requests_out=fh)
+    dep = deployment(_setup(trace))
+    want = expected_error(dep.model, dep.gpu.gpu_id, hf_id=MODEL)
+    assert s["expected_error_pct"] == pytest.approx(want.mape_pct, abs=0.005)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["expected_error_pct"] for r in recs} == {s["expected_error_pct"]}
+    assert run_replay(_setup(trace))["expected_error_pct"] is None  # the Roofline predictor has no held-out scores

@@ -29,6 +29,9 @@ class CarbonFigure:
     engine_requests: int
     finished: bool  # False: some engine request still running (the figures are partial)
     error: str = ""  # why an engine request could not be accounted (its record's source is "error")
+    #: the predictor's typical error on this deployment, in % (the largest over the engine requests);
+    #: 0: unknown or measured
+    expected_error_pct: float = 0.0
 
 
 class CarbonLookup:
@@ -87,6 +90,7 @@ class CarbonLookup:
             engine_requests=len(recs),
             finished=finished,
             error=error,
+            expected_error_pct=max((r.expected_error_pct for r in recs), default=0.0),
         )
 
     async def close(self) -> None:

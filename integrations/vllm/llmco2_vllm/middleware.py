@@ -7,7 +7,10 @@ For ``POST /v1/completions`` and ``POST /v1/chat/completions``:
   ``chatcmpl-{X-Request-Id}-{8 random}``; the response echoes ``x-request-id``;
 * non-streaming responses are held until the sidecar has attributed every engine request of the
   HTTP request (``GetRequestCarbon`` with the id prefix, waiting at most ``LLMCO2_RESPONSE_WAIT_S``)
-  and get ``x-llmco2-carbon-g`` (gCO2e, operational + embodied) and ``x-llmco2-energy-j``;
+  and get ``x-llmco2-carbon-g`` (gCO2e, operational + embodied) and ``x-llmco2-energy-j``, and
+  with a predicted figure ``x-llmco2-expected-error-pct``: the predictor's typical error on this
+  deployment (its held-out MAPE on the most similar data it never saw; ``expected_error_pct`` in
+  the streaming event);
   past the wait they get ``x-llmco2-carbon-status: pending`` instead (the record still lands in
   the sidecar's carbon log and stays retrievable by request id); ``x-llmco2-wait-ms`` says how
   long the response was held for its carbon (the latency the plugin added to it);
@@ -53,6 +56,8 @@ def carbon_event(request_id: str, figure: CarbonFigure | None, wait_ms: float | 
     else:
         event = {"object": "llmco2.carbon", "request_id": request_id, "status": "final",
                  "carbon_g": figure.carbon_g, "energy_j": figure.energy_j}
+        if figure.expected_error_pct > 0:
+            event["expected_error_pct"] = round(figure.expected_error_pct, 1)
     if wait_ms is not None:
         event["wait_ms"] = round(wait_ms, 1)
     return event
@@ -72,9 +77,11 @@ def carbon_headers(figure: CarbonFigure | None, wait_ms: float | None = None) ->
         return [(b"x-llmco2-carbon-status", b"pending"), *wait]
     if figure.error:
         return [(b"x-llmco2-carbon-status", b"error"), (b"x-llmco2-error", header_text(figure.error)), *wait]
+    err = ([(b"x-llmco2-expected-error-pct", format(figure.expected_error_pct, ".1f").encode())]
+           if figure.expected_error_pct > 0 else [])
     return [(b"x-llmco2-carbon-g", format(figure.carbon_g, ".6g").encode()),
             (b"x-llmco2-energy-j", format(figure.energy_j, ".6g").encode()),
-            (b"x-llmco2-carbon-status", b"final"), *wait]
+            (b"x-llmco2-carbon-status", b"final"), *err, *wait]
 
 
 class CarbonMiddleware:

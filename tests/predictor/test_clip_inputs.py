@@ -1,0 +1,77 @@
+"""The GNN's global inputs clipped to the training side's range (``ModelState.clip_inputs``): a no-op
+on the rows it trained on, the same in the fused and reference paths, kept in the model file."""
+
+import numpy as np
+import pytest
+
+from llmco2_sidecar.hardware import load_gpu
+from llmco2_sidecar.models import load_model
+from llmco2_sidecar.predictor.api import Deployment
+from llmco2_sidecar.predictor.evaluate import clipped_inputs_spec, gnn_spec, predict_gnn
+from llmco2_sidecar.predictor.gnn import GNNConfig, GNNPredictor
+from llmco2_sidecar.predictor.training import TrainOptions
+from llmco2_sidecar.workload import StepBatch
+
+FAST = TrainOptions(epochs=6, eval_every=3)
+
+
+@pytest.fixture(scope="module")
+def fitted_model(tiny_data):
+    ex, feats = tiny_data
+    fitted: dict = {}
+    train, test = np.arange(len(ex))[:-3], np.arange(len(ex))[-3:]
+    ours = gnn_spec(GNNConfig(), FAST, fitted=fitted)(ex, feats, train, 0)
+    return ex, feats, train, test, ours, fitted
+
+
+def test_the_range_is_the_training_sides_and_clipping_leaves_those_rows_alone(fitted_model):
+    ex, feats, train, test, ours, fitted = fitted_model
+    model = next(iter(fitted.values()))
+    n = model.state.norm
+    g = np.concatenate([feats[i].global_x[:, model._glob_idx] for i in train])
+    np.testing.assert_array_equal(n["glob_lo"], g.min(0).astype(np.float32))
+    np.testing.assert_array_equal(n["glob_hi"], g.max(0).astype(np.float32))
+    before = predict_gnn(model, ex, feats, train)
+    model.state.clip_inputs = True
+    try:
+        np.testing.assert_allclose(predict_gnn(model, ex, feats, train), before, rtol=1e-6)
+    finally:
+        model.state.clip_inputs = False
+
+
+def test_the_clipped_twin_is_the_same_fit_with_clipping(fitted_model):
+    ex, feats, train, test, ours, fitted = fitted_model
+    model = next(iter(fitted.values()))
+    clipped = clipped_inputs_spec(fitted, pop=False)(ex, feats, train, 0)
+    got = clipped(test)
+    assert model.state.clip_inputs is False  # restored
+    model.state.clip_inputs = True
+    try:
+        np.testing.assert_allclose(got, predict_gnn(model, ex, feats, test), rtol=1e-12)
+    finally:
+        model.state.clip_inputs = False
+
+
+def test_fused_and_reference_paths_clip_alike_and_the_file_keeps_it(fitted_model, tmp_path):
+    """A deployment far outside the tiny training data (an L4, a 70B model at TP 4): the clipped
+    prediction differs from the unclipped one, and both inference paths agree on it."""
+    *_, fitted = fitted_model
+    model = next(iter(fitted.values()))
+    model.state.clip_inputs = True
+    try:
+        path = model.save(tmp_path / "clip.safetensors")
+    finally:
+        model.state.clip_inputs = False
+    loaded = GNNPredictor.load(path)
+    assert loaded.state.clip_inputs and "glob_lo" in loaded.state.norm
+    from llmco2_sidecar.workload import Parallelism
+
+    dep = Deployment(load_model("meta-llama/Llama-2-70b-hf"), load_gpu("A100-SXM4-80GB"), Parallelism(tp=4))
+    steps = StepBatch.from_steps([[(0, 512)] * 2, [(600, 1)] * 32], duration_s=[0.4, 0.09])
+    fused = loaded.predict_steps(dep, steps).energy_j
+    ref = loaded.predict_steps(dep, steps, reference=True).energy_j
+    np.testing.assert_allclose(np.log(fused), np.log(ref), atol=1e-5)
+    loaded.state.clip_inputs = False
+    loaded._fused_fwd = None
+    unclipped = loaded.predict_steps(dep, steps).energy_j
+    assert not np.allclose(unclipped, fused, rtol=1e-4)
