@@ -100,8 +100,9 @@ class SidecarConfig:
     ack_interval_ms: float = _f(50.0, "an emitter that takes cumulative acks (this project's) gets one ack for the "
                                       "messages of up to this long (0: one ack per message, as for other emitters)")
     ingest_hold_ms: float = _f(50.0, "with cumulative acks, a message of steps alone (no finish, abort or static "
-                                     "batch: no record waits on it) is held up to this long and journaled and "
-                                     "ingested with the next ones (few wake-ups at low step rates; 0: each at once)")
+                                     "batch: no record waits on it) is held up to this long (at most --ack-interval-ms) "
+                                     "and journaled and ingested with the next ones (few wake-ups at low step rates; "
+                                     "0: each at once)")
     log_backlog_max_records: int = _f(100_000, "records kept in memory while the carbon log cannot be written; "
                                            "beyond, messages are not acknowledged until it can")
     predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")

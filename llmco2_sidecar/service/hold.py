@@ -6,7 +6,7 @@ about 270 us a message on the project's VM, against about 50 us for the same wor
 right after (perf3's in-process timing, 2026-12-07). For an emitter that takes cumulative acks (its
 acks come once per ``--ack-interval-ms`` anyway, :mod:`.acks`) the server holds a message that
 carries steps only (no finish, no abort, no static batch: no record waits on it) for up to
-``--ingest-hold-ms`` and ingests the held ones in one go:
+``--ingest-hold-ms`` (never longer than the ack interval) and ingests the held ones in one go:
 
 * when a message that a record waits on arrives (the held ones first, then it: message order is
   kept, and the finish's record has every step of its request);

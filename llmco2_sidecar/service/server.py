@@ -106,7 +106,8 @@ class CarbonSidecarService(StreamIngestMixin, sidecar_pb2_grpc.CarbonSidecarServ
                     interval_s = float(core.config.ack_interval_ms) / 1000.0
                     if msg.identity.cumulative_acks and interval_s > 0:
                         batcher = AckBatcher(context.write, interval_s)
-                        hold_s = float(core.config.ingest_hold_ms) / 1000.0
+                        # never longer than the ack interval: the emitter is promised its acks within it
+                        hold_s = min(float(core.config.ingest_hold_ms) / 1000.0, interval_s)
                         if hold_s > 0:
                             held = HeldMessages(hold_s, functools.partial(self._ingest_due, stream, batcher))
                     continue

@@ -89,7 +89,7 @@ def _open(sc):
 
 
 def test_held_messages_are_acknowledged_only_once_journaled_and_a_finish_sees_every_step(tmp_path):
-    with SidecarThread(make_config(tmp_path, ack_interval_ms=20.0, ingest_hold_ms=400.0)) as sc:
+    with SidecarThread(make_config(tmp_path, ack_interval_ms=1000.0, ingest_hold_ms=400.0)) as sc:
         ch, stub = _open(sc)
         gate, sent = threading.Event(), threading.Event()
 
@@ -137,7 +137,7 @@ def test_a_quiet_stream_is_ingested_and_acknowledged_by_the_timer(tmp_path):
 
 
 def test_the_streams_end_ingests_what_is_held(tmp_path):
-    with SidecarThread(make_config(tmp_path, ack_interval_ms=20.0, ingest_hold_ms=1000.0)) as sc:
+    with SidecarThread(make_config(tmp_path, ack_interval_ms=1000.0, ingest_hold_ms=1000.0)) as sc:
         ch, stub = _open(sc)
         acks = list(stub.StreamEvents(iter([identity(cumulative_acks=True), *[_step(k) for k in range(4)]])))
         ch.close()
@@ -150,7 +150,7 @@ def test_a_held_message_that_does_not_parse_ends_the_stream_after_the_good_ones(
     raw = b"\x12" + bytes([len(b"\x12\x05abcde")]) + b"\x12\x05abcde"  # events { steps: 5 bytes of garbage }
     assert isinstance(receive_engine_message(raw), StepsOnly)  # scans as steps only, does not parse
     assert isinstance(StepsOnly(raw[2:]).parse_events(), BadMessage)
-    with SidecarThread(make_config(tmp_path, ack_interval_ms=20.0, ingest_hold_ms=500.0)) as sc:
+    with SidecarThread(make_config(tmp_path, ack_interval_ms=1000.0, ingest_hold_ms=500.0)) as sc:
         ch = grpc.insecure_channel(sc.address)
         call = ch.stream_stream("/llmco2.v1.CarbonSidecar/StreamEvents", request_serializer=lambda b: b,
                                 response_deserializer=pb.Ack.FromString)
@@ -163,6 +163,27 @@ def test_a_held_message_that_does_not_parse_ends_the_stream_after_the_good_ones(
         ch.close()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in info.value.details()
     assert acks[-1].acked_through_seq == 2  # the two good ones were journaled and acknowledged first
+
+
+def test_the_hold_never_outlasts_the_ack_interval(tmp_path):
+    with SidecarThread(make_config(tmp_path, ack_interval_ms=20.0, ingest_hold_ms=1000.0)) as sc:
+        ch, stub = _open(sc)
+        gate = threading.Event()
+
+        def gen():
+            yield identity(cumulative_acks=True)
+            yield _step(0)
+            gate.wait(10)
+
+        call = stub.StreamEvents(gen())
+        next(call)
+        t0 = time.perf_counter()
+        ack = next(call)  # by the hold's timer at 1.5 x 20 ms, not 1.5 s
+        waited = time.perf_counter() - t0
+        gate.set()
+        call.cancel()
+        ch.close()
+    assert ack.acked_through_seq == 1 and waited < 0.9
 
 
 def test_hold_zero_ingests_each_message_at_once(tmp_path):
