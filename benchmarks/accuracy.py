@@ -196,7 +196,8 @@ def main() -> int:
         f" --prefix {args.prefix}" if args.prefix != "accuracy" else "") + (
         f" --predictors '{args.predictors}'" if args.predictors else "") + (" --moe-recipe" if args.moe_recipe else "") + (
         f" --shrink-by {','.join(shrink_by)}" if shrink_by else "") + (
-        f" --inner-epochs {args.inner_epochs}" if args.inner_epochs else "") + (f" --bag {args.bag}" if args.bag > 1 else "")
+        f" --inner-epochs {args.inner_epochs}" if args.inner_epochs else "") + (f" --bag {args.bag}" if args.bag > 1 else "") + (
+        " --clip-variant" if args.clip_variant else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
         f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "

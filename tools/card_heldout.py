@@ -30,20 +30,32 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
 
 
-def heldout_rows(paths: list[Path]) -> list[dict]:
-    """``{split, predictor, n, mape, eba30, from}`` of the shipped recipe, first source first; a
-    group already taken from an earlier file is not taken again."""
-    rows, seen = [], set()
+def heldout_rows(paths: list[Path], predictor: str = "llmco2-gnn", average: bool = False) -> list[dict]:
+    """``{split, predictor, n, mape, eba30, from}`` of the shipped recipe (result rows whose predictor
+    name starts with ``predictor``), first source first; a group already taken from an earlier file is
+    not taken again. ``average``: the files are runs of one recipe (seeds): each group's figures are
+    their mean over the files that have it."""
+    rows, seen = [], {}
     for path in paths:
         data = json.loads(path.read_text())
         for r in data.get("results", []):
             split = r.get("split") or r.get("group")
-            if not split or not str(r.get("predictor", "")).startswith("llmco2-gnn") or split in seen:
+            if not split or not str(r.get("predictor", "")).startswith(predictor):
                 continue
-            seen.add(split)
-            rows.append({"split": split, "predictor": "llmco2-gnn", "n": int(r["n"]), "mape": round(float(r["mape"]), 2),
-                         "eba30": round(float(r["eba30"]), 1), "from": _shown(path)})
-    return rows
+            if split in seen:
+                if average:
+                    seen[split].append((path, r))
+                continue
+            seen[split] = [(path, r)]
+            rows.append(split)
+    out = []
+    for split in rows:
+        runs = seen[split]
+        out.append({"split": split, "predictor": "llmco2-gnn", "n": int(runs[0][1]["n"]),
+                    "mape": round(sum(float(r["mape"]) for _, r in runs) / len(runs), 2),
+                    "eba30": round(sum(float(r["eba30"]) for _, r in runs) / len(runs), 1),
+                    "from": " + ".join(_shown(p) for p, _ in runs)})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-json", type=Path, default=MODEL_JSON, help=f"the model's JSON (default {MODEL_JSON.relative_to(REPO)})")
     p.add_argument("--results", type=Path, nargs="+", default=list(SOURCES),
                    help="result JSON files, most specific first (default: accuracy.json, moe_transfer.json)")
+    p.add_argument("--predictor", default="llmco2-gnn", help="take the result rows whose predictor name starts with "
+                   "this (default llmco2-gnn: the shipped recipe's column)")
+    p.add_argument("--average", action="store_true", help="the result files are runs of one recipe (seeds): each "
+                   "group's figures are their mean (default: the first file that has the group)")
     p.add_argument("--check", action="store_true", help="only compare; exit 1 if the model file would change")
     a = p.parse_args(argv)
     for path in [a.model_json, *a.results]:
@@ -61,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [r.resolve() for r in a.results]
     if doc.get("info", {}).get("dense_only", True) is False:  # trained on MoE rows: a dense-to-MoE transfer
         results = [r for r in results if r.name != "moe_transfer.json"]  # score does not describe it
-    rows = heldout_rows(results)
+    rows = heldout_rows(results, a.predictor, a.average)
     if a.check:
         same = doc.get("info", {}).get("heldout") == rows
         print(f"{a.model_json.name}: info.heldout {'up to date' if same else 'differs from the results'} ({len(rows)} groups)")

@@ -25,8 +25,8 @@ ACCURACY = REPO / "benchmarks/results/accuracy.json"
 OURS_PREFIX = "llmco2-gnn"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from accuracy import MOE_GROUPS, TARGET_GROUP_MAPE as TARGET_GROUP, TARGET_MOE_MAPE as TARGET_MOE  # noqa: E402
-from accuracy import TARGET_SOURCE_MAPE as TARGET_SOURCE  # noqa: E402
+from accuracy_report import MOE_GROUPS, TARGET_GROUP_MAPE as TARGET_GROUP, TARGET_MOE_MAPE as TARGET_MOE  # noqa: E402
+from accuracy_report import TARGET_SOURCE_MAPE as TARGET_SOURCE  # noqa: E402
 from llmco2_sidecar.predictor.prior import PRIOR_TERMS  # noqa: E402
 
 

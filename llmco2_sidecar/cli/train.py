@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bag", type=int, default=1, help="train each HYPER_GRID point from this many initialisations "
                    "(torch seeds) and average them all (default 1: two members; the predictor's cost grows with the "
                    "members)")
+    p.add_argument("--name", default="llmco2-gnn-v1", help="the model's name, reported in every record's `predictor` "
+                   "(default llmco2-gnn-v1; the shipped mixture-of-experts model: llmco2-gnn-moe-v1)")
     p.add_argument("--clip-inputs", action="store_true",
                    help="the model clips its GNN's global inputs to the range of its training data (ModelState."
                    "clip_inputs): outside the GPUs, engines and step-time ratios it has seen, the physics prior "
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         examples, feats = [examples[i] for i in keep], [feats[i] for i in keep]
     if not examples:
         raise InputError("data", "no usable training rows found", "ML.ENERGY v3 model files or measurement CSVs")
-    config = GNNConfig(soft_window=args.moe_recipe)
+    config = GNNConfig(name=getattr(args, "name", "llmco2-gnn-v1"), soft_window=args.moe_recipe)
     options = TrainOptions(epochs=args.epochs, seed=args.seed, choose_on_validation=args.moe_recipe,
                            clip_inputs=bool(getattr(args, "clip_inputs", False)))
     splits = [] if args.no_heldout else make_splits(examples)

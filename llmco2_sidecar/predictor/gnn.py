@@ -32,6 +32,8 @@ from .threads import match_torch_threads
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 DEFAULT_MODEL = WEIGHTS_DIR / "llmco2-gnn-v1.safetensors"
+#: the mixture-of-experts model (trained on dense and MoE rows; predictor/routed.py)
+DEFAULT_MOE_MODEL = WEIGHTS_DIR / "llmco2-gnn-moe-v1.safetensors"
 FORMAT_VERSION = 3  # 3: datasheet-scaled prior terms, Roofline-floored durations (2026-12-06)
 
 ALL_GLOBALS = tuple(GLOBAL_FEATURE_NAMES) + ("log_overhead_ratio",)
@@ -430,3 +432,10 @@ def load_default() -> GNNPredictor | None:
     if not DEFAULT_MODEL.exists() or not DEFAULT_MODEL.with_suffix(".json").exists():
         return None
     return GNNPredictor.load(DEFAULT_MODEL)
+
+
+def load_default_moe() -> GNNPredictor | None:
+    """The shipped mixture-of-experts model, or None when its file is not shipped."""
+    if not DEFAULT_MOE_MODEL.exists() or not DEFAULT_MOE_MODEL.with_suffix(".json").exists():
+        return None
+    return GNNPredictor.load(DEFAULT_MOE_MODEL)

@@ -44,6 +44,7 @@ from .isolation import IsolationMixin
 from .ledger import RequestLedger
 from .metrics import SidecarMetrics
 from .prediction import predict_steps  # noqa: F401  (re-exported)
+from ..predictor.routed import name_for
 from .records import Accounting, error_record, expected_error_pct, make_accounting, request_record
 from .static import static_batch_energy
 from .windows import WindowsMixin, _Window  # noqa: F401  (_Window: re-exported for tests)
@@ -219,6 +220,7 @@ class Pipeline(IsolationMixin, WindowsMixin):
                 self.grid = open_grid_source(self.config).start()
             acc = make_accounting(self.config, stream.deployment, self.grid)
             acc.expected_error_pct = expected_error_pct(self.predictor, stream.deployment, stream.model_label)
+            acc.predictor_name = name_for(self.predictor, stream.deployment)
             self._accounting[stream.stream_id] = acc
         return acc
 
@@ -312,7 +314,7 @@ class Pipeline(IsolationMixin, WindowsMixin):
                             "tokens": int(step_tokens[i]), "duration_s": float(e.duration_s[i]),
                             "energy_j": {"gpu": float(e.gpu_j[i]), "serving": float(e.busy_host_j[i] + e.gap_attributed_j[i]),
                                          "idle": float(e.idle_j[i]), "total": float(tot[i])},
-                            "source": source, "predictor": self.predictor.name})
+                            "source": source, "predictor": acc.predictor_name or self.predictor.name})
         return out
     def _housekeeping(self) -> None:
         """Close windows that ended a while ago (an engine that went quiet); close requests that no

@@ -27,6 +27,8 @@ class Accounting:
     grid: Any = None  # an energy.grid GridSource: the intensity at a time, from memory (never blocks)
     #: the predictor's typical error on this deployment, in % (predictor/heldout.py); None: unknown
     expected_error_pct: float | None = None
+    #: the model that predicts this engine's steps (a routed predictor's member: predictor/routed.py)
+    predictor_name: str = ""
 
     def intensity(self, unix_s: float | None = None):
         """The grid reading (g_per_kwh, kind, source, ts) for energy at ``unix_s``."""
@@ -70,8 +72,9 @@ def expected_error_pct(predictor, deployment, model_id: str = "") -> float | Non
     """The typical error of ``predictor``'s figures on ``deployment`` in % (predictor/heldout.py), or
     None when the predictor has no held-out scores."""
     from ..predictor.heldout import expected_error
+    from ..predictor.routed import heldout_scores_for
 
-    held = predictor.heldout_scores() if hasattr(predictor, "heldout_scores") else {}
+    held = heldout_scores_for(predictor, deployment)
     err = expected_error(deployment.model, deployment.gpu.gpu_id, held, hf_id=model_id or None) if held else None
     return round(err.mape_pct, 2) if err is not None else None
 
@@ -109,7 +112,8 @@ def request_record(stream, acc: Accounting | None, rid: str, ts: float, prompt: 
            "energy_j": {"prefill": prefill_j, "decode": decode_j, "serving": serving_j, "total": total},
            "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
            "sci": request_sci(op + emb, int(prompt), int(output)),
-           "gpu_s": gpu_s, "source": source, "predictor": predictor,
+           "gpu_s": gpu_s, "source": source,
+           "predictor": (acc.predictor_name if acc is not None and acc.predictor_name else predictor),
            "pue": pue, **grid_fields(grid), "region": acc.region if acc is not None else "",
            "expected_error_pct": (acc.expected_error_pct if acc is not None and source == "predicted" and error is None
                                   else None)}

@@ -100,7 +100,7 @@ class WindowsMixin:
                             "requests": w.requests_j * f, "unattributed": w.idle_j * f, "total": total},
                "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
                "source": "measured" if factor is not None else "predicted",
-               "predictor": self.predictor.name, "predicted_j": w.predicted_j, "calibration_factor": factor,
+               "predictor": acc.predictor_name or self.predictor.name, "predicted_j": w.predicted_j, "calibration_factor": factor,
                "pue": acc.pue, **grid_fields(grid)}
         if measured is not None:
             rec["measured"] = measured

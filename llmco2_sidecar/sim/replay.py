@@ -31,6 +31,7 @@ from ..energy.accounting import (account_steps, embodied_g, gpu_idle_w, operatio
 from ..energy.sci import request_sci
 from ..errors import InputError
 from ..service.records import Accounting
+from ..predictor.routed import name_for
 from .engine import EngineConfig, EngineSimulator, StepChunk
 from .quantiles import LogHistogram
 from .traces import open_trace
@@ -141,6 +142,7 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
     from ..service.records import expected_error_pct
 
     acc.expected_error_pct = expected_error_pct(predictor, dep, setup.model)
+    acc.predictor_name = name_for(predictor, dep)
     series = _intensity(setup)
     if series is not None and (setup.carbon_intensity_g_per_kwh is not None or regions):
         raise InputError("intensity-csv", "a time-varying intensity replaces --region / --carbon-intensity")
@@ -273,7 +275,7 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                                              for rid, why in st.rejected_ids[:5]]},
         "trace": {"path": setup.trace, "format": trace.format, "rows": trace.rows,
                   "skipped_zero_tokens": trace.skipped, "start_epoch_s": trace.epoch_s},
-        "predictor": predictor.name,
+        "predictor": name_for(predictor, dep),
         # the predictor's typical error on this deployment, in % (predictor/heldout.py; None: unknown)
         "expected_error_pct": acc.expected_error_pct,
         "note": NOTE,
@@ -310,7 +312,7 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                     "g_per_1k_tokens": (1000.0 * (op + emb) / (out_tok + tokens["prompt"])
                                         if out_tok + tokens["prompt"] else None),
                     "idle_included": True}
-        s["setup"] = _setup_dict(setup, dep, acc_r, predictor.name, series is not None)
+        s["setup"] = _setup_dict(setup, dep, acc_r, name_for(predictor, dep), series is not None)
         return s
 
     if regions:

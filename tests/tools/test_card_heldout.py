@@ -57,3 +57,28 @@ def test_a_model_trained_on_moe_rows_takes_no_transfer_scores(tmp_path):
         cmd = [sys.executable, str(TOOL), "--model-json", str(model), "--results", str(a), str(m)]
         assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
         assert [r["split"] for r in json.loads(model.read_text())["info"]["heldout"]] == want
+
+
+def test_runs_of_one_recipe_are_averaged_per_group(tmp_path):
+    tool = runpy.run_path(str(TOOL))
+    twin = "same fit as llmco2-gnn, GNN inputs clipped to the training range"
+    s0 = {"results": [{"split": "family=qwen3-moe", "predictor": twin, "n": 140, "mape": 12.4, "eba30": 90.0},
+                      {"split": "family=qwen3-moe", "predictor": "llmco2-gnn (2-GNN + physics prior)", "n": 140,
+                       "mape": 14.5, "eba30": 80.0}]}
+    s1 = {"results": [{"split": "family=qwen3-moe", "predictor": twin, "n": 140, "mape": 13.0, "eba30": 92.0}]}
+    a, b = tmp_path / "s0.json", tmp_path / "s1.json"
+    a.write_text(json.dumps(s0))
+    b.write_text(json.dumps(s1))
+    rows = tool["heldout_rows"]([a, b], "same fit as llmco2-gnn, GNN inputs clipped", average=True)
+    assert [(r["split"], r["mape"], r["eba30"]) for r in rows] == [("family=qwen3-moe", 12.7, 91.0)]
+    assert rows[0]["from"] == "s0.json + s1.json"
+    assert tool["heldout_rows"]([a, b], "same fit as llmco2-gnn, GNN inputs clipped")[0]["mape"] == 12.4  # first wins
+
+
+def test_committed_moe_model_file_is_up_to_date():
+    """The mixture-of-experts model's scores: its recipe's column, averaged over the two committed seeds."""
+    args = ["--model-json", "llmco2_sidecar/predictor/weights/llmco2-gnn-moe-v1.json", "--results",
+            "benchmarks/results/accuracy_moe_block_s0.json", "benchmarks/results/accuracy_moe_block_s1.json",
+            "--predictor", "same fit as llmco2-gnn, GNN inputs clipped", "--average", "--check"]
+    p = subprocess.run([sys.executable, str(TOOL), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr + "\nrun: python tools/card_heldout.py " + " ".join(args[:-1])
