@@ -62,8 +62,11 @@ class Workload:
         self.t = 0.0
         self.next_req = 0
         self.slots = []
-        for i in range(SLOTS):  # staggered ages so that one request finishes every 4 steps
-            self.slots.append([self._new_id(), -(i * LIFETIME // SLOTS)])
+        # staggered ages so that one request finishes every 4 steps: the first requests are already
+        # running when the stream opens (accepted and flagged). Until 2026-12-07 the ages were negative
+        # and clamped to 0 at the first step, so all 16 requests finished together every 64 steps.
+        for i in range(SLOTS):
+            self.slots.append([self._new_id(), i * LIFETIME // SLOTS])
 
     def _new_id(self) -> str:
         self.next_req += 1

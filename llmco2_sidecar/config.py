@@ -88,13 +88,21 @@ class SidecarConfig:
     # steps' wait (step_wait_ms) is over, so only a sidecar already behind makes the larger ones
     micro_batch_steps: int = _f(1024, "predict at most this many steps at once")
     micro_batch_ms: float = _f(1.0, "wait at most this long to fill a micro-batch that holds a finish (a record waits on it)")
-    step_wait_ms: float = _f(100.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits "
+    # 250 (was 100): at low step rates with few finishes (a lightly loaded engine) the pipeline's
+    # prediction calls, each paying its fixed cost with the caches cold, drop from ~10 to ~4 a second
+    # (perf3, 2026-12-07: the pipeline thread 14-18 -> 10-13 ms/s at 100 one-step messages a second);
+    # records are not delayed (a finish closes the micro-batch within micro_batch_ms)
+    step_wait_ms: float = _f(250.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits "
                                     "at most this long for more, so that few-step messages share a prediction call "
                                     "(a finish or abort arriving meanwhile closes it within micro_batch_ms)")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
                                        "(backpressure: the engine's emitter buffers meanwhile)")
     ack_interval_ms: float = _f(50.0, "an emitter that takes cumulative acks (this project's) gets one ack for the "
                                       "messages of up to this long (0: one ack per message, as for other emitters)")
+    ingest_hold_ms: float = _f(50.0, "with cumulative acks, a message of steps alone (no finish, abort or static "
+                                     "batch: no record waits on it) is held up to this long (at most --ack-interval-ms) "
+                                     "and journaled and ingested with the next ones (few wake-ups at low step rates; "
+                                     "0: each at once)")
     log_backlog_max_records: int = _f(100_000, "records kept in memory while the carbon log cannot be written; "
                                            "beyond, messages are not acknowledged until it can")
     predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")
@@ -123,9 +131,12 @@ class SidecarConfig:
                      "otlp_interval_s", "otlp_timeout_s"):
             if not (getattr(self, name) > 0):
                 raise InputError(name, "must be positive", "> 0")
-        for name in ("step_wait_ms", "ack_interval_ms"):
+        for name in ("step_wait_ms", "ack_interval_ms", "ingest_hold_ms"):
             if not (getattr(self, name) >= 0):
                 raise InputError(name, f"must not be negative, got {getattr(self, name)!r}", ">= 0")
+        if not (self.ingest_hold_ms <= 1000):
+            raise InputError("ingest_hold_ms", f"at most 1000 (the emitter waits for its acks), got "
+                             f"{self.ingest_hold_ms!r}", "0..1000")
         if not (self.ack_interval_ms <= 1000):
             raise InputError("ack_interval_ms", f"at most 1000 (the emitter's flush waits for it), got "
                              f"{self.ack_interval_ms!r}", "0..1000")

@@ -54,18 +54,28 @@ class AckBatcher:
         self.sent = 0
         self.failed: BaseException | None = None
 
-    def add(self, ack: pb.Ack) -> None:
+    def add(self, ack: pb.Ack, since: float | None = None, decide: bool = True) -> None:
         """Hold a message's Ack (the message is journaled); it goes out with the first message that
         arrives ``interval_s`` after the oldest one it holds (the loop is awake then anyway), or by a
-        timer at 1.5 x ``interval_s`` when no message comes (a timer is a wake-up of its own)."""
-        loop = asyncio.get_running_loop()
+        timer at 1.5 x ``interval_s`` when no message comes (a timer is a wake-up of its own).
+        ``since``: the loop time the message arrived, when it was held before it was journaled
+        (:mod:`.hold`; default now). ``decide=False``: only merge (more come at once: the caller
+        calls :meth:`decide` after the last)."""
         if self.pending is None:
             ack.acked_through_seq = ack.seq
             self.pending = ack
-            self._first_at = loop.time()
+            self._first_at = asyncio.get_running_loop().time() if since is None else since
         else:
             merge_ack(self.pending, ack)
         self.pending_messages += 1
+        if decide:
+            self.decide()
+
+    def decide(self) -> None:
+        """Send the pending Ack now if it is due, else make sure a timer will."""
+        if self.pending is None:
+            return
+        loop = asyncio.get_running_loop()
         if self._writing is not None:
             return  # the write in flight sends what is pending when it completes
         if self.pending_messages >= MAX_MESSAGES_PER_ACK or loop.time() - self._first_at >= self.interval_s:

@@ -2,7 +2,8 @@
 
 ``Histogram.observe`` walks its buckets in Python and takes a lock per call; the sidecar observes
 four histograms per finished request, a few per cent of its CPU at full load. :func:`observe_many`
-bins a micro-batch's values with NumPy and adds each bucket's count once: the same counts and sum
+bins a micro-batch's values with NumPy and adds each bucket's count once (a few values: one ``observe``
+each, :data:`SMALL_BATCH`): the same counts and sum
 as one ``observe`` per value (tested against it), and per bucket the exemplar of the last value
 that fell in it, as ``observe`` leaves it. It uses the Histogram's bucket and sum children
 (``_upper_bounds``, ``_buckets``, ``_sum``: prometheus_client 0.20-0.26); where a version lacks
@@ -24,6 +25,12 @@ except ImportError:  # pragma: no cover - every supported version has it
     Exemplar = None
 
 
+#: up to this many values, one ``observe`` each: at low step rates a micro-batch finishes one or two
+#: requests, and NumPy's binning (ten array calls, each slow with the caches cold) cost ~130 us a
+#: micro-batch for the four histograms (perf3's timing, 2026-12-07)
+SMALL_BATCH = 8
+
+
 def observe_many(hist, values: Sequence[float], exemplars: Sequence[dict] | None = None) -> None:
     """``hist.observe(v, exemplar)`` for every value (``exemplars``: one label dict per value, or None)."""
     if not len(values):
@@ -31,6 +38,10 @@ def observe_many(hist, values: Sequence[float], exemplars: Sequence[dict] | None
     own = getattr(type(hist), "observe_many", None)  # a wrapper that tees observations (--otlp)
     if own is not None:
         own(hist, values, exemplars)
+        return
+    if len(values) <= SMALL_BATCH:  # a few values: the reference itself is cheaper than NumPy's binning
+        for i, v in enumerate(values):
+            hist.observe(v, exemplars[i] if exemplars is not None else None)
         return
     bounds = getattr(hist, "_upper_bounds", None) if isinstance(hist, Histogram) else None
     buckets = getattr(hist, "_buckets", None)

@@ -144,11 +144,12 @@ def _reject_all_steps(st: pb.StepColumns, ack: pb.Ack, rej: _Rejections, field_:
     rej.add(pb.Rejection.KIND_STEP, st.step_id[0] if len(st.step_id) else 0, "", field_, reason)
 
 
-def _note_new_requests(stream, ack, rids: list, ctx) -> None:
+def _note_new_requests(stream, ack, rids: list, ctx, uniq: set | None = None) -> None:
     """Track the stream's live requests (both validation paths): continuing requests never seen before
-    are accepted and flagged; an id used again after its finish is a new request."""
+    are accepted and flagged; an id used again after its finish is a new request. ``uniq``:
+    ``set(rids)`` when the caller has it."""
     live = stream.live
-    unseen = set(rids).difference(live)
+    unseen = (set(rids) if uniq is None else uniq).difference(live)
     if not unseen:
         return
     index = rids.index  # a C-level scan per new id: few new ids per message, many slices
@@ -191,6 +192,7 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
     prm = np.array(st.prompt_tokens, dtype=np.int64)
     phase = np.array(st.phase, dtype=np.int64) if n_phase else np.zeros(R, dtype=np.int64)
 
+    uniq = None  # the distinct request ids (when there are slices)
     reason = np.zeros(S, dtype=np.int8)  # 0 ok, else an index into REASONS
     step_of = np.repeat(np.arange(S), count) if R else np.zeros(0, dtype=np.int64)
 
@@ -205,7 +207,10 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
         for mask, code in slice_checks:
             if mask.any():
                 mark(np.bincount(step_of[mask], minlength=S) > 0, code)
-        empties = [i for i, r in enumerate(rids) if not r or len(r) > MAX_REQUEST_ID_LEN] if not all(rids) or max(map(len, rids)) > MAX_REQUEST_ID_LEN else []
+        # the checks on the distinct ids (a request appears in many steps of a message)
+        uniq = set(rids)
+        empties = [i for i, r in enumerate(rids) if not r or len(r) > MAX_REQUEST_ID_LEN] \
+            if not all(uniq) or max(map(len, uniq)) > MAX_REQUEST_ID_LEN else []
         if empties:
             mark(np.bincount(step_of[empties], minlength=S) > 0, 6)
     mark(count < 1, 7)
@@ -241,7 +246,7 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
         derived = np.where(ctx == 0, PHASE_NEW, np.where(ctx < prm, PHASE_CHUNK, PHASE_DECODE))
         phase = np.where(unspecified, derived, phase)
     # continuing requests never seen before are accepted and flagged
-    _note_new_requests(stream, ack, rids, ctx)
+    _note_new_requests(stream, ack, rids, ctx, uniq if n_ok == S else None)
     stream.last_step_id = int(sid[-1])
     stream.last_end_s = float(max(stream.last_end_s, end.max()))
     return AcceptedSteps(step_id=sid, start_s=start, end_s=end, slice_count=count, request_id=rids,

@@ -10,12 +10,12 @@ thread (tests, the demo, benchmarks).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
 import sys
 import threading
-import time
 from dataclasses import dataclass
 
 import grpc
@@ -30,14 +30,15 @@ from ..config import SidecarConfig
 from ..errors import InputError
 from .core import DiskUnavailable, SidecarCore, make_predictor  # noqa: F401  (re-exported)
 from .acks import AckBatcher
+from .hold import HeldMessages
+from .stream_ingest import BAD_MESSAGE_LOG_INTERVAL_S, StreamIngestMixin  # noqa: F401  (re-exported)
 from .lookups import MAX_WAIT_S, record_to_proto
-from .wire import BadMessage, Received, events_payload, parse_engine_message, receive_engine_message  # noqa: F401
+from .wire import BadMessage, Received, StepsOnly, events_payload, parse_engine_message, receive_engine_message  # noqa: F401
 
 log = logging.getLogger("llmco2.server")
 SERVICE_NAME = "llmco2.v1.CarbonSidecar"
 SWITCH_INTERVAL_S = 0.001
 DISK_PROBE_S = 0.25
-BAD_MESSAGE_LOG_INTERVAL_S = 60.0
 
 
 class Health:
@@ -59,7 +60,7 @@ class Health:
             await self.servicer.set("", status)
 
 
-class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
+class CarbonSidecarService(StreamIngestMixin, sidecar_pb2_grpc.CarbonSidecarServicer):
     def __init__(self, core: SidecarCore, health: Health | None = None):
         self.core = core
         self.health = health or Health(core)
@@ -68,15 +69,25 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
     async def StreamEvents(self, request_iterator, context):
         """The engine's event stream: an Ack per message (``context.write``), or, for an emitter
         that takes cumulative acks, one Ack for the messages of up to ``ack_interval_ms``
-        (:mod:`.acks`); every Ack is sent after its messages are in the journal."""
+        (:mod:`.acks`), its steps-only messages ingested together (:mod:`.hold`); every Ack is sent
+        after its messages are in the journal."""
         core = self.core
         stream = None
         batcher: AckBatcher | None = None
+        held: HeldMessages | None = None
         core.open_streams += 1
         core.metrics.streams.set(core.open_streams)
         try:
             async for item in request_iterator:
+                if type(item) is StepsOnly:  # steps alone, not parsed yet
+                    if held is not None:
+                        if held.keep(item):
+                            continue  # held: journaled and ingested with the next ones (see .hold)
+                        await self._ingest_held(context, stream, batcher, held)  # due, this one last
+                        continue
+                    item = item.parse()
                 if isinstance(item, BadMessage):
+                    await self._ingest_held(context, stream, batcher, held)
                     await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
                                       self._bad_message(item, stream))
                 msg = item.msg
@@ -95,52 +106,29 @@ class CarbonSidecarService(sidecar_pb2_grpc.CarbonSidecarServicer):
                     interval_s = float(core.config.ack_interval_ms) / 1000.0
                     if msg.identity.cumulative_acks and interval_s > 0:
                         batcher = AckBatcher(context.write, interval_s)
+                        # never longer than the ack interval: the emitter is promised its acks within it
+                        hold_s = min(float(core.config.ingest_hold_ms) / 1000.0, interval_s)
+                        if hold_s > 0:
+                            held = HeldMessages(hold_s, functools.partial(self._ingest_due, stream, batcher))
                     continue
-                if body == "identity":
-                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
-                                      "identity: sent twice on one stream (open a new stream instead)")
                 if body != "events":
-                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT, "body: empty message")
-                if core.pipeline.pending_steps > core.config.max_pending_steps:  # backpressure (rare)
-                    await core.wait_for_room()
-                try:
-                    ack = core.handle_events(stream, msg.events, item.events_bytes)
-                except DiskUnavailable as exc:
-                    if batcher is not None:  # what was journaled before is acknowledged first
-                        await batcher.flush()
-                    await self._unavailable(context, exc)
-                if batcher is None:
-                    await context.write(ack)
-                else:
-                    batcher.add(ack)
-            if batcher is not None:  # the emitter closed its side: acknowledge the rest
+                    await self._ingest_held(context, stream, batcher, held)
+                    await self._abort(context, batcher, grpc.StatusCode.INVALID_ARGUMENT,
+                                      "identity: sent twice on one stream (open a new stream instead)"
+                                      if body == "identity" else "body: empty message")
+                await self._ingest_held(context, stream, batcher, held, decide=False)  # what is held goes first
+                await self._ingest(context, stream, batcher, item)
+            # the emitter closed its side: ingest and acknowledge the rest
+            await self._ingest_held(context, stream, batcher, held)
+            if batcher is not None:
                 await batcher.flush()
         finally:
+            if held is not None:
+                held.close()
             if batcher is not None:
                 batcher.close()
             core.open_streams -= 1
             core.metrics.streams.set(core.open_streams)
-
-    async def _abort(self, context, batcher, code, details: str) -> None:
-        """End the stream with ``code``; journaled messages are acknowledged first."""
-        if batcher is not None:
-            await batcher.flush()
-        await context.abort(code, details)
-
-    def _bad_message(self, msg: BadMessage, stream) -> str:
-        """Count it; one log line a minute at most (a broken client sends many)."""
-        self.core.metrics.bad_messages.inc()
-        now = time.monotonic()
-        if now - self._bad_logged >= BAD_MESSAGE_LOG_INTERVAL_S:
-            self._bad_logged = now
-            log.warning("a message that does not parse (%d bytes, engine %s): %s; stream ended with INVALID_ARGUMENT "
-                        "(llmco2_bad_messages_total counts them)", msg.size,
-                        stream.stream_id if stream is not None else "?", msg.error)
-        return f"message: does not parse as llmco2.v1.EngineMessage ({msg.size} bytes: {msg.error})"
-
-    async def _unavailable(self, context, exc: DiskUnavailable) -> None:
-        await self.health.refresh()
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}: not acknowledged, send it again later")
 
     async def Estimate(self, request, context):
         try:

@@ -44,8 +44,11 @@ class WindowsMixin:
         serving = e.busy_host_j + e.gap_attributed_j
         step_total = e.step_total_j
         out = []
-        for w in np.unique(widx):
-            sel = widx == w
+        lo, hi = int(widx.min()), int(widx.max())
+        # the usual case, every step in one window: whole arrays instead of masked copies (the same
+        # values in the same order: the same sums)
+        for w in (lo,) if lo == hi else np.unique(widx):
+            sel = slice(None) if lo == hi else widx == w
             cur = self._windows.get(stream.stream_id)
             if cur is not None and cur.index != w:
                 rec = self._close_window(stream, acc, cur)
@@ -54,7 +57,7 @@ class WindowsMixin:
                 cur = None
             if cur is None:
                 cur = self._windows[stream.stream_id] = _Window(int(w))
-            cur.steps += int(sel.sum())
+            cur.steps += int(widx.shape[0]) if lo == hi else int(sel.sum())
             cur.gpu_j += float(e.gpu_j[sel].sum())
             cur.serving_j += float(serving[sel].sum())
             cur.idle_j += float(e.idle_j[sel].sum())
@@ -65,7 +68,7 @@ class WindowsMixin:
             cur.last_wall_s = max(cur.last_wall_s, float(wall_end[sel].max()))
             cur.touched_mono_s = time.monotonic()
             if self.calibrating:
-                m = sel[step_of]
+                m = np.ones(step_of.shape[0], bool) if lo == hi else sel[step_of]
                 self.ledger.add(slots[m], win_prefill_j=e.prefill_j[m], win_decode_j=e.decode_j[m],
                                 win_serving_j=e.serving_j[m])
         return out

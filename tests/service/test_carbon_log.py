@@ -71,3 +71,21 @@ def test_one_write_per_batch(tmp_path, monkeypatch):
     log.write_records([_rec(i) for i in range(100)])
     log.close()
     assert len(calls) == 1
+
+
+def test_dumps_is_json_dumps_with_the_log_settings():
+    import json
+    import math
+
+    from llmco2_sidecar.service.carbon_log import dumps
+
+    rec = {"type": "request", "ts": 1765072000.123456, "request_id": "r-\u00e9\"1", "client_request_id": None,
+           "energy_j": {"prefill": 12.345678901234, "total": 1e-300}, "steps": 3, "aborted": False,
+           "n": __import__("numpy").float32(0.25)}
+    assert dumps(rec) == json.dumps(rec, separators=(", ", ": "), allow_nan=False, default=float)
+    for bad in (math.nan, math.inf):
+        try:
+            dumps({"x": bad})
+        except ValueError:
+            continue
+        raise AssertionError("a non-finite figure must not be written")

@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.openmetrics.exposition import generate_latest
 
-from llmco2_sidecar.service.histograms import observe_many
+from llmco2_sidecar.service.histograms import SMALL_BATCH, observe_many
 
 BUCKETS = (0.1, 0.5, 1, 2, 5, 10)
 
@@ -57,3 +57,21 @@ def test_falls_back_to_observe_without_the_internals():
 
     observe_many(Plain(), [1.0, 2.0], [{"request_id": "a"}, {"request_id": "b"}])
     assert seen == [(1.0, {"request_id": "a"}), (2.0, {"request_id": "b"})]
+
+
+def test_small_batches_are_one_observe_each_exactly():
+    rng = np.random.default_rng(5)
+    values = list(rng.lognormal(0, 1.5, 40))
+    ex = [{"request_id": f"r{i}"} for i in range(len(values))]
+    (ra, a), (rb, b) = _pair()
+    for v, e in zip(values, ex):
+        a.observe(v, e)
+    k = 0
+    for n in (1, 2, SMALL_BATCH, 1, 3, SMALL_BATCH):  # every batch at or below the threshold
+        observe_many(b, values[k:k + n], ex[k:k + n])
+        k += n
+    for v, e in zip(values[k:], ex[k:]):
+        observe_many(b, [v], [e])
+    sa, sb = _samples(ra), _samples(rb)
+    assert [s[:3] for s in sa] == [s[:3] for s in sb]  # the sum too, to the last bit: same additions
+    assert [s[3:] for s in sa] == [s[3:] for s in sb]
