@@ -45,11 +45,12 @@ def test_monotone_in_batch_and_tokens():
 def test_the_estimate_states_its_expected_error():
     from llmco2_sidecar.hardware import load_gpu
     from llmco2_sidecar.models import load_model
-    from llmco2_sidecar.predictor.gnn import load_default
+    from llmco2_sidecar.predictor.default import default_predictor
     from llmco2_sidecar.predictor.heldout import expected_error
 
     q = BatchQuery("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "H100", batch=8, prompt_len=256, output_len=16, tp=8)
-    r = estimate(q, predictor=load_default())
+    r = estimate(q, predictor=default_predictor())
+    assert r["predictor"] == "llmco2-gnn-moe-v1"  # a mixture of experts: the MoE model answers
     want = expected_error(load_model(q.model), load_gpu("H100").gpu_id)
     assert r["expected_error"]["mape_pct"] == pytest.approx(want.mape_pct, abs=0.005)
     assert "precision=fp8" in r["expected_error"]["groups"]  # an FP8 MoE is judged by its hardest group

@@ -79,3 +79,12 @@ def test_a_plain_predictor_answers_for_itself():
     r = RooflinePredictor()
     assert name_for(r, MOE) == "roofline-analytic" and heldout_scores_for(r, MOE) == {}
     assert RoutedPredictor(load_default()).name_for(MOE) == "llmco2-gnn-v1"
+
+
+def test_the_moe_models_fused_path_is_its_reference():
+    moe = load_default_moe()
+    for dep in (MOE, Deployment(load_model("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8"), load_gpu("B200"), Parallelism(tp=4)),
+                Deployment(load_model("openai/gpt-oss-120b"), load_gpu("L4"), Parallelism(tp=8))):  # outside its data
+        fused = moe.predict_steps(dep, STEPS).energy_j
+        ref = moe.predict_steps(dep, STEPS, reference=True).energy_j
+        np.testing.assert_allclose(np.log(fused), np.log(ref), atol=1e-5)
