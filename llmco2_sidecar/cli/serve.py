@@ -104,8 +104,11 @@ def run(args: argparse.Namespace) -> int:
             _freeze_startup_objects()
             extra = f"; metrics on http://{config.host}:{listening.metrics_port}/metrics" if listening.metrics_port else ""
             replay = f"; replayed {core.replayed_messages} journal messages" if core.replayed_messages else ""
+            moe = getattr(core.predictor, "moe", None)
+            pred = core.predictor.name + (f", {moe.name} for mixtures of experts"
+                                          if moe is not None and moe is not getattr(core.predictor, "dense", None) else "")
             print(f"llmco2 sidecar listening on {listening.address} (log {config.log}; predictor "
-                  f"{core.predictor.name}{extra}{replay})", flush=True)
+                  f"{pred}{extra}{replay})", flush=True)
 
         await serve_forever(config, ready, stop)
 
