@@ -21,7 +21,7 @@ from .graph.builder import check_deployment
 from .hardware import load_gpu
 from .models import load_model
 from .predictor.api import Deployment, StepPredictor
-from .predictor.routed import name_for
+from .predictor.heldout import expected_error_for
 from .schedule import batch_steps
 from .workload import BatchQuery, Parallelism
 
@@ -129,16 +129,6 @@ def estimate(query: BatchQuery, settings: CarbonSettings = CarbonSettings(), pre
         "kv_cache": {"capacity_tokens": sched.kv_capacity_tokens, "fits": sched.kv_fits,
                      "preemptions": sched.preemptions, "recomputed_tokens": sched.recomputed_tokens},
         "steps": steps.n_steps,
-        "predictor": name_for(predictor, dep),
-        "expected_error": _expected_error(predictor, dep, query.model),
+        "predictor": predictor.name_for(dep),
+        "expected_error": err.as_dict() if (err := expected_error_for(predictor, dep, query.model)) else None,
     }
-
-
-def _expected_error(predictor: StepPredictor, dep: Deployment, model_id: str) -> dict | None:
-    """The predictor's typical error on this deployment (predictor/heldout.py), or None (unknown)."""
-    from .predictor.heldout import expected_error
-    from .predictor.routed import heldout_scores_for
-
-    held = heldout_scores_for(predictor, dep)
-    err = expected_error(dep.model, dep.gpu.gpu_id, held, hf_id=model_id) if held else None
-    return err.as_dict() if err is not None else None

@@ -17,20 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "llmco2-gnn-moe-v1 for mixtures of experts) on the model or its family, where its card has one.")
 
 
-def _heldout_by_family(moe: bool = False) -> dict[str, float]:
-    """Split name ('family=qwen3', 'model=Qwen/Qwen3-8B') -> MAPE of the recipe of the shipped GNN that
-    serves dense models (or, ``moe``, mixtures of experts) with that group held out (predictor/heldout.py)."""
-    from ..predictor.heldout import shipped_scores
-
-    return shipped_scores(moe)
-
-
 def _models() -> dict[str, dict]:
     from ..models import bundled_status, list_aliases, load_model
 
-    from ..predictor.heldout import family_of, name_family as family_of_id
+    from ..predictor.heldout import family_of, model_score, shipped_scores
 
-    held, held_moe = _heldout_by_family(), _heldout_by_family(moe=True)
+    held, held_moe = shipped_scores(), shipped_scores(moe=True)
     aliases = list_aliases()
     out = {}
     status = bundled_status()
@@ -48,19 +40,11 @@ def _models() -> dict[str, dict]:
             "local_attention": m.local_attention, "params_b": m.total_params / 1e9, "active_params_b": m.active_params / 1e9,
             "weight_bits": m.weight_bits, "expert_weight_bits": m.expert_bits if m.is_moe else None,
             "quant_method": m.quant_method or None, "format": fmt, "kv_bytes_per_token": m.kv_bytes_per_token,
-            "heldout_mape": _heldout_for(held_moe if m.is_moe else held, hf_id, aliases.get(hf_id, {}).get("base"),
-                                         family_of(m) if m.is_moe else family_of_id(hf_id), m.quant_method),
+            "heldout_mape": model_score(held_moe if m.is_moe else held, hf_id, aliases.get(hf_id, {}).get("base"),
+                                        family_of(m), m.quant_method)[0],
             **support,
         }
     return out
-
-
-def _heldout_for(held: dict[str, float], hf_id: str, base: str | None, family: str,
-                 quant_method: str | None = None) -> float | None:
-    """The most specific held-out score (:func:`~llmco2_sidecar.predictor.heldout.model_score`)."""
-    from ..predictor.heldout import model_score
-
-    return model_score(held, hf_id, base, family, quant_method)[0]
 
 
 def model_support(hf_id: str) -> dict:

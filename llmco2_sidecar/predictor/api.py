@@ -53,9 +53,14 @@ class StepPredictor(abc.ABC):
     #: Name reported in the ``predictor`` field of results, e.g. ``"llmco2-gnn-v1"``.
     name: str = "abstract"
 
-    def heldout_scores(self) -> dict[str, float]:
-        """``{held-out group: MAPE %}`` of this predictor on data it never saw (predictor/heldout.py);
-        empty where none is known (the analytic predictors, a model file trained with ``--no-heldout``)."""
+    def name_for(self, deployment: Deployment) -> str:
+        """The name of the model that answers for ``deployment`` (a router's member: predictor/routed.py)."""
+        return self.name
+
+    def heldout_scores(self, deployment: Deployment | None = None) -> dict[str, float]:
+        """``{held-out group: MAPE %}`` on data it never saw (predictor/heldout.py) of the model that
+        answers for ``deployment``; empty where none is known (the analytic predictors, a model file
+        trained with ``--no-heldout``)."""
         return {}
 
     @abc.abstractmethod

@@ -58,10 +58,6 @@ class Example:
 MOE_FAMILIES = ("qwen3-moe", "gpt-oss", "deepseek", "llama-4", "mixtral")
 
 
-def _family(model_id: str) -> str:
-    return name_family(model_id)
-
-
 def row_deployment(row: MLEnergyRow) -> Deployment:
     """Deployment of an ML.ENERGY row. The published id is looked up first: the models catalog knows
     the number formats of the FP8 and MXFP4 checkpoints it bundles (models/precision.py); an FP8 id it
@@ -107,7 +103,7 @@ def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4,
             continue
         w = steady_window(row, seed=seed * 100003 + i, k_decode=k_decode, k_prefill=k_prefill)
         out.append(Example(
-            key=row.key, source=row.source, model=architecture_of(dep.model), family=_family(row.model_id),
+            key=row.key, source=row.source, model=architecture_of(dep.model), family=name_family(row.model_id),
             gpu=row.gpu, deployment=dep, steps=w.steps, weight=w.weight, denom=w.tokens_per_step,
             target=w.target_j_per_token,
             meta={"task": row.task, "tp": row.tp, "batch": row.avg_batch_size, "precision": row.weight_precision,
@@ -130,7 +126,7 @@ def measured_examples(batches: list[MeasuredBatch], k_decode: int = 4) -> tuple[
         except InputError as exc:
             skipped[m.key] = str(exc)
             continue
-        common = dict(source=SOURCE_MEASURED, model=m.model, family=_family(m.model), gpu=gpu.gpu_id, deployment=dep,
+        common = dict(source=SOURCE_MEASURED, model=m.model, family=name_family(m.model), gpu=gpu.gpu_id, deployment=dep,
                       meta={"batch": m.batch, "prompt": m.prompt, "output": m.output, "tp": m.tp, "file": m.source_file})
         out.append(Example(key=m.key + "|prefill", steps=m.prefill_steps(), weight=np.ones(1), denom=1.0,
                            target=m.prefill_j, head="prefill", **common))
@@ -230,8 +226,8 @@ def pack(feats: list[Featurized], examples: list[Example], node_cols: np.ndarray
     for (n_nodes, _), idx in by_topo.items():
         x = np.concatenate([feats[i].node_x[:, :, node_cols] for i in idx])
         g = np.concatenate([feats[i].global_x[:, glob_cols] for i in idx])
-        if clip and "glob_lo" in norm:
-            g = np.clip(g, norm["glob_lo"], norm["glob_hi"])
+        if clip:
+            g = clip_globals(g, norm)
         x = (x - norm["node_mean"]) / norm["node_std"]
         g = (g - norm["glob_mean"]) / norm["glob_std"]
         pos = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
@@ -256,6 +252,12 @@ def pack(feats: list[Featurized], examples: list[Example], node_cols: np.ndarray
         n_steps=int(offsets[-1]),
         n_examples=len(examples),
     )
+
+
+def clip_globals(g: np.ndarray, norm: dict[str, np.ndarray]) -> np.ndarray:
+    """Raw globals (the model's columns) clipped to ``norm['glob_lo']`` / ``['glob_hi']`` when the
+    model file has them (``ModelState.clip_inputs``)."""
+    return np.clip(g, norm["glob_lo"], norm["glob_hi"]) if "glob_lo" in norm else g
 
 
 def global_range(feats: list[Featurized], glob_cols: np.ndarray) -> dict[str, np.ndarray]:

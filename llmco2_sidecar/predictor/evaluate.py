@@ -129,14 +129,20 @@ def _fit_key(train: np.ndarray, seed: int) -> tuple[bytes, int]:
     return np.asarray(train, dtype=np.int64).tobytes(), seed
 
 
+def _take_fit(fitted: dict, train: np.ndarray, seed: int, pop: bool, spec: str):
+    """The model ours fitted on this split (``pop``: dropped from ``fitted``, the last twin to read it)."""
+    model = (fitted.pop if pop else fitted.get)(_fit_key(train, seed), None)
+    if model is None:
+        raise RuntimeError(f"{spec}: ours must be fitted on this split first")
+    return model
+
+
 def whole_residual_spec(fitted: dict, pop: bool = True) -> Spec:
     """The model a :func:`gnn_spec` with the same ``fitted`` dict trained on the same split (it must
     run first), scored with its GNN residual whole (scale 1, no bound): the like-for-like "before".
     ``pop``: the fit is dropped from ``fitted`` once taken (the last twin to read it)."""
     def fit(examples, feats, train, seed):
-        model = (fitted.pop if pop else fitted.get)(_fit_key(train, seed), None)
-        if model is None:
-            raise RuntimeError("whole_residual_spec: the shrinking spec must be fitted on this split first")
+        model = _take_fit(fitted, train, seed, pop, "whole_residual_spec")
 
         def predict(test):
             st = model.state
@@ -183,9 +189,7 @@ def clipped_inputs_spec(fitted: dict, pop: bool = True) -> Spec:
     (``ModelState.clip_inputs``): the training is the same, only the extrapolation differs. ``pop``:
     as :func:`whole_residual_spec`'s."""
     def fit(examples, feats, train, seed):
-        model = (fitted.pop if pop else fitted.get)(_fit_key(train, seed), None)
-        if model is None:
-            raise RuntimeError("clipped_inputs_spec: ours must be fitted on this split first")
+        model = _take_fit(fitted, train, seed, pop, "clipped_inputs_spec")
 
         def predict(test):
             keep = model.state.clip_inputs

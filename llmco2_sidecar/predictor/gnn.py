@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from ..graph import GLOBAL_FEATURE_NAMES, NODE_FEATURE_NAMES
 from ..workload import StepBatch
 from .api import Deployment, StepPrediction, StepPredictor
-from .dataset import Featurized, Packed, featurize_steps
+from .dataset import Featurized, Packed, clip_globals, featurize_steps
 from .fused import FusedForward
 from .layers import TwoStageGNN, mean_adjacency
 from .physics import GuardStats, apply_power_bounds, soft_window_log
@@ -109,11 +109,6 @@ class GNNPredictor(StepPredictor):
     the hyper-parameter grid): their log predictions are averaged.
     """
 
-    def heldout_scores(self) -> dict[str, float]:
-        from .heldout import scores_from_info
-
-        return scores_from_info(self.state.info)
-
     def __init__(self, net: TwoStageGNN | list[TwoStageGNN], state: ModelState):
         self.nets = [n.eval() for n in (net if isinstance(net, list) else [net])]
         self.state = state
@@ -123,6 +118,7 @@ class GNNPredictor(StepPredictor):
         self._glob_idx = np.array([ALL_GLOBALS.index(c) for c in cfg.global_columns()])
         self._adj_cache: dict[tuple[int, bytes], torch.Tensor] = {}
         self._fused_fwd: FusedForward | None = None
+        self._clip_full: tuple | None = None  # (norm array ids, full-row clip bounds): _full_clip_bounds
         #: how often the power window (idle floor, TDP cap) acted on this predictor's steps
         self.guard = GuardStats()
 
@@ -216,12 +212,14 @@ class GNNPredictor(StepPredictor):
             adj = self._adj_cache[key] = mean_adjacency(torch.from_numpy(fe.edge_index), fe.node_x.shape[1])
         return np.ascontiguousarray(x, dtype=np.float32), adj, np.ascontiguousarray(g, dtype=np.float32)
 
+    def heldout_scores(self, deployment: Deployment | None = None) -> dict[str, float]:
+        from .heldout import scores_from_info
+
+        return scores_from_info(self.state.info)
+
     def clipped_globals(self, g: np.ndarray) -> np.ndarray:
         """``g`` (the model's global columns, raw) clipped to the training range when the model says so."""
-        n = self.state.norm
-        if not self.state.clip_inputs or "glob_lo" not in n:
-            return g
-        return np.clip(g, n["glob_lo"], n["glob_hi"])
+        return clip_globals(g, self.state.norm) if self.state.clip_inputs else g
 
     def _full_clip_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(lo, hi)`` over the full global row (unbounded outside the model's columns), or None."""
@@ -229,7 +227,7 @@ class GNNPredictor(StepPredictor):
         if not self.state.clip_inputs or "glob_lo" not in n:
             return None
         key = (id(n["glob_lo"]), id(n["glob_hi"]))
-        hit = getattr(self, "_clip_full", None)
+        hit = self._clip_full
         if hit is None or hit[0] != key:
             lo = np.full(len(ALL_GLOBALS), -np.inf)
             hi = np.full(len(ALL_GLOBALS), np.inf)

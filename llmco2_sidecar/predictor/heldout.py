@@ -104,7 +104,7 @@ def name_family(model_id: str) -> str:
 
 def family_of(model) -> str:
     """A model's held-out family: MoE families by ``model_type``, dense ones by name (as in training)."""
-    if getattr(model, "is_moe", False):
+    if model.is_moe:
         return MOE_FAMILIES.get(model.model_type, model.model_type)
     return name_family(model.name)
 
@@ -144,20 +144,20 @@ def expected_error(model, gpu_name: str, held: dict[str, float] | None = None, h
     """The error to expect on ``model`` (a :class:`~llmco2_sidecar.models.spec.ModelSpec`) served on
     GPUs named ``gpu_name`` (see the module docstring); ``None`` when the predictor has no held-out
     scores (a model file trained with ``--no-heldout``, or another predictor)."""
-    held = shipped_scores(bool(getattr(model, "is_moe", False))) if held is None else held
+    held = shipped_scores(model.is_moe) if held is None else held
     if not held:
         return None
     hf_id = hf_id or model.name
     candidates: list[tuple[float, str]] = []
-    score, groups = model_score(held, hf_id, base, family_of(model), getattr(model, "quant_method", "") or None)
+    score, groups = model_score(held, hf_id, base, family_of(model), model.quant_method or None)
     if score is None:  # a family never seen: the worst hold-out of its kind (dense or MoE)
         moe = set(MOE_FAMILIES.values())
         kind = {k: v for k, v in held.items() if (k.startswith("family=") or k.startswith("model="))
-                and (_group_family(k) in moe) == bool(getattr(model, "is_moe", False))}
+                and (_group_family(k) in moe) == model.is_moe}
         score, key = _worst(kind, "")
         groups = (key,) if key else ()
         if score is not None:
-            what = "mixture-of-experts" if getattr(model, "is_moe", False) else "dense"
+            what = "mixture-of-experts" if model.is_moe else "dense"
             candidates.append((score, f"family never seen: the worst {what} hold-out ({key})"))
     else:
         candidates.append((score, f"its own hold-out ({', '.join(groups)})"))
@@ -175,3 +175,10 @@ def expected_error(model, gpu_name: str, held: dict[str, float] | None = None, h
         return None
     mape, basis = max(candidates)
     return ExpectedError(float(mape), groups, basis)
+
+
+def expected_error_for(predictor, deployment, model_id: str | None = None) -> ExpectedError | None:
+    """:func:`expected_error` of the model of ``predictor`` that answers for ``deployment`` (a
+    :class:`~.api.Deployment`), from that model's own held-out scores; None when it has none."""
+    held = predictor.heldout_scores(deployment)
+    return expected_error(deployment.model, deployment.gpu.gpu_id, held, hf_id=model_id or None) if held else None

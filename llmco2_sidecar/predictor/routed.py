@@ -9,34 +9,26 @@ mixture-of-experts families held out it beats the dense model's transfer on aver
 (``moe_transfer.md``). So each deployment goes to the model made for its kind: dense figures stay
 exactly the dense model's, and a mixture of experts gets the model that has seen experts.
 
-The router is a :class:`~.api.StepPredictor` like any other; ``name_for(deployment)`` and
-``heldout_scores(deployment)`` say which model answered and how well it does on held-out data.
+The router is a :class:`~.api.StepPredictor` like any other; its ``name_for(deployment)`` and
+``heldout_scores(deployment)`` name the member that answers and give that member's held-out scores.
 """
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from .api import Deployment, StepPredictor
-from .physics import GuardStats
-
-log = logging.getLogger(__name__)
 
 
 class RoutedPredictor(StepPredictor):
-    """``dense`` for dense models, ``moe`` for mixtures of experts (``dense`` too when ``moe`` is None)."""
+    """``dense`` for dense models, ``moe`` for mixtures of experts (``dense`` too when ``moe`` is None);
+    both :class:`~.gnn.GNNPredictor` (or anything with its ``guard`` and ``predict_duration_s``)."""
 
     def __init__(self, dense, moe=None):
         self.dense = dense
         self.moe = moe if moe is not None else dense
         self.name = dense.name
-        # one count of the power window's interventions over both models (the demo prints it)
-        self.guard = getattr(dense, "guard", None) or GuardStats()
-        for m in (self.dense, self.moe):
-            if hasattr(m, "guard"):
-                m.guard = self.guard
+        self.guard = self.moe.guard = dense.guard  # one count of the power window over both (the demo prints it)
 
     def pick(self, deployment: Deployment):
         return self.moe if deployment.model.is_moe else self.dense
@@ -45,27 +37,11 @@ class RoutedPredictor(StepPredictor):
         return self.pick(deployment).name
 
     def heldout_scores(self, deployment: Deployment | None = None) -> dict[str, float]:
-        model = self.dense if deployment is None else self.pick(deployment)
-        return model.heldout_scores()
+        return (self.dense if deployment is None else self.pick(deployment)).heldout_scores(deployment)
 
     def predict_steps(self, deployment: Deployment, steps, **kw):
         return self.pick(deployment).predict_steps(deployment, steps, **kw)
 
     def predict_duration_s(self, deployment: Deployment, steps) -> np.ndarray:
-        model = self.pick(deployment)
-        fn = getattr(model, "predict_duration_s", None)
-        return fn(deployment, steps) if fn is not None else model.predict_steps(deployment, steps).duration_s
+        return self.pick(deployment).predict_duration_s(deployment, steps)
 
-
-def name_for(predictor, deployment: Deployment) -> str:
-    """The name of the model that answers for ``deployment`` (a router's member, else the predictor's)."""
-    fn = getattr(predictor, "name_for", None)
-    return fn(deployment) if fn is not None else predictor.name
-
-
-def heldout_scores_for(predictor, deployment: Deployment | None) -> dict[str, float]:
-    """The held-out scores of the model that answers for ``deployment``."""
-    if isinstance(predictor, RoutedPredictor):
-        return predictor.heldout_scores(deployment)
-    fn = getattr(predictor, "heldout_scores", None)
-    return fn() if fn is not None else {}

@@ -44,8 +44,7 @@ from .isolation import IsolationMixin
 from .ledger import RequestLedger
 from .metrics import SidecarMetrics
 from .prediction import predict_steps  # noqa: F401  (re-exported)
-from ..predictor.routed import name_for
-from .records import Accounting, error_record, expected_error_pct, make_accounting, request_record
+from .records import Accounting, error_record, make_accounting, request_record, with_predictor
 from .static import static_batch_energy
 from .windows import WindowsMixin, _Window  # noqa: F401  (_Window: re-exported for tests)
 
@@ -218,10 +217,9 @@ class Pipeline(IsolationMixin, WindowsMixin):
                 from ..config import open_grid_source
 
                 self.grid = open_grid_source(self.config).start()
-            acc = make_accounting(self.config, stream.deployment, self.grid)
-            acc.expected_error_pct = expected_error_pct(self.predictor, stream.deployment, stream.model_label)
-            acc.predictor_name = name_for(self.predictor, stream.deployment)
-            self._accounting[stream.stream_id] = acc
+            acc = self._accounting[stream.stream_id] = with_predictor(
+                make_accounting(self.config, stream.deployment, self.grid), self.predictor, stream.deployment,
+                stream.model_label)
         return acc
 
     # ---- processing ------------------------------------------------------------------------------

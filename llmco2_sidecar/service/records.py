@@ -68,15 +68,15 @@ def make_accounting(config, deployment, grid=None) -> Accounting:
                       grid=grid)
 
 
-def expected_error_pct(predictor, deployment, model_id: str = "") -> float | None:
-    """The typical error of ``predictor``'s figures on ``deployment`` in % (predictor/heldout.py), or
-    None when the predictor has no held-out scores."""
-    from ..predictor.heldout import expected_error
-    from ..predictor.routed import heldout_scores_for
+def with_predictor(acc: Accounting, predictor, deployment, model_id: str = "") -> Accounting:
+    """``acc`` with the facts of the model of ``predictor`` that answers for ``deployment``: its name
+    and its typical error there in % (predictor/heldout.py; None without held-out scores)."""
+    from ..predictor.heldout import expected_error_for
 
-    held = heldout_scores_for(predictor, deployment)
-    err = expected_error(deployment.model, deployment.gpu.gpu_id, held, hf_id=model_id or None) if held else None
-    return round(err.mape_pct, 2) if err is not None else None
+    err = expected_error_for(predictor, deployment, model_id)
+    acc.expected_error_pct = round(err.mape_pct, 2) if err is not None else None
+    acc.predictor_name = predictor.name_for(deployment)
+    return acc
 
 
 def grid_fields(reading) -> dict:

@@ -30,8 +30,7 @@ from ..energy.accounting import (account_steps, embodied_g, gpu_idle_w, operatio
                                  predict_with_shares, resolve_accounting)
 from ..energy.sci import request_sci
 from ..errors import InputError
-from ..service.records import Accounting
-from ..predictor.routed import name_for
+from ..service.records import Accounting, with_predictor
 from .engine import EngineConfig, EngineSimulator, StepChunk
 from .quantiles import LogHistogram
 from .traces import open_trace
@@ -139,10 +138,7 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
     predictor = load_predictor(setup.predictor)
     acc = resolve_accounting(dep, setup.pue, setup.carbon_intensity_g_per_kwh, setup.region,
                              setup.host_idle_w_per_gpu, setup.formation_j, setup.lifetime_years)
-    from ..service.records import expected_error_pct
-
-    acc.expected_error_pct = expected_error_pct(predictor, dep, setup.model)
-    acc.predictor_name = name_for(predictor, dep)
+    with_predictor(acc, predictor, dep, setup.model)
     series = _intensity(setup)
     if series is not None and (setup.carbon_intensity_g_per_kwh is not None or regions):
         raise InputError("intensity-csv", "a time-varying intensity replaces --region / --carbon-intensity")
@@ -275,7 +271,7 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                                              for rid, why in st.rejected_ids[:5]]},
         "trace": {"path": setup.trace, "format": trace.format, "rows": trace.rows,
                   "skipped_zero_tokens": trace.skipped, "start_epoch_s": trace.epoch_s},
-        "predictor": name_for(predictor, dep),
+        "predictor": acc.predictor_name,
         # the predictor's typical error on this deployment, in % (predictor/heldout.py; None: unknown)
         "expected_error_pct": acc.expected_error_pct,
         "note": NOTE,
@@ -312,7 +308,7 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                     "g_per_1k_tokens": (1000.0 * (op + emb) / (out_tok + tokens["prompt"])
                                         if out_tok + tokens["prompt"] else None),
                     "idle_included": True}
-        s["setup"] = _setup_dict(setup, dep, acc_r, name_for(predictor, dep), series is not None)
+        s["setup"] = _setup_dict(setup, dep, acc_r, series is not None)
         return s
 
     if regions:
@@ -327,11 +323,11 @@ def _region_fields(code: str | None) -> dict:
     return {"ci_g_per_kwh": reg.g_per_kwh, "region": reg.code}
 
 
-def _setup_dict(setup: ReplaySetup, dep, acc: Accounting, predictor_name: str, series: bool) -> dict:
+def _setup_dict(setup: ReplaySetup, dep, acc: Accounting, series: bool) -> dict:
     eng = asdict(setup.engine)
     eng["kv_capacity_tokens"] = eng["kv_capacity_tokens"]  # None: from the deployment (see simulation)
     return {"model": setup.model, "gpu": dep.gpu.gpu_id, "tp": setup.tp, "pp": setup.pp, "n_gpus": dep.n_gpus,
-            **eng, "predictor": predictor_name, "pue": acc.pue,
+            **eng, "predictor": acc.predictor_name, "pue": acc.pue,
             "carbon_intensity_g_per_kwh": None if series else acc.ci_g_per_kwh,
             "region": "intensity series" if series else acc.region,
             "host_idle_w": acc.host_busy_w, "gpu_idle_w": gpu_idle_w(acc), "formation_j": acc.formation_j,

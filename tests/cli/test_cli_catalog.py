@@ -8,20 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmco2_sidecar.cli.catalog import _heldout_for
+from llmco2_sidecar.predictor.heldout import model_score
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_heldout_prefers_the_model_then_its_family_and_takes_the_worse_format():
     held = {"model=Qwen/Qwen3-8B": 7.4, "family=qwen3": 9.6, "family=deepseek": 33.4, "precision=fp8": 25.8}
-    assert _heldout_for(held, "Qwen/Qwen3-8B", None, "qwen3") == 7.4
-    assert _heldout_for(held, "Qwen/Qwen3-8B-Instruct", "Qwen/Qwen3-8B", "qwen3") == 7.4  # an alias: its base
-    assert _heldout_for(held, "Qwen/Qwen3-4B", None, "qwen3") == 9.6
-    assert _heldout_for(held, "Qwen/Qwen3-8B-FP8", "Qwen/Qwen3-8B", "qwen3", "fp8") == 25.8
-    assert _heldout_for(held, "deepseek-ai/DeepSeek-V3", None, "deepseek", "fp8") == 33.4
-    assert _heldout_for(held, "x/unknown", None, "unknown") is None
-    assert _heldout_for(held, "x/unknown-fp8", None, "unknown", "fp8") == 25.8
+    assert model_score(held, "Qwen/Qwen3-8B", None, "qwen3")[0] == 7.4
+    assert model_score(held, "Qwen/Qwen3-8B-Instruct", "Qwen/Qwen3-8B", "qwen3")[0] == 7.4  # an alias: its base
+    assert model_score(held, "Qwen/Qwen3-4B", None, "qwen3")[0] == 9.6
+    assert model_score(held, "Qwen/Qwen3-8B-FP8", "Qwen/Qwen3-8B", "qwen3", "fp8")[0] == 25.8
+    assert model_score(held, "deepseek-ai/DeepSeek-V3", None, "deepseek", "fp8")[0] == 33.4
+    assert model_score(held, "x/unknown", None, "unknown")[0] is None
+    assert model_score(held, "x/unknown-fp8", None, "unknown", "fp8")[0] == 25.8
 
 
 def test_catalog_column_matches_the_shipped_model_file():

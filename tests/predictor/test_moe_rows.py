@@ -5,8 +5,9 @@ import pytest
 
 from llmco2_sidecar.cli.train import BUNDLED_MLENERGY
 from llmco2_sidecar.models import load_model
-from llmco2_sidecar.predictor.dataset import MOE_FAMILIES, _family, architecture_of, row_deployment
+from llmco2_sidecar.predictor.dataset import MOE_FAMILIES, architecture_of, row_deployment
 from llmco2_sidecar.predictor.evaluate import make_splits
+from llmco2_sidecar.predictor.heldout import name_family
 from llmco2_sidecar.predictor.mlenergy import exclusion_reason, load_rows
 
 
@@ -17,7 +18,7 @@ from llmco2_sidecar.predictor.mlenergy import exclusion_reason, load_rows
     ("meta-llama/Meta-Llama-3.1-8B-Instruct", "llama-3"), ("mistralai/Mistral-7B-Instruct-v0.3", "mistral"),
 ])
 def test_moe_families_never_mix_with_dense_ones(model_id, family):
-    assert _family(model_id) == family
+    assert name_family(model_id) == family
     assert (family in MOE_FAMILIES) == bool(load_model(model_id).num_experts)
 
 

@@ -12,7 +12,7 @@ from llmco2_sidecar.models import load_model
 from llmco2_sidecar.predictor import default as default_mod
 from llmco2_sidecar.predictor.api import Deployment
 from llmco2_sidecar.predictor.gnn import load_default, load_default_moe
-from llmco2_sidecar.predictor.routed import RoutedPredictor, heldout_scores_for, name_for
+from llmco2_sidecar.predictor.routed import RoutedPredictor
 from llmco2_sidecar.workload import Parallelism, StepBatch
 
 STEPS = StepBatch.from_steps([[(0, 256)] * 2, [(300, 1)] * 16], duration_s=[0.08, 0.03])
@@ -28,7 +28,7 @@ def routed():
 def test_each_kind_goes_to_its_own_model_and_says_so(routed):
     dense, moe = load_default(), load_default_moe()
     assert isinstance(routed, RoutedPredictor) and moe is not None
-    assert (name_for(routed, DENSE), name_for(routed, MOE)) == ("llmco2-gnn-v1", "llmco2-gnn-moe-v1")
+    assert (routed.name_for(DENSE), routed.name_for(MOE)) == ("llmco2-gnn-v1", "llmco2-gnn-moe-v1")
     np.testing.assert_array_equal(routed.predict_steps(DENSE, STEPS).energy_j, dense.predict_steps(DENSE, STEPS).energy_j)
     np.testing.assert_array_equal(routed.predict_steps(MOE, STEPS).energy_j, moe.predict_steps(MOE, STEPS).energy_j)
     assert not np.allclose(routed.predict_steps(MOE, STEPS).energy_j, dense.predict_steps(MOE, STEPS).energy_j)
@@ -37,7 +37,7 @@ def test_each_kind_goes_to_its_own_model_and_says_so(routed):
 
 
 def test_held_out_scores_are_the_answering_models(routed):
-    dense_scores, moe_scores = heldout_scores_for(routed, DENSE), heldout_scores_for(routed, MOE)
+    dense_scores, moe_scores = routed.heldout_scores(DENSE), routed.heldout_scores(MOE)
     assert dense_scores == load_default().heldout_scores() and moe_scores == load_default_moe().heldout_scores()
     assert "family=qwen3-moe" in moe_scores and "precision=mxfp4" in moe_scores
     assert dense_scores != moe_scores
@@ -67,7 +67,7 @@ def test_without_a_moe_model_file_the_dense_model_serves_everything(monkeypatch,
     try:
         with caplog.at_level(logging.WARNING):
             p = default_mod.default_predictor()
-        assert name_for(p, MOE) == "llmco2-gnn-v1" and "truncated file" in caplog.text
+        assert p.name_for(MOE) == "llmco2-gnn-v1" and "truncated file" in caplog.text
         np.testing.assert_array_equal(p.predict_steps(MOE, STEPS).energy_j, load_default().predict_steps(MOE, STEPS).energy_j)
     finally:
         default_mod.default_predictor.cache_clear()
@@ -77,7 +77,7 @@ def test_a_plain_predictor_answers_for_itself():
     from llmco2_sidecar.predictor.roofline import RooflinePredictor
 
     r = RooflinePredictor()
-    assert name_for(r, MOE) == "roofline-analytic" and heldout_scores_for(r, MOE) == {}
+    assert r.name_for(MOE) == "roofline-analytic" and r.heldout_scores(MOE) == {}
     assert RoutedPredictor(load_default()).name_for(MOE) == "llmco2-gnn-v1"
 
 

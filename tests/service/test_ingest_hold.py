@@ -88,21 +88,28 @@ def _open(sc):
     return ch, sidecar_pb2_grpc.CarbonSidecarStub(ch)
 
 
+def _gated_stream(n_steps: int, finish: bool = False):
+    """``(messages, sent, gate)``: the identity and ``n_steps`` steps-only messages (``sent`` set after
+    them), then, once ``gate`` is set, r0's finish if asked; the stream stays open until ``gate``."""
+    gate, sent = threading.Event(), threading.Event()
+
+    def gen():
+        yield identity(cumulative_acks=True)
+        for k in range(n_steps):
+            yield _step(k)
+        sent.set()
+        gate.wait(10)
+        if finish:
+            yield _finish(n_steps)
+            gate.wait(10)
+    return gen(), sent, gate
+
+
 def test_held_messages_are_acknowledged_only_once_journaled_and_a_finish_sees_every_step(tmp_path):
     with SidecarThread(make_config(tmp_path, ack_interval_ms=1000.0, ingest_hold_ms=400.0)) as sc:
         ch, stub = _open(sc)
-        gate, sent = threading.Event(), threading.Event()
-
-        def gen():
-            yield identity(cumulative_acks=True)
-            for k in range(5):
-                yield _step(k)
-            sent.set()
-            gate.wait(10)
-            yield _finish(5)
-            gate.wait(10)
-
-        call = stub.StreamEvents(gen())
+        messages, sent, gate = _gated_stream(5, finish=True)
+        call = stub.StreamEvents(messages)
         assert next(call).seq == 0
         sent.wait(5)
         time.sleep(0.15)  # the hold (400 ms) is not over: nothing journaled, nothing acknowledged
@@ -119,15 +126,8 @@ def test_held_messages_are_acknowledged_only_once_journaled_and_a_finish_sees_ev
 def test_a_quiet_stream_is_ingested_and_acknowledged_by_the_timer(tmp_path):
     with SidecarThread(make_config(tmp_path, ack_interval_ms=20.0, ingest_hold_ms=60.0)) as sc:
         ch, stub = _open(sc)
-        gate = threading.Event()
-
-        def gen():
-            yield identity(cumulative_acks=True)
-            for k in range(3):
-                yield _step(k)
-            gate.wait(10)  # the stream stays open
-
-        call = stub.StreamEvents(gen())
+        messages, _, gate = _gated_stream(3)  # the stream stays open
+        call = stub.StreamEvents(messages)
         next(call)
         ack = next(call)
         gate.set()
@@ -189,16 +189,8 @@ def test_the_hold_never_outlasts_the_ack_interval(tmp_path):
 def test_hold_zero_ingests_each_message_at_once(tmp_path):
     with SidecarThread(make_config(tmp_path, ack_interval_ms=500.0, ingest_hold_ms=0.0)) as sc:
         ch, stub = _open(sc)
-        gate, sent = threading.Event(), threading.Event()
-
-        def gen():
-            yield identity(cumulative_acks=True)
-            for k in range(3):
-                yield _step(k)
-            sent.set()
-            gate.wait(10)
-
-        call = stub.StreamEvents(gen())
+        messages, sent, gate = _gated_stream(3)
+        call = stub.StreamEvents(messages)
         next(call)
         sent.wait(5)
         deadline = time.monotonic() + 5

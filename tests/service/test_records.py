@@ -14,7 +14,7 @@ from llmco2_sidecar.predictor.gnn import load_default
 from llmco2_sidecar.predictor.heldout import expected_error
 from llmco2_sidecar.predictor.roofline import RooflinePredictor
 from llmco2_sidecar.service.lookups import record_to_proto
-from llmco2_sidecar.service.records import expected_error_pct, make_accounting, request_record
+from llmco2_sidecar.service.records import make_accounting, request_record, with_predictor
 
 STREAM = SimpleNamespace(stream_id="e1", model_label="Qwen/Qwen3-8B", gpu_label="H100-SXM5-80GB")
 
@@ -23,11 +23,15 @@ def _dep(model: str = "Qwen/Qwen3-8B", gpu: str = "H100-SXM5-80GB") -> Deploymen
     return Deployment(load_model(model), load_gpu(gpu))
 
 
-def test_expected_error_per_predictor():
+def test_an_engines_accounting_names_its_model_and_that_models_error():
     dep = _dep()
-    assert expected_error_pct(load_default(), dep, "Qwen/Qwen3-8B") == pytest.approx(
-        expected_error(dep.model, dep.gpu.gpu_id).mape_pct, abs=0.005)
-    assert expected_error_pct(RooflinePredictor(), dep) is None
+    acc = with_predictor(make_accounting(SidecarConfig(), dep), load_default(), dep, "Qwen/Qwen3-8B")
+    assert acc.expected_error_pct == pytest.approx(expected_error(dep.model, dep.gpu.gpu_id).mape_pct, abs=0.005)
+    assert acc.predictor_name == "llmco2-gnn-v1"
+    plain = with_predictor(make_accounting(SidecarConfig(), dep), RooflinePredictor(), dep)
+    assert plain.expected_error_pct is None and plain.predictor_name == "roofline-analytic"
+    rec = request_record(STREAM, acc, "r0", 1.0, 10, 5, 1.0, 2.0, 0.5, 0.1, 6, False, predictor="ignored")
+    assert rec["predictor"] == "llmco2-gnn-v1"  # the answering model, not the caller's label
 
 
 @pytest.mark.parametrize("source, want", [("predicted", 16.4), ("measured", None)])
