@@ -144,15 +144,21 @@ def _reject_all_steps(st: pb.StepColumns, ack: pb.Ack, rej: _Rejections, field_:
     rej.add(pb.Rejection.KIND_STEP, st.step_id[0] if len(st.step_id) else 0, "", field_, reason)
 
 
-def _note_new_requests(stream, ack, rids: list, ctx, uniq: set | None = None) -> None:
+def _note_new_requests(stream, ack, rids: list, ctx, first: dict | None = None) -> None:
     """Track the stream's live requests (both validation paths): continuing requests never seen before
-    are accepted and flagged; an id used again after its finish is a new request. ``uniq``:
-    ``set(rids)`` when the caller has it."""
+    are accepted and flagged; an id used again after its finish is a new request. ``first``: each
+    distinct id's first index in ``rids`` (:func:`_first_index`) when the caller has it."""
     live = stream.live
-    unseen = (set(rids) if uniq is None else uniq).difference(live)
-    if not unseen:
-        return
-    index = rids.index  # a C-level scan per new id: few new ids per message, many slices
+    if first is None:
+        unseen = set(rids).difference(live)
+        if not unseen:
+            return
+        index = rids.index  # a C-level scan per new id: few slices here (one step)
+    else:
+        unseen = first.keys() - live
+        if not unseen:
+            return
+        index = first.__getitem__
     ack.flagged += sum(1 for r in unseen if ctx[index(r)] > 0)
     if len(live) > 1_000_000:  # an engine that never reports finishes
         live.clear()
@@ -160,6 +166,13 @@ def _note_new_requests(stream, ack, rids: list, ctx, uniq: set | None = None) ->
     done = stream.recently_done
     for r in unseen:
         done.pop(r, None)
+
+
+def _first_index(rids: list) -> dict:
+    """Each distinct id of ``rids`` -> the index of its first slice (one C-level pass: the later
+    insertions of an id, made first in reversed order, are overwritten by the earlier ones)."""
+    n = len(rids)
+    return dict(zip(reversed(rids), range(n - 1, -1, -1)))
 
 
 def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Rejections) -> AcceptedSteps | None:
@@ -208,7 +221,7 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
             if mask.any():
                 mark(np.bincount(step_of[mask], minlength=S) > 0, code)
         # the checks on the distinct ids (a request appears in many steps of a message)
-        uniq = set(rids)
+        uniq = _first_index(rids)
         empties = [i for i, r in enumerate(rids) if not r or len(r) > MAX_REQUEST_ID_LEN] \
             if not all(uniq) or max(map(len, uniq)) > MAX_REQUEST_ID_LEN else []
         if empties:

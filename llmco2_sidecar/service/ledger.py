@@ -21,6 +21,7 @@ _FLOAT_COLS = ("prefill_j", "decode_j", "serving_j", "gpu_s", "last_wall_s")
 _INT_COLS = ("steps", "decode_slices", "prompt_tokens", "prefill_tokens", "uncalibrated")
 # calibrated mode: each running request's predicted energy in its engine's open window
 _WINDOW_COLS = ("win_prefill_j", "win_decode_j", "win_serving_j")
+_N_FLOAT = len(_FLOAT_COLS)
 
 
 @dataclass
@@ -124,11 +125,18 @@ class RequestLedger:
 
     def _grow(self, capacity: int) -> None:
         old = self._cap
-        for name in _FLOAT_COLS + _INT_COLS + _WINDOW_COLS:
-            arr = np.zeros(capacity, dtype=np.int64 if name in _INT_COLS else np.float64)
-            if old:
-                arr[:old] = self.cols[name]
-            self.cols[name] = arr
+        # the columns are rows of two arrays (floats: _FLOAT_COLS then _WINDOW_COLS; ints), so a
+        # request's totals are two column reads (totals()) and a new slot two writes (slots())
+        floats = np.zeros((len(_FLOAT_COLS) + len(_WINDOW_COLS), capacity))
+        ints = np.zeros((len(_INT_COLS), capacity), dtype=np.int64)
+        if old:
+            floats[:, :old] = self._floats
+            ints[:, :old] = self._ints
+        self._floats, self._ints = floats, ints
+        for i, name in enumerate(_FLOAT_COLS + _WINDOW_COLS):
+            self.cols[name] = floats[i]
+        for i, name in enumerate(_INT_COLS):
+            self.cols[name] = ints[i]
         touched = np.zeros(capacity)
         touched[:old] = self.touched
         self.touched = touched
@@ -155,8 +163,8 @@ class RequestLedger:
             index[r] = s
             self._rid[s] = r
             self._stream[s] = stream_id
-            for col in self.cols.values():
-                col[s] = 0
+            self._floats[:, s] = 0.0
+            self._ints[:, s] = 0
             self.touched[s] = time.monotonic()
         get = index.__getitem__
         return np.fromiter(map(get, request_ids), dtype=np.int64, count=len(request_ids))
@@ -198,9 +206,8 @@ class RequestLedger:
         s = self._index.get(request_id)
         if s is None:
             return None
-        c = self.cols
-        return RunningTotals(request_id, self._stream[s], *(float(c[n][s]) for n in _FLOAT_COLS),
-                             *(int(c[n][s]) for n in _INT_COLS))
+        return RunningTotals(request_id, self._stream[s], *self._floats[:_N_FLOAT, s].tolist(),
+                             *self._ints[:, s].tolist())
 
     def close(self, request_id: str) -> RunningTotals | None:
         """Remove a running request and return its totals."""

@@ -152,3 +152,32 @@ def test_each_rejection_reason_matches(code):
 def test_accepted_steps_match(slices, phase):
     ack = _both(_msg(slices=slices, phase=phase), (5, 100.0, ["z"], ["c"]))
     assert ack.steps_accepted == 1
+
+
+def test_multi_step_message_flags_by_each_requests_first_slice():
+    """A continuing request never seen before is flagged by its FIRST slice of the message (context
+    above 0), whatever its later slices say; a new one (first slice a prefill) is not. The columnar
+    path finds first slices through one id -> first index map (ingest._first_index)."""
+    ev = pb.EventBatch(seq=1)
+    c = ev.steps
+    # step 1: x continues (ctx 7), y starts (ctx 0); step 2: x again with ctx 0, y decodes, z continues;
+    # step 3: w starts; step 4: w decodes, v continues, x again
+    steps = [[("x", 1, 7, 7), ("y", 5, 0, 5)], [("x", 3, 0, 3), ("y", 1, 5, 5), ("z", 1, 9, 4)],
+             [("w", 4, 0, 4)], [("w", 1, 4, 4), ("v", 1, 20, 8), ("x", 1, 3, 3)]]
+    for k, sl in enumerate(steps):
+        c.step_id.append(10 + k)
+        c.start_s.append(100.0 + k)
+        c.end_s.append(100.5 + k)
+        c.slice_count.append(len(sl))
+        for r, n, x, p in sl:
+            c.request_id.append(r)
+            c.new_tokens.append(n)
+            c.context_tokens.append(x)
+            c.prompt_tokens.append(p)
+    assert ing._first_index(list(c.request_id)) == {"x": 0, "y": 1, "z": 4, "w": 5, "v": 7}
+    s = ing.open_stream(identity("e").identity, {})
+    s.live = {"z"}  # z is known: not flagged
+    res = ing.ingest(s, ev)
+    assert res.ack.steps_accepted == 4
+    assert res.ack.flagged == 2  # x and v
+    assert s.live == {"x", "y", "z", "w", "v"}

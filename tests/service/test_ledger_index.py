@@ -48,3 +48,33 @@ def test_ledger_find_after_eviction_and_reuse_of_an_id():
     done, _ = led.find("x-")
     assert [r["request_id"] for r in done] == ["x-0", "x-4", "x-5"]
     assert sorted(r["request_id"] for r in led.find("c-")[0]) == ["x-4", "x-5"]
+
+
+def test_running_totals_survive_growth_and_slot_reuse():
+    """The columns are rows of two arrays (floats, ints): totals read them, growth copies them, and a
+    reused slot starts from zero in every column (the calibrated mode's window columns included)."""
+    import numpy as np
+
+    led = RequestLedger(capacity=2)
+    ids = [f"r{i}" for i in range(7)]
+    expect = {}
+    for k in range(3):  # three micro-batches; the ledger grows 2 -> 4 -> 8 on the way
+        slots = led.slots(ids, "e")
+        e = np.arange(len(ids), dtype=float) + k
+        led.add(slots, prefill_j=e, decode_j=2 * e, steps=np.ones(len(ids), dtype=np.int64))
+        led.maximum(slots, prompt_tokens=np.arange(len(ids)) * 10, last_wall_s=e + 100.0)
+        led.cols["win_decode_j"][slots] += 1.0
+        for i, r in enumerate(ids):
+            p, d, n = expect.get(r, (0.0, 0.0, 0))
+            expect[r] = (p + i + k, d + 2 * (i + k), n + 1)
+    assert led._cap == 8
+    for i, r in enumerate(ids):
+        t = led.totals(r)
+        assert (t.prefill_j, t.decode_j, t.steps) == expect[r]
+        assert type(t.prefill_j) is float and type(t.steps) is int
+        assert (t.prompt_tokens, t.last_wall_s, t.stream_id) == (i * 10, i + 102.0, "e")
+    assert led.close("r3").decode_j == expect["r3"][1] and led.totals("r3") is None
+    s = led.slots(["new"], "f")[0]  # takes r3's slot back, all columns zeroed
+    t = led.totals("new")
+    assert (t.prefill_j, t.decode_j, t.steps, t.prompt_tokens, t.stream_id) == (0.0, 0.0, 0, 0, "f")
+    assert all(led.cols[c][s] == 0 for c in led.cols)
