@@ -89,3 +89,29 @@ def test_dumps_is_json_dumps_with_the_log_settings():
         except ValueError:
             continue
         raise AssertionError("a non-finite figure must not be written")
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False, allow_infinity=False),
+                        st.text(max_size=12))
+    return st.recursive(scalars, lambda kids: st.dictionaries(st.text(max_size=8), kids, max_size=6), max_leaves=30)
+
+
+def test_dumps_matches_json_dumps_on_random_records():
+    """The kept C encoder (carbon_log._C_ENCODE) writes what json.dumps with the log's settings writes,
+    byte for byte, for any record of JSON values (nested dicts, any floats, any text)."""
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from llmco2_sidecar.service.carbon_log import dumps
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.text(max_size=8), _json_values(), max_size=10))
+    def check(rec):
+        assert dumps(rec) == json.dumps(rec, separators=(", ", ": "), allow_nan=False, default=float)
+
+    check()
