@@ -284,7 +284,7 @@ class Pipeline(IsolationMixin, WindowsMixin):
         self._last_end[stream.stream_id] = float(max(self._last_end.get(stream.stream_id, -math.inf), st.end_s.max()))
         source = "predicted"
         wall_end = st.end_s + stream.clock_offset_s
-        slots = self.ledger.slots(st.request_id, stream.stream_id)
+        slots = self.ledger.slots(st.request_id, stream.stream_id, st.distinct)
         is_decode = ~is_prefill
         self.ledger.add(slots, prefill_j=e.prefill_j, decode_j=e.decode_j, serving_j=e.serving_j, gpu_s=e.gpu_s,
                         steps=np.ones_like(slots), decode_slices=is_decode.astype(np.int64),
@@ -402,5 +402,5 @@ def _reuses_finished_id(its: list[Ingested]) -> bool:
         if it.done and later and any(d.request_id in later for d in it.done):
             return True
         if it.steps is not None:
-            later.update(it.steps.request_id)
+            later.update(it.steps.request_id if it.steps.distinct is None else it.steps.distinct)
     return False

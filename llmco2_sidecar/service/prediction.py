@@ -69,4 +69,6 @@ def _concat(parts: list[AcceptedSteps]) -> AcceptedSteps:
                          request_id=rids, phase=cat([p.phase for p in parts]),
                          new_tokens=cat([p.new_tokens for p in parts]),
                          context_tokens=cat([p.context_tokens for p in parts]),
-                         prompt_tokens=cat([p.prompt_tokens for p in parts]))
+                         prompt_tokens=cat([p.prompt_tokens for p in parts]),
+                         distinct=set().union(*(p.distinct for p in parts))
+                         if all(p.distinct is not None for p in parts) else None)

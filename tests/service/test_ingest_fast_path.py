@@ -181,3 +181,31 @@ def test_multi_step_message_flags_by_each_requests_first_slice():
     assert res.ack.steps_accepted == 4
     assert res.ack.flagged == 2  # x and v
     assert s.live == {"x", "y", "z", "w", "v"}
+
+
+def test_accepted_steps_carry_their_distinct_ids_through_concatenation():
+    """Columnar ingest keeps the message's distinct request ids (AcceptedSteps.distinct); a micro-batch's
+    concatenation keeps their union (prediction._concat), or None when a part has none."""
+    from llmco2_sidecar.service.prediction import _concat
+
+    def msg(step0, rids):
+        ev = pb.EventBatch(seq=1)
+        c = ev.steps
+        for k, r in enumerate(rids):
+            c.step_id.append(step0 + k)
+            c.start_s.append(100.0 + step0 + k)
+            c.end_s.append(100.5 + step0 + k)
+            c.slice_count.append(2)
+            c.request_id.extend([r, "z"])
+            c.new_tokens.extend([1, 1])
+            c.context_tokens.extend([5, 5])
+            c.prompt_tokens.extend([5, 5])
+        return ev
+
+    s = ing.open_stream(identity("e").identity, {})
+    one = ing.ingest(s, msg(1, ["a", "b", "a"])).steps
+    two = ing.ingest(s, msg(10, ["c", "a"])).steps
+    assert set(one.distinct) == {"a", "b", "z"} and set(two.distinct) == {"c", "a", "z"}
+    assert _concat([one, two]).distinct == {"a", "b", "c", "z"}
+    fast = ing.ingest(s, _msg(step_id=20, t0=130.0, t1=130.5, slices=(("q", 1, 5, 5),))).steps
+    assert fast.distinct is None and _concat([one, fast]).distinct is None

@@ -78,3 +78,25 @@ def test_running_totals_survive_growth_and_slot_reuse():
     t = led.totals("new")
     assert (t.prefill_j, t.decode_j, t.steps, t.prompt_tokens, t.stream_id) == (0.0, 0.0, 0, 0, "f")
     assert all(led.cols[c][s] == 0 for c in led.cols)
+
+
+def test_slots_with_the_distinct_ids_given_match_slots_without():
+    """The pipeline passes ingest's distinct ids (a dict's keys, or a set after concatenation): the same
+    slots as from the slices alone, new ids allocated once."""
+    import numpy as np
+
+    rng = random.Random(3)
+    a, b, c = RequestLedger(capacity=4), RequestLedger(capacity=4), RequestLedger(capacity=4)
+    for _ in range(20):
+        rids = [f"r{rng.randrange(30)}" for _ in range(rng.randrange(1, 50))]
+        first = dict(zip(reversed(rids), range(len(rids) - 1, -1, -1)))
+        for led, slots in ((a, a.slots(rids, "e")), (b, b.slots(rids, "e", first)), (c, c.slots(rids, "e", set(rids)))):
+            # each id one slot of its own (the numbers may differ: allocation order), as a second call gives
+            assert len(set(zip(rids, slots.tolist()))) == len(set(rids)) == len(set(slots.tolist()))
+            assert np.array_equal(slots, led.slots(rids, "e"))
+            led.add(slots, steps=np.ones(len(rids), dtype=np.int64))
+        for r in set(rids):
+            assert a.totals(r).steps == b.totals(r).steps == c.totals(r).steps
+        for r in rng.sample(sorted(set(rids)), k=min(3, len(set(rids)))):
+            a.close(r), b.close(r), c.close(r)
+    assert a.running == b.running == c.running
