@@ -148,7 +148,7 @@ def _paced(address: str, rate: float, duration_s: float, pid: int) -> dict:
 
     engine = f"floor-{time.monotonic_ns()}"
     em = Emitter(EngineInfo(engine_name="bench", model_name=bench.MODEL, gpu=bench.GPU, instance_id=engine),
-                 EmitterConfig(target=address))
+                 EmitterConfig(target=address, steps_hold_s=0.0))  # one step per message
     w = bench.Workload(engine)
     n = int(rate * duration_s)
     time.sleep(0.3)

@@ -5,12 +5,12 @@ Usage: python benchmarks/moe_model.py [--out-dir benchmarks/results]
 
 Reads (all committed under benchmarks/results/):
 
-* ``accuracy_moe_block_s{0,1}.json``: ``benchmarks/accuracy.py --clip-variant`` over dense and MoE rows
-  with the block-scaled FP8 feature, seeds 0 and 1; its column "same fit as llmco2-gnn, GNN inputs
+* ``accuracy_moe_block_s{0,1,2}.json``: ``benchmarks/accuracy.py --clip-variant`` over dense and MoE rows
+  with the block-scaled FP8 feature, seeds 0, 1 and 2; its column "same fit as llmco2-gnn, GNN inputs
   clipped to the training range" is the recipe of the shipped ``llmco2-gnn-moe-v1`` (``llmco2 train
   --name llmco2-gnn-moe-v1 --clip-inputs``), the column "llmco2-gnn (2-GNN + physics prior)" the same
   fits unclipped;
-* ``accuracy_moe_today_s{0,1}.json``: the same runs at the code before the feature and the clipping;
+* ``accuracy_moe_today_s{0,1,2}.json``: the same runs at the code before the feature and the clipping;
 * ``accuracy.json``: the dense-only recipe of the shipped ``llmco2-gnn-v1`` (dense groups).
 
 and scores the shipped dense-only model on every MoE row itself (as ``moe_transfer.py``: it never saw
@@ -36,7 +36,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 OURS = "llmco2-gnn (2-GNN + physics prior)"
 CLIPPED = "same fit as llmco2-gnn, GNN inputs clipped to the training range"
 PRIOR = "physics prior alone"
-SEEDS = (0, 1)
+SEEDS = (0, 1, 2)
 MOE_GROUPS = ("family=qwen3-moe", "family=gpt-oss", "model=deepseek-ai/DeepSeek-V3", "family=llama-4", "family=mixtral",
               "precision=fp8", "precision=mxfp4")
 
@@ -112,13 +112,13 @@ def main() -> int:
 
     lines = ["# Which model serves which deployment", "",
              f"Command: `python benchmarks/moe_model.py` ({time.time() - t0:.0f} s on this project's 2-core CPU VM), over "
-             "the committed runs `accuracy_moe_block_s0/s1` (dense + MoE rows, block-scaled FP8 feature, seeds 0 and 1), "
-             "`accuracy_moe_today_s0/s1` (the same before the feature and the input clipping) and `accuracy.md` (the "
+             "the committed runs `accuracy_moe_block_s0/s1/s2` (dense + MoE rows, block-scaled FP8 feature, seeds 0, 1 "
+             "and 2), `accuracy_moe_today_s0/s1/s2` (the same before the feature and the input clipping) and `accuracy.md` (the "
              "shipped dense-only recipe, one seed). MAPE % on held-out groups, J per output token; seeds averaged.", "",
              "## The mixture-of-experts model against the dense-only one on the MoE rows of each held-out group", "",
              "Both never saw the group: the MoE model's recipe is refitted per split without it; the dense model never saw "
              "any MoE row. Same rows, same truth.", "",
-             "| held-out group (its MoE rows) | n | llmco2-gnn-moe-v1's recipe (seeds 0, 1) | llmco2-gnn-v1 (dense only) |",
+             "| held-out group (its MoE rows) | n | llmco2-gnn-moe-v1's recipe (seeds 0, 1, 2) | llmco2-gnn-v1 (dense only) |",
              "|---|---|---|---|"]
     for r in moe_rows:
         seeds = " / ".join(f"{x:.1f}" for x in r["moe_model_per_seed"])

@@ -15,7 +15,10 @@ The ``emit_*`` calls only append one tuple to a bounded deque (about a microseco
 no lock, no system call except when the sender thread is asleep). The sequences passed in are
 owned by the emitter from then on: do not mutate them afterwards. A background thread drains the
 deque, builds one columnar ``EventBatch`` per drain (coalescing everything queued, up to
-``max_message_steps`` steps) and sends it over ONE ``StreamEvents`` call. Messages stay in an
+``max_message_steps`` steps) and sends it over ONE ``StreamEvents`` call. Steps alone are held up to
+``steps_hold_s`` (50 ms) for company; a finish, abort or static batch goes at once with the steps
+before it (its record is awaited), so at low step rates the sidecar gets a message per finish or
+per 50 ms rather than one per step. Messages stay in an
 in-flight table until the sidecar acknowledges them (its ack means "in my journal"; the identity
 asks for cumulative acks, one Ack for several messages, which a sidecar sends within its
 ``--ack-interval-ms``; an older sidecar acknowledges every message, which works the same); after a
@@ -46,6 +49,16 @@ log = logging.getLogger("llmco2.emitter")
 
 
 _STEP, _DONE, _BATCH, _DEFERRED = 0, 1, 2, 3
+
+
+def _awaited(items: list) -> bool:
+    """Does a record wait on one of these events (a finish, an abort, a static batch)?"""
+    for it in items:
+        if it[0] == _DONE or it[0] == _BATCH:
+            return True
+    return False
+
+
 from .emitter_types import EmitterConfig, EmitterStats, EngineInfo, Phase  # noqa: E402,F401  (re-exported)
 
 
@@ -66,6 +79,8 @@ class Emitter:
         self._q: collections.deque = collections.deque()
         self._bound = int(self.config.max_buffered_events)
         self._idle = False
+        self._holding = False  # the sender holds steps alone: a finish, abort or batch wakes it
+        self._flushes = 0  # flush() calls: a hold ends at the next one
         # a binary semaphore (a C lock held while nobody signalled): waking the sender costs an
         # emit one lock release, once per message, not a Python-level Condition per step
         self._gate = threading.Lock()
@@ -128,7 +143,7 @@ class Emitter:
             return self._drop()
         self._q.append((_DONE, request_id, output_tokens, aborted, time_s, prompt_tokens, client_request_id))
         self._emitted += 1
-        if self._idle:
+        if self._idle or self._holding:
             self._signal()
         return True
 
@@ -139,7 +154,7 @@ class Emitter:
             return self._drop()
         self._q.append((_BATCH, batch_id, start_s, end_s, request_ids, prompt_tokens, output_tokens))
         self._emitted += 1
-        if self._idle:
+        if self._idle or self._holding:
             self._signal()
         return True
 
@@ -172,6 +187,7 @@ class Emitter:
         """Wait until everything emitted so far is acknowledged (or was dropped). True if in time."""
         target = self._emitted
         deadline = time.monotonic() + timeout_s
+        self._flushes += 1  # a held message goes now
         self._signal()
         while True:
             with self._lock:
@@ -186,6 +202,7 @@ class Emitter:
         """Flush for up to ``timeout_s``, then stop. True if nothing was left unsent."""
         flushed = self.flush(timeout_s) if self._thread.is_alive() else (not self._q and not self._inflight)
         self._closing = True
+        self._flushes += 1
         self._signal()
         self._stopped.set()
         self._thread.join(timeout=max(0.5, timeout_s))
@@ -315,6 +332,8 @@ class Emitter:
             yield msg
         max_inflight = self.config.max_inflight_messages
         linger = self.config.min_send_interval_s
+        hold_s = float(self.config.steps_hold_s)
+        max_steps = self.config.max_message_steps
         last_send = 0.0
         while not conn.dead:
             if len(self._inflight) >= max_inflight:
@@ -323,6 +342,8 @@ class Emitter:
                 continue
             items = self._drain()
             if items:
+                if hold_s > 0 and len(items) < max_steps and not _awaited(items):
+                    self._hold(items, hold_s, conn)
                 gap = time.monotonic() - last_send
                 if gap < linger and len(items) < self.config.max_message_steps:
                     time.sleep(linger - gap)  # the sender's own thread: the engine never waits here
@@ -347,6 +368,28 @@ class Emitter:
             if not self._q:
                 self._gate.acquire(timeout=0.05)
             self._idle = False
+
+    def _hold(self, items: list, hold_s: float, conn: _Conn) -> None:
+        """Hold ``items`` (steps alone) for company: add what is queued until a finish, abort or
+        static batch comes (sent at once, with the steps before it), ``max_message_steps`` are
+        queued, ``hold_s`` has passed, or a flush or close asks for everything now."""
+        deadline = time.monotonic() + hold_s
+        flushes = self._flushes
+        max_steps = self.config.max_message_steps
+        self._holding = True  # before the drain below: a finish queued meanwhile is seen by one of the two
+        try:
+            while True:
+                more = self._drain(max_steps - len(items))
+                if more:
+                    items.extend(more)
+                    if len(items) >= max_steps or _awaited(more):
+                        return
+                left = deadline - time.monotonic()
+                if left <= 0 or conn.dead or self._closing or self._flushes != flushes:
+                    return
+                self._gate.acquire(timeout=left)  # woken by a finish, a batch, a flush or a close
+        finally:
+            self._holding = False
 
     def _drain(self, limit: int | None = None) -> list:
         q = self._q

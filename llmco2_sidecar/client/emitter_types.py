@@ -76,6 +76,14 @@ class EmitterConfig:
         min_send_interval_s: at high step rates, the sender waits this long after its previous
             message so that the next one carries more steps (Nagle-like; an engine sending
             less often than this is never delayed).
+        steps_hold_s: a message of steps alone (no finish, abort or static batch among them) is
+            held until its oldest step has waited this long (default 50 ms), or until
+            ``max_message_steps`` are queued; a finish, abort or static batch is sent at once with
+            the steps queued before it, and ``flush``/``close`` send at once. Nothing waits on a
+            step alone (no record needs it before its request's finish), and at low step rates
+            each message costs the sidecar far more than each step in it (the gRPC floor alone is
+            about 0.4 ms of its CPU per message: benchmarks/results/grpc_floor.md). 0: every
+            drain is sent after ``min_send_interval_s`` (the behaviour before 2026-12-07).
         backoff_initial_s, backoff_max_s: reconnection delays (doubling, with jitter).
         token: bearer token sent as ``authorization`` metadata.
         tls_root_cert: PEM bytes or path of the CA that signed the sidecar's certificate (TLS on).
@@ -94,6 +102,7 @@ class EmitterConfig:
     max_message_steps: int = 256
     max_inflight_messages: int = 64
     min_send_interval_s: float = 0.005
+    steps_hold_s: float = 0.05
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
     token: str | None = None

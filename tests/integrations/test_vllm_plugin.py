@@ -311,6 +311,20 @@ def test_unknown_gpu_runs_unhooked(monkeypatch):
         s.update_from_output(s.schedule())
 
 
+def test_the_hook_holds_steps_and_its_emitter_adds_no_second_hold():
+    """LLMCO2_FLUSH_MS bounds a step's wait: the hook holds steps alone that long, its emitter sends
+    what it is handed (the emitter's own default hold, for other engines, is off here)."""
+    from llmco2_vllm.engine import make_hook
+
+    hook = make_hook(SimpleNamespace(vllm_config=_vllm_config()),
+                     Settings(target="127.0.0.1:1", gpu="A100", flush_ms=80.0))
+    try:
+        assert hook.flush_s == pytest.approx(0.08)
+        assert hook.emitter.config.steps_hold_s == 0.0
+    finally:
+        hook.emitter.close(0.1)
+
+
 @pytest.mark.slow
 def test_auto_starts_a_sidecar_and_stops_it(tmp_path, monkeypatch):
     import grpc

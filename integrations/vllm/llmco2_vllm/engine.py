@@ -25,8 +25,10 @@ def make_hook(scheduler: Any, settings: Settings):
         return None
     from .ids import client_request_id
 
+    # the hook already holds steps alone up to LLMCO2_FLUSH_MS and hands a finish over at once: the
+    # emitter sends what it is handed (no second hold), so a step waits at most that long
     cfg = EmitterConfig(target=settings.target, max_buffered_events=settings.buffer_events, token=settings.token,
-                        clock=time.monotonic, client_request_id=client_request_id)
+                        clock=time.monotonic, client_request_id=client_request_id, steps_hold_s=0.0)
     emitter = Emitter(info, cfg)
     from .platform import platform_note
 
