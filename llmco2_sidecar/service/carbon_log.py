@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-from json.encoder import c_encode_basestring_ascii, c_make_encoder
 import os
 import re
 import threading
+from json.encoder import c_encode_basestring_ascii, c_make_encoder
 from pathlib import Path
 from typing import Iterable
 
