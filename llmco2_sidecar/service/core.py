@@ -22,7 +22,7 @@ from ..errors import InputError
 from . import ingest as ing
 from .admission import DeploymentCheck
 from .carbon_log import CarbonLog
-from .heap import keep_freed_memory
+from .heap import collect_less, keep_freed_memory
 from .dead_letter import DeadLetter, dead_letter_path
 from .disk_worker import DiskWorker
 from .journal import KIND_EVENTS, KIND_IDENTITY, Journal
@@ -104,6 +104,7 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
         """Open the sinks, replay the journal, start the pipeline (call on the loop thread)."""
         self.loop = loop
         keep_freed_memory()  # micro-batches reuse the heap instead of faulting fresh pages (.heap)
+        collect_less()  # fewer young-generation collections (.heap)
         # an unwritable log or journal directory does not stop the start: health says NOT_SERVING,
         # messages are not acknowledged, and the disk probe opens them once they can be written
         if not self.carbon_log.open_or_fail():

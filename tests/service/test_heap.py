@@ -33,3 +33,13 @@ def test_applied_on_linux_and_the_operators_variables_win(monkeypatch):
     assert env_out[0] == "False"  # the operator's setting is left alone
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     assert heap.keep_freed_memory() is False
+
+
+def test_collector_thresholds_are_set_by_a_started_core():
+    """collect_less() sets the young generation's threshold (heap.GC_THRESHOLDS); a child process, as
+    the setting is process-wide."""
+    code = ("import gc; from llmco2_sidecar.service import heap; before = gc.get_threshold(); heap.collect_less(); "
+            "print(before, gc.get_threshold() == heap.GC_THRESHOLDS)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("True")
+    assert heap.GC_THRESHOLDS[0] > 700
