@@ -133,7 +133,10 @@ def start_sidecar(tmp: Path, cpu: int | None, predictor: str, extra: tuple[str, 
 
 
 def throughput(address: str, streams: int, steps_per_stream: int, per_message: int = 64) -> dict:
-    work = [Workload(f"tp{streams}-e{i}") for i in range(streams)]
+    # fresh engine ids every run: a stream that reuses an earlier run's instance id and step ids on the
+    # same sidecar has its steps rejected as duplicates (the warm-up and the repeats would not be measured)
+    run_id = time.monotonic_ns()
+    work = [Workload(f"tp{streams}-{run_id}-e{i}") for i in range(streams)]
     prebuilt = []
     for w in work:
         msgs = [identity(w.engine)]
@@ -172,6 +175,9 @@ def throughput(address: str, streams: int, steps_per_stream: int, per_message: i
     if errors:
         raise errors[0]
     total = sum(accepted)
+    sent = streams * (steps_per_stream // per_message) * per_message
+    if total != sent:  # rejected steps (duplicates, bad input) would be cheap and flatter the figure
+        raise RuntimeError(f"the sidecar accepted {total} of the {sent} steps sent")
     return {"streams": streams, "steps": total, "slices_per_step": SLOTS, "steps_per_message": per_message,
             "acked_s": t_acked, "recorded_s": t_done, "steps_per_s": total / t_done,
             "slices_per_s": total * SLOTS / t_done}
