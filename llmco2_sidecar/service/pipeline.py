@@ -98,6 +98,10 @@ class Pipeline(IsolationMixin, WindowsMixin):
         self.done_messages = 0  # written by the pipeline thread only
         self.submitted_steps = 0
         self.done_steps = 0
+        # backpressure without polling: ingest, waiting for room, sets ``room_at`` (a backlog in steps);
+        # once the backlog is down to it this thread calls ``on_room`` (the core wakes the waiters)
+        self.room_at: int | None = None
+        self.on_room: Callable[[], None] | None = None
         self._streams_by_id: dict[str, StreamState] = {}
         self.grid = None  # --grid source (set by the core; opened from the config on first use otherwise)
 
@@ -195,6 +199,12 @@ class Pipeline(IsolationMixin, WindowsMixin):
                 self._last_resort(items, exc)
             self.done_steps += sum(it.steps.n_steps for it in items if it.steps is not None)
             self.done_messages += len(items)
+            room_at = self.room_at
+            if room_at is not None and self.submitted_steps - self.done_steps <= room_at:
+                self.room_at = None  # one wake-up per request (the waiter asks again if it must)
+                on_room = self.on_room
+                if on_room is not None:
+                    on_room()
             if ctl is self.STOP:
                 return
             if ctl is not None:

@@ -27,7 +27,7 @@ class StreamIngestMixin:
         """Journal, validate and hand on one events message; its Ack written or merged. A disk that
         cannot be written ends the stream with UNAVAILABLE (what was journaled is acknowledged first)."""
         core = self.core
-        if core.pipeline.pending_steps > core.config.max_pending_steps:  # backpressure (rare)
+        if core.pipeline.pending_steps > core.config.max_pending_steps:  # backpressure (a busy sidecar)
             await core.wait_for_room()
         if type(item) is StepsOnly:
             events = item.parse_events()
