@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 
 import grpc
 
@@ -77,3 +78,13 @@ def rpc_error(fn) -> tuple:
     except grpc.RpcError as exc:
         return exc.code(), exc.details()
     raise AssertionError("no grpc.RpcError raised")
+
+
+def until(pred, timeout_s: float = 10.0) -> bool:
+    """Poll ``pred()`` every 10 ms until it is true or ``timeout_s`` passes; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()

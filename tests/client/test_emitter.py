@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from sidecar_testkit import GPU, MODEL, make_config
+from sidecar_testkit import GPU, MODEL, make_config, until
 
 from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo, Phase
 from llmco2_sidecar.service.carbon_log import read_records
@@ -195,15 +195,6 @@ def test_close_is_bounded_when_the_sidecar_hangs():
 
 
 # ---- steps alone are held for company (steps_hold_s); finishes, batches, flush and close are not ----
-def _wait(pred, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
-
-
 def test_steps_alone_are_held_and_a_finish_sends_them_at_once(sidecar):
     em = Emitter(info("hold-1"), EmitterConfig(target=sidecar.address, steps_hold_s=30.0))
     for k in range(5):
@@ -214,7 +205,7 @@ def test_steps_alone_are_held_and_a_finish_sends_them_at_once(sidecar):
     assert em.stats().sent_messages == 0  # held: nothing waits on steps alone
     t0 = time.monotonic()
     em.emit_done("h1", output_tokens=5)
-    assert _wait(lambda: em.stats().done_accepted == 1, 10.0)
+    assert until(lambda: em.stats().done_accepted == 1, 10.0)
     assert time.monotonic() - t0 < 5.0  # not the 30 s hold
     s = em.stats()
     assert s.sent_messages == 1 and s.steps_accepted == 5  # the steps went with the finish, in one message
@@ -226,7 +217,7 @@ def test_a_static_batch_is_not_held(sidecar):
     em.emit_step(1, 0.0, 0.01, ["x"], [4], [0], [4])
     time.sleep(0.05)
     em.emit_static_batch(1, 1.0, 2.0, ["s1"], [10], [4])
-    assert _wait(lambda: em.stats().batches_accepted == 1, 10.0)
+    assert until(lambda: em.stats().batches_accepted == 1, 10.0)
     assert em.stats().steps_accepted == 1
     em.close(5)
 
@@ -234,13 +225,13 @@ def test_a_static_batch_is_not_held(sidecar):
 def test_held_steps_go_when_the_hold_ends_or_the_message_is_full(sidecar):
     em = Emitter(info("hold-3"), EmitterConfig(target=sidecar.address, steps_hold_s=0.1))
     em.emit_step(1, 0.0, 0.01, ["y"], [4], [0], [4])
-    assert _wait(lambda: em.stats().steps_accepted == 1, 10.0)  # no finish, no flush: the hold ran out
+    assert until(lambda: em.stats().steps_accepted == 1, 10.0)  # no finish, no flush: the hold ran out
     em.close(5)
     em = Emitter(info("hold-4"), EmitterConfig(target=sidecar.address, steps_hold_s=30.0, max_message_steps=4))
     for k in range(4):
         em.emit_step(k + 1, k * 0.01, k * 0.01 + 0.005, ["z"], [4 if k == 0 else 1], [0 if k == 0 else 4 + k],
                      [4])
-    assert _wait(lambda: em.stats().steps_accepted == 4, 10.0)  # a full message is not held
+    assert until(lambda: em.stats().steps_accepted == 4, 10.0)  # a full message is not held
     em.close(5)
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from sidecar_testkit import GPU, MODEL, make_config
+from sidecar_testkit import GPU, MODEL, make_config, until
 
 from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
 from llmco2_sidecar.predictor.roofline import RooflinePredictor
@@ -30,15 +30,6 @@ class GatedPredictor(RooflinePredictor):
         if threading.current_thread().name == "llmco2-pipeline":  # not the identity check's trial step
             self.gate.wait(60)
         return super().predict_steps(dep, steps)
-
-
-def _until(pred, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 @pytest.mark.parametrize("streams", [1, 3])
@@ -67,7 +58,7 @@ def test_a_stalled_pipeline_stops_the_streams_and_its_progress_wakes_them(tmp_pa
                 em.emit_done(rid, output_tokens=3)
                 time.sleep(0.002)  # one message per request at most
         # the backlog passed the limit and a stream is waiting for room
-        assert _until(lambda: pipe.room_at is not None), (pipe.pending_steps, pipe.room_at)
+        assert until(lambda: pipe.room_at is not None), (pipe.pending_steps, pipe.room_at)
         held = sum(em.stats().steps_accepted for em in ems)
         assert held < streams * 36  # not everything was read: the streams stopped
         pred.gate.set()
