@@ -96,7 +96,8 @@ class SidecarConfig:
                                     "at most this long for more, so that few-step messages share a prediction call "
                                     "(a finish or abort arriving meanwhile closes it within micro_batch_ms)")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
-                                       "(backpressure: the engine's emitter buffers meanwhile)")
+                                       "(backpressure: the engine's emitter buffers meanwhile); reading resumes "
+                                       "when half of them are predicted")
     ack_interval_ms: float = _f(50.0, "an emitter that takes cumulative acks (this project's) gets one ack for the "
                                       "messages of up to this long (0: one ack per message, as for other emitters)")
     ingest_hold_ms: float = _f(50.0, "with cumulative acks, a message of steps alone (no finish, abort or static "
