@@ -44,22 +44,10 @@ import grpc
 
 from .._proto import events_pb2 as pb
 from .._proto import sidecar_pb2_grpc
+from .emitter_build import _BATCH, _DEFERRED, _DONE, _STEP, awaited, build_message
+from .emitter_types import EmitterConfig, EmitterStats, EngineInfo, Phase  # noqa: F401  (re-exported)
 
 log = logging.getLogger("llmco2.emitter")
-
-
-_STEP, _DONE, _BATCH, _DEFERRED = 0, 1, 2, 3
-
-
-def _awaited(items: list) -> bool:
-    """Does a record wait on one of these events (a finish, an abort, a static batch)?"""
-    for it in items:
-        if it[0] == _DONE or it[0] == _BATCH:
-            return True
-    return False
-
-
-from .emitter_types import EmitterConfig, EmitterStats, EngineInfo, Phase  # noqa: E402,F401  (re-exported)
 
 
 class _Conn:
@@ -342,15 +330,15 @@ class Emitter:
                 continue
             items = self._drain()
             if items:
-                if hold_s > 0 and len(items) < max_steps and not _awaited(items):
-                    self._hold(items, hold_s, conn)
+                if hold_s > 0 and len(items) < max_steps and not awaited(items):
+                    self._hold(items, hold_s, max_steps, conn)
                 gap = time.monotonic() - last_send
-                if gap < linger and len(items) < self.config.max_message_steps:
+                if gap < linger and len(items) < max_steps:
                     time.sleep(linger - gap)  # the sender's own thread: the engine never waits here
-                    items.extend(self._drain(self.config.max_message_steps - len(items)))
+                    items.extend(self._drain(max_steps - len(items)))
                 last_send = time.monotonic()
                 try:
-                    msg, n = self._build(items, self.config.client_request_id)
+                    msg, n = build_message(items, self.config.client_request_id)
                 except (TypeError, ValueError, OverflowError) as exc:
                     msg, n = self._build_valid(items, exc)
                     if msg is None:
@@ -369,20 +357,19 @@ class Emitter:
                 self._gate.acquire(timeout=0.05)
             self._idle = False
 
-    def _hold(self, items: list, hold_s: float, conn: _Conn) -> None:
+    def _hold(self, items: list, hold_s: float, max_steps: int, conn: _Conn) -> None:
         """Hold ``items`` (steps alone) for company: add what is queued until a finish, abort or
         static batch comes (sent at once, with the steps before it), ``max_message_steps`` are
         queued, ``hold_s`` has passed, or a flush or close asks for everything now."""
         deadline = time.monotonic() + hold_s
         flushes = self._flushes
-        max_steps = self.config.max_message_steps
         self._holding = True  # before the drain below: a finish queued meanwhile is seen by one of the two
         try:
             while True:
                 more = self._drain(max_steps - len(items))
                 if more:
                     items.extend(more)
-                    if len(items) >= max_steps or _awaited(more):
+                    if len(items) >= max_steps or awaited(more):
                         return
                 left = deadline - time.monotonic()
                 if left <= 0 or conn.dead or self._closing or self._flushes != flushes:
@@ -407,77 +394,9 @@ class Emitter:
         good = []
         for it in items:
             try:
-                self._build([it], self.config.client_request_id)
+                build_message([it], self.config.client_request_id)
                 good.append(it)
             except (TypeError, ValueError, OverflowError):
                 self._dropped_malformed += 1
         log.warning("llmco2 emitter: dropped %d malformed events (%s)", len(items) - len(good), exc)
-        return self._build(good, self.config.client_request_id) if good else (None, 0)
-
-    @staticmethod
-    def _build(items: list, client_id_of=None) -> tuple[pb.EngineMessage, int]:
-        msg = pb.EngineMessage()
-        ev = msg.events
-        step_id, start, end, count = [], [], [], []
-        rids, new, ctx, prm, phases = [], [], [], [], []
-        any_phase = False
-        for it in items:
-            kind = it[0]
-            if kind == _DEFERRED:
-                _, sid, s0, s1, read, source = it
-                try:
-                    r, n, c, p = read(source)
-                except Exception as exc:  # a reader that broke its promise: drop the step, not the stream
-                    raise ValueError(f"reading step {sid}'s columns failed: {exc!r}") from exc
-                it = (_STEP, sid, s0, s1, r, n, c, p, None)
-                kind = _STEP
-            if kind == _STEP:
-                _, sid, s0, s1, r, n, c, p, ph = it
-                step_id.append(int(sid))
-                start.append(float(s0))
-                end.append(float(s1))
-                count.append(len(r))
-                rids.extend(r)
-                new.extend(_ints(n))
-                ctx.extend(_ints(c))
-                prm.extend(_ints(p))
-                if ph is not None:
-                    if not any_phase:
-                        phases = [0] * (len(rids) - len(r))
-                        any_phase = True
-                    phases.extend(_ints(ph))
-                elif any_phase:
-                    phases.extend([0] * len(r))
-            elif kind == _DONE:
-                _, rid, out_tok, aborted, t, p, client = it
-                if not client and client_id_of is not None:
-                    try:
-                        client = client_id_of(rid) or ""
-                    except Exception:  # a bad mapping loses the client id, never the finish
-                        client = ""
-                ev.done.add(request_id=rid, output_tokens=int(out_tok), aborted=bool(aborted), time_s=float(t),
-                            prompt_tokens=int(p), client_request_id=str(client))
-            else:
-                _, bid, s0, s1, r, p, o = it
-                ev.static_batches.add(batch_id=int(bid), start_s=float(s0), end_s=float(s1), request_id=list(r),
-                                      prompt_tokens=_ints(p), output_tokens=_ints(o))
-        if step_id:
-            st = ev.steps
-            st.step_id.extend(step_id)
-            st.start_s.extend(start)
-            st.end_s.extend(end)
-            st.slice_count.extend(count)
-            st.request_id.extend(rids)
-            st.new_tokens.extend(new)
-            st.context_tokens.extend(ctx)
-            st.prompt_tokens.extend(prm)
-            if any_phase:
-                st.phase.extend(phases)
-        return msg, len(items)
-
-
-def _ints(seq: Any) -> list[int]:
-    tolist = getattr(seq, "tolist", None)
-    if tolist is not None:  # numpy arrays
-        return tolist()
-    return seq if isinstance(seq, list) else list(seq)
+        return build_message(good, self.config.client_request_id) if good else (None, 0)

@@ -74,6 +74,7 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
                                  self.dead_letter)
         self.check_deployment = DeploymentCheck(self.predictor, config)
         self.metrics.queue_depth.set_function(lambda: self.pipeline.pending)  # read when scraped, not per message
+        self.pipeline.on_room = self._wake_room  # backpressure: the pipeline wakes waiting streams
         from ..config import open_grid_source
 
         self.grid = self.pipeline.grid = open_grid_source(config)  # --grid: polled off the hot path
@@ -236,9 +237,8 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
         resume_at = limit // 2
         while pipe.pending_steps > limit:
             room = self._room
-            if room is None:
+            if room is None:  # made on the loop's thread, where it is awaited
                 room = self._room = asyncio.Event()
-                pipe.on_room = self._wake_room
             room.clear()
             pipe.room_at = resume_at  # before the re-check: a batch finishing meanwhile sees it
             if pipe.pending_steps <= resume_at:
@@ -247,8 +247,6 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
                 await asyncio.wait_for(room.wait(), ROOM_RECHECK_S)
             except asyncio.TimeoutError:
                 pass
-            if pipe.pending_steps <= resume_at:
-                break
 
     def _wake_room(self) -> None:
         """On the pipeline thread: the backlog is down to the level a waiter asked for."""

@@ -18,8 +18,8 @@ operator's choice wins).
 from __future__ import annotations
 
 import ctypes
-import gc
 import ctypes.util
+import gc
 import logging
 import os
 import sys

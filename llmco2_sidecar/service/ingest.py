@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,10 +79,10 @@ class AcceptedSteps:
     new_tokens: np.ndarray  # int64 [R]
     context_tokens: np.ndarray  # int64 [R]
     prompt_tokens: np.ndarray  # int64 [R]
-    #: the distinct request ids (a set, or a dict whose keys they are) when ingest has them; None:
+    #: the distinct request ids (a set or a dict's keys view) when ingest has them; None:
     #: ``set(request_id)`` where needed (the pipeline's micro-batch checks and ledger slots take
     #: a message's ~80 distinct ids instead of hashing its ~1,000 slices again)
-    distinct: "set | dict | None" = None
+    distinct: "AbstractSet[str] | None" = None
 
     @property
     def n_steps(self) -> int:
@@ -268,7 +269,7 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
     stream.last_end_s = float(max(stream.last_end_s, end.max()))
     return AcceptedSteps(step_id=sid, start_s=start, end_s=end, slice_count=count, request_id=rids,
                          phase=phase.astype(np.int8), new_tokens=new, context_tokens=ctx, prompt_tokens=prm,
-                         distinct=uniq if n_ok == S else None)
+                         distinct=uniq.keys() if n_ok == S else None)
 
 
 def _one_step_reason(stream: StreamState, st: pb.StepColumns, rids: list, R: int, sid: int, new: list, ctx: list,

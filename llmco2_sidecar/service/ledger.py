@@ -151,19 +151,13 @@ class RequestLedger:
 
     def slots(self, request_ids: list, stream_id: str, distinct=None) -> np.ndarray:
         """Slot of each request id, allocating slots for new ones. int64 [R]. ``distinct``: the
-        distinct ids of ``request_ids`` (a set or a dict's keys) when the caller has them.
+        distinct ids of ``request_ids`` (a set or a dict's keys view) when the caller has them.
 
         A micro-batch names few distinct requests many times (one slice per step), so the new ids
         are found with set operations and the only per-slice Python work is one dict lookup.
         """
         index = self._index
-        if distinct is None:
-            new_ids = set(request_ids).difference(index)
-        elif isinstance(distinct, dict):
-            new_ids = distinct.keys() - index.keys()
-        else:
-            new_ids = distinct.difference(index)
-        for r in new_ids:
+        for r in (set(request_ids) if distinct is None else distinct) - index.keys():
             if not self._free:
                 self._grow(self._cap * 2)
             s = self._free.pop()
