@@ -42,6 +42,7 @@ from llmco2_sidecar._proto import events_pb2 as pb
 from llmco2_sidecar._proto import sidecar_pb2 as spb
 from llmco2_sidecar._proto import sidecar_pb2_grpc
 from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
+from llmco2_sidecar.client.emitter_build import _DONE, _STEP, build_message
 
 MODEL, GPU = "meta-llama/Llama-2-7b-hf", "A100-SXM4-80GB"
 SLOTS, LIFETIME, PROMPT = 16, 64, 512
@@ -103,21 +104,16 @@ class Workload:
         return sid, start, end, count, rids, new, ctx, prm, done
 
     def message(self, seq: int, n: int) -> tuple[pb.EngineMessage, list[str]]:
+        """n steps and the finishes after them as one message, built as the shipped emitter builds it."""
         sid, start, end, count, rids, new, ctx, prm, done = self.steps(n)
-        msg = pb.EngineMessage()
-        ev = msg.events
-        ev.seq = seq
-        st = ev.steps
-        st.step_id.extend(sid)
-        st.start_s.extend(start)
-        st.end_s.extend(end)
-        st.slice_count.extend(count)
-        st.request_id.extend(rids)
-        st.new_tokens.extend(new)
-        st.context_tokens.extend(ctx)
-        st.prompt_tokens.extend(prm)
-        for r in done:
-            ev.done.add(request_id=r, output_tokens=LIFETIME)
+        items, r0 = [], 0
+        for k in range(n):
+            r1 = r0 + count[k]
+            items.append((_STEP, sid[k], start[k], end[k], rids[r0:r1], new[r0:r1], ctx[r0:r1], prm[r0:r1], None))
+            r0 = r1
+        items += [(_DONE, r, LIFETIME, False, 0.0, 0, "") for r in done]
+        msg, _ = build_message(items)
+        msg.events.seq = seq
         return msg, done
 
 
