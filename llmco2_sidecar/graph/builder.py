@@ -23,6 +23,7 @@ from ..predictor.api import Deployment
 from ..errors import InputError
 from ..workload import StepBatch
 from .aggregates import StepAggregates, aggregates, slice_aggregates  # noqa: F401  (re-exported)
+from .dequant import simt_seconds
 from .kernels import AGGREGATES, KERNEL_TYPES, Kernel, extended, layer_edges, layer_kernels, outside_kernels
 
 PHASES = ("step", "prefill", "decode")
@@ -43,6 +44,9 @@ GLOBAL_FEATURE_NAMES = (
     "log_active_params", "log1p_experts", "experts_per_token", "mean_weight_bits",
     # appended 2026-12-07: 1 for block-scaled FP8 weights (models/precision.py), else 0
     "fp8_block_scaled",
+    # appended 2026-12-07: log1p of the step's CUDA-core microseconds (weight conversion to 16 bits
+    # where the tensor cores lack the format, block-scaled FP8 promotion; graph.dequant), 0 for most
+    "log_simt_us",
 )
 
 
@@ -133,23 +137,38 @@ class Roofline:
     net_bytes: np.ndarray
     time_s: np.ndarray
     bound: np.ndarray  # int8: 0 compute, 1 memory, 2 network
+    #: CUDA-core seconds of each kernel (weight conversion, block-scale promotion: :mod:`.dequant`),
+    #: inside ``time_s``'s compute part; None where no kernel has any on this GPU
+    simt_s: np.ndarray | None = None
 
 
-def roofline(kernels, agg: np.ndarray, dep: Deployment, coefs=None, peaks=None, with_bound: bool = True) -> Roofline:
-    """Roofline time of each kernel: max(FLOPs / peak, bytes / memory BW, network bytes / link BW).
+_AUTO = object()
+
+
+def roofline(kernels, agg: np.ndarray, dep: Deployment, coefs=None, peaks=None, with_bound: bool = True,
+             simt=_AUTO) -> Roofline:
+    """Roofline time of each kernel: max(FLOPs / peak + CUDA-core ops / their rate, bytes / memory BW,
+    network bytes / link BW) (the CUDA-core part: :mod:`.dequant`, zero for 16-bit models).
     ``coefs``: ``_coefs(kernels)`` when the caller has them already (:class:`LayerGraph` keeps them),
-    ``peaks``: ``kernel_peaks(kernels, dep)`` likewise. ``with_bound=False`` leaves ``bound`` None."""
+    ``peaks``: ``kernel_peaks(kernels, dep)`` likewise, ``simt``: ``simt_seconds(kernels, dep.gpu)``
+    likewise. ``with_bound=False`` leaves ``bound`` None."""
     cf, cm, cn = _coefs(kernels) if coefs is None else coefs
     flops, mem, net = agg @ cf, agg @ cm, agg @ cn
     gpu = dep.gpu
     peak = kernel_peaks(kernels, dep) if peaks is None else peaks
+    if simt is _AUTO:
+        simt = simt_seconds(kernels, gpu)
     tf, tm, tn = flops / peak, mem / gpu.mem_bandwidth_bytes_s, net / gpu.interconnect_bytes_s
+    ts = None
+    if simt is not None:
+        ts = agg @ simt
+        tf = tf + ts
     t_mn = np.maximum(tm, tn)
     time = np.maximum(tf, t_mn)
     bound = None
     if with_bound:  # the first of the three at the maximum (argmax): compute, memory, network
         bound = np.where(tf >= t_mn, 0, np.where(tm >= tn, 1, 2)).astype(np.int8)
-    return Roofline(flops, mem, net, time, bound)
+    return Roofline(flops, mem, net, time, bound, ts)
 
 
 def graph_peaks(g: LayerGraph, dep: Deployment) -> tuple:
@@ -163,6 +182,19 @@ def graph_peaks(g: LayerGraph, dep: Deployment) -> tuple:
         return hit[1]
     out = (kernel_peaks(g.kernels, dep), kernel_peaks(g.outside, dep))
     cache[key] = (gpu, out)
+    return out
+
+
+def graph_simt(g: LayerGraph, dep: Deployment) -> tuple:
+    """``(simt_seconds(g.kernels), simt_seconds(g.outside))`` on ``dep``'s GPU, kept on the (cached)
+    layer graph (each None where no kernel has CUDA-core work there)."""
+    gpu = dep.gpu
+    cache = g.__dict__.setdefault("_simt", {})
+    hit = cache.get(id(gpu))
+    if hit is not None and hit[0] is gpu:
+        return hit[1]
+    out = (simt_seconds(g.kernels, gpu), simt_seconds(g.outside, gpu))
+    cache[id(gpu)] = (gpu, out)
     return out
 
 
@@ -188,6 +220,9 @@ class StepFeatures:
             embedding and LM head included), and their ``*_prefill`` / ``*_decode`` parts (each phase
             costed alone, so weight reads count in both when a step mixes them).
         roofline_s: float64 [S], the step's Roofline time (layers run one after another, PP stages too).
+        simt_s, simt_s_prefill, simt_s_decode: float64 [S], the CUDA-core GPU-seconds of the whole
+            replica (all GPUs, like ``flops``; :mod:`.dequant`), zero for 16-bit models.
+        simt_path_s: float64 [S], the CUDA-core seconds inside ``roofline_s`` (one GPU's path).
         prefill_tokens, decode_tokens, n_requests: float64 [S].
     """
 
@@ -216,6 +251,10 @@ class StepFeatures:
     #: while ``node_x`` is empty ``[S, N, 0]``; the static ones are ``layer_graph.static_nodes``
     node_dyn: np.ndarray | None = None
     layer_graph: LayerGraph | None = None
+    simt_s: np.ndarray | None = None
+    simt_s_prefill: np.ndarray | None = None
+    simt_s_decode: np.ndarray | None = None
+    simt_path_s: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -270,17 +309,25 @@ def duration_globals(dur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.log1p(np.where(has, dur, 0.0) * 1e6), has.astype(np.float64)
 
 
-def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Roofline]:
-    """Replica totals (flops, mem, net, time) for aggregates ``agg`` and the layer Roofline."""
+def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Roofline,
+                                                                      np.ndarray]:
+    """Replica totals (flops, mem, net, time) for aggregates ``agg``, the layer Roofline and the CUDA-core
+    seconds along one GPU's path (zeros where none)."""
     L, tp = dep.model.num_layers, dep.parallel.tp
     p_lay, p_out = graph_peaks(g, dep)
-    lay = roofline(g.kernels, agg, dep, g.coefs, p_lay)
-    out = roofline(g.outside, agg, dep, g.outside_coefs, p_out, with_bound=False)
+    s_lay, s_out = graph_simt(g, dep)
+    lay = roofline(g.kernels, agg, dep, g.coefs, p_lay, simt=s_lay)
+    out = roofline(g.outside, agg, dep, g.outside_coefs, p_out, with_bound=False, simt=s_out)
     flops = tp * (L * lay.flops.sum(1) + out.flops.sum(1))
     mem = tp * (L * lay.mem_bytes.sum(1) + out.mem_bytes.sum(1))
     net = tp * (L * lay.net_bytes.sum(1) + out.net_bytes.sum(1))
     time = L * lay.time_s.sum(1) + out.time_s.sum(1)
-    return flops, mem, net, time, lay
+    simt = np.zeros(agg.shape[0])
+    if lay.simt_s is not None:
+        simt += L * lay.simt_s.sum(1)
+    if out.simt_s is not None:
+        simt += out.simt_s.sum(1)
+    return flops, mem, net, time, lay, simt
 
 
 def step_roofline_s(dep: Deployment, steps: StepBatch, fused_attention: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +372,8 @@ def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.n
     g = layer_graph(dep, fused_attention)
     gpu = dep.gpu
     peak = gpu.peak_flops(gpu.dtype_for_bits(dep.model.act_bits))
-    key = (peak, gpu.mem_bandwidth_bytes_s, gpu.interconnect_bytes_s, dep.model.num_layers)
+    key = (peak, gpu.mem_bandwidth_bytes_s, gpu.interconnect_bytes_s, dep.model.num_layers,
+           tuple(sorted(gpu.dense_tflops.items())))  # the CUDA-core part depends on the GPU's formats and FP32 rate
     cache = g.__dict__.setdefault("_time_forms", {})  # kept on the (cached) layer graph, as its coefficients
     hit = cache.get(key)
     if hit is not None:
@@ -336,7 +384,12 @@ def _time_form(dep: Deployment, fused_attention: bool) -> tuple[np.ndarray, np.n
     cf = np.concatenate([g.coefs[0], g.outside_coefs[0]], axis=1)
     cm = np.concatenate([g.coefs[1], g.outside_coefs[1]], axis=1)
     cn = np.concatenate([g.coefs[2], g.outside_coefs[2]], axis=1)
-    w = np.concatenate([cf / peak, cm / gpu.mem_bandwidth_bytes_s, cn / gpu.interconnect_bytes_s], axis=1)
+    cc = cf / peak
+    s_lay, s_out = graph_simt(g, dep)
+    if s_lay is not None or s_out is not None:  # CUDA-core seconds inside the compute time (graph.dequant)
+        cc = cc + np.concatenate([np.zeros_like(g.coefs[0]) if s_lay is None else s_lay,
+                                  np.zeros_like(g.outside_coefs[0]) if s_out is None else s_out], axis=1)
+    w = np.concatenate([cc, cm / gpu.mem_bandwidth_bytes_s, cn / gpu.interconnect_bytes_s], axis=1)
     weights = np.concatenate([np.full(g.n_nodes, float(dep.model.num_layers)), np.ones(len(g.outside))])
     cache[key] = out = (np.ascontiguousarray(w), weights)
     return out
@@ -355,7 +408,7 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
     ag = aggregates(steps, dep)
     S, N = steps.n_steps, g.n_nodes
     # the whole step, its prefill slices and its decode slices in one pass (three row blocks of S)
-    f3, m3, n3, t3, lay3 = _totals(dep, g, np.concatenate([ag.step, ag.prefill, ag.decode]))
+    f3, m3, n3, t3, lay3, s3 = _totals(dep, g, np.concatenate([ag.step, ag.prefill, ag.decode]))
     f_s, f_p, f_d = f3[:S], f3[S:2 * S], f3[2 * S:]
     m_s, m_p, m_d = m3[:S], m3[S:2 * S], m3[2 * S:]
     n_s, n_p, n_d = n3[:S], n3[S:2 * S], n3[2 * S:]
@@ -364,7 +417,9 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
                   memory_bytes_prefill=m_p, memory_bytes_decode=m_d, network_bytes_prefill=n_p,
                   network_bytes_decode=n_d, roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d,
                   prefill_tokens=ag.prefill[:, 1].copy(), decode_tokens=ag.decode[:, 1].copy(),
-                  n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy())
+                  n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy(),
+                  simt_path_s=s3[:S], simt_s=dep.parallel.tp * s3[:S], simt_s_prefill=dep.parallel.tp * s3[S:2 * S],
+                  simt_s_decode=dep.parallel.tp * s3[2 * S:])
 
     if not with_nodes:
         return StepFeatures(node_x=np.zeros((S, N, 0), np.float32), global_x=np.zeros((S, 0), np.float32),
@@ -382,11 +437,12 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
         ag.step[:, 4], ag.prefill[:, 1], ag.decode[:, 1], ag.mean_context, ag.max_context, f_s, m_s, n_s, f_p, f_d,
         m_p, m_d, t_s * 1e6], axis=1))
     const = _global_constants(dep)
-    glob = np.empty((S, per_step.shape[1] + 2 + const.size), np.float32)
+    glob = np.empty((S, per_step.shape[1] + 3 + const.size), np.float32)
     glob[:, :per_step.shape[1]] = per_step
     glob[:, per_step.shape[1]] = log_dur
     glob[:, per_step.shape[1] + 1] = has
-    glob[:, per_step.shape[1] + 2:] = const
+    glob[:, per_step.shape[1] + 2:-1] = const
+    glob[:, -1] = np.log1p(s3[:S] * 1e6)
     return StepFeatures(node_x=node_x, global_x=glob, edge_index=g.edge_index, node_dyn=node_dyn, layer_graph=g,
                         **totals)
 

@@ -108,6 +108,12 @@ class Kernel:
     mem_bytes: tuple[float, ...]
     net_bytes: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
     dtype: str = ""  # compute data type where it differs from the model's activations ("fp8" GEMMs)
+    #: the weights' low-precision format where a GPU may have to convert them on its CUDA cores
+    #: ("mxfp4", "fp8"; :mod:`.dequant`), the weight elements the kernel reads (coefficients over the
+    #: aggregates, as ``mem_bytes``) and, for block-scaled FP8, the scale blocks' K extent
+    wfmt: str = ""
+    welems: tuple[float, ...] = ()
+    scale_block: int = 0
 
     @property
     def is_network(self) -> bool:
@@ -117,14 +123,15 @@ class Kernel:
         """The kernel over ``n`` aggregates (zero coefficients for the added ones)."""
         def pad(v: tuple[float, ...]) -> tuple[float, ...]:
             return v + (0.0,) * (n - len(v))
-        return replace(self, flops=pad(self.flops), mem_bytes=pad(self.mem_bytes), net_bytes=pad(self.net_bytes))
+        return replace(self, flops=pad(self.flops), mem_bytes=pad(self.mem_bytes), net_bytes=pad(self.net_bytes),
+                       welems=pad(self.welems) if self.welems else ())
 
     def scaled(self, f: float) -> "Kernel":
         """The kernel with every coefficient times ``f`` (the share of layers it runs in)."""
         if f == 1.0:
             return self
         return replace(self, flops=tuple(x * f for x in self.flops), mem_bytes=tuple(x * f for x in self.mem_bytes),
-                       net_bytes=tuple(x * f for x in self.net_bytes))
+                       net_bytes=tuple(x * f for x in self.net_bytes), welems=tuple(x * f for x in self.welems))
 
 
 def extended(model: ModelSpec) -> bool:
@@ -301,7 +308,31 @@ def layer_kernels(model: ModelSpec, par: Parallelism, fused_attention: bool = Tr
         ks.append(Kernel("pp_send_recv", "send_recv", (s.h, s.h, 0), _v(), _v(T=per_layer), _v(T=per_layer)))
     if extended(model):
         ks = [k.padded(len(EXTENDED_AGGREGATES)) for k in ks]
-    return ks
+    return _weight_formats(ks, model)
+
+
+def _weight_formats(ks: list[Kernel], model: ModelSpec) -> list[Kernel]:
+    """Marks the GEMMs whose weights a GPU may have to convert on its CUDA cores (:mod:`.dequant`):
+    MXFP4 routed experts, and every GEMM computing in FP8 (with its block-scale extent). Their weight
+    elements are their weight bytes (the ``run`` and ``U`` coefficients of ``mem_bytes``) over the
+    format's bytes per element. A 16-bit model's kernels are returned unchanged."""
+    mx = 0.0 < model.expert_weight_bits < 8
+    if not mx and model.gemm_dtype != "fp8":
+        return ks
+    weight_cols = (0, 5)  # run, U (EXTENDED_AGGREGATES)
+    out = []
+    for k in ks:
+        if mx and k.ktype == "expert_linear":
+            fmt, per, block = "mxfp4", model.expert_bits / 8, 0
+        elif k.dtype == "fp8":
+            fmt, per = "fp8", (model.expert_bits if k.ktype == "expert_linear" else model.weight_bits) / 8
+            block = model.weight_block_size
+        else:
+            out.append(k)
+            continue
+        elems = tuple(x / per if j in weight_cols else 0.0 for j, x in enumerate(k.mem_bytes))
+        out.append(replace(k, wfmt=fmt, welems=elems, scale_block=int(block)))
+    return out
 
 
 def layer_edges(kernels: list[Kernel]) -> list[tuple[str, str]]:

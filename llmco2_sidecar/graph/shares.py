@@ -20,6 +20,7 @@ from ..predictor.api import Deployment
 from ..workload import StepBatch
 from .aggregates import aggregates
 from .builder import _coefs, kernel_peaks, layer_graph
+from .dequant import simt_seconds
 
 _ATTENTION = ("attention_fused", "attention_qk", "softmax", "attention_sv", "attention_mla")
 
@@ -55,8 +56,12 @@ def _forms(g, dep: Deployment) -> tuple:
     def form(ks, coefs):
         cf, cm, cn = coefs
         peak = kernel_peaks(ks, dep)
+        cc = cf / peak
+        simt = simt_seconds(ks, gpu) if ks else None
+        if simt is not None:  # CUDA-core seconds inside the compute time, as builder.roofline
+            cc = cc + simt
         return np.ascontiguousarray(np.concatenate(
-            [cf / peak, cm / gpu.mem_bandwidth_bytes_s, cn / gpu.interconnect_bytes_s], axis=1))
+            [cc, cm / gpu.mem_bandwidth_bytes_s, cn / gpu.interconnect_bytes_s], axis=1))
 
     (attn, c_attn), (token_layer, c_tl), (token_outside, c_to), (logit, c_logit) = _groups(g)
     w_step = [form(ks, c).reshape(c[0].shape[0], 3, -1) for ks, c in ((token_layer, c_tl), (token_outside, c_to),

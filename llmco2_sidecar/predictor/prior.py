@@ -5,12 +5,15 @@ datasheet facts so that a GPU absent from the training data still gets a physica
 
     E = c_idle * n * P_loaded * t                   (loaded-idle power over the whole step)
       + sum_k c_k * n * (TDP - P_loaded) * min(t, m_k * t_roof)   (busy time: kernels running)
-      + c_flop * (TDP - P_loaded) * FLOPs / peak     (busy compute: GPU-seconds at peak x dynamic range)
+      + c_flop * (TDP - P_loaded) * (FLOPs / peak + s_simt)   (busy compute: GPU-seconds x dynamic range)
       + c_byte * (TDP - P_loaded) * bytes / BW       (busy memory traffic)
       + c_net  * (TDP - P_loaded) * net bytes / link (collectives)
 
 ``t`` is the step's wall time (observed, or from :class:`DurationModel`); FLOPs and bytes are the
-replica's totals from the kernel graph; ``P_loaded`` is the GPU's idle power with a CUDA context
+replica's totals from the kernel graph; ``s_simt`` the replica's CUDA-core GPU-seconds (weights converted
+to 16 bits where the tensor cores lack their format, block-scaled FP8 scaling: :mod:`~..graph.dequant`;
+zero for 16-bit models), charged at the compute fraction ``c_flop`` (no coefficient of its own: a
+format held out of training could not teach one); ``P_loaded`` is the GPU's idle power with a CUDA context
 (:func:`~.physics.loaded_idle_w`), ``peak`` its dense peak for the activation data type, ``BW`` its
 memory bandwidth and ``link`` its interconnect bandwidth. The ``c_*`` are dimensionless and shared by
 all GPUs: ``c_flop`` and ``c_byte`` are the fractions of the dynamic range a fully compute- or
@@ -72,6 +75,10 @@ def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray, steps,
     np.minimum(t[:, None], f.roofline_s[:, None] * _BUSY, out=busy)
     busy *= n_dyn
     np.multiply(j_flop, f.flops, out=total[:, 1 + nb])
+    simt = getattr(f, "simt_s", None)
+    has_simt = simt is not None and bool(np.any(simt))
+    if has_simt:  # CUDA-core GPU-seconds (16-bit conversion, block-scale promotion: graph.dequant)
+        total[:, 1 + nb] += (n_dyn / dep.n_gpus) * simt
     np.multiply(j_byte, f.memory_bytes, out=total[:, 2 + nb])
     np.multiply(j_net, f.network_bytes, out=total[:, 3 + nb])
     lowp = total[:, 4 + nb:]
@@ -87,6 +94,8 @@ def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray, steps,
     pre = np.empty_like(total)
     np.multiply(total[:, :1 + nb], share[:, None], out=pre[:, :1 + nb])
     np.multiply(j_flop, f.flops_prefill, out=pre[:, 1 + nb])
+    if has_simt:
+        pre[:, 1 + nb] += (n_dyn / dep.n_gpus) * f.simt_s_prefill
     np.multiply(j_byte, f.memory_bytes_prefill, out=pre[:, 2 + nb])
     np.multiply(j_net, f.network_bytes_prefill, out=pre[:, 3 + nb])
     np.multiply(lowp, share[:, None], out=pre[:, 4 + nb:])
