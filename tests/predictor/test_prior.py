@@ -82,3 +82,37 @@ def test_the_16_bit_physics_comes_from_16_bit_rows_and_the_design_is_chosen_insi
     p = PhysicsPrior().fit(a, y, groups=groups)
     assert p.low_precision_terms and p.cv_mape["with"] < p.cv_mape["without"]
     np.testing.assert_allclose(p.coef, c_true, atol=2e-3)
+
+
+def test_cuda_core_conversion_enters_the_compute_term_only_where_the_gpu_lacks_the_format():
+    """gpt-oss's MXFP4 experts on H100 (no FP4 tensor cores): the compute column is the tensor FLOPs'
+    GPU-seconds plus the conversion's (graph.dequant), both x the dynamic range; on B200 and for a 16-bit
+    model the FLOPs alone."""
+    from llmco2_sidecar.graph import step_features
+    from llmco2_sidecar.hardware import load_gpu
+    from llmco2_sidecar.models import load_model
+    from llmco2_sidecar.predictor.api import Deployment
+    from llmco2_sidecar.predictor.physics import dynamic_range_w
+    from llmco2_sidecar.predictor.prior import BUSY_MULTIPLES, prior_terms
+    from llmco2_sidecar.workload import Parallelism, StepBatch
+
+    steps = StepBatch.from_steps([[(0, 64), (900, 1)], [(64, 1), (901, 1)]])
+    col = 1 + len(BUSY_MULTIPLES)  # compute
+    for model, gpu, converts in (("openai/gpt-oss-20b", "H100", True), ("openai/gpt-oss-20b", "B200", False),
+                                 ("Qwen/Qwen3-8B", "H100", False)):
+        d = Deployment(load_model(model), load_gpu(gpu), Parallelism(tp=2))
+        f = step_features(d, steps, with_nodes=False)
+        dur = f.roofline_s * 3
+        tot, pre = prior_terms(d, f, dur, steps)
+        dyn = dynamic_range_w(d.gpu)
+        flops_s = f.flops / d.gpu.peak_flops("bf16")
+        assert bool(f.simt_s.any()) == converts
+        np.testing.assert_allclose(tot[:, col], dyn * (flops_s + f.simt_s), rtol=1e-12)
+        np.testing.assert_allclose(pre[:, col], dyn * (f.flops_prefill / d.gpu.peak_flops("bf16") + f.simt_s_prefill)
+                                   * (f.prefill_tokens > 0), rtol=1e-12)
+    # the replica's GPU-seconds: both GPUs of tp=2 convert their half of the experts
+    d1 = Deployment(load_model("openai/gpt-oss-20b"), load_gpu("H100"), Parallelism(tp=1))
+    f1 = step_features(d1, steps, with_nodes=False)
+    f2 = step_features(Deployment(load_model("openai/gpt-oss-20b"), load_gpu("H100"), Parallelism(tp=2)), steps,
+                       with_nodes=False)
+    np.testing.assert_allclose(f2.simt_s, f1.simt_s, rtol=1e-9)
