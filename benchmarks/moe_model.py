@@ -11,7 +11,10 @@ Reads (all committed under benchmarks/results/):
   --name llmco2-gnn-moe-v1 --clip-inputs``), the column "llmco2-gnn (2-GNN + physics prior)" the same
   fits unclipped;
 * ``accuracy_moe_today_s{0,1,2}.json``: the same runs at the code before the feature and the clipping;
-* ``accuracy.json``: the dense-only recipe of the shipped ``llmco2-gnn-v1`` (dense groups).
+* ``accuracy.json``: the dense-only recipe of the shipped ``llmco2-gnn-v1`` (dense groups);
+* ``accuracy_moe_dequant_s{0,1,2}.json`` where committed (any of the seeds): the MoE recipe's runs with
+  the CUDA-core conversion of low-precision weights in the kernel graph and the prior
+  (``graph/dequant.py``), shown beside the shipped recipe on the seeds both have.
 
 and scores the shipped dense-only model on every MoE row itself (as ``moe_transfer.py``: it never saw
 one), so that the MoE rows of each held-out MoE group compare the two models on the same rows. Every
@@ -37,6 +40,7 @@ OURS = "llmco2-gnn (2-GNN + physics prior)"
 CLIPPED = "same fit as llmco2-gnn, GNN inputs clipped to the training range"
 PRIOR = "physics prior alone"
 SEEDS = (0, 1, 2)
+DEQUANT = "accuracy_moe_dequant_s{}.json"
 MOE_GROUPS = ("family=qwen3-moe", "family=gpt-oss", "model=deepseek-ai/DeepSeek-V3", "family=llama-4", "family=mixtral",
               "precision=fp8", "precision=mxfp4")
 
@@ -48,6 +52,18 @@ def _scores(path: Path) -> dict[tuple[str, str], float]:
 def _mape(pred, true) -> float:
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
     return float(100 * np.mean(np.abs(pred / true - 1)))
+
+
+def moe_rows_mape(run: dict, group: str, keys) -> tuple[float, int]:
+    """MAPE of the MoE recipe's column (``CLIPPED``) of one run on the MoE rows (``keys``) of a group."""
+    p = run["predictions"][CLIPPED]
+    idx = [i for i, s in enumerate(p["split"]) if s == group and p["example"][i] in keys]
+    return _mape([p["pred"][i] for i in idx], [p["true"][i] for i in idx]), len(idx)
+
+
+def dequant_seeds(results: Path = RESULTS) -> list[int]:
+    """The seeds of the committed runs with the CUDA-core conversion (``DEQUANT``)."""
+    return [s for s in SEEDS if (results / DEQUANT.format(s)).is_file()]
 
 
 def dense_model_on_moe_rows() -> dict[str, float]:
@@ -80,6 +96,10 @@ def main() -> int:
     after = [{(r["split"], r["predictor"]): float(r["mape"]) for r in b["results"]} for b in block]
     shipped_dense = _scores(RESULTS / "accuracy.json")
     splits = [r["split"] for r in block[0]["results"] if r["predictor"] == OURS]
+    dq_seeds = dequant_seeds()
+    dq_runs = [json.loads((RESULTS / DEQUANT.format(s)).read_text()) for s in dq_seeds]
+    dq = [{(r["split"], r["predictor"]): float(r["mape"]) for r in b["results"]} for b in dq_runs]
+    same = [after[SEEDS.index(s)] for s in dq_seeds]  # the shipped recipe on the seeds the new runs have
 
     def mean(tables, split, name):
         vals = [t.get((split, name)) for t in tables]
@@ -92,7 +112,10 @@ def main() -> int:
         groups.append({"split": s, "before": mean(before, s, OURS), "moe_model": mean(after, s, CLIPPED),
                        "moe_model_dense_rows": mean(dense_rows, s, CLIPPED),
                        "unclipped": mean(after, s, OURS), "prior": mean(after, s, PRIOR),
-                       "dense_model": shipped_dense.get((s, OURS))})
+                       "dense_model": shipped_dense.get((s, OURS)),
+                       "moe_model_same_seeds": mean(same, s, CLIPPED) if dq else None,
+                       "dequant": mean(dq, s, CLIPPED) if dq else None,
+                       "dequant_prior": mean(dq, s, PRIOR) if dq else None})
     dense_pred = dense_model_on_moe_rows()
     moe_rows = []
     for g in MOE_GROUPS:
@@ -104,8 +127,12 @@ def main() -> int:
             per_seed_moe.append(_mape([p["pred"][i] for i in idx], true))
             per_seed_dense.append(_mape([dense_pred[p["example"][i]] for i in idx], true))
             n = len(idx)
+        per_seed_dq = [moe_rows_mape(b, g, dense_pred)[0] for b in dq_runs]
         moe_rows.append({"group": g, "n": n, "moe_model": float(np.mean(per_seed_moe)),
-                         "moe_model_per_seed": per_seed_moe, "dense_model": float(np.mean(per_seed_dense))})
+                         "moe_model_per_seed": per_seed_moe, "dense_model": float(np.mean(per_seed_dense)),
+                         "dequant": float(np.mean(per_seed_dq)) if dq_runs else None, "dequant_per_seed": per_seed_dq,
+                         "moe_model_same_seeds": float(np.mean([per_seed_moe[SEEDS.index(s)] for s in dq_seeds]))
+                         if dq_runs else None})
 
     def f(x):
         return "-" if x is None else f"{x:.1f}"
@@ -127,7 +154,10 @@ def main() -> int:
                      f"({seeds}) | {'' if best_moe else '**'}{r['dense_model']:.1f}{'' if best_moe else '**'} |")
     m_moe = float(np.mean([r["moe_model"] for r in moe_rows]))
     m_dense = float(np.mean([r["dense_model"] for r in moe_rows]))
-    lines += [f"| mean over these groups | | {m_moe:.1f} | {m_dense:.1f} |", "",
+    lines += [f"| mean over these groups | | {m_moe:.1f} | {m_dense:.1f} |", ""]
+    if dq_runs:
+        lines += dequant_lines(moe_rows, groups, dq_seeds)
+    lines += [
               "## Every held-out group, dense and MoE", "",
               "`before`: dense + MoE rows at the code before the block-scaled FP8 feature and the clipping; `MoE model`: "
               "the shipped MoE recipe (feature + clipped inputs); `unclipped`: the same fits, inputs not clipped; "
@@ -150,10 +180,45 @@ def main() -> int:
     out = Path(args.out_dir)
     (out / "moe_model.md").write_text("\n".join(lines) + "\n")
     (out / "moe_model.json").write_text(json.dumps({"moe_rows": moe_rows, "groups": groups, "means": means,
+                                                    "dequant_seeds": dq_seeds,
                                                     "moe_rows_mean": {"moe_model": m_moe, "dense_model": m_dense}},
                                                    indent=1) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def dequant_lines(moe_rows: list[dict], groups: list[dict], seeds: list[int]) -> list[str]:
+    """The section comparing the shipped MoE recipe with the same recipe plus the CUDA-core conversion
+    (graph/dequant.py), on the seeds the conversion runs have."""
+    def f(x):
+        return "-" if x is None else f"{x:.1f}"
+
+    names = ", ".join(str(s) for s in seeds)
+    out = ["## With the CUDA-core conversion of low-precision weights (graph/dequant.py)", "",
+           f"The MoE model's recipe with the conversion in the kernel graph and the prior (`accuracy_moe_dequant_s*`, "
+           f"seeds {names}) against the shipped recipe on the same seeds (`accuracy_moe_block_s*`); the prior alone beside "
+           "them. Same splits, same rows; the conversion's ops per element were fixed before any of these scores.", "",
+           "### MoE rows of each held-out MoE group", "",
+           f"| held-out group (its MoE rows) | n | shipped recipe (seeds {names}) | with conversion (per seed) |",
+           "|---|---|---|---|"]
+    for r in moe_rows:
+        per = " / ".join(f"{x:.1f}" for x in r["dequant_per_seed"])
+        out.append(f"| {r['group']} | {r['n']} | {r['moe_model_same_seeds']:.1f} | {r['dequant']:.1f} ({per}) |")
+    a = float(np.mean([r["moe_model_same_seeds"] for r in moe_rows]))
+    b = float(np.mean([r["dequant"] for r in moe_rows]))
+    out += [f"| mean over these groups | | {a:.1f} | {b:.1f} |", "", "### Every held-out group in those runs", "",
+            "| held-out group | shipped recipe | with conversion | prior alone, shipped | prior alone, with conversion |",
+            "|---|---|---|---|---|"]
+    rows = [g for g in groups if g["dequant"] is not None]
+    for g in rows:
+        out.append(f"| {g['split']} | {f(g['moe_model_same_seeds'])} | {f(g['dequant'])} | {f(g['prior'])} | "
+                   f"{f(g['dequant_prior'])} |")
+    if rows:
+        m = [float(np.mean([g[k] for g in rows])) for k in ("moe_model_same_seeds", "dequant")]
+        out.append(f"| mean over these {len(rows)} groups | {m[0]:.1f} | {m[1]:.1f} | | |")
+    out += ["", "`prior alone, shipped` is the three-seed column of the table below (the prior has no seed: its fit is "
+            "deterministic).", ""]
+    return out
 
 
 if __name__ == "__main__":
