@@ -15,7 +15,8 @@ none (bf16/fp16)       16 / 16 / bf16 peak
 ``mxfp4``              routed experts 4.25 bits (4-bit E2M1 + one 8-bit E8M0 scale per 32
                        weights); ``modules_to_not_convert`` (gpt-oss: attention, router,
                        embeddings, LM head) stay 16; compute at the BF16 peak (vLLM on Hopper and
-                       Ampere dequantizes MXFP4 inside the MoE kernel: W4A16)
+                       Ampere dequantizes MXFP4 inside the MoE kernel: W4A16; the conversion's
+                       CUDA-core work is costed by graph/dequant.py on GPUs without FP4 tensor cores)
 ``gptq``, ``awq``      ``bits`` (4 or 8) / 16 / bf16 peak (group scales ignored: +0.125 bits at group 128)
 ``compressed-tensors`` the first config group's ``weights.num_bits`` and ``input_activations``:
                        8-bit float activations compute at FP8, else 16-bit
