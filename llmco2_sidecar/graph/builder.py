@@ -221,8 +221,9 @@ class StepFeatures:
             costed alone, so weight reads count in both when a step mixes them).
         roofline_s: float64 [S], the step's Roofline time (layers run one after another, PP stages too).
         simt_s, simt_s_prefill, simt_s_decode: float64 [S], the CUDA-core GPU-seconds of the whole
-            replica (all GPUs, like ``flops``; :mod:`.dequant`), zero for 16-bit models.
-        simt_path_s: float64 [S], the CUDA-core seconds inside ``roofline_s`` (one GPU's path).
+            replica (all GPUs, like ``flops``; :mod:`.dequant`); None where no kernel has any on this GPU
+            (16-bit models, formats the GPU reads natively).
+        simt_path_s: float64 [S] or None, the CUDA-core seconds inside ``roofline_s`` (one GPU's path).
         prefill_tokens, decode_tokens, n_requests: float64 [S].
     """
 
@@ -312,7 +313,7 @@ def duration_globals(dur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Roofline,
                                                                       np.ndarray]:
     """Replica totals (flops, mem, net, time) for aggregates ``agg``, the layer Roofline and the CUDA-core
-    seconds along one GPU's path (zeros where none)."""
+    seconds along one GPU's path (None where no kernel has any on this GPU: 16-bit models)."""
     L, tp = dep.model.num_layers, dep.parallel.tp
     p_lay, p_out = graph_peaks(g, dep)
     s_lay, s_out = graph_simt(g, dep)
@@ -322,11 +323,9 @@ def _totals(dep: Deployment, g: LayerGraph, agg: np.ndarray) -> tuple[np.ndarray
     mem = tp * (L * lay.mem_bytes.sum(1) + out.mem_bytes.sum(1))
     net = tp * (L * lay.net_bytes.sum(1) + out.net_bytes.sum(1))
     time = L * lay.time_s.sum(1) + out.time_s.sum(1)
-    simt = np.zeros(agg.shape[0])
-    if lay.simt_s is not None:
-        simt += L * lay.simt_s.sum(1)
+    simt = None if lay.simt_s is None else L * lay.simt_s.sum(1)
     if out.simt_s is not None:
-        simt += out.simt_s.sum(1)
+        simt = out.simt_s.sum(1) + (0.0 if simt is None else simt)
     return flops, mem, net, time, lay, simt
 
 
@@ -418,8 +417,7 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
                   network_bytes_decode=n_d, roofline_s=t_s, roofline_s_prefill=t_p, roofline_s_decode=t_d,
                   prefill_tokens=ag.prefill[:, 1].copy(), decode_tokens=ag.decode[:, 1].copy(),
                   n_requests=ag.step[:, 4].copy(), duration_s=steps.duration_s.copy(),
-                  simt_path_s=s3[:S], simt_s=dep.parallel.tp * s3[:S], simt_s_prefill=dep.parallel.tp * s3[S:2 * S],
-                  simt_s_decode=dep.parallel.tp * s3[2 * S:])
+                  **({} if s3 is None else _simt_totals(s3, S, dep.parallel.tp)))
 
     if not with_nodes:
         return StepFeatures(node_x=np.zeros((S, N, 0), np.float32), global_x=np.zeros((S, 0), np.float32),
@@ -442,9 +440,15 @@ def step_features(dep: Deployment, steps: StepBatch, fused_attention: bool = Tru
     glob[:, per_step.shape[1]] = log_dur
     glob[:, per_step.shape[1] + 1] = has
     glob[:, per_step.shape[1] + 2:-1] = const
-    glob[:, -1] = np.log1p(s3[:S] * 1e6)
+    glob[:, -1] = 0.0 if s3 is None else np.log1p(s3[:S] * 1e6)
     return StepFeatures(node_x=node_x, global_x=glob, edge_index=g.edge_index, node_dyn=node_dyn, layer_graph=g,
                         **totals)
+
+
+def _simt_totals(s3: np.ndarray, S: int, tp: int) -> dict:
+    """The CUDA-core fields of :class:`StepFeatures` from one GPU's path seconds of the three row blocks."""
+    rep = tp * s3
+    return dict(simt_path_s=s3[:S], simt_s=rep[:S], simt_s_prefill=rep[S:2 * S], simt_s_decode=rep[2 * S:])
 
 
 def _global_constants(dep: Deployment) -> np.ndarray:

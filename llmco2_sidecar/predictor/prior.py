@@ -75,8 +75,8 @@ def prior_terms(dep: Deployment, f: StepFeatures, duration_s: np.ndarray, steps,
     np.minimum(t[:, None], f.roofline_s[:, None] * _BUSY, out=busy)
     busy *= n_dyn
     np.multiply(j_flop, f.flops, out=total[:, 1 + nb])
-    simt = getattr(f, "simt_s", None)
-    has_simt = simt is not None and bool(np.any(simt))
+    simt = f.simt_s  # None: no CUDA-core work on this GPU (16-bit models)
+    has_simt = simt is not None
     if has_simt:  # CUDA-core GPU-seconds (16-bit conversion, block-scale promotion: graph.dequant)
         total[:, 1 + nb] += (n_dyn / dep.n_gpus) * simt
     np.multiply(j_byte, f.memory_bytes, out=total[:, 2 + nb])

@@ -106,9 +106,11 @@ def test_cuda_core_conversion_enters_the_compute_term_only_where_the_gpu_lacks_t
         tot, pre = prior_terms(d, f, dur, steps)
         dyn = dynamic_range_w(d.gpu)
         flops_s = f.flops / d.gpu.peak_flops("bf16")
-        assert bool(f.simt_s.any()) == converts
-        np.testing.assert_allclose(tot[:, col], dyn * (flops_s + f.simt_s), rtol=1e-12)
-        np.testing.assert_allclose(pre[:, col], dyn * (f.flops_prefill / d.gpu.peak_flops("bf16") + f.simt_s_prefill)
+        assert (f.simt_s is not None) == converts  # None: no CUDA-core work on this GPU
+        simt, simt_pre = (f.simt_s, f.simt_s_prefill) if converts else (0.0, 0.0)
+        assert not converts or (simt > 0).all()
+        np.testing.assert_allclose(tot[:, col], dyn * (flops_s + simt), rtol=1e-12)
+        np.testing.assert_allclose(pre[:, col], dyn * (f.flops_prefill / d.gpu.peak_flops("bf16") + simt_pre)
                                    * (f.prefill_tokens > 0), rtol=1e-12)
     # the replica's GPU-seconds: both GPUs of tp=2 convert their half of the experts
     d1 = Deployment(load_model("openai/gpt-oss-20b"), load_gpu("H100"), Parallelism(tp=1))
