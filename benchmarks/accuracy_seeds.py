@@ -94,10 +94,11 @@ def main() -> int:
         names.append(("ours, same fits, inputs clipped", "clip", CLIPPED))
     names.append(("physics prior alone", variants[0], PRIOR))
     seed_txt = ", ".join(str(s) for s in seeds)
+    command = (f"python benchmarks/accuracy_seeds.py --seeds {args.seeds} --splits '{args.splits}' --epochs "
+               f"{args.epochs} --jobs {args.jobs} --variants {','.join(variants)}"
+               + (f" --prefix {args.prefix}" if args.prefix != "accuracy_seeds" else ""))
     lines = ["# Ours' held-out MAPE across seeds", "",
-             f"Command: `python benchmarks/accuracy_seeds.py --seeds {args.seeds} --splits '{args.splits}' --epochs "
-             f"{args.epochs} --jobs {args.jobs} --variants {','.join(variants)}"
-             + (f" --prefix {args.prefix}" if args.prefix != "accuracy_seeds" else "") + f"` ({wall:.0f} s wall on this project's 2-core "
+             f"Command: `{command}` ({wall:.0f} s wall on this project's 2-core "
              f"CPU VM, shared with other jobs: 1-min load average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end). "
              "Each run: `" + runs[(variants[0], seeds[0])]["command"] + "` with that variant's switches and seed.", "",
              "Data: the shipped model's (ML.ENERGY v3 and v2, dense rows). A seed moves the steady-state windows drawn "
@@ -133,7 +134,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
     (out / f"{args.prefix}.json").write_text(json.dumps({
-        "seeds": seeds, "variants": variants, "wall_s": wall,
+        "command": command, "seeds": seeds, "variants": variants, "wall_s": wall,
         "runs": [{"variant": v, "seed": s, **d} for (v, s), d in runs.items()]}, indent=1) + "\n")
     print(f"[{wall:6.0f} s] wrote {out / (args.prefix + '.md')}")
     return 0
