@@ -1,7 +1,7 @@
 """How much ours' held-out figures move with the seed, per recipe variant (issue 14's missed groups).
 
 Usage: python benchmarks/accuracy_seeds.py [--seeds 0,1,2] [--splits 'source,gpu='] [--epochs 150] [--jobs 2]
-                                           [--variants default,bag3,shrinkgpu,shrinkgpu+bag3]
+                                           [--variants default,bag3,shrinkgpu,shrinkgpu+bag3,clip]
 
 Runs ``benchmarks/accuracy.py --dense-only --predictors 'llmco2-gnn,physics prior'`` once per variant
 and seed (the shipped model's data; ours and the prior alone; the other baselines are in
@@ -10,7 +10,8 @@ held-out group, each seed's MAPE and their mean. The seed moves everything a see
 accuracy.py: the steady-state windows drawn for each row (so the prior alone moves too), the network
 initialisations and the early-stopping architectures. Variants: ``default`` (the shipped recipe),
 ``bag3`` (``--bag 3``: six members from three initialisations), ``shrinkgpu`` (``--shrink-by gpu``:
-the residual's scale and bound from inner leave-one-GPU-out folds), ``shrinkgpu+bag3`` (both).
+the residual's scale and bound from inner leave-one-GPU-out folds), ``shrinkgpu+bag3`` (both), ``clip``
+(``--clip-variant``: the default fits scored as they are and with the GNN's inputs clipped to the training range).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from accuracy_report import MOE_GROUPS, TARGET_GROUP_MAPE, TARGET_MOE_MAPE, TARGET_SOURCE_MAPE  # noqa: E402
-from llmco2_sidecar.predictor.evaluate import OURS, WHOLE  # noqa: E402
+from llmco2_sidecar.predictor.evaluate import CLIPPED, OURS, WHOLE  # noqa: E402
 
 VARIANTS = {"default": [], "bag3": ["--bag", "3"], "shrinkgpu": ["--shrink-by", "gpu"],
-            "shrinkgpu+bag3": ["--shrink-by", "gpu", "--bag", "3"]}
+            "shrinkgpu+bag3": ["--shrink-by", "gpu", "--bag", "3"], "clip": ["--clip-variant"]}
 PRIOR = "physics prior alone"
 
 
@@ -89,11 +90,15 @@ def main() -> int:
     names = [(f"ours, {v}", v, OURS) for v in variants]
     if "default" not in variants and any(v.startswith("shrinkgpu") for v in variants):
         names.append(("ours, same fit unshrunk", next(v for v in variants if v.startswith("shrinkgpu")), WHOLE))
+    if "clip" in variants:  # the clip variant's fits scored twice: as they are, and with clipped inputs
+        names.append(("ours, same fits, inputs clipped", "clip", CLIPPED))
     names.append(("physics prior alone", variants[0], PRIOR))
     seed_txt = ", ".join(str(s) for s in seeds)
+    command = (f"python benchmarks/accuracy_seeds.py --seeds {args.seeds} --splits '{args.splits}' --epochs "
+               f"{args.epochs} --jobs {args.jobs} --variants {','.join(variants)}"
+               + (f" --prefix {args.prefix}" if args.prefix != "accuracy_seeds" else ""))
     lines = ["# Ours' held-out MAPE across seeds", "",
-             f"Command: `python benchmarks/accuracy_seeds.py --seeds {args.seeds} --splits '{args.splits}' --epochs "
-             f"{args.epochs} --jobs {args.jobs} --variants {','.join(variants)}` ({wall:.0f} s wall on this project's 2-core "
+             f"Command: `{command}` ({wall:.0f} s wall on this project's 2-core "
              f"CPU VM, shared with other jobs: 1-min load average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end). "
              "Each run: `" + runs[(variants[0], seeds[0])]["command"] + "` with that variant's switches and seed.", "",
              "Data: the shipped model's (ML.ENERGY v3 and v2, dense rows). A seed moves the steady-state windows drawn "
@@ -101,7 +106,8 @@ def main() -> int:
              "architectures drawn inside the training side. Variants: `default` = the shipped recipe; `bag3` = `--bag 3` "
              "(each HYPER_GRID point from three initialisations, six members averaged); `shrinkgpu` = `--shrink-by gpu` "
              "(the GNN residual's scale and bound chosen on inner leave-one-GPU-out folds of the training side); "
-             "`shrinkgpu+bag3` = both. The other baselines on these splits: accuracy_shrinkgpu.md (seed 0, same code).", "",
+             "`shrinkgpu+bag3` = both; `clip` = `--clip-variant` (the default recipe's fits, also scored with the GNN's global "
+             "inputs clipped to each split's training range, `ModelState.clip_inputs`, as the MoE model ships). The other baselines on these splits: accuracy_shrinkgpu.md (seed 0, same code).", "",
              f"## MAPE % per held-out group: seeds {seed_txt} (mean in bold)", "",
              "| held-out group | target | " + " | ".join(n for n, _, _ in names) + " |",
              "|---|---|" + "---|" * len(names)]
@@ -128,7 +134,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
     (out / f"{args.prefix}.json").write_text(json.dumps({
-        "seeds": seeds, "variants": variants, "wall_s": wall,
+        "command": command, "seeds": seeds, "variants": variants, "wall_s": wall,
         "runs": [{"variant": v, "seed": s, **d} for (v, s), d in runs.items()]}, indent=1) + "\n")
     print(f"[{wall:6.0f} s] wrote {out / (args.prefix + '.md')}")
     return 0

@@ -15,6 +15,8 @@ messages. Servers:
   shipped GNN (journal, ingest, prediction, attribution, records, metrics).
 
 Each server is measured ``--repeat`` times (median and range: this VM's figures swing between runs).
+Then the bare iomgr servicer and the sidecar once more with the emitter's defaults (steps alone held up
+to 50 ms, a finish sent at once: a message per finish), their CPU per step.
 Writes benchmarks/results/grpc_floor.json and .md. Usage: python benchmarks/grpc_floor.py [--quick]
 """
 
@@ -142,13 +144,15 @@ def _thread_cpu(before: dict, after: dict, seconds: float) -> list[dict]:
     return sorted(rows, key=lambda r: -(r["user_ms_per_s"] + r["system_ms_per_s"]))
 
 
-def _paced(address: str, rate: float, duration_s: float, pid: int) -> dict:
-    """The shipped emitter at ``rate`` one-step messages a second; the server's CPU per message."""
+def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float = 0.0) -> dict:
+    """The shipped emitter at ``rate`` steps a second, one step per message (``hold_s`` 0) or with
+    steps alone held up to ``hold_s`` (the emitter's default: a message per finish); the server's CPU
+    per message and per step."""
     from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
 
     engine = f"floor-{time.monotonic_ns()}"
     em = Emitter(EngineInfo(engine_name="bench", model_name=bench.MODEL, gpu=bench.GPU, instance_id=engine),
-                 EmitterConfig(target=address, steps_hold_s=0.0))  # one step per message
+                 EmitterConfig(target=address, steps_hold_s=hold_s))
     w = bench.Workload(engine)
     n = int(rate * duration_s)
     time.sleep(0.3)
@@ -162,9 +166,10 @@ def _paced(address: str, rate: float, duration_s: float, pid: int) -> dict:
             em.emit_done(r, bench.LIFETIME)
     time.sleep(SETTLE_S)  # the last messages handled (the sidecar's steps-alone micro-batch: <= 0.1 s)
     cpu, th1, wall = bench._cpu_s(pid) - c0, _threads(pid), time.perf_counter() - t0
+    messages = em.stats().sent_messages if hold_s else n
     em.close(2.0)  # after the reading: a bare server acks only when a message comes
-    return {"messages": n, "cpu_s": cpu, "cpu_us_per_message": cpu / n * 1e6, "wall_s": wall,
-            "threads": _thread_cpu(th0, th1, wall)}
+    return {"messages": messages, "steps": n, "cpu_s": cpu, "cpu_us_per_message": cpu / max(messages, 1) * 1e6,
+            "cpu_us_per_step": cpu / n * 1e6, "wall_s": wall, "threads": _thread_cpu(th0, th1, wall)}
 
 
 def main(argv=None) -> int:
@@ -200,6 +205,28 @@ def main(argv=None) -> int:
             print(f"{mode} run {i + 1}/{repeat}: {runs[-1]['cpu_us_per_message']:,.0f} us per message", flush=True)
         per = sorted(r["cpu_us_per_message"] for r in runs)
         res["servers"][mode] = {"runs": runs, "median_us": per[len(per) // 2], "min_us": per[0], "max_us": per[-1]}
+    # the emitter's defaults (steps alone held up to 50 ms, a finish sent at once): the bare server and
+    # the sidecar, per step
+    from llmco2_sidecar.client import EmitterConfig
+
+    hold_s = EmitterConfig().steps_hold_s
+    res["held"] = {"steps_hold_s": hold_s, "servers": {}}
+    for mode in ("bare-aio-iomgr", "sidecar-default"):
+        runs = []
+        for i in range(repeat):
+            proc, address = _start(mode, tmp, server_cpu)
+            try:
+                time.sleep(1.0)
+                runs.append(_paced(address, args.rate, seconds, proc.pid, hold_s))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            print(f"{mode}, emitter defaults, run {i + 1}/{repeat}: {runs[-1]['cpu_us_per_step']:,.0f} us per step "
+                  f"({runs[-1]['messages']} messages)", flush=True)
+        per = sorted(r["cpu_us_per_step"] for r in runs)
+        res["held"]["servers"][mode] = {"runs": runs, "median_us_per_step": per[len(per) // 2], "min_us": per[0],
+                                        "max_us": per[-1],
+                                        "messages_per_s": runs[0]["messages"] / max(runs[0]["wall_s"], 1e-9)}
     res["load_average_1m_after"] = os.getloadavg()[0]
     res["command"] = "python benchmarks/grpc_floor.py" + (" --quick" if args.quick else "")
     bench.write_results(Path(args.out), "grpc_floor", res, render)
@@ -243,6 +270,14 @@ def render(r: dict) -> str:
                 count = f" ({t['threads']})" if t["threads"] > 1 else ""
                 cells.append(f"{t['thread']}{count}: {t['user_ms_per_s']:.0f} + {t['system_ms_per_s']:.0f}")
             lines.append(f"| {LABELS.get(mode, mode)} | " + "; ".join(cells) + " |")
+    held = r.get("held")
+    if held:
+        lines += ["", f"With the emitter's defaults (steps alone held up to {held['steps_hold_s'] * 1e3:.0f} ms, a finish sent at "
+                  f"once: about {next(iter(held['servers'].values()))['messages_per_s']:.0f} messages a second for "
+                  f"{r['rate_messages_per_s']:.0f} steps), CPU per step, median (range):", "",
+                  "| server | CPU per step |", "|---|---|"]
+        for mode, s in held["servers"].items():
+            lines.append(f"| {LABELS.get(mode, mode)} | {s['median_us_per_step']:,.0f} us ({s['min_us']:,.0f}-{s['max_us']:,.0f}) |")
     bare = r["servers"].get("bare-aio-iomgr")
     side = r["servers"].get("sidecar-default")
     if bare and side:

@@ -54,7 +54,7 @@ def main() -> int:
     idx = np.arange(len(examples))
     y = np.array([e.target for e in examples])
     preds = {
-        "llmco2-gnn-v1 (shipped; dense-only training)": predict_gnn(model, examples, feats, idx),
+        "llmco2-gnn-v2 (shipped; dense-only training)": predict_gnn(model, examples, feats, idx),
         "its physics prior alone": example_prior_terms(feats, examples) @ model.state.prior.coef,
         "Roofline (analytic)": RooflineBaseline().predict(examples, feats),
     }

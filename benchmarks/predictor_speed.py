@@ -8,6 +8,11 @@ best CPU time per step graph: the total, its parts (kernel-graph features, the f
 torch reference forward, the request shares) and ``predict_step_batch`` (predict_steps and the
 shares: what the sidecar and replay pay per batch), each call on a fresh batch as in the sidecar.
 Writes benchmarks/results/predictor_speed.{md,json}. The target is <= 50 us per step graph.
+
+A second table times the sidecar's case at low step rates, a call of 4 steps now and then: the
+median CPU time of one ``predict_step_batch`` call when the calls come back to back, or 2, 10 and
+40 ms apart (the gap slept, or spun on the same core so that it never idles): how much of a small
+call's cost at 25 micro-batches a second is the CPU's caches gone cold since the last one.
 """
 
 from __future__ import annotations
@@ -72,6 +77,26 @@ def timeit(fn, repeat: int) -> float:
     return min(times)
 
 
+def spaced_cost(fn, gap_s: float, calls: int, spin: bool) -> float:
+    """Median CPU seconds of one ``fn()`` call when calls are ``gap_s`` apart (slept, or spun)."""
+    fn()
+    times = []
+    for _ in range(calls):
+        if spin:
+            end = time.perf_counter() + gap_s
+            while time.perf_counter() < end:
+                pass
+        elif gap_s > 0:
+            time.sleep(gap_s)
+        t = time.process_time()
+        fn()
+        times.append(time.process_time() - t)
+    return float(np.median(times))
+
+
+SPACED_GAPS_S = (0.0, 0.002, 0.01, 0.04)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
@@ -122,13 +147,22 @@ def main() -> int:
                   f"with shares {call * 1e6:.0f} us/call, {call / n * 1e6:.1f} us/step "
                   f"(features {feat / n * 1e6:.1f}, GNN {forward / n * 1e6:.1f}, torch reference {torch_fwd / n * 1e6:.1f}, "
                   f"shares {shares / n * 1e6:.1f})")
+    dep = Deployment(load_model("meta-llama/Llama-3.1-8B"), load_gpu("H100"), Parallelism(tp=1))
+    fresh = (make_steps(4, 32, seed=1), make_steps(4, 32))
+    spaced = []
+    for gap in SPACED_GAPS_S:
+        for spin in ((False,) if gap == 0 else (False, True)):
+            call = alternating(fresh, lambda sb: predict_step_batch(model, dep, sb))
+            us = spaced_cost(call, gap, 60, spin) * 1e6
+            spaced.append({"gap_ms": gap * 1e3, "gap": "spun" if spin else "slept", "us_per_call": us})
+            print(f"4-step call, {gap * 1e3:g} ms apart ({'spun' if spin else 'slept'}): {us:.0f} us CPU (median)")
     meta = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "threads": 1, "model": Path(args.model).name, "repeat": args.repeat,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)), "load_start": load_start,
             "load_end": os.getloadavg()[0]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "spaced": spaced}, indent=1) + "\n")
     lines = ["# Step predictor speed (one CPU core, batched)", "",
              f"Command: `python benchmarks/predictor_speed.py` ({meta['date']}; model {meta['model']}, torch {meta['torch']}, "
              f"{meta['threads']} thread for torch and NumPy's BLAS, process pinned to CPU 0, best of {args.repeat}). Machine: "
@@ -152,6 +186,15 @@ def main() -> int:
                      f"{r['us_per_step_gnn_forward']:.1f} | {r['us_per_step_torch_forward']:.1f} | "
                      f"{r['us_per_step_shares']:.1f} | {r['us_per_call_predict_step_batch']:.0f} | "
                      f"{r['us_per_step_predict_step_batch']:.1f} |")
+    lines += ["", "## A small call now and then (the sidecar at low step rates)", "",
+              "meta-llama/Llama-3.1-8B on H100, 32 requests per step, `predict_step_batch` on 4 steps (a fresh batch "
+              "each call), 60 calls per row: the median CPU time of one call when the calls come back to back or a gap "
+              "apart. `slept`: the process sleeps through the gap (the core may idle or run other work); `spun`: it "
+              "busy-waits on its own core, so the core never idles and nothing else runs there. At 100 steps/s with a "
+              "finish every 4 steps the sidecar makes one such call every 40 ms.", "",
+              "| gap between calls | gap spent | us per call (CPU, median) |", "|---|---|---|"]
+    for r in spaced:
+        lines.append(f"| {r['gap_ms']:g} ms | {r['gap'] if r['gap_ms'] else '-'} | {r['us_per_call']:.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return 0
 

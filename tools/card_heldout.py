@@ -1,7 +1,7 @@
 """Write the shipped predictor's held-out scores into its model file's ``info.heldout``, where
 ``llmco2 catalog`` reads them ("heldout" column), from the committed accuracy results.
 
-    python tools/card_heldout.py                      # the defaults below
+    python tools/card_heldout.py                      # the defaults below (the shipped llmco2-gnn-v2)
     python tools/card_heldout.py --check              # exit 1 when the model file is not up to date
 
 The scores come from benchmarks that retrain the shipped recipe per held-out group
@@ -22,8 +22,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_JSON = REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v1.json"
-SOURCES = (REPO / "benchmarks/results/accuracy.json", REPO / "benchmarks/results/moe_transfer.json")
+MODEL_JSON = REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v2.json"
+SOURCES = (REPO / "benchmarks/results/accuracy_seeds_clip.json", REPO / "benchmarks/results/moe_transfer.json")
+#: the shipped dense recipe's columns: accuracy_seeds.py's clipped fits, moe_transfer.py's shipped model
+SHIPPED_COLUMNS = ("same fit as llmco2-gnn, GNN inputs clipped", "llmco2-gnn-v2")
 
 
 def _shown(path: Path) -> str:
@@ -35,15 +37,18 @@ def heldout_rows(paths: list[Path], predictor: str = "llmco2-gnn", average: bool
     name starts with ``predictor``), first source first; a group already taken from an earlier file is
     not taken again. ``average``: the files are runs of one recipe (seeds): each group's figures are
     their mean over the files that have it."""
+    prefixes = (predictor,) if isinstance(predictor, str) else tuple(predictor)
     rows, seen = [], {}
     for path in paths:
         data = json.loads(path.read_text())
-        for r in data.get("results", []):
+        # benchmarks/accuracy_seeds.py's files hold one run per seed (``runs``): each run counts as a file
+        results = [r for run in data["runs"] for r in run.get("results", [])] if "runs" in data else data.get("results", [])
+        for r in results:
             split = r.get("split") or r.get("group")
-            if not split or not str(r.get("predictor", "")).startswith(predictor):
+            if not split or not str(r.get("predictor", "")).startswith(prefixes):
                 continue
             if split in seen:
-                if average:
+                if average or ("runs" in data and seen[split][0][0] == path):  # a seed file's runs: averaged
                     seen[split].append((path, r))
                 continue
             seen[split] = [(path, r)]
@@ -54,7 +59,7 @@ def heldout_rows(paths: list[Path], predictor: str = "llmco2-gnn", average: bool
         out.append({"split": split, "predictor": "llmco2-gnn", "n": int(runs[0][1]["n"]),
                     "mape": round(sum(float(r["mape"]) for _, r in runs) / len(runs), 2),
                     "eba30": round(sum(float(r["eba30"]) for _, r in runs) / len(runs), 1),
-                    "from": " + ".join(_shown(p) for p, _ in runs)})
+                    "from": " + ".join(dict.fromkeys(_shown(p) for p, _ in runs))})
     return out
 
 
@@ -63,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-json", type=Path, default=MODEL_JSON, help=f"the model's JSON (default {MODEL_JSON.relative_to(REPO)})")
     p.add_argument("--results", type=Path, nargs="+", default=list(SOURCES),
                    help="result JSON files, most specific first (default: accuracy.json, moe_transfer.json)")
-    p.add_argument("--predictor", default="llmco2-gnn", help="take the result rows whose predictor name starts with "
-                   "this (default llmco2-gnn: the shipped recipe's column)")
+    p.add_argument("--predictor", nargs="+", default=list(SHIPPED_COLUMNS), help="take the result rows whose predictor "
+                   "name starts with one of these (default: the shipped recipe's columns, " + ", ".join(map(repr, SHIPPED_COLUMNS)) + ")")
     p.add_argument("--average", action="store_true", help="the result files are runs of one recipe (seeds): each "
                    "group's figures are their mean (default: the first file that has the group)")
     p.add_argument("--check", action="store_true", help="only compare; exit 1 if the model file would change")

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.epilog = ("models: each bundled Hugging Face id and alias with its kind (dense or MoE: experts, active per "
                 "token; MLA; local attention), size, number formats, whether its config was checked in two public "
-                "copies, and the held-out error of the shipped model that serves it (llmco2-gnn-v1 for dense models, "
+                "copies, and the held-out error of the shipped model that serves it (llmco2-gnn-v2 for dense models, "
                 "llmco2-gnn-moe-v1 for mixtures of experts) on the model or its family, where its card has one.")
 
 

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ML.ENERGY v2 folder (chat/<GPU>/<org>/<model>/*.json, sharegpt/*.json); default: the bundled "
                    "copy; 'none' to train on v3 alone")
     p.add_argument("--measurements", default="data/measurements", help="folder of per-batch measurement CSVs (read when present)")
-    p.add_argument("--out", default="llmco2-gnn-v1.safetensors", help="model file to write (.safetensors; .json beside it)")
+    p.add_argument("--out", default="llmco2-gnn-v2.safetensors", help="model file to write (.safetensors; .json beside it)")
     p.add_argument("--report", default=None, help="Markdown report (default: OUT with .report.md)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     p.add_argument("--seed", type=int, default=0)
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "e.g. data/measurements/next_plan.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dense-only", action="store_true",
-                   help="leave the mixture-of-experts rows out (the shipped llmco2-gnn-v1 is trained this way)")
+                   help="leave the mixture-of-experts rows out (the shipped llmco2-gnn-v2 is trained this way)")
     p.add_argument("--moe-recipe", action="store_true",
                    help="the MoE recipe (soft power window inside the model; prior design and GNN residual scale/bound "
                    "chosen on held-out architectures inside the training data): benchmarks/results/accuracy_moe*.md. "
@@ -50,12 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bag", type=int, default=1, help="train each HYPER_GRID point from this many initialisations "
                    "(torch seeds) and average them all (default 1: two members; the predictor's cost grows with the "
                    "members)")
-    p.add_argument("--name", default="llmco2-gnn-v1", help="the model's name, reported in every record's `predictor` "
-                   "(default llmco2-gnn-v1; the shipped mixture-of-experts model: llmco2-gnn-moe-v1)")
-    p.add_argument("--clip-inputs", action="store_true",
+    p.add_argument("--name", default="llmco2-gnn-v2", help="the model's name, reported in every record's `predictor` "
+                   "(default llmco2-gnn-v2; the shipped mixture-of-experts model: llmco2-gnn-moe-v1)")
+    p.add_argument("--clip-inputs", action=argparse.BooleanOptionalAction, default=True,
                    help="the model clips its GNN's global inputs to the range of its training data (ModelState."
                    "clip_inputs): outside the GPUs, engines and step-time ratios it has seen, the physics prior "
-                   "carries the extrapolation (benchmarks/accuracy.py --clip-variant). Default: off")
+                   "carries the extrapolation (benchmarks/accuracy.py --clip-variant). Default: on, as both shipped "
+                   "models (llmco2-gnn-v1 did not clip: --no-clip-inputs)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         examples, feats = [examples[i] for i in keep], [feats[i] for i in keep]
     if not examples:
         raise InputError("data", "no usable training rows found", "ML.ENERGY v3 model files or measurement CSVs")
-    config = GNNConfig(name=getattr(args, "name", "llmco2-gnn-v1"), soft_window=args.moe_recipe)
+    config = GNNConfig(name=getattr(args, "name", "llmco2-gnn-v2"), soft_window=args.moe_recipe)
     options = TrainOptions(epochs=args.epochs, seed=args.seed, choose_on_validation=args.moe_recipe,
                            clip_inputs=bool(getattr(args, "clip_inputs", False)))
     splits = [] if args.no_heldout else make_splits(examples)

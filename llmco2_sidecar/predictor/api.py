@@ -50,7 +50,7 @@ class StepPrediction:
 class StepPredictor(abc.ABC):
     """Energy of engine steps. Implementations must be vectorised over the steps of a batch."""
 
-    #: Name reported in the ``predictor`` field of results, e.g. ``"llmco2-gnn-v1"``.
+    #: Name reported in the ``predictor`` field of results, e.g. ``"llmco2-gnn-v2"``.
     name: str = "abstract"
 
     def name_for(self, deployment: Deployment) -> str:

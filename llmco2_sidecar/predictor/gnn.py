@@ -31,7 +31,7 @@ from .prior import DurationModel, PhysicsPrior
 from .threads import match_torch_threads
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
-DEFAULT_MODEL = WEIGHTS_DIR / "llmco2-gnn-v1.safetensors"
+DEFAULT_MODEL = WEIGHTS_DIR / "llmco2-gnn-v2.safetensors"
 #: the mixture-of-experts model (trained on dense and MoE rows; predictor/routed.py)
 DEFAULT_MOE_MODEL = WEIGHTS_DIR / "llmco2-gnn-moe-v1.safetensors"
 FORMAT_VERSION = 3  # 3: datasheet-scaled prior terms, Roofline-floored durations (2026-12-06)
@@ -48,7 +48,7 @@ _PHASE_GLOBAL = ("log_prefill_tokens", "log_decode_tokens", "log_flops_prefill",
 class GNNConfig:
     """Architecture switches (see module docstring)."""
 
-    name: str = "llmco2-gnn-v1"
+    name: str = "llmco2-gnn-v2"
     hidden: int = 16
     two_stage: bool = True
     use_prior: bool = True

@@ -75,7 +75,7 @@ def scores_from_file(path: str) -> dict[str, float]:
 
 
 #: the shipped model file (``predictor.gnn.DEFAULT_MODEL``; named here so that reading its scores needs no torch)
-SHIPPED_MODEL = Path(__file__).with_name("weights") / "llmco2-gnn-v1.safetensors"
+SHIPPED_MODEL = Path(__file__).with_name("weights") / "llmco2-gnn-v2.safetensors"
 #: the shipped mixture-of-experts model (``predictor.gnn.DEFAULT_MOE_MODEL``; predictor/routed.py)
 SHIPPED_MOE_MODEL = Path(__file__).with_name("weights") / "llmco2-gnn-moe-v1.safetensors"
 

@@ -1,6 +1,6 @@
 """The shipped predictor as two trained models: one for dense models, one for mixtures of experts.
 
-``llmco2-gnn-v1`` learned from dense configurations only; ``llmco2-gnn-moe-v1`` from dense and
+``llmco2-gnn-v2`` learned from dense configurations only; ``llmco2-gnn-moe-v1`` from dense and
 mixture-of-experts ones (ML.ENERGY v3's MoE rows in bf16, FP8 and MXFP4, v2's Mixtral), with the
 block-scaled FP8 feature and its GNN's inputs clipped to its training range. Trained on both, one
 model would serve dense deployments worse than the dense-only one does on held-out groups

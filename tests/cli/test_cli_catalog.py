@@ -25,13 +25,13 @@ def test_heldout_prefers_the_model_then_its_family_and_takes_the_worse_format():
 
 
 def test_catalog_column_matches_the_shipped_model_file():
-    """Each model's figure is the held-out score of the shipped model that serves it: llmco2-gnn-v1 for
+    """Each model's figure is the held-out score of the shipped model that serves it: llmco2-gnn-v2 for
     dense models, llmco2-gnn-moe-v1 for mixtures of experts."""
     def scores(name):
         info = json.loads((REPO / f"llmco2_sidecar/predictor/weights/{name}.json").read_text())["info"]
         return {r["split"]: r["mape"] for r in info["heldout"]}
 
-    dense_groups, moe_groups = scores("llmco2-gnn-v1"), scores("llmco2-gnn-moe-v1")
+    dense_groups, moe_groups = scores("llmco2-gnn-v2"), scores("llmco2-gnn-moe-v1")
     assert dense_groups and moe_groups, "a shipped model file carries no held-out scores: run tools/card_heldout.py"
     p = subprocess.run([sys.executable, "-m", "llmco2_sidecar.cli.main", "catalog", "models", "--json"], cwd=REPO,
                        capture_output=True, text=True, timeout=120)

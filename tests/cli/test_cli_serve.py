@@ -46,7 +46,7 @@ def _threads_after_a_prediction(tmp_path: Path, omp: str) -> int:
         while "listening on" not in out.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
             time.sleep(0.1)
-        assert "predictor llmco2-gnn-v1, llmco2-gnn-moe-v1 for mixtures of experts" in out.read_text()
+        assert "predictor llmco2-gnn-v2, llmco2-gnn-moe-v1 for mixtures of experts" in out.read_text()
         with grpc.insecure_channel(f"unix:{sock}") as ch:
             stub = sidecar_pb2_grpc.CarbonSidecarStub(ch)
             for batch in (1, 8, 64):  # the GNN runs (each query is a batch of many steps)

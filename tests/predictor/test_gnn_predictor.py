@@ -80,7 +80,7 @@ def test_load_default_reads_a_model(tiny_data, tmp_path, monkeypatch):
     path = model.save(tmp_path / "m.safetensors")
     monkeypatch.setattr(gnn_mod, "DEFAULT_MODEL", path)
     loaded = load_default()
-    assert isinstance(loaded, GNNPredictor) and loaded.name == "llmco2-gnn-v1"
+    assert isinstance(loaded, GNNPredictor) and loaded.name == "llmco2-gnn-v2"
 
 
 def test_feature_column_switches():

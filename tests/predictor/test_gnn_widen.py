@@ -42,7 +42,7 @@ def old_path(tmp_path_factory):
     for k, w in list(t.items()):
         if k in ("norm.node_mean", "norm.node_std"):
             t[k] = w[keep_n]
-        elif k in ("norm.glob_mean", "norm.glob_std"):
+        elif k in ("norm.glob_mean", "norm.glob_std", "norm.glob_lo", "norm.glob_hi"):  # lo/hi: a clipping model
             t[k] = w[keep_g]
         elif k.endswith(("conv1.lin_l.weight", "conv1.lin_r.weight")):
             t[k] = w[:, keep_n].contiguous()
@@ -70,7 +70,9 @@ def _old_predictor(path) -> GNNPredictor:
         nets.append(net)
     norm = {k[5:]: tensors[k].numpy() for k in tensors if k.startswith("norm.")}
     state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
-                       float(meta["log_bias"]), meta.get("info", {}))
+                       float(meta["log_bias"]), meta.get("info", {}), float(meta.get("residual_scale", 1.0)),
+                       float("inf") if meta.get("residual_bound") is None else float(meta["residual_bound"]),
+                       bool(meta.get("clip_inputs", False)))  # the shipped model clips its inputs
     old = GNNPredictor(nets, state)
     old._node_idx = np.array([NODE_FEATURE_NAMES.index(c) for c in meta["node_columns"]])
     old._glob_idx = np.array([ALL_GLOBALS.index(c) for c in meta["global_columns"]])

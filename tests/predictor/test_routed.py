@@ -28,7 +28,7 @@ def routed():
 def test_each_kind_goes_to_its_own_model_and_says_so(routed):
     dense, moe = load_default(), load_default_moe()
     assert isinstance(routed, RoutedPredictor) and moe is not None
-    assert (routed.name_for(DENSE), routed.name_for(MOE)) == ("llmco2-gnn-v1", "llmco2-gnn-moe-v1")
+    assert (routed.name_for(DENSE), routed.name_for(MOE)) == ("llmco2-gnn-v2", "llmco2-gnn-moe-v1")
     np.testing.assert_array_equal(routed.predict_steps(DENSE, STEPS).energy_j, dense.predict_steps(DENSE, STEPS).energy_j)
     np.testing.assert_array_equal(routed.predict_steps(MOE, STEPS).energy_j, moe.predict_steps(MOE, STEPS).energy_j)
     assert not np.allclose(routed.predict_steps(MOE, STEPS).energy_j, dense.predict_steps(MOE, STEPS).energy_j)
@@ -67,7 +67,7 @@ def test_without_a_moe_model_file_the_dense_model_serves_everything(monkeypatch,
     try:
         with caplog.at_level(logging.WARNING):
             p = default_mod.default_predictor()
-        assert p.name_for(MOE) == "llmco2-gnn-v1" and "truncated file" in caplog.text
+        assert p.name_for(MOE) == "llmco2-gnn-v2" and "truncated file" in caplog.text
         np.testing.assert_array_equal(p.predict_steps(MOE, STEPS).energy_j, load_default().predict_steps(MOE, STEPS).energy_j)
     finally:
         default_mod.default_predictor.cache_clear()
@@ -78,7 +78,7 @@ def test_a_plain_predictor_answers_for_itself():
 
     r = RooflinePredictor()
     assert r.name_for(MOE) == "roofline-analytic" and r.heldout_scores(MOE) == {}
-    assert RoutedPredictor(load_default()).name_for(MOE) == "llmco2-gnn-v1"
+    assert RoutedPredictor(load_default()).name_for(MOE) == "llmco2-gnn-v2"
 
 
 def test_the_moe_models_fused_path_is_its_reference():

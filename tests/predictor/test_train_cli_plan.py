@@ -49,11 +49,13 @@ def test_llmco2_train_end_to_end(tmp_path, capsys, tiny_mlenergy_rows):
     out3 = tmp_path / "m3.safetensors"
     assert main(args[:-5] + ["--out", str(out3), "--epochs", "4", "--seed", "1", "--quiet", "--no-heldout", "--moe-recipe"]) == 0
     assert GNNPredictor.load(out3).state.config.soft_window
-    out4 = tmp_path / "clip.safetensors"
-    assert main(args[:-5] + ["--out", str(out4), "--epochs", "4", "--seed", "1", "--quiet", "--no-heldout", "--clip-inputs"]) == 0
-    clipped = GNNPredictor.load(out4)
-    assert clipped.state.clip_inputs and not GNNPredictor.load(out3).state.clip_inputs
+    clipped = GNNPredictor.load(out3)  # clipping is the default (both shipped models clip)
+    assert clipped.state.clip_inputs and model.state.clip_inputs
     assert (clipped.state.norm["glob_lo"] <= clipped.state.norm["glob_hi"]).all()
+    out4 = tmp_path / "noclip.safetensors"
+    assert main(args[:-5] + ["--out", str(out4), "--epochs", "4", "--seed", "1", "--quiet", "--no-heldout",
+                             "--no-clip-inputs"]) == 0  # llmco2-gnn-v1's recipe
+    assert not GNNPredictor.load(out4).state.clip_inputs
 
 
 def test_llmco2_train_shrink_by_gpu_and_bag(tmp_path, capsys, tiny_mlenergy_rows):

@@ -27,11 +27,11 @@ def test_an_engines_accounting_names_its_model_and_that_models_error():
     dep = _dep()
     acc = with_predictor(make_accounting(SidecarConfig(), dep), load_default(), dep, "Qwen/Qwen3-8B")
     assert acc.expected_error_pct == pytest.approx(expected_error(dep.model, dep.gpu.gpu_id).mape_pct, abs=0.005)
-    assert acc.predictor_name == "llmco2-gnn-v1"
+    assert acc.predictor_name == "llmco2-gnn-v2"
     plain = with_predictor(make_accounting(SidecarConfig(), dep), RooflinePredictor(), dep)
     assert plain.expected_error_pct is None and plain.predictor_name == "roofline-analytic"
     rec = request_record(STREAM, acc, "r0", 1.0, 10, 5, 1.0, 2.0, 0.5, 0.1, 6, False, predictor="ignored")
-    assert rec["predictor"] == "llmco2-gnn-v1"  # the answering model, not the caller's label
+    assert rec["predictor"] == "llmco2-gnn-v2"  # the answering model, not the caller's label
 
 
 @pytest.mark.parametrize("source, want", [("predicted", 16.4), ("measured", None)])

@@ -141,7 +141,7 @@ def test_shipped_predictor_figures_do_not_depend_on_the_call_size(trace, monkeyp
         got = run_replay(setup)
         for k, v in want["energy_j"].items():
             assert got["energy_j"][k] == pytest.approx(v, rel=1e-7), (size, k)
-    assert want["predictor"] == "llmco2-gnn-v1" and want["energy_j"]["total"] > 0
+    assert want["predictor"] == "llmco2-gnn-v2" and want["energy_j"]["total"] > 0
 
 
 def test_a_replay_states_the_predictors_expected_error(trace, tmp_path):

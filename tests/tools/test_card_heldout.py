@@ -25,15 +25,15 @@ def test_rows_come_from_the_shipped_recipe_only(tmp_path):
         {"split": "gpu=A100", "predictor": "llmco2-gnn (2-GNN + physics prior)", "n": 32, "mape": 8.68, "eba30": 100.0},
         {"split": "gpu=A100", "predictor": "physics prior alone", "n": 32, "mape": 15.3, "eba30": 90.0}]}
     moe = {"results": [
-        {"group": "gpu=A100", "predictor": "llmco2-gnn-v1 (shipped)", "n": 5, "mape": 50.0, "eba30": 0.0},
-        {"group": "family=mixtral", "predictor": "llmco2-gnn-v1 (shipped)", "n": 28, "mape": 12.55, "eba30": 96.4}]}
+        {"group": "gpu=A100", "predictor": "llmco2-gnn-v2 (shipped)", "n": 5, "mape": 50.0, "eba30": 0.0},
+        {"group": "family=mixtral", "predictor": "llmco2-gnn-v2 (shipped)", "n": 28, "mape": 12.55, "eba30": 96.4}]}
     a, m = tmp_path / "acc.json", tmp_path / "moe.json"
     a.write_text(json.dumps(acc)), m.write_text(json.dumps(moe))
     rows = tool["heldout_rows"]([a, m])
     assert [(r["split"], r["mape"], r["from"]) for r in rows] == [("gpu=A100", 8.68, "acc.json"), ("family=mixtral", 12.55, "moe.json")]
     model = tmp_path / "model.json"
-    shutil.copy(REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v1.json", model)
-    cmd = [sys.executable, str(TOOL), "--model-json", str(model), "--results", str(a)]
+    shutil.copy(REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v2.json", model)
+    cmd = [sys.executable, str(TOOL), "--model-json", str(model), "--results", str(a), "--predictor", "llmco2-gnn"]
     assert subprocess.run(cmd + ["--check"], capture_output=True, timeout=60).returncode == 1
     assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
     assert [r["split"] for r in json.loads(model.read_text())["info"]["heldout"]] == ["gpu=A100"]
@@ -46,15 +46,15 @@ def test_rows_come_from_the_shipped_recipe_only(tmp_path):
 def test_a_model_trained_on_moe_rows_takes_no_transfer_scores(tmp_path):
     acc = {"results": [{"split": "family=gpt-oss", "predictor": "llmco2-gnn (2-GNN + physics prior)", "n": 65, "mape": 14.0,
                         "eba30": 95.0}]}
-    moe = {"results": [{"group": "all MoE rows", "predictor": "llmco2-gnn-v1 (shipped)", "n": 284, "mape": 15.8, "eba30": 82.0}]}
+    moe = {"results": [{"group": "all MoE rows", "predictor": "llmco2-gnn-v2 (shipped)", "n": 284, "mape": 15.8, "eba30": 82.0}]}
     a, m = tmp_path / "accuracy.json", tmp_path / "moe_transfer.json"
     a.write_text(json.dumps(acc)), m.write_text(json.dumps(moe))
     model = tmp_path / "model.json"
-    doc = json.loads((REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v1.json").read_text())
+    doc = json.loads((REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v2.json").read_text())
     for dense_only, want in ((True, ["family=gpt-oss", "all MoE rows"]), (False, ["family=gpt-oss"])):
         doc.setdefault("info", {})["dense_only"] = dense_only
         model.write_text(json.dumps(doc))
-        cmd = [sys.executable, str(TOOL), "--model-json", str(model), "--results", str(a), str(m)]
+        cmd = [sys.executable, str(TOOL), "--model-json", str(model), "--results", str(a), str(m), "--predictor", "llmco2-gnn"]
         assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
         assert [r["split"] for r in json.loads(model.read_text())["info"]["heldout"]] == want
 
@@ -83,3 +83,20 @@ def test_committed_moe_model_file_is_up_to_date():
             "--predictor", "same fit as llmco2-gnn, GNN inputs clipped", "--average", "--check"]
     p = subprocess.run([sys.executable, str(TOOL), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr + "\nrun: python tools/card_heldout.py " + " ".join(args[:-1])
+
+
+def test_seed_file_runs_are_averaged(tmp_path):
+    """A benchmarks/accuracy_seeds.py file (one run per seed under ``runs``): each group's figures are
+    the mean over its runs, from that one file."""
+    from tools.card_heldout import heldout_rows
+
+    def run(seed, mape, eba):
+        return {"seed": seed, "results": [
+            {"split": "gpu=A100", "predictor": "same fit as llmco2-gnn, GNN inputs clipped", "n": 32, "mape": mape, "eba30": eba},
+            {"split": "gpu=A100", "predictor": "physics prior alone", "n": 32, "mape": 99.0, "eba30": 0.0}]}
+
+    f = tmp_path / "seeds.json"
+    f.write_text(json.dumps({"runs": [run(0, 10.0, 90.0), run(1, 14.0, 100.0), run(2, 12.0, 95.0)]}))
+    rows = heldout_rows([f], "same fit as llmco2-gnn, GNN inputs clipped")
+    assert rows == [{"split": "gpu=A100", "predictor": "llmco2-gnn", "n": 32, "mape": 12.0, "eba30": 95.0,
+                     "from": "seeds.json"}]

@@ -30,8 +30,8 @@ def test_blocks_are_rewritten_from_the_files(tmp_path):
         {"split": "family=gpt-oss", "predictor": "llmco2-gnn (2-GNN + physics prior)", "n": 3, "mape": 14.0, "eba30": 90.0},
         {"split": "family=gpt-oss", "predictor": "physics prior alone", "n": 3, "mape": 16.0, "eba30": 80.0}]}
     (tmp_path / "acc.json").write_text(json.dumps(acc))
-    model = REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v1.json"
-    args = ("--card", card, "--model-json", model, "--accuracy", tmp_path / "acc.json")
+    model = REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v2.json"
+    args = ("--card", card, "--model-json", model, "--accuracy", tmp_path / "acc.json", "--ours", "llmco2-gnn")
     assert _run(*args, "--check").returncode == 1
     assert _run(*args).returncode == 0
     text = card.read_text()
