@@ -58,6 +58,11 @@ class GNNConfig:
     #: product's hard guard then never binds. Part of the MoE recipe (``llmco2 train --moe-recipe``);
     #: off by default and in model files written before it (hard clamp).
     soft_window: bool = False
+    #: whether the network reads the global ``log_simt_us`` (CUDA-core seconds of weight conversion,
+    #: graph.dequant): set by training when a row of its training side has any (MoE / low-precision
+    #: data); a model whose data never had any (dense 16-bit) keeps the columns it had before the
+    #: feature, so its file reproduces byte for byte. Off in model files written before it.
+    simt_feature: bool = False
 
     def node_columns(self) -> list[str]:
         cols = []
@@ -75,6 +80,8 @@ class GNNConfig:
             if not self.roofline_features and c in _ROOFLINE_GLOBAL:
                 continue
             if not self.phase_features and c in _PHASE_GLOBAL:
+                continue
+            if c == "log_simt_us" and not (self.simt_feature and self.roofline_features):
                 continue
             cols.append(c)
         return cols

@@ -162,6 +162,16 @@ def bagged_grid(grid: tuple[dict, ...], bag: int, seed: int) -> tuple[dict, ...]
     return tuple({**p, "seed": seed + 1000 * k} for k in range(bag) for p in grid)
 
 
+def with_simt_feature(config: GNNConfig, feats: list[Featurized]) -> GNNConfig:
+    """``config`` with ``simt_feature`` on when any of ``feats`` (a training side) has CUDA-core
+    conversion work (a non-zero ``log_simt_us``), else as it is (dense 16-bit data: the columns, and so
+    the trained file, of before the feature)."""
+    col = ALL_GLOBALS.index("log_simt_us")
+    if config.simt_feature or not any(np.any(fe.global_x[:, col] != 0) for fe in feats):
+        return config
+    return GNNConfig(**{**config.__dict__, "simt_feature": True})
+
+
 def train_ensemble(
     examples: list[Example],
     feats: list[Featurized],
@@ -174,7 +184,11 @@ def train_ensemble(
     shrink: bool | None = None,
 ) -> GNNPredictor:
     """Train one network per grid point (each early-stopped on ``val_idx``) and average them; with a
-    prior and validation rows, :func:`choose_shrink` sets how much of the GNN's residual is kept."""
+    prior and validation rows, :func:`choose_shrink` sets how much of the GNN's residual is kept. The
+    networks read ``log_simt_us`` when a row of the training side (fit and validation rows) has CUDA-core
+    conversion work (:func:`with_simt_feature`)."""
+    side = np.concatenate([np.asarray(fit_idx), np.asarray(val_idx if val_idx is not None else [], dtype=np.int64)])
+    config = with_simt_feature(config, [feats[i] for i in side])
     members = []
     for point in grid:
         cfg = GNNConfig(**{**config.__dict__, "hidden": point.get("hidden", config.hidden)})
@@ -190,7 +204,6 @@ def train_ensemble(
     # network has seen, for ``clip_inputs`` (a no-op on these rows, so training is unchanged by it)
     from .dataset import global_range
 
-    side = np.concatenate([np.asarray(fit_idx), np.asarray(val_idx if val_idx is not None else [], dtype=np.int64)])
     state.norm = {**state.norm, **global_range([feats[i] for i in side], first._glob_idx)}
     state.clip_inputs = options.clip_inputs
     model = GNNPredictor([m.net for m in members], state)
