@@ -152,3 +152,9 @@ def test_a_gpu_without_fp32_figure_gets_no_conversion_term():
     bare = dataclasses.replace(h, dense_tflops={k: v for k, v in h.dense_tflops.items() if k != "fp32"})
     f = step_features(Deployment(load_model("openai/gpt-oss-20b"), bare, Parallelism()), StepBatch.from_steps([[(0, 8)]]))
     assert f.simt_s is None
+
+
+def test_graph_table_attainable_rate_counts_the_conversion():
+    d = dep("openai/gpt-oss-20b", "A100")
+    gu = {r.name: r for r in kernel_table(d, StepBatch.from_steps([[(0, 8192)]]))}["experts_gate_up"]
+    assert gu.roofline_tflops * 1e12 == pytest.approx(gu.flops / gu.time_s, rel=1e-12) and gu.roofline_tflops < 312
