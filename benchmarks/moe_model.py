@@ -11,7 +11,7 @@ Reads (all committed under benchmarks/results/):
   --name llmco2-gnn-moe-v1 --clip-inputs``), the column "llmco2-gnn (2-GNN + physics prior)" the same
   fits unclipped;
 * ``accuracy_moe_today_s{0,1,2}.json``: the same runs at the code before the feature and the clipping;
-* ``accuracy.json``: the dense-only recipe of the shipped ``llmco2-gnn-v1`` (dense groups);
+* ``accuracy.json``: the dense-only recipe's own run (dense groups; the dense model scored on MoE rows is the one shipped now);
 * ``accuracy_moe_dequant_s{0,1,2}.json`` where committed (any of the seeds): the MoE recipe's runs with
   the CUDA-core conversion of low-precision weights in the kernel graph and the prior
   (``graph/dequant.py``), shown beside the shipped recipe on the seeds both have.
@@ -66,8 +66,8 @@ def dequant_seeds(results: Path = RESULTS) -> list[int]:
     return [s for s in SEEDS if (results / DEQUANT.format(s)).is_file()]
 
 
-def dense_model_on_moe_rows() -> dict[str, float]:
-    """The shipped dense-only model's prediction of every MoE example, by example key."""
+def dense_model_on_moe_rows() -> tuple[str, dict[str, float]]:
+    """The shipped dense-only model's name and its prediction of every MoE example, by example key."""
     import torch
 
     from llmco2_sidecar.cli.train import BUNDLED_MLENERGY, BUNDLED_MLENERGY_V2
@@ -83,7 +83,7 @@ def dense_model_on_moe_rows() -> dict[str, float]:
         raise SystemExit("moe_model.py: the shipped dense model was trained on MoE rows; its MoE scores are not held out")
     rows = [r for r in load_rows(BUNDLED_MLENERGY) + load_v2_rows(BUNDLED_MLENERGY_V2) if r.architecture == "MoE"]
     ex, _ = mlenergy_examples(rows, seed=0)
-    return dict(zip([e.key for e in ex], predict_gnn(model, ex, featurize(ex), np.arange(len(ex)))))
+    return model.name, dict(zip([e.key for e in ex], predict_gnn(model, ex, featurize(ex), np.arange(len(ex)))))
 
 
 def main() -> int:
@@ -116,7 +116,7 @@ def main() -> int:
                        "moe_model_same_seeds": mean(same, s, CLIPPED) if dq else None,
                        "dequant": mean(dq, s, CLIPPED) if dq else None,
                        "dequant_prior": mean(dq, s, PRIOR) if dq else None})
-    dense_pred = dense_model_on_moe_rows()
+    dense_name, dense_pred = dense_model_on_moe_rows()
     moe_rows = []
     for g in MOE_GROUPS:
         per_seed_moe, per_seed_dense, n = [], [], 0
@@ -148,7 +148,8 @@ def main() -> int:
              "## The mixture-of-experts model against the dense-only one on the MoE rows of each held-out group", "",
              "Both never saw the group: the MoE model's recipe is refitted per split without it; the dense model never saw "
              "any MoE row. Same rows, same truth.", "",
-             "| held-out group (its MoE rows) | n | llmco2-gnn-moe-v1's recipe (seeds 0, 1, 2) | llmco2-gnn-v1 (dense only) |",
+             f"| held-out group (its MoE rows) | n | llmco2-gnn-moe-v1's recipe before the conversion (seeds 0, 1, 2) | "
+             f"{dense_name} (dense only) |",
              "|---|---|---|---|"]
     for r in moe_rows:
         seeds = " / ".join(f"{x:.1f}" for x in r["moe_model_per_seed"])
@@ -178,7 +179,7 @@ def main() -> int:
     worse = [g["split"] for g in groups if g["dense_model"] is not None
              and (g["moe_model_dense_rows"] if g["moe_model_dense_rows"] is not None else g["moe_model"]) > g["dense_model"]]
     lines += ["", "Trained on dense and MoE rows, one model would be worse than the dense-only recipe on these dense "
-              f"groups: {', '.join(worse) or 'none'}. So `llmco2-gnn-v1` keeps serving dense models, and "
+              f"groups: {', '.join(worse) or 'none'}. So the dense-only model (`{dense_name}`) keeps serving dense models, and "
               "`llmco2-gnn-moe-v1` serves mixtures of experts (predictor/routed.py)."]
     out = Path(args.out_dir)
     (out / "moe_model.md").write_text("\n".join(lines) + "\n")
