@@ -44,3 +44,28 @@ def test_blocks_are_rewritten_from_the_files(tmp_path):
     card.write_text("no markers\n")
     bad = _run(*args)
     assert bad.returncode == 2 and "generated:fit" in bad.stderr
+
+
+def test_seed_files_are_averaged_per_group(tmp_path):
+    """A benchmarks/accuracy_seeds.py file: each (group, predictor) averaged over its seed runs; the
+    examples counted from the source groups; ``--ours`` picks the shipped column."""
+    def run(seed, ours, prior):
+        return {"seed": seed, "command": f"python benchmarks/accuracy.py --seed {seed}", "results": [
+            {"split": "source: train a -> test b", "predictor": "same fit as llmco2-gnn, GNN inputs clipped", "n": 2,
+             "mape": ours, "eba30": 100.0},
+            {"split": "source: train a -> test b", "predictor": "physics prior alone", "n": 2, "mape": prior, "eba30": 50.0},
+            {"split": "source: train b -> test a", "predictor": "same fit as llmco2-gnn, GNN inputs clipped", "n": 3,
+             "mape": ours, "eba30": 100.0},
+            {"split": "source: train b -> test a", "predictor": "physics prior alone", "n": 3, "mape": prior, "eba30": 50.0}]}
+
+    acc = {"command": "python benchmarks/accuracy_seeds.py --variants clip", "wall_s": 5.0,
+           "runs": [run(0, 10.0, 20.0), run(1, 14.0, 22.0)]}
+    (tmp_path / "seeds.json").write_text(json.dumps(acc))
+    card = tmp_path / "card.md"
+    card.write_text("<!-- generated:fit -->\n<!-- /generated:fit -->\n<!-- generated:heldout -->\n<!-- /generated:heldout -->\n")
+    model = REPO / "llmco2_sidecar/predictor/weights/llmco2-gnn-v2.json"
+    assert _run("--card", card, "--model-json", model, "--accuracy", tmp_path / "seeds.json",
+                "--ours", "same fit as llmco2-gnn, GNN inputs clipped").returncode == 0
+    text = card.read_text()
+    assert "the mean of seeds 0, 1" in text and "5 examples" in text
+    assert "| source: train a -> test b | 2 | **12.0** (100) | 21.0 | <= 15 | yes |" in text
