@@ -115,7 +115,7 @@ def kernel_simt_ops(k, gpu) -> tuple[float, ...] | None:
 
 def simt_seconds(kernels, gpu) -> np.ndarray | None:
     """``[w, K]``: each kernel's CUDA-core seconds per unit of each aggregate on ``gpu`` (the column
-    layout of :func:`~.builder._coefs`), or None when no kernel has CUDA-core work there."""
+    layout of :func:`~.kernel_time._coefs`), or None when no kernel has CUDA-core work there."""
     rate = simt_ops_per_s(gpu)
     if rate <= 0:
         return None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llmco2_sidecar.graph import dequant, kernel_table, layer_graph, step_features
-from llmco2_sidecar.graph import builder
+from llmco2_sidecar.graph import builder, kernel_time
 from llmco2_sidecar.graph.builder import roofline
 from llmco2_sidecar.graph.aggregates import aggregates
 from llmco2_sidecar.hardware import load_catalog, load_gpu
@@ -120,7 +120,7 @@ def test_16_bit_models_unchanged_on_every_gpu(model, monkeypatch):
         f = step_features(d, steps)
         assert f.simt_s is None and f.global_x[:, -1].tolist() == [0.0, 0.0]
     on = [step_features(Deployment(m, load_gpu(g), Parallelism()), steps) for g in gpus]
-    monkeypatch.setattr(builder, "simt_seconds", lambda kernels, gpu: None)
+    monkeypatch.setattr(kernel_time, "simt_seconds", lambda kernels, gpu: None)  # the Roofline's CUDA-core part
     builder._layer_graph.cache_clear()
     off = [step_features(Deployment(m, load_gpu(g), Parallelism()), steps) for g in gpus]
     builder._layer_graph.cache_clear()
