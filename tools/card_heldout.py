@@ -32,6 +32,19 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
 
 
+def result_rows(data: dict) -> list[dict]:
+    """The rows of a result file; a ``benchmarks/accuracy_seeds.py`` file (one run per seed under ``runs``)
+    as one row per (group, predictor), its MAPE and EBA(30%) the mean over the seeds."""
+    if "runs" not in data:
+        return data.get("results", [])
+    groups: dict = {}
+    for run in data["runs"]:
+        for r in run.get("results", []):
+            groups.setdefault((r.get("split") or r.get("group"), r["predictor"]), []).append(r)
+    return [{"split": s, "predictor": p, "n": rs[0]["n"], "mape": sum(float(r["mape"]) for r in rs) / len(rs),
+             "eba30": sum(float(r["eba30"]) for r in rs) / len(rs)} for (s, p), rs in groups.items()]
+
+
 def heldout_rows(paths: list[Path], predictor: str = "llmco2-gnn", average: bool = False) -> list[dict]:
     """``{split, predictor, n, mape, eba30, from}`` of the shipped recipe (result rows whose predictor
     name starts with ``predictor``), first source first; a group already taken from an earlier file is
@@ -40,15 +53,12 @@ def heldout_rows(paths: list[Path], predictor: str = "llmco2-gnn", average: bool
     prefixes = (predictor,) if isinstance(predictor, str) else tuple(predictor)
     rows, seen = [], {}
     for path in paths:
-        data = json.loads(path.read_text())
-        # benchmarks/accuracy_seeds.py's files hold one run per seed (``runs``): each run counts as a file
-        results = [r for run in data["runs"] for r in run.get("results", [])] if "runs" in data else data.get("results", [])
-        for r in results:
+        for r in result_rows(json.loads(path.read_text())):
             split = r.get("split") or r.get("group")
             if not split or not str(r.get("predictor", "")).startswith(prefixes):
                 continue
             if split in seen:
-                if average or ("runs" in data and seen[split][0][0] == path):  # a seed file's runs: averaged
+                if average:
                     seen[split].append((path, r))
                 continue
             seen[split] = [(path, r)]
@@ -59,7 +69,7 @@ def heldout_rows(paths: list[Path], predictor: str = "llmco2-gnn", average: bool
         out.append({"split": split, "predictor": "llmco2-gnn", "n": int(runs[0][1]["n"]),
                     "mape": round(sum(float(r["mape"]) for _, r in runs) / len(runs), 2),
                     "eba30": round(sum(float(r["eba30"]) for _, r in runs) / len(runs), 1),
-                    "from": " + ".join(dict.fromkeys(_shown(p) for p, _ in runs))})
+                    "from": " + ".join(_shown(p) for p, _ in runs)})
     return out
 
 

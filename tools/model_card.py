@@ -25,8 +25,10 @@ ACCURACY = REPO / "benchmarks/results/accuracy_seeds_clip.json"
 OURS_PREFIX = "same fit as llmco2-gnn, GNN inputs clipped"  # the shipped recipe's column in ACCURACY
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "tools"))
 from accuracy_report import MOE_GROUPS, TARGET_GROUP_MAPE as TARGET_GROUP, TARGET_MOE_MAPE as TARGET_MOE  # noqa: E402
 from accuracy_report import TARGET_SOURCE_MAPE as TARGET_SOURCE  # noqa: E402
+from card_heldout import result_rows  # noqa: E402
 from llmco2_sidecar.predictor.prior import PRIOR_TERMS  # noqa: E402
 
 
@@ -37,17 +39,13 @@ def target_of(split: str) -> float:
 
 
 def seed_average(acc: dict) -> dict:
-    """A ``benchmarks/accuracy_seeds.py`` file (one run per seed under ``runs``) as one result file:
-    each (split, predictor)'s MAPE and EBA averaged over the seeds; a plain accuracy file unchanged."""
+    """A ``benchmarks/accuracy_seeds.py`` file (one run per seed under ``runs``) as one result file
+    (:func:`card_heldout.result_rows`: each group and predictor averaged over the seeds); a plain
+    accuracy file unchanged."""
     if "runs" not in acc:
         return acc
-    groups: dict = {}
-    for run in acc["runs"]:
-        for r in run["results"]:
-            groups.setdefault((r["split"], r["predictor"]), []).append(r)
+    rows = result_rows(acc)
     seeds = ", ".join(str(run["seed"]) for run in acc["runs"])
-    rows = [{"split": s, "predictor": n, "n": rs[0]["n"], "mape": sum(r["mape"] for r in rs) / len(rs),
-             "eba30": sum(r["eba30"] for r in rs) / len(rs)} for (s, n), rs in groups.items()]
     # every example is in exactly one source group, so those groups' sizes add up to the examples
     n_all = sum(r["n"] for r in rows if r["split"].startswith("source") and r["predictor"] == rows[0]["predictor"])
     return {"command": acc.get("command", "python benchmarks/accuracy_seeds.py") + f"`, the mean of seeds {seeds}; each run: `"
