@@ -54,9 +54,11 @@ Which GPUs need which (the catalog's peaks say what the tensor cores read):
 * FP8 weights: converted unless the GPU lists an ``fp8`` peak (H100, H200, L4, L40S and B200 do; A100
   does not);
 * block-scaled FP8 promotion: on GPUs with an ``fp8`` peak and no ``fp4`` one. ASSUMPTION: a GPU with
-  microscaling (MX) tensor cores (those listing ``fp4``: B200) applies block scales inside the MMA.
-  vLLM 0.11's B200 kernels for 128 x 128 FP32 block scales may still scale on the CUDA cores; if so
-  this undercounts B200.
+  microscaling (MX) tensor cores (those listing ``fp4``: B200) applies block scales inside the MMA
+  for the attention and dense GEMMs. The routed experts are promoted on every FP8 GPU, B200
+  included: vLLM 0.11 runs them in its Triton fused-MoE kernel, which scales each K block's partial
+  sum on the CUDA cores (:mod:`.blockfp8`, which also adds the activation quantisation pass's ops
+  and the experts' padded M tiles; since 2026-12-07).
 
 How the graph uses it (:mod:`.builder`): a kernel's compute time is its tensor-core time plus its
 CUDA-core time (the same warps issue both; taken as not overlapping each other, each overlapping the
@@ -102,14 +104,24 @@ def promotion_ops(flops: tuple[float, ...], block: int) -> tuple[float, ...]:
 
 def kernel_simt_ops(k, gpu) -> tuple[float, ...] | None:
     """The CUDA-core ops of kernel ``k`` on ``gpu`` as a coefficient vector over the aggregates, or
-    None where it has none."""
+    None where it has none. Block-scaled FP8 on FP8 tensor cores: the promotion (on every GPU for the
+    routed experts, run by vLLM's Triton fused-MoE kernel; elsewhere where the MMA applies no block
+    scales) plus the activation quantisation pass (:mod:`.blockfp8`)."""
     if not k.wfmt:
         return None
     if not native(gpu, k.wfmt):
         per = MXFP4_OPS_PER_ELEMENT if k.wfmt == "mxfp4" else FP8_OPS_PER_ELEMENT
         return tuple(e * per for e in k.welems)
-    if k.wfmt == "fp8" and k.scale_block > 0 and not block_scales_in_mma(gpu):
-        return promotion_ops(k.flops, k.scale_block)
+    if k.wfmt == "fp8" and k.scale_block > 0:
+        from .blockfp8 import QUANT_OPS_PER_ELEMENT
+
+        if k.ktype == "expert_linear" or not block_scales_in_mma(gpu):
+            ops = promotion_ops(k.flops, k.scale_block)
+        else:
+            ops = (0.0,) * len(k.flops)
+        if k.qelems:
+            ops = tuple(o + q * QUANT_OPS_PER_ELEMENT for o, q in zip(ops, k.qelems))
+        return ops if any(ops) else None
     return None
 
 

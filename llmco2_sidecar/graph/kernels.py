@@ -114,6 +114,9 @@ class Kernel:
     wfmt: str = ""
     welems: tuple[float, ...] = ()
     scale_block: int = 0
+    #: activation elements a block-scaled FP8 GEMM's quantisation pass converts (coefficients over the
+    #: aggregates; :mod:`.blockfp8`), empty elsewhere
+    qelems: tuple[float, ...] = ()
 
     @property
     def is_network(self) -> bool:
@@ -124,14 +127,15 @@ class Kernel:
         def pad(v: tuple[float, ...]) -> tuple[float, ...]:
             return v + (0.0,) * (n - len(v))
         return replace(self, flops=pad(self.flops), mem_bytes=pad(self.mem_bytes), net_bytes=pad(self.net_bytes),
-                       welems=pad(self.welems) if self.welems else ())
+                       welems=pad(self.welems) if self.welems else (), qelems=pad(self.qelems) if self.qelems else ())
 
     def scaled(self, f: float) -> "Kernel":
         """The kernel with every coefficient times ``f`` (the share of layers it runs in)."""
         if f == 1.0:
             return self
         return replace(self, flops=tuple(x * f for x in self.flops), mem_bytes=tuple(x * f for x in self.mem_bytes),
-                       net_bytes=tuple(x * f for x in self.net_bytes), welems=tuple(x * f for x in self.welems))
+                       net_bytes=tuple(x * f for x in self.net_bytes), welems=tuple(x * f for x in self.welems),
+                       qelems=tuple(x * f for x in self.qelems))
 
 
 def extended(model: ModelSpec) -> bool:
@@ -308,14 +312,16 @@ def layer_kernels(model: ModelSpec, par: Parallelism, fused_attention: bool = Tr
         ks.append(Kernel("pp_send_recv", "send_recv", (s.h, s.h, 0), _v(), _v(T=per_layer), _v(T=per_layer)))
     if extended(model):
         ks = [k.padded(len(EXTENDED_AGGREGATES)) for k in ks]
-    return _weight_formats(ks, model)
+    return _weight_formats(ks, model, par)
 
 
-def _weight_formats(ks: list[Kernel], model: ModelSpec) -> list[Kernel]:
+def _weight_formats(ks: list[Kernel], model: ModelSpec, par: Parallelism | None = None) -> list[Kernel]:
     """Marks the GEMMs whose weights a GPU may have to convert on its CUDA cores (:mod:`.dequant`):
     MXFP4 routed experts, and every GEMM computing in FP8 (with its block-scale extent). Their weight
     elements are their weight bytes (the ``run`` and ``U`` coefficients of ``mem_bytes``) over the
-    format's bytes per element. A 16-bit model's kernels are returned unchanged."""
+    format's bytes per element. A block-scaled FP8 model's FP8 GEMMs also get their activation
+    quantisation pass and, for routed experts, their padded M tiles (:mod:`.blockfp8`). A 16-bit
+    model's kernels are returned unchanged."""
     mx = 0.0 < model.expert_weight_bits < 8
     if not mx and model.gemm_dtype != "fp8":
         return ks
@@ -332,6 +338,13 @@ def _weight_formats(ks: list[Kernel], model: ModelSpec) -> list[Kernel]:
             continue
         elems = tuple(x / per if j in weight_cols else 0.0 for j, x in enumerate(k.mem_bytes))
         out.append(replace(k, wfmt=fmt, welems=elems, scale_block=int(block)))
+    if model.weight_block_size and model.gemm_dtype == "fp8":
+        from .blockfp8 import block_fp8_kernel
+
+        names = {k.name for k in out}
+        ep, tp = (par.ep, par.tp) if par is not None else (1, 1)
+        pairs = model.experts_per_token * (tp if ep == 1 else 1) / tp if model.is_moe else 1.0  # as graph.moe
+        out = [block_fp8_kernel(k, names, pairs, model.act_bits / 8) if k.wfmt == "fp8" else k for k in out]
     return out
 
 

@@ -91,17 +91,23 @@ def test_fp8_weights_converted_on_a100_only():
 
 def test_block_scaled_fp8_promotion_on_hopper():
     # Qwen3-235B-A22B FP8 (128 x 128 blocks): one CUDA-core FMA per output element per 128-wide K block,
-    # i.e. FLOPs / 256 ops, on H100; none on B200 (block scales inside its MMA); none for per-channel FP8
+    # i.e. FLOPs / 256 ops, on H100 (plus the activation quantisation: test_graph_blockfp8); on B200 the
+    # routed experts only (Triton fused-MoE kernel); none for per-channel FP8
     steps = StepBatch.from_steps([[(0, 512)]])
     d = dep("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "H100", tp=8)
     g = layer_graph(d)
     r = roofline(g.kernels, aggregates(steps, d).step, d)
+    q = aggregates(steps, d).step @ np.array([k.qelems or (0.0,) * 8 for k in g.kernels]).T
     for j, k in enumerate(g.kernels):
-        want = r.flops[0, j] / 256 / H100_OPS_S if k.dtype == "fp8" else 0.0
+        want = (r.flops[0, j] / 256 + 3.5 * q[0, j]) / H100_OPS_S if k.dtype == "fp8" else 0.0
         assert r.simt_s[0, j] == pytest.approx(want, rel=1e-12), k.name
     assert any(k.dtype == "fp8" for k in g.kernels)
     b = dep("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "B200", tp=8)
-    assert step_features(b, steps).simt_s is None
+    rb = roofline(g.kernels, aggregates(steps, b).step, b)
+    for j, k in enumerate(g.kernels):
+        promo = rb.flops[0, j] / 256 if k.ktype == "expert_linear" else 0.0
+        want = (promo + 3.5 * q[0, j]) / (75e12 / 2) if k.dtype == "fp8" else 0.0
+        assert rb.simt_s[0, j] == pytest.approx(want, rel=1e-12), k.name
     mav = dep("meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8", "H100", tp=8)
     assert step_features(mav, steps).simt_s is None
 
