@@ -14,7 +14,10 @@ Reads (all committed under benchmarks/results/):
 * ``accuracy.json``: the dense-only recipe's own run (dense groups; the dense model scored on MoE rows is the one shipped now);
 * ``accuracy_moe_dequant_s{0,1,2}.json`` where committed (any of the seeds): the MoE recipe's runs with
   the CUDA-core conversion of low-precision weights in the kernel graph and the prior
-  (``graph/dequant.py``), shown beside the shipped recipe on the seeds both have.
+  (``graph/dequant.py``), shown beside the shipped recipe on the seeds both have;
+* ``accuracy_moe_blockfp8_s{0,1,2}.json`` where committed: the same recipe with block-scaled FP8's
+  activation quantisation pass, the experts' 64-row M tiles and their promotion on B200
+  (``graph/blockfp8.py``), shown beside the conversion runs on the seeds both have.
 
 and scores the shipped dense-only model on every MoE row itself (as ``moe_transfer.py``: it never saw
 one), so that the MoE rows of each held-out MoE group compare the two models on the same rows. Every
@@ -41,6 +44,7 @@ CLIPPED = "same fit as llmco2-gnn, GNN inputs clipped to the training range"
 PRIOR = "physics prior alone"
 SEEDS = (0, 1, 2)
 DEQUANT = "accuracy_moe_dequant_s{}.json"
+BLOCKFP8 = "accuracy_moe_blockfp8_s{}.json"
 MOE_GROUPS = ("family=qwen3-moe", "family=gpt-oss", "model=deepseek-ai/DeepSeek-V3", "family=llama-4", "family=mixtral",
               "precision=fp8", "precision=mxfp4")
 
@@ -61,9 +65,9 @@ def moe_rows_mape(run: dict, group: str, keys) -> tuple[float, int]:
     return _mape([p["pred"][i] for i in idx], [p["true"][i] for i in idx]), len(idx)
 
 
-def dequant_seeds(results: Path = RESULTS) -> list[int]:
-    """The seeds of the committed runs with the CUDA-core conversion (``DEQUANT``)."""
-    return [s for s in SEEDS if (results / DEQUANT.format(s)).is_file()]
+def dequant_seeds(results: Path = RESULTS, pattern: str = DEQUANT) -> list[int]:
+    """The seeds of the committed runs with the CUDA-core conversion (``DEQUANT``, or ``pattern``)."""
+    return [s for s in SEEDS if (results / pattern.format(s)).is_file()]
 
 
 def dense_model_on_moe_rows() -> tuple[str, dict[str, float]]:
@@ -161,6 +165,11 @@ def main() -> int:
     lines += [f"| mean over these groups | | {m_moe:.1f} | {m_dense:.1f} |", ""]
     if dq_runs:
         lines += dequant_lines(moe_rows, groups, dq_seeds)
+    bf_seeds = [x for x in dequant_seeds(pattern=BLOCKFP8) if x in dq_seeds]
+    bf_json = {}
+    if bf_seeds:
+        bf_lines, bf_json = blockfp8_lines(bf_seeds, dense_pred)
+        lines += bf_lines
     lines += [
               "## Every held-out group, dense and MoE", "",
               "`before`: dense + MoE rows at the code before the block-scaled FP8 feature and the clipping; `MoE model`: "
@@ -184,7 +193,7 @@ def main() -> int:
     out = Path(args.out_dir)
     (out / "moe_model.md").write_text("\n".join(lines) + "\n")
     (out / "moe_model.json").write_text(json.dumps({"moe_rows": moe_rows, "groups": groups, "means": means,
-                                                    "dequant_seeds": dq_seeds,
+                                                    "dequant_seeds": dq_seeds, "blockfp8": bf_json,
                                                     "moe_rows_mean": {"moe_model": m_moe, "dense_model": m_dense}},
                                                    indent=1) + "\n")
     print("\n".join(lines))
@@ -225,6 +234,50 @@ def dequant_lines(moe_rows: list[dict], groups: list[dict], seeds: list[int]) ->
     out += ["", "`prior alone, before` is the three-seed column of the table below (the prior's fit has no seed of its "
             "own; its figures move a little between seeds through the seeded rebuilding of each row's window).", ""]
     return out
+
+
+def blockfp8_lines(seeds: list[int], moe_keys, results: Path = RESULTS) -> tuple[list[str], dict]:
+    """The section comparing the runs with graph/blockfp8.py against the conversion runs (the recipe of the
+    model shipped before it), seed by seed on the seeds both have; ``moe_keys``: the MoE examples' keys."""
+    dq = [json.loads((results / DEQUANT.format(s)).read_text()) for s in seeds]
+    bf = [json.loads((results / BLOCKFP8.format(s)).read_text()) for s in seeds]
+    names = ", ".join(str(s) for s in seeds)
+    out = ["## With block-scaled FP8's quantisation pass, expert M tiles and B200 promotion (graph/blockfp8.py)", "",
+           f"`accuracy_moe_blockfp8_s*` (seeds {names}) against `accuracy_moe_dequant_s*` (the same seeds, the recipe of "
+           "`llmco2-gnn-moe-v1` before this change): same command, splits and rows; only block-scaled FP8 models' graphs "
+           "differ (Qwen3-235B-FP8, DeepSeek-V3/R1), every split's fit sees them. The counts were fixed before any of these "
+           "scores (graph/blockfp8.py).", "",
+           "### MoE rows of each held-out MoE group", "",
+           f"| held-out group (its MoE rows) | n | before (per seed) | with blockfp8 (per seed) |", "|---|---|---|---|"]
+    js = {"seeds": seeds, "moe_rows": [], "groups": []}
+    for g in MOE_GROUPS:
+        a = [moe_rows_mape(b, g, moe_keys) for b in dq]
+        b_ = [moe_rows_mape(b, g, moe_keys) for b in bf]
+        ma, mb = float(np.mean([x for x, _ in a])), float(np.mean([x for x, _ in b_]))
+        js["moe_rows"].append({"group": g, "n": a[0][1], "before": ma, "blockfp8": mb,
+                               "before_per_seed": [x for x, _ in a], "blockfp8_per_seed": [x for x, _ in b_]})
+        out.append(f"| {g} | {a[0][1]} | {ma:.1f} ({' / '.join(f'{x:.1f}' for x, _ in a)}) | "
+                   f"{mb:.1f} ({' / '.join(f'{x:.1f}' for x, _ in b_)}) |")
+    m = [float(np.mean([r[k] for r in js["moe_rows"]])) for k in ("before", "blockfp8")]
+    out += [f"| mean over these groups | | {m[0]:.1f} | {m[1]:.1f} |", "", "### Every held-out group in those runs", "",
+            "| held-out group | before | with blockfp8 | prior alone, before | prior alone, with blockfp8 |",
+            "|---|---|---|---|---|"]
+    ta = [{(r["split"], r["predictor"]): float(r["mape"]) for r in d["results"]} for d in dq]
+    tb = [{(r["split"], r["predictor"]): float(r["mape"]) for r in d["results"]} for d in bf]
+    splits = [r["split"] for r in bf[0]["results"] if r["predictor"] == CLIPPED]
+    for sp in splits:
+        row = {"split": sp}
+        for key, tabs, col in (("before", ta, CLIPPED), ("blockfp8", tb, CLIPPED), ("prior_before", ta, PRIOR),
+                               ("prior_blockfp8", tb, PRIOR)):
+            vals = [t.get((sp, col)) for t in tabs]
+            row[key] = float(np.mean(vals)) if all(v is not None for v in vals) else None
+        js["groups"].append(row)
+        out.append(f"| {sp} | " + " | ".join("-" if row[k] is None else f"{row[k]:.1f}"
+                                             for k in ("before", "blockfp8", "prior_before", "prior_blockfp8")) + " |")
+    gm = [float(np.mean([r[k] for r in js["groups"]])) for k in ("before", "blockfp8")]
+    out += [f"| mean over these {len(splits)} groups | {gm[0]:.1f} | {gm[1]:.1f} | | |", ""]
+    js["means"] = {"moe_rows_before": m[0], "moe_rows_blockfp8": m[1], "groups_before": gm[0], "groups_blockfp8": gm[1]}
+    return out, js
 
 
 if __name__ == "__main__":

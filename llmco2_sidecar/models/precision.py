@@ -11,7 +11,9 @@ none (bf16/fp16)       16 / 16 / bf16 peak
                        FP8 releases) is kept as ``ModelSpec.weight_block_size``: a block-scaled GEMM
                        quantizes its activations per token group and applies a scale per K block
                        inside its main loop, unlike a per-channel (row-wise) one such as Meta's
-                       ``fbgemm_fp8``; the bytes and FLOPs are the same, the kernels are not
+                       ``fbgemm_fp8``; the weight bytes and useful FLOPs are the same, the kernels
+                       are not (graph/blockfp8.py counts the block-scaled GEMMs' activation
+                       quantisation pass, the experts' padded M tiles and their promotion)
 ``mxfp4``              routed experts 4.25 bits (4-bit E2M1 + one 8-bit E8M0 scale per 32
                        weights); ``modules_to_not_convert`` (gpt-oss: attention, router,
                        embeddings, LM head) stay 16; compute at the BF16 peak (vLLM on Hopper and

@@ -42,3 +42,24 @@ def test_committed_conversion_runs_are_read():
     for s in seeds:
         data = json.loads((ROOT / "benchmarks" / "results" / f"accuracy_moe_dequant_s{s}.json").read_text())
         assert CLIPPED in data["predictions"] and f"--seed {s}" in data["command"]
+
+
+def test_blockfp8_lines_compare_seed_by_seed(tmp_path):
+    """The block-scaled FP8 runs against the conversion runs: MoE rows per group and every split, both columns."""
+    prior = MOD["PRIOR"]
+
+    def fake(seed, fp8_pred, scores):
+        d = run([("precision=fp8", "q", fp8_pred, 1.0), ("precision=fp8", "dense", 5.0, 1.0)])
+        d["predictions"][prior] = d["predictions"][CLIPPED]
+        d["results"] = [{"split": sp, "predictor": col, "mape": v} for sp, (a, b) in scores.items()
+                        for col, v in ((CLIPPED, a), (prior, b))]
+        return d
+
+    for seed, (dq, bf) in enumerate([(0.8, 0.9), (0.7, 0.95)]):
+        (tmp_path / MOD["DEQUANT"].format(seed)).write_text(json.dumps(fake(seed, dq, {"precision=fp8": (20.0, 21.0)})))
+        (tmp_path / MOD["BLOCKFP8"].format(seed)).write_text(json.dumps(fake(seed, bf, {"precision=fp8": (15.0, 19.0)})))
+    lines, js = MOD["blockfp8_lines"]([0, 1], {"q"}, tmp_path)
+    text = "\n".join(lines)
+    assert "| precision=fp8 | 1 | 25.0 (20.0 / 30.0) | 7.5 (10.0 / 5.0) |" in text  # the dense row left out
+    assert "| precision=fp8 | 20.0 | 15.0 | 21.0 | 19.0 |" in text
+    assert js["means"]["groups_blockfp8"] == pytest.approx(15.0)
