@@ -45,7 +45,8 @@ GLOBAL_FEATURE_NAMES = (
     # appended 2026-12-07: 1 for block-scaled FP8 weights (models/precision.py), else 0
     "fp8_block_scaled",
     # appended 2026-12-07: log1p of the step's CUDA-core microseconds (weight conversion to 16 bits
-    # where the tensor cores lack the format, block-scaled FP8 promotion; graph.dequant), 0 for most
+    # where the tensor cores lack the format, block-scaled FP8 promotion and activation quantisation;
+    # graph.dequant, graph.blockfp8), 0 for most
     "log_simt_us",
 )
 

@@ -47,7 +47,7 @@ def kernel_table(dep: Deployment, steps: StepBatch, step_index: int = 0, fused_a
             else:
                 inten = f / mb if mb else 0.0
                 attain = min(peak, gpu.mem_bandwidth_bytes_s * inten)
-                if r.simt_s is not None and r.simt_s[0, j] > 0:  # CUDA-core conversion inside its time (graph.dequant)
+                if r.simt_s is not None and r.simt_s[0, j] > 0:  # CUDA-core work inside its time (graph.dequant, graph.blockfp8)
                     attain = min(attain, f / float(r.time_s[0, j]))
             rows.append(KernelRow(k.name, k.ktype, scope, f, mb, nb, inten, attain / 1e12,
                                   ("compute", "memory", "network")[int(r.bound[0, j])], float(r.time_s[0, j])))
