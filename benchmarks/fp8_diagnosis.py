@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/fp8_diagnosis.py [--runs accuracy_moe_dequant,accuracy_moe_blockfp8]
                                           [--group precision=fp8] [--out-dir benchmarks/results]
+                                          [--name fp8_diagnosis]
 
 Two parts, both from committed data and code, no training:
 
@@ -20,7 +21,7 @@ Two parts, both from committed data and code, no training:
    against its 16-bit twin at the same weight bytes per GPU (same architecture, task, GPU kind and
    ``max_num_seqs``, twice the GPUs).
 
-Writes fp8_diagnosis.md and fp8_diagnosis.json.
+Writes fp8_diagnosis.md and fp8_diagnosis.json (``--name``: another stem, for another group).
 """
 
 from __future__ import annotations
@@ -201,6 +202,7 @@ def main() -> int:
                     help="comma-separated run prefixes under benchmarks/results (default: %(default)s)")
     ap.add_argument("--group", default="precision=fp8", help="held-out group to break down (default: %(default)s)")
     ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--name", default="fp8_diagnosis", help="output file stem (default: %(default)s)")
     args = ap.parse_args()
     t0 = time.time()
     print("featurising the v3 rows of the FP8 architectures ...", file=sys.stderr)
@@ -208,16 +210,16 @@ def main() -> int:
     batch_of = {r["key"]: r["batch"] for r in power}
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     err_lines, err_js = error_tables(runs, args.group, batch_of)
-    lines = ["# Where the FP8 rows miss", "",
-             f"Command: `python benchmarks/fp8_diagnosis.py --runs {','.join(runs)} --group {args.group}` "
+    lines = [f"# Where the held-out rows of {args.group} miss", "",
+             f"Command: `python benchmarks/fp8_diagnosis.py --runs {','.join(runs)} --group {args.group} --name {args.name}` "
              f"({time.time() - t0:.0f} s on this project's 2-core CPU VM, shared with other jobs). Signed errors are "
              "(predicted / measured - 1) in %, J per output token, seeds pooled; `bias` < 0: predicted low. Batch buckets "
              "use each row's measured running batch.", "", "## Held-out errors by GPU, model and batch", ""]
     tl, pairs = twin_lines(power)
     lines += err_lines + tl + power_lines(power)
     out = Path(args.out_dir)
-    (out / "fp8_diagnosis.md").write_text("\n".join(lines) + "\n")
-    (out / "fp8_diagnosis.json").write_text(json.dumps({"errors": err_js, "twins": pairs, "power": power}, indent=1) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps({"errors": err_js, "twins": pairs, "power": power}, indent=1) + "\n")
     print("\n".join(lines))
     return 0
 
