@@ -146,9 +146,12 @@ def main() -> int:
              "the committed runs `accuracy_moe_block_s0/s1/s2` (dense + MoE rows, block-scaled FP8 feature, seeds 0, 1 "
              "and 2), `accuracy_moe_today_s0/s1/s2` (the same before the feature and the input clipping) and `accuracy.md` (the "
              "shipped dense-only recipe, one seed)" + (f", and `accuracy_moe_dequant_s*` (seeds {', '.join(map(str, dq_seeds))}: "
-             "the CUDA-core conversion of low-precision weights)" if dq_seeds else "") + ". MAPE % on held-out groups, J per "
+             "the CUDA-core conversion of low-precision weights)" if dq_seeds else "")
+             + (", `accuracy_moe_blockfp8_s*` (block-scaled FP8's quantisation pass, expert M tiles and B200 promotion)"
+                if dequant_seeds(pattern=BLOCKFP8) else "") + ". MAPE % on held-out groups, J per "
              "output token; seeds averaged. The dense-only model's column is scored here on the current code's features "
-             "(its prior's compute term includes the conversion on GPUs without the format).", "",
+             "(its prior's compute term includes the conversion on GPUs without the format, and since 2026-12-07 "
+             "graph/blockfp8.py's counts for block-scaled FP8 models: its FP8 column read 25.2 before them).", "",
              "## The mixture-of-experts model against the dense-only one on the MoE rows of each held-out group", "",
              "Both never saw the group: the MoE model's recipe is refitted per split without it; the dense model never saw "
              "any MoE row. Same rows, same truth.", "",
