@@ -11,6 +11,9 @@ messages. Servers:
   50 ms (what the sidecar does for this emitter), on gRPC's iomgr I/O stack (``llmco2 serve``'s);
 * ``bare-aio``: the same on gRPC's default EventEngine stack;
 * ``bare-sync``: a synchronous gRPC servicer (a thread pool), iomgr stack;
+* ``sidecar-receive``: ``llmco2 serve`` with its pipeline's work removed by a benchmark shim
+  (``benchmarks/shims/receive_only``: every message is dropped after ingest): the receive side alone
+  (gRPC, the journal, ingest's validation, the Acks);
 * ``sidecar-roofline`` / ``sidecar-default``: ``llmco2 serve`` with the Roofline predictor / the
   shipped GNN (journal, ingest, prediction, attribution, records, metrics).
 
@@ -38,7 +41,8 @@ sys.path.insert(0, str(HERE.parent))
 import sidecar as bench  # noqa: E402  (benchmarks/sidecar.py: the workload, CPU reading, machine facts)
 
 
-SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "sidecar-roofline", "sidecar-default")
+SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "sidecar-receive", "sidecar-roofline", "sidecar-default")
+SHIM = HERE / "shims" / "receive_only"  # sidecar-receive: the pipeline drops every message (a measurement device)
 ACK_INTERVAL_S = 0.05
 SETTLE_S = 0.3  # after the last message, before the CPU reading (every server alike)
 
@@ -105,6 +109,10 @@ def _serve_bare(mode: str) -> None:
 
 
 def _start(mode: str, tmp: Path, cpu: int | None) -> tuple[subprocess.Popen, str]:
+    if mode == "sidecar-receive":
+        env = {**os.environ, "LLMCO2_BENCH_RECEIVE_ONLY": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(SHIM), os.environ.get("PYTHONPATH", "")) if p)}
+        return bench.start_sidecar(tmp / mode, cpu, "default", env=env)
     if mode.startswith("sidecar-"):
         return bench.start_sidecar(tmp / mode, cpu, mode.split("-", 1)[1])
     proc = subprocess.Popen([sys.executable, __file__, "--serve", mode], stdout=subprocess.PIPE, text=True,
@@ -237,6 +245,8 @@ LABELS = {
     "bare-aio-iomgr": "bare grpc.aio servicer, iomgr I/O stack (`llmco2 serve`'s)",
     "bare-aio": "bare grpc.aio servicer, gRPC's default EventEngine stack",
     "bare-sync": "bare synchronous gRPC servicer (thread pool), iomgr stack",
+    "sidecar-receive": "`llmco2 serve`, receive side only (a benchmark shim drops each message after ingest: gRPC, "
+                       "journal, ingest, Acks; no prediction or records)",
     "sidecar-roofline": "`llmco2 serve --predictor roofline`",
     "sidecar-default": "`llmco2 serve` (shipped GNN predictor)",
 }
@@ -284,6 +294,12 @@ def render(r: dict) -> str:
         lines += ["", f"The sidecar's own work per message (journal, ingest, prediction, attribution, records, metrics, "
                   f"its timers) is the difference: about {side['median_us'] - bare['median_us']:,.0f} us with the "
                   f"shipped predictor; the issue's target for the whole is 500 us per step."]
+        recv = r["servers"].get("sidecar-receive")
+        if recv:
+            lines += ["", f"Of the sidecar's {side['median_us']:,.0f} us, the receive side alone (gRPC, journal, ingest, "
+                      f"Acks) takes {recv['median_us']:,.0f} us and the pipeline (prediction, attribution, records, "
+                      f"sinks; a micro-batch per finish, every 4 steps here) the other "
+                      f"{side['median_us'] - recv['median_us']:,.0f} us."]
     lines.append("")
     return "\n".join(lines)
 

@@ -117,10 +117,11 @@ class Workload:
         return msg, done
 
 
-def start_sidecar(tmp: Path, cpu: int | None, predictor: str, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+def start_sidecar(tmp: Path, cpu: int | None, predictor: str, extra: tuple[str, ...] = (),
+                  env: dict | None = None) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "llmco2_sidecar.cli.main", "serve", "--port", "0", "--log", str(tmp / "carbon.jsonl"),
            "--log-level", "WARNING", "--ledger-max-finished", "50000", "--predictor", predictor, *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env,
                             preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
     line = proc.stdout.readline()
     if "listening on" not in line:

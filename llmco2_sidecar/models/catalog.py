@@ -72,6 +72,23 @@ def load_model(name_or_path: str, weight_bits: int | None = None, act_bits: int 
     return spec
 
 
+def _suggestion(name: str, known: list[str]) -> str:
+    """What to tell a user whose model id is not bundled: the closest bundled ids or aliases, and for
+    a quantised release of a bundled architecture (``...-FP8``, ``...-AWQ``) how to give its own config."""
+    import difflib
+
+    low = {k.lower(): k for k in known}
+    close = [low[k] for k in difflib.get_close_matches(name.lower(), list(low), n=3, cutoff=0.75)]
+    out = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    stem = name.lower()
+    for tag in ("-fp8-dynamic", "-fp8", "-awq", "-gptq-int4", "-gptq-int8", "-gptq", "-int4", "-int8", "-mxfp4"):
+        if stem.endswith(tag) and stem[:-len(tag)] in low:
+            out += (f"; {name!r} looks like a quantised release of {low[stem[:-len(tag)]]!r}: pass the folder "
+                    "holding its config.json (its quantization_config sets the number format) with --model PATH")
+            break
+    return out
+
+
 @functools.lru_cache(maxsize=64)
 def _load(name: str) -> ModelSpec:
     if not name:
@@ -93,7 +110,8 @@ def _load(name: str) -> ModelSpec:
         alias_id, alias = aliases[key]
         hf_id = alias["base"]
     if hf_id is None:
-        raise InputError("model", f"unknown model {name!r} (not bundled and not a path to a config.json)",
+        raise InputError("model", f"unknown model {name!r} (not bundled and not a path to a config.json)"
+                         + _suggestion(name, list(ids.values()) + [k for k, _ in aliases.values()]),
                          ", ".join(list_models()))
     cfg = _read_json(_id_to_file(hf_id), "model")
     meta = cfg.pop("_llmco2", {})

@@ -71,3 +71,16 @@ def test_bit_widths():
     assert m.weight_bytes == pytest.approx(load_model("meta-llama/Llama-2-7b-hf").weight_bytes / 2)
     with pytest.raises(InputError):
         load_model("meta-llama/Llama-2-7b-hf", weight_bits=3)
+
+
+def test_unknown_model_suggests_close_ids_and_quantised_releases():
+    with pytest.raises(InputError) as e:
+        load_model("meta-llama/Llama-3.1-8b-instruct-x")
+    assert e.value.field == "model"
+    assert "did you mean 'meta-llama/Llama-3.1-8B-Instruct'" in str(e.value)  # an alias, matched case-insensitively
+    with pytest.raises(InputError) as e:
+        load_model("Qwen/Qwen3-8B-AWQ")
+    assert "quantised release of 'Qwen/Qwen3-8B'" in str(e.value) and "--model PATH" in str(e.value)
+    with pytest.raises(InputError) as e:
+        load_model("someone/entirely-different")
+    assert "did you mean" not in str(e.value) and "quantised" not in str(e.value)
