@@ -12,10 +12,12 @@ messages. Servers:
 * ``bare-aio``: the same on gRPC's default EventEngine stack;
 * ``bare-sync``: a synchronous gRPC servicer (a thread pool), iomgr stack;
 * ``sidecar-receive``: ``llmco2 serve`` with its pipeline's work removed by a benchmark shim
-  (``benchmarks/shims/receive_only``: every message is dropped after ingest): the receive side alone
-  (gRPC, the journal, ingest's validation, the Acks);
+  (``benchmarks/shims/pipeline``, ``drop``: every message is dropped after ingest): the receive side
+  alone (gRPC, the journal, ingest's validation, the Acks);
 * ``sidecar-roofline`` / ``sidecar-default``: ``llmco2 serve`` with the Roofline predictor / the
-  shipped GNN (journal, ingest, prediction, attribution, records, metrics).
+  shipped GNN (journal, ingest, prediction, attribution, records, metrics);
+* ``sidecar-inline``: ``llmco2 serve`` (shipped GNN) with the pipeline's work done on the event loop's
+  thread, no hand-off to the pipeline thread (the same shim, ``inline``): what the hand-offs cost.
 
 Each server is measured ``--repeat`` times (median and range: this VM's figures swing between runs).
 Then the bare iomgr servicer and the sidecar once more with the emitter's defaults (steps alone held up
@@ -41,8 +43,9 @@ sys.path.insert(0, str(HERE.parent))
 import sidecar as bench  # noqa: E402  (benchmarks/sidecar.py: the workload, CPU reading, machine facts)
 
 
-SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "sidecar-receive", "sidecar-roofline", "sidecar-default")
-SHIM = HERE / "shims" / "receive_only"  # sidecar-receive: the pipeline drops every message (a measurement device)
+SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "sidecar-receive", "sidecar-roofline", "sidecar-default",
+           "sidecar-inline")
+SHIM = HERE / "shims" / "pipeline"  # sidecar-receive / sidecar-inline: measurement devices (its docstring)
 ACK_INTERVAL_S = 0.05
 SETTLE_S = 0.3  # after the last message, before the CPU reading (every server alike)
 
@@ -109,8 +112,8 @@ def _serve_bare(mode: str) -> None:
 
 
 def _start(mode: str, tmp: Path, cpu: int | None) -> tuple[subprocess.Popen, str]:
-    if mode == "sidecar-receive":
-        env = {**os.environ, "LLMCO2_BENCH_RECEIVE_ONLY": "1",
+    if mode in ("sidecar-receive", "sidecar-inline"):
+        env = {**os.environ, "LLMCO2_BENCH_PIPELINE": "drop" if mode == "sidecar-receive" else "inline",
                "PYTHONPATH": os.pathsep.join(p for p in (str(SHIM), os.environ.get("PYTHONPATH", "")) if p)}
         return bench.start_sidecar(tmp / mode, cpu, "default", env=env)
     if mode.startswith("sidecar-"):
@@ -249,6 +252,7 @@ LABELS = {
                        "journal, ingest, Acks; no prediction or records)",
     "sidecar-roofline": "`llmco2 serve --predictor roofline`",
     "sidecar-default": "`llmco2 serve` (shipped GNN predictor)",
+    "sidecar-inline": "`llmco2 serve`, the pipeline's work on the event loop's thread (a benchmark shim: no thread hand-off)",
 }
 
 
@@ -300,6 +304,15 @@ def render(r: dict) -> str:
                       f"Acks) takes {recv['median_us']:,.0f} us and the pipeline (prediction, attribution, records, "
                       f"sinks; a micro-batch per finish, every 4 steps here) the other "
                       f"{side['median_us'] - recv['median_us']:,.0f} us."]
+        inline = r["servers"].get("sidecar-inline")
+        if inline:
+            gap = side["median_us"] - inline["median_us"]
+            verdict = (f"the hand-offs cost about {gap:,.0f} us per message" if gap > 0.15 * side["median_us"] else
+                       "within this VM's run-to-run swing (about +-15%): the thread hand-offs are not where the time "
+                       "goes, the work is")
+            lines += ["", f"Doing the pipeline's work on the event loop's thread instead of handing it to the pipeline "
+                      f"thread: {inline['median_us']:,.0f} us ({inline['min_us']:,.0f}-{inline['max_us']:,.0f}) against "
+                      f"{side['median_us']:,.0f} us, {verdict}."]
     lines.append("")
     return "\n".join(lines)
 

@@ -24,23 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hardware.idle import context_step_w
 from ..hardware.spec import GPUSpec
-
-#: CUDA-context step over bare idle, in W (Vadari 2026, see module docstring), by memory kind.
-CONTEXT_STEP_HBM_W = 38.0
-CONTEXT_STEP_GDDR6_W = 66.0
-_GDDR6_REFERENCE_TDP_W = 350.0  # the L40S, where the GDDR6 step was measured
-
 
 def loaded_idle_w(gpu: GPUSpec) -> float:
     """Idle power of one GPU holding a CUDA context (a serving engine between kernels), in W."""
     ctx = float(getattr(gpu, "idle_ctx_w", 0.0) or 0.0)
     if ctx > 0:
         return ctx
-    if gpu.architecture.lower().startswith("ada"):
-        step = CONTEXT_STEP_GDDR6_W * min(1.0, gpu.tdp_w / _GDDR6_REFERENCE_TDP_W)
-    else:
-        step = CONTEXT_STEP_HBM_W
+    step, _ = context_step_w(gpu.architecture, gpu.tdp_w)  # the catalog's own rule (hardware/idle.py)
     return min(gpu.idle_w + step, 0.5 * gpu.tdp_w)
 
 

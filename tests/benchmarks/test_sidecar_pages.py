@@ -21,18 +21,18 @@ def test_page_is_rendered_from_its_json(name, monkeypatch):
     assert module.render(results) == (BENCH / "results" / f"{name}.md").read_text()
 
 
-def test_receive_only_shim_drops_messages_only_when_switched_on():
-    """benchmarks/grpc_floor.py's sidecar-receive server: the shim replaces the pipeline's submit only
-    with LLMCO2_BENCH_RECEIVE_ONLY=1 (a sidecar started without it is the product, untouched)."""
+def test_pipeline_shim_acts_only_when_switched_on():
+    """benchmarks/grpc_floor.py's sidecar-receive / sidecar-inline servers: the shim replaces the
+    pipeline's submit only with LLMCO2_BENCH_PIPELINE set (a sidecar started without it is the product)."""
     import os
     import subprocess
 
-    shim = BENCH / "shims" / "receive_only"
+    shim = BENCH / "shims" / "pipeline"
     code = ("from llmco2_sidecar.service.pipeline import Pipeline as P\n"
             "class Q: submitted = done_messages = 0\n"
             "q = Q(); P.submit(q, object()); print(P.submit.__name__, q.submitted, q.done_messages)")
-    for flag, want in (("1", "_drop 1 1"), ("0", None)):
-        env = {**os.environ, "PYTHONPATH": str(shim), "LLMCO2_BENCH_RECEIVE_ONLY": flag}
+    for flag, want in (("drop", "_drop 1 1"), ("", None)):
+        env = {**os.environ, "PYTHONPATH": str(shim), "LLMCO2_BENCH_PIPELINE": flag}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         if want:
             assert out.stdout.strip() == want, out.stderr

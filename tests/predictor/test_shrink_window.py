@@ -79,7 +79,9 @@ def test_a_model_with_the_soft_window_never_needs_the_guard(tiny_data, shift):
         p = soft.predict_steps(dep, steps)
         hard.predict_steps(dep, steps)
         w = p.energy_j / (dep.n_gpus * p.duration_s)
-        assert (w > gpu.idle_w).all() and (w < gpu.tdp_w).all(), gpu.gpu_id
+        # inside the closed window: with a residual of e^-6 the soft floor is reached to float precision
+        # (the L4's measured 16 W idle is 22% of its 72 W limit)
+        assert (w >= gpu.idle_w * (1 - 1e-9)).all() and (w < gpu.tdp_w).all(), gpu.gpu_id
     assert soft.guard.tdp_bound == 0 and soft.guard.idle_bound == 0, soft.guard.describe()
     assert hard.guard.tdp_bound + hard.guard.idle_bound > 0
 
