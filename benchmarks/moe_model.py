@@ -45,6 +45,8 @@ PRIOR = "physics prior alone"
 SEEDS = (0, 1, 2)
 DEQUANT = "accuracy_moe_dequant_s{}.json"
 BLOCKFP8 = "accuracy_moe_blockfp8_s{}.json"
+#: the same recipe and code after main's idle-power catalog (2026-12-07): the shipped MoE model's own runs
+BLOCKFP8_IDLE = "accuracy_moe_blockfp8_idle_s{}.json"
 MOE_GROUPS = ("family=qwen3-moe", "family=gpt-oss", "model=deepseek-ai/DeepSeek-V3", "family=llama-4", "family=mixtral",
               "precision=fp8", "precision=mxfp4")
 
@@ -151,7 +153,7 @@ def main() -> int:
                 if dequant_seeds(pattern=BLOCKFP8) else "") + ". MAPE % on held-out groups, J per "
              "output token; seeds averaged. The dense-only model's column is scored here on the current code's features "
              "(its prior's compute term includes the conversion on GPUs without the format, and since 2026-12-07 "
-             "graph/blockfp8.py's counts for block-scaled FP8 models: its FP8 column read 25.2 before them).", "",
+             "graph/blockfp8.py's counts for block-scaled FP8 models: its FP8 column read 25.1 before them).", "",
              "## The mixture-of-experts model against the dense-only one on the MoE rows of each held-out group", "",
              "Both never saw the group: the MoE model's recipe is refitted per split without it; the dense model never saw "
              "any MoE row. Same rows, same truth.", "",
@@ -173,6 +175,17 @@ def main() -> int:
     if bf_seeds:
         bf_lines, bf_json = blockfp8_lines(bf_seeds, dense_pred)
         lines += bf_lines
+        idle_seeds = [x for x in dequant_seeds(pattern=BLOCKFP8_IDLE) if x in bf_seeds]
+        if idle_seeds:
+            head = ["## The same after the idle-power catalog: the shipped llmco2-gnn-moe-v1's own runs", "",
+                    f"`accuracy_moe_blockfp8_idle_s*` (seeds {', '.join(map(str, idle_seeds))}): the same command at the "
+                    "code merged with main's idle-power catalog (GPU idle power from public readings: among the training "
+                    "GPUs only H100's changed, 84 -> 85 W), against `accuracy_moe_blockfp8_s*` on the same seeds. The "
+                    "shipped model's `info.heldout` is these runs' mean.", ""]
+            il, ij = blockfp8_lines(idle_seeds, dense_pred, before=BLOCKFP8, after=BLOCKFP8_IDLE, head=head,
+                                    labels=("blockfp8", "blockfp8 + idle catalog"))
+            lines += il
+            bf_json["idle_catalog"] = ij
     lines += [
               "## Every held-out group, dense and MoE", "",
               "`before`: dense + MoE rows at the code before the block-scaled FP8 feature and the clipping; `MoE model`: "
@@ -239,19 +252,23 @@ def dequant_lines(moe_rows: list[dict], groups: list[dict], seeds: list[int]) ->
     return out
 
 
-def blockfp8_lines(seeds: list[int], moe_keys, results: Path = RESULTS) -> tuple[list[str], dict]:
-    """The section comparing the runs with graph/blockfp8.py against the conversion runs (the recipe of the
-    model shipped before it), seed by seed on the seeds both have; ``moe_keys``: the MoE examples' keys."""
-    dq = [json.loads((results / DEQUANT.format(s)).read_text()) for s in seeds]
-    bf = [json.loads((results / BLOCKFP8.format(s)).read_text()) for s in seeds]
+def blockfp8_lines(seeds: list[int], moe_keys, results: Path = RESULTS, before: str = DEQUANT, after: str = BLOCKFP8,
+                   head: list[str] | None = None, labels: tuple[str, str] = ("before", "with blockfp8")) -> tuple[list[str], dict]:
+    """The section comparing the runs with graph/blockfp8.py (``after``) against the conversion runs (``before``:
+    the recipe of the model shipped before it), seed by seed on the seeds both have; ``moe_keys``: the MoE
+    examples' keys; ``head``: the section's heading and text (default: that comparison's)."""
+    dq = [json.loads((results / before.format(s)).read_text()) for s in seeds]
+    bf = [json.loads((results / after.format(s)).read_text()) for s in seeds]
     names = ", ".join(str(s) for s in seeds)
-    out = ["## With block-scaled FP8's quantisation pass, expert M tiles and B200 promotion (graph/blockfp8.py)", "",
-           f"`accuracy_moe_blockfp8_s*` (seeds {names}) against `accuracy_moe_dequant_s*` (the same seeds, the recipe of "
-           "`llmco2-gnn-moe-v1` before this change): same command, splits and rows; only block-scaled FP8 models' graphs "
-           "differ (Qwen3-235B-FP8, DeepSeek-V3/R1), every split's fit sees them. The counts were fixed before any of these "
-           "scores (graph/blockfp8.py).", "",
-           "### MoE rows of each held-out MoE group", "",
-           f"| held-out group (its MoE rows) | n | before (per seed) | with blockfp8 (per seed) |", "|---|---|---|---|"]
+    out = head if head is not None else [
+        "## With block-scaled FP8's quantisation pass, expert M tiles and B200 promotion (graph/blockfp8.py)", "",
+        f"`accuracy_moe_blockfp8_s*` (seeds {names}) against `accuracy_moe_dequant_s*` (the same seeds, the recipe of "
+        "`llmco2-gnn-moe-v1` before this change): same command, splits and rows; only block-scaled FP8 models' graphs "
+        "differ (Qwen3-235B-FP8, DeepSeek-V3/R1), every split's fit sees them. The counts were fixed before any of these "
+        "scores (graph/blockfp8.py).", ""]
+    out = list(out) + ["### MoE rows of each held-out MoE group", "",
+                       f"| held-out group (its MoE rows) | n | {labels[0]} (per seed) | {labels[1]} (per seed) |",
+                       "|---|---|---|---|"]
     js = {"seeds": seeds, "moe_rows": [], "groups": []}
     for g in MOE_GROUPS:
         a = [moe_rows_mape(b, g, moe_keys) for b in dq]
@@ -263,7 +280,7 @@ def blockfp8_lines(seeds: list[int], moe_keys, results: Path = RESULTS) -> tuple
                    f"{mb:.1f} ({' / '.join(f'{x:.1f}' for x, _ in b_)}) |")
     m = [float(np.mean([r[k] for r in js["moe_rows"]])) for k in ("before", "blockfp8")]
     out += [f"| mean over these groups | | {m[0]:.1f} | {m[1]:.1f} |", "", "### Every held-out group in those runs", "",
-            "| held-out group | before | with blockfp8 | prior alone, before | prior alone, with blockfp8 |",
+            f"| held-out group | {labels[0]} | {labels[1]} | prior alone, {labels[0]} | prior alone, {labels[1]} |",
             "|---|---|---|---|---|"]
     ta = [{(r["split"], r["predictor"]): float(r["mape"]) for r in d["results"]} for d in dq]
     tb = [{(r["split"], r["predictor"]): float(r["mape"]) for r in d["results"]} for d in bf]
