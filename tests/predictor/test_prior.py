@@ -59,7 +59,7 @@ def test_roofline16_is_the_16_bit_twins_and_the_low_precision_terms_vanish_for_1
 
 
 def test_the_16_bit_physics_comes_from_16_bit_rows_and_the_design_is_chosen_inside_the_training_rows():
-    from llmco2_sidecar.predictor.prior import N_BASE_TERMS, _fit_design
+    from llmco2_sidecar.predictor.prior import N_BASE_TERMS, _fit_design, idle_floor_ratio
 
     rng = np.random.default_rng(1)
     k = len(PRIOR_TERMS)
@@ -71,7 +71,8 @@ def test_the_16_bit_physics_comes_from_16_bit_rows_and_the_design_is_chosen_insi
     low = np.arange(n) >= 80
     a[low, N_BASE_TERMS] = rng.uniform(50, 150, low.sum())  # low-precision busy x1
     c_true = np.zeros(k)
-    c_true[[0, 4, 7]] = [0.8, 0.4, 0.3]
+    # a loaded-idle coefficient inside the physical set (the floor follows the catalog's idle readings)
+    c_true[[0, 4, 7]] = [(idle_floor_ratio() + 1.0) / 2, 0.4, 0.3]
     c_true[N_BASE_TERMS] = 0.25  # 0.4 + 0.25 + 0.3 <= 1: physical
     y = a @ c_true
     c = _fit_design(a, y, True)
