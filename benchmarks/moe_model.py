@@ -47,6 +47,8 @@ DEQUANT = "accuracy_moe_dequant_s{}.json"
 BLOCKFP8 = "accuracy_moe_blockfp8_s{}.json"
 #: the same recipe and code after main's idle-power catalog (2026-12-07): the shipped MoE model's own runs
 BLOCKFP8_IDLE = "accuracy_moe_blockfp8_idle_s{}.json"
+#: the same after the idle powers' second pass (B200 139/192 W, A100-40GB context 58 W, H100 85/117 W)
+BLOCKFP8_IDLE2 = "accuracy_moe_blockfp8_idle2_s{}.json"
 MOE_GROUPS = ("family=qwen3-moe", "family=gpt-oss", "model=deepseek-ai/DeepSeek-V3", "family=llama-4", "family=mixtral",
               "precision=fp8", "precision=mxfp4")
 
@@ -186,6 +188,17 @@ def main() -> int:
                                     labels=("blockfp8", "blockfp8 + idle catalog"))
             lines += il
             bf_json["idle_catalog"] = ij
+            idle2 = [x for x in dequant_seeds(pattern=BLOCKFP8_IDLE2) if x in idle_seeds]
+            if idle2:
+                head2 = ["## The same after the idle powers' second pass: the shipped llmco2-gnn-moe-v1's own runs", "",
+                         f"`accuracy_moe_blockfp8_idle2_s*` (seeds {', '.join(map(str, idle2))}): the same command at the "
+                         "code merged with the idle powers' second pass (B200 139/192 W bare/context, A100-40GB context "
+                         "58 W, H100 85/117 W), the code of the shipped model file, against the first pass's runs on the same "
+                         "seeds. The shipped model's `info.heldout` is these runs' mean.", ""]
+                i2, j2 = blockfp8_lines(idle2, dense_pred, before=BLOCKFP8_IDLE, after=BLOCKFP8_IDLE2, head=head2,
+                                        labels=("first pass", "second pass"))
+                lines += i2
+                bf_json["idle_second_pass"] = j2
     lines += [
               "## Every held-out group, dense and MoE", "",
               "`before`: dense + MoE rows at the code before the block-scaled FP8 feature and the clipping; `MoE model`: "

@@ -78,8 +78,8 @@ def test_runs_of_one_recipe_are_averaged_per_group(tmp_path):
 def test_committed_moe_model_file_is_up_to_date():
     """The mixture-of-experts model's scores: its recipe's column, averaged over the three committed seeds."""
     args = ["--model-json", "llmco2_sidecar/predictor/weights/llmco2-gnn-moe-v1.json", "--results",
-            "benchmarks/results/accuracy_moe_blockfp8_idle_s0.json", "benchmarks/results/accuracy_moe_blockfp8_idle_s1.json",
-            "benchmarks/results/accuracy_moe_blockfp8_idle_s2.json",
+            "benchmarks/results/accuracy_moe_blockfp8_idle2_s0.json", "benchmarks/results/accuracy_moe_blockfp8_idle2_s1.json",
+            "benchmarks/results/accuracy_moe_blockfp8_idle2_s2.json",
             "--predictor", "same fit as llmco2-gnn, GNN inputs clipped", "--average", "--check"]
     p = subprocess.run([sys.executable, str(TOOL), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr + "\nrun: python tools/card_heldout.py " + " ".join(args[:-1])
