@@ -177,28 +177,32 @@ def main() -> int:
     if bf_seeds:
         bf_lines, bf_json = blockfp8_lines(bf_seeds, dense_pred)
         lines += bf_lines
-        idle_seeds = [x for x in dequant_seeds(pattern=BLOCKFP8_IDLE) if x in bf_seeds]
-        if idle_seeds:
-            head = ["## The same after the idle-power catalog: the shipped llmco2-gnn-moe-v1's own runs", "",
-                    f"`accuracy_moe_blockfp8_idle_s*` (seeds {', '.join(map(str, idle_seeds))}): the same command at the "
-                    "code merged with main's idle-power catalog (GPU idle power from public readings: among the training "
-                    "GPUs only H100's changed, 84 -> 85 W), against `accuracy_moe_blockfp8_s*` on the same seeds. The "
-                    "shipped model's `info.heldout` is these runs' mean.", ""]
-            il, ij = blockfp8_lines(idle_seeds, dense_pred, before=BLOCKFP8, after=BLOCKFP8_IDLE, head=head,
-                                    labels=("blockfp8", "blockfp8 + idle catalog"))
+        # later run sets on the same seeds, each against the one before it; the last one present is the
+        # shipped model's own (its info.heldout)
+        stages = [
+            (BLOCKFP8_IDLE, BLOCKFP8, "idle_catalog", "## The same after the idle-power catalog",
+             "`accuracy_moe_blockfp8_idle_s*` (seeds {seeds}): the same command at the code merged with main's idle-power "
+             "catalog (GPU idle power from public readings: among the training GPUs only H100's changed, 84 -> 85 W), "
+             "against `accuracy_moe_blockfp8_s*` on the same seeds.", ("blockfp8", "blockfp8 + idle catalog")),
+            (BLOCKFP8_IDLE2, BLOCKFP8_IDLE, "idle_second_pass", "## The same after the idle powers' second pass",
+             "`accuracy_moe_blockfp8_idle2_s*` (seeds {seeds}): the same command at the code merged with the idle powers' "
+             "second pass (B200 139/192 W bare/context, A100-40GB context 58 W, H100 85/117 W), the code of the shipped "
+             "model file, against the first pass's runs on the same seeds.", ("first pass", "second pass")),
+        ]
+        prev_seeds, done = bf_seeds, []
+        for pattern, before, key, title, text, labels in stages:
+            seeds = [x for x in dequant_seeds(pattern=pattern) if x in prev_seeds]
+            if not seeds:
+                break
+            done.append((pattern, before, key, title, text.format(seeds=", ".join(map(str, seeds))), labels, seeds))
+            prev_seeds = seeds
+        for k, (pattern, before, key, title, text, labels, seeds) in enumerate(done):
+            last = k == len(done) - 1
+            head = [title + (": the shipped llmco2-gnn-moe-v1's own runs" if last else ""), "",
+                    text + (" The shipped model's `info.heldout` is these runs' mean." if last else ""), ""]
+            il, ij = blockfp8_lines(seeds, dense_pred, before=before, after=pattern, head=head, labels=labels)
             lines += il
-            bf_json["idle_catalog"] = ij
-            idle2 = [x for x in dequant_seeds(pattern=BLOCKFP8_IDLE2) if x in idle_seeds]
-            if idle2:
-                head2 = ["## The same after the idle powers' second pass: the shipped llmco2-gnn-moe-v1's own runs", "",
-                         f"`accuracy_moe_blockfp8_idle2_s*` (seeds {', '.join(map(str, idle2))}): the same command at the "
-                         "code merged with the idle powers' second pass (B200 139/192 W bare/context, A100-40GB context "
-                         "58 W, H100 85/117 W), the code of the shipped model file, against the first pass's runs on the same "
-                         "seeds. The shipped model's `info.heldout` is these runs' mean.", ""]
-                i2, j2 = blockfp8_lines(idle2, dense_pred, before=BLOCKFP8_IDLE, after=BLOCKFP8_IDLE2, head=head2,
-                                        labels=("first pass", "second pass"))
-                lines += i2
-                bf_json["idle_second_pass"] = j2
+            bf_json[key] = ij
     lines += [
               "## Every held-out group, dense and MoE", "",
               "`before`: dense + MoE rows at the code before the block-scaled FP8 feature and the clipping; `MoE model`: "
