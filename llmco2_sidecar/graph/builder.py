@@ -24,7 +24,8 @@ from ..errors import InputError
 from ..workload import StepBatch
 from .aggregates import StepAggregates, aggregates, slice_aggregates  # noqa: F401  (re-exported)
 from .kernel_time import Roofline, _coefs, graph_peaks, graph_simt, kernel_peaks, roofline  # noqa: F401  (re-exported)
-from .kernels import AGGREGATES, KERNEL_TYPES, Kernel, extended, layer_edges, layer_kernels, outside_kernels
+from .edges import layer_edges
+from .kernels import AGGREGATES, KERNEL_TYPES, Kernel, extended, layer_kernels, outside_kernels
 
 PHASES = ("step", "prefill", "decode")
 _PER_PHASE = ("log_flops", "log_mem_bytes", "log_net_bytes", "log_time_us", "log_mai", "log_perf_tflops", "bound_memory")
