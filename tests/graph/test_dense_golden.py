@@ -3,9 +3,11 @@
 
 from pathlib import Path
 
+import importlib.util
+
 import numpy as np
 
-import importlib.util
+from llmco2_sidecar.hardware import load_gpu
 
 _spec = importlib.util.spec_from_file_location("make_dense_golden", Path(__file__).with_name("make_dense_golden.py"))
 _mod = importlib.util.module_from_spec(_spec)
@@ -44,8 +46,4 @@ def test_dense_features_bit_identical():
         np.testing.assert_array_equal(g, expected, err_msg=key)
 
 
-_GPU_OF = {}
-for _model, _gpu, _tp, _pp in _mod.CASES:
-    from llmco2_sidecar.hardware import load_gpu
-
-    _GPU_OF[_model] = load_gpu(_gpu)
+_GPU_OF = {model: load_gpu(gpu) for model, gpu, _tp, _pp in _mod.CASES}
