@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     meter = args.meter if args.meter != "auto" else ("fake" if args.smoke else "nvml")
     if meter == "fake" and not args.smoke:
         raise InputError("meter", "the fake meter is for --smoke only", "nvml, null")
+    bare = _bare_idle(meter, args)  # before open_device: it creates the CUDA context
     dev = open_device(args.device, meter)
     try:
         if not args.smoke:
@@ -92,7 +93,37 @@ def run(args: argparse.Namespace) -> int:
             log(format_plan(plan).splitlines()[0])
         command = "llmco2 profile " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "profile")
         with open(args.out, "w", newline="") as fh:
-            rows = run_plan(plan, dev, fh, command, smoke=args.smoke, seed=args.seed)
+            rows = run_plan(plan, dev, fh, command, smoke=args.smoke, seed=args.seed,
+                            bare=bare.get(dev.extras.get("nvml_index", 0)) if bare else None)
     finally:
         dev.close()
     return 0 if rows else 1
+
+
+def _bare_idle(meter: str, args: argparse.Namespace) -> dict:
+    """Idle power of every GPU NVML sees, before this process has a CUDA context ({} when there is no
+    NVML or it fails: the run goes on without the bare figure)."""
+    from ..profile.idle_state import measure_bare_idle
+    from ..profile.runner import log
+
+    if meter == "fake":
+        from ..measure.fake_nvml import FakeNVML, constant_power_gpu
+
+        nvml, seconds, settle = FakeNVML([constant_power_gpu(150.0)]), min(args.idle_seconds, 0.2), 0.0
+    elif meter == "nvml":
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return {}
+        seconds, settle = args.idle_seconds, None
+    else:
+        return {}
+    try:
+        out = measure_bare_idle(nvml, seconds) if settle is None else measure_bare_idle(nvml, seconds, settle)
+    except Exception as exc:  # NVML missing or refusing: the labels matter more than this figure
+        log(f"bare idle power not measured: {exc}")
+        return {}
+    for i, m in sorted(out.items()):
+        log(f"bare idle power of GPU {i} (no CUDA context of ours): {m.watts:.1f} W over {m.seconds:.1f} s "
+            f"({m.source}; {m.state.text()})")
+    return out

@@ -19,6 +19,10 @@ The rule (also in SOURCE.md, "Idle power from public readings"):
   0.12 x TDP assumption, flagged ASSUMED.
 * ``idle_ctx_w``: >= 2 context readings -> their median; 1 -> that reading (low confidence);
   0 -> ``idle_w`` + the CUDA-context step (:func:`context_step_w`).
+* The project's own readings (``llmco2 profile`` on a lent GPU; ``source_url`` = the measurement file,
+  ``data/measurements/<file>.csv``; :mod:`.idle_measured`) replace the public readings of their GPU and
+  context: their window, GPU state and process list are known, a pasted nvidia-smi table's are not.
+  ``python -m llmco2_sidecar.hardware.idle --add-measured FILE`` appends them.
 * Figures are rounded to 0.1 W. A context figure below the bare figure is an error in the data.
 """
 
@@ -35,6 +39,8 @@ from pathlib import Path
 from ..errors import InputError
 
 READINGS = Path(__file__).with_name("idle_readings.csv")
+#: ``source_url`` prefix of the project's own readings (a measurement file in the repository)
+OWN_PREFIX = "data/measurements/"
 CONTEXTS = ("none", "cuda", "unknown")
 FIELDS = ("gpu", "watts", "context", "perf_state", "util_pct", "memory_used_mib", "power_cap_w",
           "source_url", "date", "note")
@@ -123,8 +129,9 @@ def load_readings(path: str | Path = READINGS) -> list[IdleReading]:
             raise InputError(f"{where}.util_pct", f"{util:g} %: a GPU doing work is not idle", "0 or empty")
         if context != "unknown" and util is None:
             raise InputError(f"{where}.util_pct", "a reading whose context is known must show 0 % utilisation", "0")
-        if not row["source_url"].strip().startswith(("http://", "https://")):
-            raise InputError(f"{where}.source_url", f"got {row['source_url']!r}", "an http(s) address")
+        if not row["source_url"].strip().startswith(("http://", "https://", OWN_PREFIX)):
+            raise InputError(f"{where}.source_url", f"got {row['source_url']!r}",
+                             f"an http(s) address, or {OWN_PREFIX}<file>.csv for our own measurement")
         out.append(IdleReading(
             gpu=row["gpu"].strip(), watts=watts, context=context, perf_state=row["perf_state"].strip(),
             util_pct=util, memory_used_mib=_optional_float(row["memory_used_mib"], f"{where}.memory_used_mib"),
@@ -151,6 +158,23 @@ def _fmt(w: float) -> str:
     return f"{w:g}"
 
 
+def is_own(reading: IdleReading) -> bool:
+    """A reading this project measured (its source is a measurement file in the repository)."""
+    return reading.source_url.startswith(OWN_PREFIX)
+
+
+def _pick(readings: list[IdleReading], context: str) -> tuple[list[float], bool]:
+    """The watts that count for ``context``: our own readings where there are any, else the public ones."""
+    own = [r.watts for r in readings if r.context == context and is_own(r)]
+    return (own, True) if own else ([r.watts for r in readings if r.context == context], False)
+
+
+def _own(values: Sequence[float], what: str) -> tuple[float, str]:
+    med = round(statistics.median(values), 1)
+    runs = "one run" if len(values) == 1 else f"median of {len(values)} runs"
+    return med, f"MEASURED by this project ({what}; llmco2 profile, {runs}); see idle_readings.csv"
+
+
 def _measured(values: Sequence[float], what: str) -> tuple[float, str]:
     if len(values) == 1:
         return round(values[0], 1), (f"MEASURED: single public reading ({what}), low confidence; "
@@ -167,21 +191,21 @@ def idle_from_readings(readings: Iterable[IdleReading], tdp_w: float, architectu
         raise InputError("readings", f"mix GPUs {sorted({r.gpu for r in readings})}", "one GPU's readings")
     if not (tdp_w > 0 and math.isfinite(tdp_w)):
         raise InputError("tdp_w", f"must be positive, got {tdp_w!r}")
-    bare = [r.watts for r in readings if r.context == "none"]
-    ctx = [r.watts for r in readings if r.context == "cuda"]
+    bare, own_bare = _pick(readings, "none")
+    ctx, own_ctx = _pick(readings, "cuda")
     n_unknown = sum(r.context == "unknown" for r in readings)
     unknown_note = (f"; {n_unknown} reading{'s' if n_unknown > 1 else ''} of unknown context in "
                     "idle_readings.csv not counted" if n_unknown else "")
 
     if bare:
-        idle_w, idle_src = _measured(bare, "bare idle, no process on the GPU")
+        idle_w, idle_src = (_own if own_bare else _measured)(bare, "bare idle, no process on the GPU")
     else:
         idle_w = round(ASSUMED_IDLE_FRACTION * tdp_w, 1)
         idle_src = f"ASSUMED {ASSUMED_IDLE_FRACTION:g} x TDP: no public bare-idle reading found"
     idle_src += unknown_note
 
     if ctx:
-        ctx_w, ctx_src = _measured(ctx, "a process holds the GPU at 0 % utilisation")
+        ctx_w, ctx_src = (_own if own_ctx else _measured)(ctx, "a process holds the GPU at 0 % utilisation")
         if ctx_w < idle_w:
             raise InputError("idle_ctx_w", f"{ctx_w:g} W with a CUDA context is below bare idle {idle_w:g} W",
                              "check the readings' context column")
@@ -221,6 +245,24 @@ def rewrite_catalog_text(text: str, figures: dict[str, IdleFigures]) -> str:
     return "".join(out)
 
 
+def add_measured(files: Sequence[str | Path], readings_path: str | Path = READINGS) -> int:
+    """Append the own readings of measurement ``files`` to the readings CSV (a file already there is
+    skipped); returns the rows added."""
+    from .idle_measured import readings_from_measurement
+
+    have = {(r.source_url, r.context) for r in load_readings(readings_path)}
+    new = [r for f in files for r in readings_from_measurement(f) if (r.source_url, r.context) not in have]
+    if new:
+        with open(readings_path, "a", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            for r in new:
+                writer.writerow([r.gpu, f"{r.watts:g}", r.context, r.perf_state,
+                                 "" if r.util_pct is None else f"{r.util_pct:g}",
+                                 "" if r.memory_used_mib is None else f"{r.memory_used_mib:g}",
+                                 "" if r.power_cap_w is None else f"{r.power_cap_w:g}", r.source_url, r.date, r.note])
+    return len(new)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print, per catalog GPU, what the rule gives beside what the bundled catalog holds."""
     import argparse
@@ -233,11 +275,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "hardware/SOURCE.md; prints the rule's idle_w / idle_ctx_w beside the catalog's "
                     "and exits 1 when they differ.")
     parser.add_argument("--readings", default=str(READINGS), help="readings CSV (default: the bundled file)")
+    parser.add_argument("--add-measured", nargs="+", default=[], metavar="FILE",
+                        help="append the idle readings of these profiling runs (data/measurements/*.csv, written by "
+                             "llmco2 profile on a GPU: bare and with a CUDA context) to the readings file first; "
+                             "they replace the public readings of their GPU and context")
     parser.add_argument("--write", action="store_true",
                         help="rewrite the bundled catalog.toml's idle_w / idle_ctx_w lines (and their sources) "
                              "to what the rule gives (default: only print)")
     args = parser.parse_args(argv)
     try:
+        if args.add_measured:
+            added = add_measured(args.add_measured, args.readings)
+            print(f"added {added} reading{'s' if added != 1 else ''} to {args.readings}")
         readings = load_readings(args.readings)
     except (InputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence, Union
 
 try:  # use pynvml's own exception classes so error mapping is exercised faithfully
@@ -58,6 +59,13 @@ class RecordedGPU:
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
     # (function name, t_from, t_to, error kind): the call raises that error while t_from <= t < t_to
     errors: list[tuple[str, float, float, str]] = field(default_factory=list)
+    # the state queries (profile/idle_state.py); None: the call raises NotSupported
+    perf_state: int | None = 0
+    util_pct: int | None = 0
+    memory_used_bytes: int | None = 0
+    memory_total_bytes: int = 80 * 2**30
+    power_limit_mw: int | None = 700_000
+    process_pids: list[int] | None = field(default_factory=list)
 
 
 class _Replay:
@@ -185,6 +193,32 @@ class FakeNVML:
         if self.gpus[handle].power_mw is None:
             raise nvml_error("NotSupported")
         return int(self._power[handle].at(t))
+
+    # ---- state queries (profile/idle_state.py): the RecordedGPU's fields; None raises NotSupported ----
+    def _state(self, fn: str, handle: int, attr: str) -> Any:
+        self._check(fn, handle)
+        value = getattr(self.gpus[handle], attr)
+        if value is None:
+            raise nvml_error("NotSupported")
+        return value
+
+    def nvmlDeviceGetPerformanceState(self, handle: int) -> int:
+        return int(self._state("nvmlDeviceGetPerformanceState", handle, "perf_state"))
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:
+        return SimpleNamespace(gpu=int(self._state("nvmlDeviceGetUtilizationRates", handle, "util_pct")), memory=0)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
+        used = int(self._state("nvmlDeviceGetMemoryInfo", handle, "memory_used_bytes"))
+        total = self.gpus[handle].memory_total_bytes
+        return SimpleNamespace(total=total, used=used, free=total - used)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: int) -> int:
+        return int(self._state("nvmlDeviceGetEnforcedPowerLimit", handle, "power_limit_mw"))
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list:
+        pids = self._state("nvmlDeviceGetComputeRunningProcesses", handle, "process_pids")
+        return [SimpleNamespace(pid=p, usedGpuMemory=512 * 2**20) for p in pids]
 
 
 def constant_power_gpu(watts: float, start_s: float | None = None, counter: bool = True,

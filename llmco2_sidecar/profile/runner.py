@@ -26,6 +26,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
+from .idle_state import WINDOW_UPDATES, GPUState, IdleMeasurement, effective_min_window, gpu_state, measure_idle  # noqa: F401
 from .plan import Plan, PlanPoint, resolve_model, smoke_spec
 
 COLUMNS = ("gpu_name", "driver", "torch_version", "transformers_version", "model", "layers", "batch", "prompt", "output",
@@ -55,6 +56,7 @@ class Device:
     total_memory_bytes: float = 0.0
     extras: dict = field(default_factory=dict)
     read_temp_c: Callable[[], float | None] = lambda: None  # GPU temperature (NVML), None where unknown
+    read_state: Callable[[], GPUState | None] = lambda: None  # NVML's view of the GPU (idle_state.gpu_state)
 
 
 def _nvml_index_for_cuda(torch: Any, nvml: Any, cuda_index: int) -> int:
@@ -102,11 +104,12 @@ def open_device(device: str, meter: str) -> Device:
         from ..measure.fake_nvml import FakeNVML, constant_power_gpu
 
         nvml = FakeNVML([constant_power_gpu(150.0)])
+        nvml.gpus[0].process_pids = [os.getpid()]  # this process holds the (fake) GPU's context now
         m = NvmlMeter(nvml=nvml)
         domain = m.domains()[0]
         return Device(device.split(":")[0], torch_device, name, "fake", "fake-nvml:counter 150 W (smoke, not a measurement)",
                       lambda: m.read().energy_j[domain], sync, m.close, total,
-                      read_temp_c=_temperature_reader(nvml, 0))
+                      read_temp_c=_temperature_reader(nvml, 0), read_state=lambda: gpu_state(nvml, 0))
     from ..errors import InputError
     from ..measure.errors import MeterUnavailable
     from ..measure.nvml import map_nvml_error
@@ -130,7 +133,8 @@ def open_device(device: str, meter: str) -> Device:
     domain = m.domains()[0]
     return Device(device.split(":")[0], torch_device, name, str(m.driver_version), f"nvml:{m.modes[domain]}",
                   lambda: m.read().energy_j[domain], sync, m.close, total, {"nvml_index": nv_index},
-                  read_temp_c=_temperature_reader(pynvml, nv_index))  # NVML stays initialised while the meter is open
+                  read_temp_c=_temperature_reader(pynvml, nv_index),  # NVML stays initialised while the meter is open
+                  read_state=lambda: gpu_state(pynvml, pynvml.nvmlDeviceGetHandleByIndex(nv_index)))
 
 
 def _temperature_reader(nvml: Any, index: int) -> Callable[[], float | None]:
@@ -144,43 +148,6 @@ def _temperature_reader(nvml: Any, index: int) -> Callable[[], float | None]:
         except Exception:
             return None
     return read
-
-
-WINDOW_UPDATES = 5  # a measured window spans at least this many updates of the energy counter
-
-
-def measure_idle(dev: Device, seconds: float, poll_s: float = 0.002) -> tuple[float, float | None]:
-    """Average power over ``seconds`` with the CUDA context up and no work (W), and the energy
-    counter's update period (s; None when fewer than 4 updates were seen, e.g. the null meter).
-
-    NVML's energy counter moves in steps (about every 100 ms on recent NVIDIA GPUs: ML.ENERGY,
-    "Thermally Stable Profiling for Accurate GPU Energy Measurement"; Yang et al., arXiv:2312.02741),
-    so the counter is polled every ``poll_s`` here and the median time between its changes kept: a
-    window of one step would be off by up to a whole step.
-    """
-    dev.sync()
-    time.sleep(min(1.0, seconds / 2))  # settle after context creation
-    e0, t0 = dev.read_j(), time.perf_counter()
-    end, last, changes = t0 + seconds, e0, []
-    while True:
-        now = time.perf_counter()
-        if now >= end:
-            break
-        value = dev.read_j()
-        if value != last:
-            changes.append(now)
-            last = value
-        time.sleep(poll_s)
-    e1, t1 = dev.read_j(), time.perf_counter()
-    period = statistics.median(b - a for a, b in zip(changes, changes[1:])) if len(changes) >= 4 else None
-    return ((e1 - e0) / (t1 - t0) if t1 > t0 else 0.0), period
-
-
-def effective_min_window(min_window_s: float, counter_period_s: float | None) -> float:
-    """The planned shortest window, raised to ``WINDOW_UPDATES`` counter updates where the counter is coarser."""
-    if counter_period_s is None:
-        return min_window_s
-    return max(min_window_s, WINDOW_UPDATES * counter_period_s)
 
 
 @dataclass
@@ -274,8 +241,11 @@ def _clean(value: object) -> str:
 
 
 def provenance_line(dev: Device, versions: dict[str, str], plan: Plan, command: str, idle_w: float | None = None,
-                    counter_period_s: float | None = None, min_window_s: float | None = None) -> str:
-    """``# provenance: key=value; key=value; ...`` (see data/measurements/README.md)."""
+                    counter_period_s: float | None = None, min_window_s: float | None = None,
+                    bare: IdleMeasurement | None = None, ctx_state: GPUState | None = None) -> str:
+    """``# provenance: key=value; key=value; ...`` (see data/measurements/README.md). ``bare``: idle
+    before this process had a CUDA context (:func:`.idle_state.measure_bare_idle`); ``ctx_state``: the
+    GPU's state when ``idle_w`` (with the context) was measured."""
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     items = [("gpu", dev.gpu_name), ("driver", dev.driver or "n/a"), ("cuda", versions["cuda"]), ("date", date),
              ("torch", versions["torch"]), ("transformers", versions["transformers"]),
@@ -284,6 +254,10 @@ def provenance_line(dev: Device, versions: dict[str, str], plan: Plan, command: 
              ("weights", "random (transformers default init)"), ("repetitions", plan.repetitions),
              ("min_window_s", f"{plan.min_window_s if min_window_s is None else min_window_s:g}"),
              ("counter_period_ms", "n/a" if counter_period_s is None else f"{counter_period_s * 1e3:.1f}"),
+             ("idle_s", f"{plan.idle_s:g}"),
+             ("idle_bare_w", "n/a" if bare is None else f"{bare.watts:.1f}"),
+             ("idle_bare_state", "n/a" if bare is None else bare.state.text()),
+             ("idle_ctx_state", "n/a" if ctx_state is None else ctx_state.text()),
              ("budget_s", plan.budget_s), ("command", command)]
     return "# provenance: " + "; ".join(f"{k}={_clean(v)}" for k, v in items)
 
@@ -309,8 +283,10 @@ class CsvSink:
         self.rows += 1
 
 
-def run_plan(plan: Plan, dev: Device, out: TextIO, command: str, smoke: bool = False, seed: int = 0) -> int:
-    """Measure every point of ``plan`` within its budget; returns the number of rows written."""
+def run_plan(plan: Plan, dev: Device, out: TextIO, command: str, smoke: bool = False, seed: int = 0,
+             bare: IdleMeasurement | None = None) -> int:
+    """Measure every point of ``plan`` within its budget; returns the number of rows written. ``bare``:
+    the GPU's idle power measured before the CUDA context existed (written to the provenance line)."""
     import torch
 
     from .hf_model import build_model
@@ -320,12 +296,14 @@ def run_plan(plan: Plan, dev: Device, out: TextIO, command: str, smoke: bool = F
     versions = _versions()
     log(f"device {dev.gpu_name} ({dev.torch_device}), meter {dev.meter_name}, driver {dev.driver or 'n/a'}")
     idle_w, period = measure_idle(dev, plan.idle_s)
+    ctx_state = dev.read_state()
     min_window = effective_min_window(plan.min_window_s, period)
     period_txt = "not seen" if period is None else f"{period * 1e3:.1f} ms"
-    log(f"idle power {idle_w:.1f} W over {plan.idle_s:g} s; energy counter updates every {period_txt}")
+    log(f"idle power {idle_w:.1f} W over {plan.idle_s:g} s with the CUDA context"
+        f"{'' if ctx_state is None else ' (' + ctx_state.text() + ')'}; energy counter updates every {period_txt}")
     if min_window > plan.min_window_s:
         log(f"windows of at least {min_window:.2f} s ({WINDOW_UPDATES} counter updates), not {plan.min_window_s:g} s")
-    sink = CsvSink(out, provenance_line(dev, versions, plan, command, idle_w, period, min_window))
+    sink = CsvSink(out, provenance_line(dev, versions, plan, command, idle_w, period, min_window, bare, ctx_state))
     dtype = "bfloat16" if dev.kind == "cuda" else "float32"
     oom_error = getattr(torch.cuda, "OutOfMemoryError", MemoryError)
     ratio_num, ratio_den = 0.0, 0.0  # measured / estimated wall time so far, to rescale estimates

@@ -31,6 +31,10 @@ def test_smoke_run_writes_a_valid_csv(tmp_path):
     for key in ("gpu", "driver", "date", "torch", "transformers", "nvidia-ml-py", "meter", "command"):
         assert fields[key], key
     assert "not a measurement" in fields["meter"]
+    # idle twice: bare (before the context; nobody on the fake GPU) and with this process's context
+    assert float(fields["idle_bare_w"]) == pytest.approx(150.0, rel=0.05)
+    assert fields["idle_bare_state"].endswith("/0 processes") and fields["idle_ctx_state"].endswith("/1 processes")
+    assert "bare idle power of GPU 0" in proc.stderr
     rows = list(csv.DictReader(text[1:]))
     assert tuple(rows[0].keys()) == COLUMNS and COLUMNS[:len(CONTRACT)] == CONTRACT
     assert [(r["batch"], r["prompt"], r["output"]) for r in rows] == [("1", "16", "4"), ("2", "32", "8"), ("4", "8", "1")]
