@@ -9,8 +9,8 @@ from llmco2_sidecar.models.catalog import CONFIG_DIR
 
 
 @pytest.mark.parametrize("hf_id,billions", [
-    ("google/gemma-2-2b", 2.61),   # Google's model card: 2.6B (2.61B on the Hub page)
-    ("google/gemma-2-27b", 27.2),  # Google's model card: 27.2B
+    ("google/gemma-2-2b", 2.6),    # published size 2.6B (Gemma 2 report / model card)
+    ("google/gemma-2-27b", 27.2),  # published size 27.2B
 ])
 def test_parameter_count_is_the_published_size(hf_id, billions):
     assert load_model(hf_id).total_params / 1e9 == pytest.approx(billions, rel=0.01)
