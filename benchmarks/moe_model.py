@@ -49,9 +49,6 @@ BLOCKFP8 = "accuracy_moe_blockfp8_s{}.json"
 BLOCKFP8_IDLE = "accuracy_moe_blockfp8_idle_s{}.json"
 #: the same after the idle powers' second pass (B200 139/192 W, A100-40GB context 58 W, H100 85/117 W)
 BLOCKFP8_IDLE2 = "accuracy_moe_blockfp8_idle2_s{}.json"
-#: the same with ML.ENERGY v2's other dense chat models in the data (Gemma-2 2B/27B, Phi-3 medium, Mistral-Nemo
-#: and -Large: their configs verified 2026-12-07)
-V2ROWS = "accuracy_moe_v2rows_s{}.json"
 MOE_GROUPS = ("family=qwen3-moe", "family=gpt-oss", "model=deepseek-ai/DeepSeek-V3", "family=llama-4", "family=mixtral",
               "precision=fp8", "precision=mxfp4")
 
@@ -189,13 +186,8 @@ def main() -> int:
              "against `accuracy_moe_blockfp8_s*` on the same seeds.", ("blockfp8", "blockfp8 + idle catalog")),
             (BLOCKFP8_IDLE2, BLOCKFP8_IDLE, "idle_second_pass", "## The same after the idle powers' second pass",
              "`accuracy_moe_blockfp8_idle2_s*` (seeds {seeds}): the same command at the code merged with the idle powers' "
-             "second pass (B200 139/192 W bare/context, A100-40GB context 58 W, H100 85/117 W), the code of the model shipped "
-             "at midday on 2026-12-07, against the first pass's runs on the same seeds.", ("first pass", "second pass")),
-            (V2ROWS, BLOCKFP8_IDLE2, "v2_rows", "## The same with more ML.ENERGY v2 dense models",
-             "`accuracy_moe_v2rows_s*` (seeds {seeds}): the same command with v2's other dense chat models in the data "
-             "(Gemma-2 2B and 27B, Phi-3-medium, Mistral-Nemo and Mistral-Large; their configs verified 2026-12-07), "
-             "against the second pass's runs on the same seeds. Dense groups gain rows (and new model groups appear); "
-             "the MoE rows are the same.", ("before", "more v2 models")),
+             "second pass (B200 139/192 W bare/context, A100-40GB context 58 W, H100 85/117 W), the code of the shipped "
+             "model file, against the first pass's runs on the same seeds.", ("first pass", "second pass")),
         ]
         prev_seeds, done = bf_seeds, []
         for pattern, before, key, title, text, labels in stages:

@@ -149,8 +149,15 @@ def expected_error(model, gpu_name: str, held: dict[str, float] | None = None, h
         return None
     hf_id = hf_id or model.name
     candidates: list[tuple[float, str]] = []
-    score, groups = model_score(held, hf_id, base, family_of(model), model.quant_method or None)
-    if score is None:  # a family never seen: the worst hold-out of its kind (dense or MoE)
+    family = family_of(model)
+    score, groups = model_score(held, hf_id, base, family, model.quant_method or None)
+    siblings = {k: v for k, v in held.items() if k.startswith("model=") and _group_family(k) == family}
+    if score is None and siblings:  # a new model of a family known through other models, none held out as a
+        score, key = _worst(siblings, "")  # family: their own hold-outs (each had no sibling in training: harder)
+        groups = tuple(sorted(siblings))
+        candidates.append((score, f"a model not in the training data, of a family that is ({family}): "
+                                  f"the worst hold-out of its models ({key})"))
+    elif score is None:  # a family never seen: the worst hold-out of its kind (dense or MoE)
         moe = set(MOE_FAMILIES.values())
         kind = {k: v for k, v in held.items() if (k.startswith("family=") or k.startswith("model="))
                 and (_group_family(k) in moe) == model.is_moe}

@@ -86,3 +86,14 @@ def test_a_mixture_of_experts_is_judged_by_the_model_that_serves_it():
     e = expected_error(load_model("Qwen/Qwen3-30B-A3B"), "H100-SXM5-80GB")
     src = [v for k, v in moe.items() if k.startswith("source")]
     assert e.mape_pct == pytest.approx(max(moe["model=Qwen/Qwen3-30B-A3B"], sum(src) / len(src)))
+
+
+def test_a_new_model_of_a_family_known_through_one_model_takes_that_models_holdout():
+    """Gemma-2 27B: not in the training data, but Gemma-2 9B is (held out as a model, never as a family):
+    its hold-out, not the worst of every family (the 27B has a sibling in training; the 9B held out had none)."""
+    held = dict(HELD, **{"model=google/gemma-2-9b": 10.3, "source: train mlenergy-v3 -> test mlenergy-v2": 9.0,
+                         "source: train mlenergy-v2 -> test mlenergy-v3": 9.0})
+    e = expected_error(load_model("google/gemma-2-27b-it"), "H100-SXM5-80GB", held)
+    assert e.mape_pct == 10.3 and e.groups[0] == "model=google/gemma-2-9b" and "(gemma)" in e.basis
+    unseen = expected_error(load_model("meta-llama/Llama-2-7b-hf"), "H100-SXM5-80GB", held)
+    assert unseen.mape_pct == 18.5 and "never seen" in unseen.basis  # llama-2: no model of it anywhere

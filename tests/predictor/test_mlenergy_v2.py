@@ -70,34 +70,3 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError) as err:
         load_v2_rows(tmp_path)
     assert err.value.field == "data"
-
-
-def test_gemma2_2b_and_27b_rows_are_examples_on_both_gpus(rows):
-    """The Gemma-2 2B/27B chat rows (added with their verified configs): every bundled file becomes an
-    example of the base architecture (none is pipeline-parallel), and they join gemma-2-9b's family."""
-    files = {}
-    for f in sorted((BUNDLED_MLENERGY_V2 / "chat").glob("*/google/gemma-2-*-it/*.json")):
-        gpu = "A100" if f.parts[-4].startswith("A100") else "H100"
-        files[(f.parts[-2].removesuffix("-it"), gpu)] = files.get((f.parts[-2].removesuffix("-it"), gpu), 0) + 1
-    assert files == {("gemma-2-2b", "A100"): 7, ("gemma-2-2b", "H100"): 8, ("gemma-2-27b", "A100"): 7,
-                     ("gemma-2-27b", "H100"): 6, ("gemma-2-9b", "A100"): 9, ("gemma-2-9b", "H100"): 5}
-    gemma = [r for r in rows if "gemma-2" in r.model_id]
-    ex, skipped = mlenergy_examples(gemma, seed=0, k_decode=1, k_prefill=1)
-    assert not skipped
-    got = {}
-    for e in ex:
-        got[(e.model.removeprefix("google/"), e.gpu)] = got.get((e.model.removeprefix("google/"), e.gpu), 0) + 1
-    assert got == files
-    assert {e.family for e in ex} == {"gemma"}
-
-
-def test_family_split_holds_out_the_three_gemma2_sizes_together(rows):
-    from llmco2_sidecar.predictor.evaluate import make_splits
-
-    ex, _ = mlenergy_examples(rows, seed=0, k_decode=1, k_prefill=1)
-    dense = [e for e in ex if not e.meta["moe"]]
-    splits = {s.name: s for s in make_splits(dense)}
-    held = {dense[i].model for i in splits["family=gemma"].test}
-    assert held == {"google/gemma-2-2b", "google/gemma-2-9b", "google/gemma-2-27b"}
-    assert not {dense[i].model for i in splits["family=gemma"].train} & held
-    assert {"model=google/gemma-2-2b", "model=google/gemma-2-27b"} <= set(splits)
