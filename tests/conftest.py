@@ -34,3 +34,15 @@ def stub(sidecar):
     channel = grpc.insecure_channel(sidecar.address)
     yield sidecar_pb2_grpc.CarbonSidecarStub(channel)
     channel.close()
+
+
+@pytest.fixture
+def pynvml_without_driver():
+    """The real nvidia-ml-py on a machine without the NVIDIA driver (this one): skips where NVML works."""
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return pynvml
+    pynvml.nvmlShutdown()  # pragma: no cover - a machine with a GPU
+    pytest.skip("a real NVIDIA driver is present")  # pragma: no cover
