@@ -46,6 +46,7 @@ from .._proto import events_pb2 as pb
 from .._proto import sidecar_pb2_grpc
 from .emitter_build import _BATCH, _DEFERRED, _DONE, _STEP, awaited, build_message
 from .emitter_types import EmitterConfig, EmitterStats, EngineInfo, Phase  # noqa: F401  (re-exported)
+from ..threadnames import name_os_thread
 
 log = logging.getLogger("llmco2.emitter")
 
@@ -228,6 +229,7 @@ class Emitter:
         return grpc.insecure_channel(cfg.target, options)
 
     def _run(self) -> None:
+        name_os_thread("llmco2-emitter")  # top -H in the engine's process shows it
         backoff = self.config.backoff_initial_s
         self._channel = self._make_channel()
         stub = sidecar_pb2_grpc.CarbonSidecarStub(self._channel)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from .base import EnergyMeter, MeterReading
 from .errors import NVMLPermissionError, NVMLReadError, NVMLUnavailable
+from ..threadnames import name_os_thread
 
 # pynvml exception class names -> "cannot run here" (everything else on a read is a read error)
 _UNAVAILABLE = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded", "NVMLError_LibRmVersionMismatch",
@@ -210,6 +211,7 @@ class NvmlMeter(EnergyMeter):
             return MeterReading(timestamp_s=now, energy_j={f"gpu{g.index}": g.energy_mj / 1000.0 for g in self._gpus})
 
     def _run_sampler(self) -> None:
+        name_os_thread("llmco2-nvml")
         while not self._stop.wait(self._period_s):
             try:
                 self.sample_power()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .base import EnergyMeter, MeterReading
+from ..threadnames import name_os_thread
 
 
 # domains whose energy is already inside another domain's (not added by Window.total_j)
@@ -112,6 +113,7 @@ class MeterSampler:
             self._thread.start()
 
     def _run(self) -> None:
+        name_os_thread("llmco2-meter")
         next_t = time.monotonic() + self.period_s
         while not self._stop.wait(max(next_t - time.monotonic(), 0.0)):
             self.sample_now()

@@ -20,6 +20,8 @@ import queue
 import threading
 from typing import Callable
 
+from ..threadnames import name_os_thread
+
 log = logging.getLogger("llmco2.server")
 
 _STOP = object()
@@ -61,6 +63,7 @@ class DiskWorker:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        name_os_thread(self._thread.name)
         while True:
             item = self._q.get()
             if item is _STOP:

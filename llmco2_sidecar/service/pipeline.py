@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..energy.accounting import account_steps
+from ..threadnames import name_os_thread
 from .attribution import PredictionError
 from .carbon_log import CarbonLog
 from .dead_letter import DeadLetter
@@ -148,6 +149,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
 
     # ---- thread --------------------------------------------------------------------------------
     def _run(self) -> None:
+        name_os_thread("llmco2-pipeline")
         max_steps = int(self.config.micro_batch_steps)
         wait_s = float(self.config.micro_batch_ms) / 1000.0
         # steps alone wait longer for company (nothing waits on them); a finish or abort closes the

@@ -31,6 +31,7 @@ from typing import Callable
 from ...errors import InputError
 from .apis import GridFetchError, WattTimeClient, fetch_electricitymaps, fetch_ukci
 from .series import IntensityReading, IntensitySeries
+from ...threadnames import name_os_thread
 
 log = logging.getLogger("llmco2.grid")
 
@@ -209,6 +210,7 @@ class LiveSource(GridSource):
         return self._first.wait(timeout_s)
 
     def _run(self) -> None:
+        name_os_thread("llmco2-grid")
         while not self._stop.is_set():
             self.poll_once()
             self._stop.wait(self.ttl_s)
