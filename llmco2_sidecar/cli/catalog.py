@@ -98,7 +98,8 @@ def run(a: argparse.Namespace) -> int:
                   f"host idle {s['host_idle_w']:.0f} W ({s['host_idle_w_source']})")
     if "models" in out:
         print("Models (Hugging Face ids; * = config checked in one public copy only; heldout: the shipped predictor's "
-              "MAPE with the model (else its family) held out, the worse of that and its number format's for FP8/MXFP4, "
+              "MAPE with the model held out (else its family; else the worst of its family's models held out one by one), "
+              "the worse of that and its number format's for FP8/MXFP4, "
               "'-' where it has none; UNSUPPORTED = refused by estimate and serve):")
         for k, m in out["models"].items():
             if not m["supported"]:

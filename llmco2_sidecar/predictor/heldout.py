@@ -112,11 +112,17 @@ def family_of(model) -> str:
 def model_score(held: dict[str, float], hf_id: str, base: str | None, family: str,
                 quant_method: str | None = None) -> tuple[float | None, tuple[str, ...]]:
     """The most specific held-out score of a model and the groups it came from: the model itself (or
-    the architecture it aliases), else its family; for a quantised model the worse of that and its
+    the architecture it aliases), else its family, else the worst of its family's models held out one by
+    one (a family in the training data through them, never held out whole); for a quantised model the worse of that and its
     number format's group (FP8 rows are harder than their family's bf16 ones: a figure should not
     flatter the model)."""
     key = next((k for k in (f"model={hf_id}", f"model={base}" if base else "", f"family={family}") if k in held), None)
     score, groups = (held[key], (key,)) if key else (None, ())
+    if key is None:  # a new model of a family known through other models, none held out as a family: their
+        siblings = {k: v for k, v in held.items() if k.startswith("model=") and _group_family(k) == family}
+        if siblings:  # own hold-outs, the worst first (each had no sibling in training: a harder case)
+            score, worst = _worst(siblings, "")
+            groups = (worst,) + tuple(sorted(k for k in siblings if k != worst))
     fmt_key = f"precision={quant_method}" if quant_method else ""
     if fmt_key in held:
         groups += (fmt_key,)
@@ -151,12 +157,10 @@ def expected_error(model, gpu_name: str, held: dict[str, float] | None = None, h
     candidates: list[tuple[float, str]] = []
     family = family_of(model)
     score, groups = model_score(held, hf_id, base, family, model.quant_method or None)
-    siblings = {k: v for k, v in held.items() if k.startswith("model=") and _group_family(k) == family}
-    if score is None and siblings:  # a new model of a family known through other models, none held out as a
-        score, key = _worst(siblings, "")  # family: their own hold-outs (each had no sibling in training: harder)
-        groups = tuple(sorted(siblings))
+    own = (f"model={hf_id}", f"model={base}", f"family={family}")
+    if score is not None and groups[0].startswith("model=") and groups[0] not in own:  # its family's other models
         candidates.append((score, f"a model not in the training data, of a family that is ({family}): "
-                                  f"the worst hold-out of its models ({key})"))
+                                  f"the worst hold-out of its models ({groups[0]})"))
     elif score is None:  # a family never seen: the worst hold-out of its kind (dense or MoE)
         moe = set(MOE_FAMILIES.values())
         kind = {k: v for k, v in held.items() if (k.startswith("family=") or k.startswith("model="))

@@ -97,3 +97,12 @@ def test_a_new_model_of_a_family_known_through_one_model_takes_that_models_holdo
     assert e.mape_pct == 10.3 and e.groups[0] == "model=google/gemma-2-9b" and "(gemma)" in e.basis
     unseen = expected_error(load_model("meta-llama/Llama-2-7b-hf"), "H100-SXM5-80GB", held)
     assert unseen.mape_pct == 18.5 and "never seen" in unseen.basis  # llama-2: no model of it anywhere
+
+
+def test_model_score_falls_back_to_the_worst_of_the_familys_models():
+    from llmco2_sidecar.predictor.heldout import model_score
+
+    held = {"model=google/gemma-2-9b": 10.3, "model=meta-llama/Llama-3.1-8B": 9.1, "precision=fp8": 12.0}
+    assert model_score(held, "google/gemma-2-27b-it", "google/gemma-2-27b", "gemma") == (10.3, ("model=google/gemma-2-9b",))
+    assert model_score(held, "x/unknown", None, "unknown") == (None, ())
+    assert model_score(held, "x/unknown-FP8", None, "unknown", "fp8") == (12.0, ("precision=fp8",))
