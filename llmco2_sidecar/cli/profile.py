@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 def _bare_idle(meter: str, args: argparse.Namespace) -> dict:
     """Idle power of every GPU NVML sees, before this process has a CUDA context ({} when there is no
     NVML or it fails: the run goes on without the bare figure)."""
-    from ..profile.idle_state import measure_bare_idle
+    from ..profile.idle_state import SETTLE_S, measure_bare_idle
     from ..profile.runner import log
 
     if meter == "fake":
@@ -115,11 +115,11 @@ def _bare_idle(meter: str, args: argparse.Namespace) -> dict:
             import pynvml as nvml
         except ImportError:
             return {}
-        seconds, settle = args.idle_seconds, None
+        seconds, settle = args.idle_seconds, SETTLE_S
     else:
         return {}
     try:
-        out = measure_bare_idle(nvml, seconds) if settle is None else measure_bare_idle(nvml, seconds, settle)
+        out = measure_bare_idle(nvml, seconds, settle)
     except Exception as exc:  # NVML missing or refusing: the labels matter more than this figure
         log(f"bare idle power not measured: {exc}")
         return {}

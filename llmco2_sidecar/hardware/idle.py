@@ -253,13 +253,11 @@ def add_measured(files: Sequence[str | Path], readings_path: str | Path = READIN
     have = {(r.source_url, r.context) for r in load_readings(readings_path)}
     new = [r for f in files for r in readings_from_measurement(f) if (r.source_url, r.context) not in have]
     if new:
+        cell = lambda v: "" if v is None else f"{v:g}" if isinstance(v, float) else v  # noqa: E731  (as read back)
         with open(readings_path, "a", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             for r in new:
-                writer.writerow([r.gpu, f"{r.watts:g}", r.context, r.perf_state,
-                                 "" if r.util_pct is None else f"{r.util_pct:g}",
-                                 "" if r.memory_used_mib is None else f"{r.memory_used_mib:g}",
-                                 "" if r.power_cap_w is None else f"{r.power_cap_w:g}", r.source_url, r.date, r.note])
+                writer.writerow([cell(getattr(r, f)) for f in FIELDS])  # IdleReading's fields are the file's columns
     return len(new)
 
 

@@ -113,9 +113,9 @@ def model_score(held: dict[str, float], hf_id: str, base: str | None, family: st
                 quant_method: str | None = None) -> tuple[float | None, tuple[str, ...]]:
     """The most specific held-out score of a model and the groups it came from: the model itself (or
     the architecture it aliases), else its family, else the worst of its family's models held out one by
-    one (a family in the training data through them, never held out whole); for a quantised model the worse of that and its
-    number format's group (FP8 rows are harder than their family's bf16 ones: a figure should not
-    flatter the model)."""
+    one (a family in the training data through them, never held out whole); for a quantised model the
+    worse of that and its number format's group (FP8 rows are harder than their family's bf16 ones: a
+    figure should not flatter the model)."""
     key = next((k for k in (f"model={hf_id}", f"model={base}" if base else "", f"family={family}") if k in held), None)
     score, groups = (held[key], (key,)) if key else (None, ())
     if key is None:  # a new model of a family known through other models, none held out as a family: their

@@ -65,7 +65,8 @@ def test_add_measured_appends_once_and_own_readings_replace_the_public_ones(tmp_
     f = run_file(tmp_path)
     assert add_measured([f], readings) == 2
     assert add_measured([f], readings) == 0  # already there
-    rows = load_readings(readings)  # the file stays valid
+    rows = load_readings(readings)  # the file stays valid, and reads back what was written
+    assert rows[-2:] == readings_from_measurement(f)
     assert len(rows) == len(load_readings(READINGS)) + 2
     after = catalog_idle("H100-SXM5-80GB", 700.0, "hopper", rows)
     assert (after.idle_w, after.idle_ctx_w) == (84.2, 118.6)

@@ -1,4 +1,4 @@
-"""The Gemma-2 2B and 27B configs (added with their ML.ENERGY v2 rows; copies listed in configs/SOURCE.md)."""
+"""The Gemma-2 2B and 27B configs (verified for their ML.ENERGY v2 rows, which stay out of training: benchmarks/results/gemma_rows.md; copies listed in configs/SOURCE.md)."""
 
 import json
 
