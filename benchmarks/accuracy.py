@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llmco2_sidecar.cli.train import BUNDLED_MLENERGY, BUNDLED_MLENERGY_V2, DEFAULT_EPOCHS  # noqa: E402
-from llmco2_sidecar.predictor.evaluate import (CLIPPED, OURS, WHOLE, Result, ablation_specs, evaluate, load_examples,  # noqa: E402
+from llmco2_sidecar.predictor.evaluate import (CLIPPED, CLIPPED_CONDITIONS, OURS, WHOLE, Result, ablation_specs, evaluate, load_examples,  # noqa: E402
                                                make_splits, predictor_specs)
 from llmco2_sidecar.predictor.shrink import parse_shrink_by  # noqa: E402
 
@@ -63,7 +63,7 @@ def _selected(specs: dict, prefixes: str) -> dict:
     """The predictors whose name starts with one of the comma-separated ``prefixes`` (all when empty)."""
     want = tuple(p.strip() for p in prefixes.split(",") if p.strip())
     if OURS.startswith(want):
-        want += (WHOLE, CLIPPED)  # ours' twins (--shrink-by, --clip-variant) come with ours
+        want += (WHOLE, CLIPPED, CLIPPED_CONDITIONS)  # ours' twins (--shrink-by, --clip-variant) come with ours
     return {n: v for n, v in specs.items() if not want or n.startswith(want)}
 
 
@@ -78,7 +78,8 @@ def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
                  if name in ("+ prefill/decode (2 GNN)", "+ targeted refinement", "+ physics prior + refinement")}
     else:
         specs = _selected(predictor_specs(epochs=epochs, moe_recipe=_MOE_RECIPE, shrink_by=_SHRINK[0],
-                                          inner_epochs=_SHRINK[1], bag=_SHRINK[2], clip_variant=_SHRINK[3]), _PREDICTORS)
+                                          inner_epochs=_SHRINK[1], bag=_SHRINK[2], clip_variant=_SHRINK[3],
+                                          clip_inputs=_SHRINK[4]), _PREDICTORS)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] worker {k}: {msg}", flush=True)  # noqa: E731
     return evaluate(examples, feats, splits[k::n], specs, seed=seed, progress=log)
 
@@ -121,8 +122,9 @@ def main() -> int:
                     "(soft power window; prior design and GNN residual scale/bound chosen on the training side); default: "
                     "the shipped dense recipe")
     ap.add_argument("--shrink-by", default="", help="ours keeps the share of its GNN residual over the prior chosen on "
-                    "inner folds of each split's training side that leave one GPU kind ('gpu'), one source ('source') or "
-                    "either ('gpu,source') out (predictor/shrink.py); adds the column '" + WHOLE + "' (the same fits, "
+                    "inner folds of each split's training side that leave one GPU kind ('gpu'), one source ('source'), one "
+                    "model family ('family') or one architecture ('model') out, or any of them ('gpu,source') "
+                    "(predictor/shrink.py); adds the column '" + WHOLE + "' (the same fits, "
                     "residual whole). Default: none (the shipped recipe)")
     ap.add_argument("--inner-epochs", type=int, default=None, help="epochs of the inner fits of --shrink-by "
                     "(default: --epochs)")
@@ -133,8 +135,12 @@ def main() -> int:
                     "same splits then come from another run, which the output must name)")
     ap.add_argument("--prefix", default="accuracy", help="output file names: PREFIX.md, PREFIX.json, PREFIX_scatter.png, "
                     "PREFIX_mape.png (default accuracy; the dense + MoE recipe's run: accuracy_moe)")
-    ap.add_argument("--clip-variant", action="store_true", help="adds the column '" + CLIPPED + "': ours' same fits "
-                    "with the GNN's global inputs clipped to each split's training range (ModelState.clip_inputs)")
+    ap.add_argument("--clip-variant", action="store_true", help="adds the columns '" + CLIPPED + "': ours' same fits "
+                    "with the GNN's global inputs clipped to each split's training range (ModelState.clip_inputs), and '"
+                    + CLIPPED_CONDITIONS + "': only the GPU and engine inputs clipped (predictor/dataset.py CONDITION_GLOBALS)")
+    ap.add_argument("--clip-inputs", action="store_true", help="ours fitted as the shipped dense model is: its GNN's "
+                    "global inputs clipped to each split's training range (llmco2 train --clip-inputs), its inner folds "
+                    "(--shrink-by) scored that way too")
     ap.add_argument("--ablation", action="store_true", help="also score the paper's Table 5 ablation (3 more GNN variants)")
     args = ap.parse_args()
     try:
@@ -161,7 +167,8 @@ def main() -> int:
     if args.splits:
         splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
     specs = _selected(predictor_specs(epochs=args.epochs, moe_recipe=args.moe_recipe, shrink_by=shrink_by,
-                                      inner_epochs=args.inner_epochs, bag=args.bag, clip_variant=args.clip_variant),
+                                      inner_epochs=args.inner_epochs, bag=args.bag, clip_variant=args.clip_variant,
+                                      clip_inputs=args.clip_inputs),
                       args.predictors)
     if not specs:
         print(f"accuracy.py: predictors: none starts with {args.predictors!r}", file=sys.stderr)
@@ -169,7 +176,7 @@ def main() -> int:
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
     global _WORK, _PREDICTORS, _MOE_RECIPE, _SHRINK
     _PREDICTORS, _MOE_RECIPE, _SHRINK = args.predictors, args.moe_recipe, (shrink_by, args.inner_epochs, args.bag,
-                                                                           args.clip_variant)
+                                                                           args.clip_variant, args.clip_inputs)
     _WORK = (examples, feats, splits, args.seed, args.epochs, t0)
     results, points = _run_parallel(specs, len(splits), args.jobs, log, ablation=False)
     names = list(specs)
@@ -183,7 +190,7 @@ def main() -> int:
     by = {(r.split, r.predictor): r for r in results}
     split_names = list(dict.fromkeys(r.split for r in results))
     lead = OURS if OURS in names else names[0]  # a --predictors run without ours: the first one it ran
-    wins = [s for s in split_names if all(by[(s, lead)].mape < by[(s, n)].mape for n in names if n not in (lead, WHOLE, CLIPPED))]
+    wins = [s for s in split_names if all(by[(s, lead)].mape < by[(s, n)].mape for n in names if n not in (lead, WHOLE, CLIPPED, CLIPPED_CONDITIONS))]
     wall = time.time() - t0
     counts = {}
     for e in examples:
@@ -198,7 +205,7 @@ def main() -> int:
         f" --predictors '{args.predictors}'" if args.predictors else "") + (" --moe-recipe" if args.moe_recipe else "") + (
         f" --shrink-by {','.join(shrink_by)}" if shrink_by else "") + (
         f" --inner-epochs {args.inner_epochs}" if args.inner_epochs else "") + (f" --bag {args.bag}" if args.bag > 1 else "") + (
-        " --clip-variant" if args.clip_variant else "")
+        " --clip-variant" if args.clip_variant else "") + (" --clip-inputs" if args.clip_inputs else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
         f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "

@@ -1,7 +1,7 @@
 """How much ours' held-out figures move with the seed, per recipe variant (issue 14's missed groups).
 
 Usage: python benchmarks/accuracy_seeds.py [--seeds 0,1,2] [--splits 'source,gpu='] [--epochs 150] [--jobs 2]
-                                           [--variants default,bag3,shrinkgpu,shrinkgpu+bag3,clip]
+                                           [--variants default,bag3,shrinkgpu,shrinkgpu+bag3,clip,clip+shrinkfam,...]
 
 Runs ``benchmarks/accuracy.py --dense-only --predictors 'llmco2-gnn,physics prior'`` once per variant
 and seed (the shipped model's data; ours and the prior alone; the other baselines are in
@@ -11,7 +11,10 @@ accuracy.py: the steady-state windows drawn for each row (so the prior alone mov
 initialisations and the early-stopping architectures. Variants: ``default`` (the shipped recipe),
 ``bag3`` (``--bag 3``: six members from three initialisations), ``shrinkgpu`` (``--shrink-by gpu``:
 the residual's scale and bound from inner leave-one-GPU-out folds), ``shrinkgpu+bag3`` (both), ``clip``
-(``--clip-variant``: the default fits scored as they are and with the GNN's inputs clipped to the training range).
+(``--clip-variant``: the default fits scored as they are and with the GNN's inputs clipped to the training range),
+``clip+shrinkfam`` / ``clip+shrinkmodel`` (fitted clipped, as shipped, with the residual's scale and bound from
+inner leave-one-family-out / leave-one-architecture-out folds; ``ours, same fit unshrunk`` is then the shipped
+recipe on the same fits), ``clip+bag3`` (fitted clipped, each grid point from three initialisations).
 """
 
 from __future__ import annotations
@@ -32,10 +35,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from accuracy_report import MOE_GROUPS, TARGET_GROUP_MAPE, TARGET_MOE_MAPE, TARGET_SOURCE_MAPE  # noqa: E402
-from llmco2_sidecar.predictor.evaluate import CLIPPED, OURS, WHOLE  # noqa: E402
+from llmco2_sidecar.predictor.evaluate import CLIPPED, CLIPPED_CONDITIONS, OURS, WHOLE  # noqa: E402
 
 VARIANTS = {"default": [], "bag3": ["--bag", "3"], "shrinkgpu": ["--shrink-by", "gpu"],
-            "shrinkgpu+bag3": ["--shrink-by", "gpu", "--bag", "3"], "clip": ["--clip-variant"]}
+            "shrinkgpu+bag3": ["--shrink-by", "gpu", "--bag", "3"], "clip": ["--clip-variant"],
+            # the shipped (clipped) recipe with the GNN residual's share chosen on inner leave-one-family-out
+            # or leave-one-architecture-out folds of each training side (inner fits of half the epochs)
+            "clip+shrinkfam": ["--clip-inputs", "--shrink-by", "family", "--inner-epochs", "75"],
+            "clip+shrinkmodel": ["--clip-inputs", "--shrink-by", "model", "--inner-epochs", "75"],
+            # the shipped (clipped) recipe, each HYPER_GRID point from three initialisations (six members)
+            "clip+bag3": ["--clip-inputs", "--bag", "3"]}
 PRIOR = "physics prior alone"
 
 
@@ -88,10 +97,12 @@ def main() -> int:
         return " / ".join(f"{x:.1f}" for x in vals) + f" (**{np.mean(vals):.1f}**)"
 
     names = [(f"ours, {v}", v, OURS) for v in variants]
-    if "default" not in variants and any(v.startswith("shrinkgpu") for v in variants):
-        names.append(("ours, same fit unshrunk", next(v for v in variants if v.startswith("shrinkgpu")), WHOLE))
+    shr = [v for v in variants if "--shrink-by" in VARIANTS[v]]
+    if shr and not any(v in ("default", "clip") for v in variants):  # the same fits with the residual whole: the "before"
+        names.append(("ours, same fit unshrunk", shr[0], WHOLE))
     if "clip" in variants:  # the clip variant's fits scored twice: as they are, and with clipped inputs
         names.append(("ours, same fits, inputs clipped", "clip", CLIPPED))
+        names.append(("ours, same fits, GPU and engine inputs clipped", "clip", CLIPPED_CONDITIONS))
     names.append(("physics prior alone", variants[0], PRIOR))
     seed_txt = ", ".join(str(s) for s in seeds)
     command = (f"python benchmarks/accuracy_seeds.py --seeds {args.seeds} --splits '{args.splits}' --epochs "
@@ -107,7 +118,10 @@ def main() -> int:
              "(each HYPER_GRID point from three initialisations, six members averaged); `shrinkgpu` = `--shrink-by gpu` "
              "(the GNN residual's scale and bound chosen on inner leave-one-GPU-out folds of the training side); "
              "`shrinkgpu+bag3` = both; `clip` = `--clip-variant` (the default recipe's fits, also scored with the GNN's global "
-             "inputs clipped to each split's training range, `ModelState.clip_inputs`, as the MoE model ships). The other baselines on these splits: accuracy_shrinkgpu.md (seed 0, same code).", "",
+             "inputs clipped to each split's training range, `ModelState.clip_inputs`, as both shipped models are); "
+             "`clip+shrinkfam` / `clip+shrinkmodel` = `--clip-inputs --shrink-by family|model --inner-epochs 75` (fitted "
+             "clipped as shipped, the GNN residual's scale and bound chosen on inner leave-one-family-out / "
+             "leave-one-architecture-out folds of each training side); `clip+bag3` = `--clip-inputs --bag 3`. The other baselines on these splits: accuracy_shrinkgpu.md (seed 0, same code).", "",
              f"## MAPE % per held-out group: seeds {seed_txt} (mean in bold)", "",
              "| held-out group | target | " + " | ".join(n for n, _, _ in names) + " |",
              "|---|---|" + "---|" * len(names)]
@@ -124,7 +138,6 @@ def main() -> int:
         per_seed = [np.mean([mape(v, s, sp, n) for sp in splits]) for s in seeds]
         means.append(cell(per_seed))
     lines.append("| mean over these groups | | " + " | ".join(means) + " |")
-    shr = [v for v in variants if v.startswith("shrinkgpu")]
     if shr:
         lines += ["", f"## Residual scale / bound chosen by the inner folds (seeds {seed_txt})", "",
                   "| held-out group | " + " | ".join(shr) + " |", "|---|" + "---|" * len(shr)]

@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "Default: the shipped dense recipe")
     p.add_argument("--shrink-by", default="",
                    help="keep the share of the GNN's residual over the physics prior chosen on inner folds that leave one "
-                   "GPU kind ('gpu'), one source ('source') or either ('gpu,source') out of the training data "
+                   "GPU kind ('gpu'), one source ('source'), one model family ('family') or one architecture ('model') out of "
+                   "the training data, or any of them ('gpu,source') "
                    "(predictor/shrink.py; benchmarks/results/accuracy_shrinkgpu.md). Default: none (the shipped recipe)")
     p.add_argument("--inner-epochs", type=int, default=None, help="epochs of the --shrink-by inner fits (default: --epochs)")
     p.add_argument("--bag", type=int, default=1, help="train each HYPER_GRID point from this many initialisations "
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         shrink_by = parse_shrink_by(getattr(args, "shrink_by", ""))
     except ValueError as exc:
-        raise InputError("shrink-by", str(exc), "gpu, source, gpu,source or none") from None
+        raise InputError("shrink-by", str(exc), "gpu, source, family, model, a comma list of them, or none") from None
     inner_epochs = getattr(args, "inner_epochs", None)
     bag = getattr(args, "bag", 1)
     if bag < 1:

@@ -266,6 +266,23 @@ def global_range(feats: list[Featurized], glob_cols: np.ndarray) -> dict[str, np
     return {"glob_lo": g.min(0).astype(np.float32), "glob_hi": g.max(0).astype(np.float32)}
 
 
+#: The globals that describe the conditions a model runs under rather than the model or the step: the
+#: GPU's datasheet facts and the engine's step time (its overhead over the Roofline time). Clipping
+#: scoped to them (:func:`scope_range`) keeps the network's reading of an unseen *model* (a larger
+#: architecture, another family) and clips only an unseen GPU or engine, which ``clip_inputs`` is for.
+CONDITION_GLOBALS = ("log_peak_tflops", "log_mem_bw_tb_s", "log_net_bw_gb_s", "log_mrp", "log_nrp", "tdp_kw",
+                     "idle_kw", "log_duration_s", "has_duration", "log_overhead_ratio")
+
+
+def scope_range(norm: dict[str, np.ndarray], glob_names: list[str], scope: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``norm`` with its clip range (``glob_lo`` / ``glob_hi``) unbounded on every global column not in
+    ``scope`` (``glob_names``: the model's global columns in order): those are then never clipped."""
+    keep = np.array([n in scope for n in glob_names])
+    lo = np.where(keep, norm["glob_lo"], -np.inf).astype(np.float32)
+    hi = np.where(keep, norm["glob_hi"], np.inf).astype(np.float32)
+    return {**norm, "glob_lo": lo, "glob_hi": hi}
+
+
 def fit_normalizer(feats: list[Featurized], node_cols: np.ndarray, glob_cols: np.ndarray) -> dict[str, np.ndarray]:
     x = np.concatenate([fe.node_x[:, :, node_cols].reshape(-1, len(node_cols)) for fe in feats])
     g = np.concatenate([fe.global_x[:, glob_cols] for fe in feats])

@@ -4,8 +4,8 @@
 :func:`.training.choose_shrink` picks ``(scale, bound)`` on held-out *architectures* inside the
 training side, which cannot see a change of GPU or of source (engine, lab): there the chosen scale
 stays near 1 although the residual makes cross-source transfer worse. Here the choice is made on
-inner folds that each leave one GPU kind (``by="gpu"``) or one source (``by="source"``) of the
-training side out: the ensemble is retrained on the rest (early-stopped on held-out architectures of
+inner folds that each leave one GPU kind (``by="gpu"``), one source (``by="source"``), one model
+family (``by="family"``) or one architecture (``by="model"``) of the training side out: the ensemble is retrained on the rest (early-stopped on held-out architectures of
 the rest, as always), its residual scored on the left-out group for every point of the grid
 (:data:`.training.SHRINK_SCALES` x :data:`.training.SHRINK_BOUNDS`), and the point with the lowest
 mean MAPE over the folds is applied to the model trained on the whole training side.
@@ -27,12 +27,14 @@ from .splits import validation_split
 from .training import (HYPER_GRID, SHRINK_BOUNDS, SHRINK_SCALES, TrainOptions, pick_shrink, set_shrink,
                        shrink_grid_mape, train_ensemble)
 
-#: What an inner fold may leave out (``--shrink-by``): a GPU kind, a source, or either (``gpu,source``).
-SHRINK_BY = ("gpu", "source")
+#: What an inner fold may leave out (``--shrink-by``): a GPU kind, a source, a model family, an
+#: architecture (``model``: fine-tunes and FP8 copies of one architecture are one group), or any of them
+#: (comma-separated, e.g. ``gpu,source``).
+SHRINK_BY = ("gpu", "source", "family", "model")
 
 
 def parse_shrink_by(value: str | None) -> tuple[str, ...]:
-    """``"gpu"``, ``"source"``, ``"gpu,source"`` -> the kinds; empty or ``"none"`` -> ``()``. Raises
+    """``"gpu"``, ``"source"``, ``"family"``, ``"model"`` or a comma list of them -> the kinds; empty or ``"none"`` -> ``()``. Raises
     ``ValueError`` naming the bad kind."""
     if not value or value.strip().lower() == "none":
         return ()
@@ -53,8 +55,8 @@ class InnerFold:
 
 
 def inner_folds(examples: list[Example], train: np.ndarray, by: tuple[str, ...]) -> list[InnerFold]:
-    """Leave-one-group-out folds *inside* ``train``: one per GPU kind and/or source present there (a
-    kind with a single group gives none). Folds holding out the same rows are kept once."""
+    """Leave-one-group-out folds *inside* ``train``: one per GPU kind, source, family or architecture
+    present there, as ``by`` names (a kind with a single group gives none). Folds holding out the same rows are kept once."""
     train = np.asarray(train)
     out: list[InnerFold] = []
     seen: set[bytes] = set()
@@ -103,7 +105,7 @@ def choose_shrink_inner(
         fit_idx, val_idx = validation_split(fold.fit, groups, seed=options.seed)
         inner = train_ensemble(examples, feats, fit_idx, val_idx, config, opts, grid=grid, progress=progress, shrink=False)
         hp = pack([feats[i] for i in fold.held], [examples[i] for i in fold.held], inner._node_idx, inner._glob_idx,
-                  inner.state.norm)
+                  inner.state.norm, clip=inner.state.clip_inputs)  # scored as the model will predict
         g = shrink_grid_mape(inner, hp)
         grids.append(g)
         info["folds"].append({"held": fold.name, "n_fit": int(len(fold.fit)), "n_held": int(len(fold.held)),

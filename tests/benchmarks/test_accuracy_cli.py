@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("script, args, field", [
-    ("accuracy.py", ["--shrink-by", "family"], "--shrink-by"),
+    ("accuracy.py", ["--shrink-by", "family,precision"], "--shrink-by"),
     ("accuracy.py", ["--shrink-by", "gpu", "--inner-epochs", "0"], "--inner-epochs"),
     ("accuracy_seeds.py", ["--variants", "default,bogus"], "--variants"),
 ])

@@ -75,3 +75,43 @@ def test_fused_and_reference_paths_clip_alike_and_the_file_keeps_it(fitted_model
     loaded._fused_fwd = None
     unclipped = loaded.predict_steps(dep, steps).energy_j
     assert not np.allclose(unclipped, fused, rtol=1e-4)
+
+
+def test_scope_range_unbounds_every_column_outside_the_scope():
+    from llmco2_sidecar.predictor.dataset import scope_range
+
+    norm = {"glob_lo": np.array([0.0, 1.0, 2.0], dtype=np.float32), "glob_hi": np.array([5.0, 6.0, 7.0], dtype=np.float32),
+            "glob_mean": np.zeros(3, dtype=np.float32)}
+    out = scope_range(norm, ["log_hidden", "tdp_kw", "log_duration_s"], ("tdp_kw", "log_duration_s"))
+    np.testing.assert_array_equal(out["glob_lo"], [-np.inf, 1.0, 2.0])
+    np.testing.assert_array_equal(out["glob_hi"], [np.inf, 6.0, 7.0])
+    assert out["glob_mean"] is norm["glob_mean"] and norm["glob_lo"][0] == 0.0  # the model's own norm untouched
+
+
+def test_the_conditions_twin_clips_the_gpu_and_engine_inputs_only(tiny_data):
+    """A held-out deployment whose GPU facts and model size both lie outside the training side's range:
+    clipping everything, clipping the GPU and engine inputs only, and clipping nothing give three
+    different predictions, and the conditions twin is the model with its range scoped."""
+    from llmco2_sidecar.predictor.dataset import CONDITION_GLOBALS, scope_range
+    from llmco2_sidecar.predictor.evaluate import CLIPPED, CLIPPED_CONDITIONS
+
+    assert not CLIPPED_CONDITIONS.startswith("same fit as llmco2-gnn, GNN inputs clipped")  # tools select CLIPPED by prefix
+    assert CLIPPED.startswith("same fit as llmco2-gnn, GNN inputs clipped")
+    ex, feats = tiny_data
+    train = np.array([i for i, e in enumerate(ex) if e.gpu == "H100" and "Qwen" in e.model])  # one GPU, one model
+    test = np.array([i for i, e in enumerate(ex) if e.gpu == "B200" and "Llama" in e.model])  # another GPU and model, TP 2
+    fitted: dict = {}
+    gnn_spec(GNNConfig(), FAST, fitted=fitted)(ex, feats, train, 0)
+    model = next(iter(fitted.values()))
+    everything = clipped_inputs_spec(fitted, pop=False)(ex, feats, train, 0)(test)
+    conditions = clipped_inputs_spec(fitted, pop=False, scope=CONDITION_GLOBALS)(ex, feats, train, 0)(test)
+    nothing = predict_gnn(model, ex, feats, test)
+    assert model.state.clip_inputs is False and np.isfinite(model.state.norm["glob_lo"]).all()  # restored
+    assert not np.allclose(conditions, everything, rtol=1e-4) and not np.allclose(conditions, nothing, rtol=1e-4)
+    model.state.clip_inputs = True
+    keep = model.state.norm
+    model.state.norm = scope_range(keep, list(model.state.config.global_columns()), CONDITION_GLOBALS)
+    try:
+        np.testing.assert_allclose(conditions, predict_gnn(model, ex, feats, test), rtol=1e-12)
+    finally:
+        model.state.clip_inputs, model.state.norm = False, keep

@@ -1,5 +1,5 @@
-"""The GNN residual's scale and bound chosen on inner leave-one-GPU/source-out folds of the training
-side (predictor/shrink.py, ``--shrink-by``)."""
+"""The GNN residual's scale and bound chosen on inner leave-one-GPU/source/family/architecture-out folds
+of the training side (predictor/shrink.py, ``--shrink-by``)."""
 
 import copy
 from dataclasses import replace
@@ -24,7 +24,7 @@ def _fake_examples():
     for src, gpus in (("v3", ("H100", "B200")), ("v2", ("A100", "H100"))):
         for gpu in gpus:
             for k in range(3):
-                out.append(SimpleNamespace(source=src, gpu=gpu, model=f"m{k}"))
+                out.append(SimpleNamespace(source=src, gpu=gpu, model=f"m{k}", family="fa" if k < 2 else "fb"))
     return out
 
 
@@ -53,9 +53,28 @@ def test_inner_folds_stay_inside_the_training_side(kind):
 def test_parse_shrink_by():
     assert parse_shrink_by("gpu") == ("gpu",)
     assert parse_shrink_by(" gpu, source,gpu") == ("gpu", "source")
+    assert parse_shrink_by("Family,model") == ("family", "model")
     assert parse_shrink_by("") == () and parse_shrink_by("none") == ()
-    with pytest.raises(ValueError, match="'family'"):
-        parse_shrink_by("gpu,family")
+    with pytest.raises(ValueError, match="'precision'"):
+        parse_shrink_by("gpu,precision")
+
+
+def test_family_and_model_folds_leave_one_family_or_architecture_out():
+    ex = _fake_examples()
+    everything = np.arange(len(ex))
+    assert [f.name for f in inner_folds(ex, everything, ("family",))] == ["family=fa", "family=fb"]
+    folds = inner_folds(ex, everything, ("model",))
+    assert [f.name for f in folds] == ["model=m0", "model=m1", "model=m2"]
+    for f in folds:
+        assert {ex[i].model for i in f.held} == {f.name.split("=")[1]}
+        assert f.name.split("=")[1] not in {ex[i].model for i in f.fit}
+    # family fb has one architecture (m2): asked for both kinds, its rows are held out once
+    assert [f.name for f in inner_folds(ex, everything, ("family", "model"))] == ["family=fa", "family=fb", "model=m0",
+                                                                                 "model=m1"]
+    # a model split (m2 out) leaves one family on the training side: no family fold, one per architecture
+    no_m2 = np.array([i for i, e in enumerate(ex) if e.model != "m2"])
+    assert inner_folds(ex, no_m2, ("family",)) == []
+    assert [f.name for f in inner_folds(ex, no_m2, ("model",))] == ["model=m0", "model=m1"]
 
 
 def test_the_test_architecture_enters_no_inner_fit(tiny_data, monkeypatch):
@@ -162,3 +181,23 @@ def test_the_whole_residual_twin_scores_the_same_fit_unshrunk(tiny_data):
     assert not np.allclose(got, shrunk, rtol=1e-6)
     with pytest.raises(RuntimeError, match="fitted on this split first"):
         whole_residual_spec(fitted)(ex, feats, train, 0)
+
+
+def test_inner_folds_are_scored_as_the_model_predicts_with_its_inputs_clipped(tiny_data, monkeypatch):
+    """A recipe that clips its GNN's inputs (the shipped dense one) has its inner folds scored with the
+    inputs clipped to each inner fit's range, as its predictions will be."""
+    ex, feats = tiny_data
+    clips = []
+    real_pack = shrink.pack
+
+    def spy_pack(fs, exs, node_idx, glob_idx, norm, clip=False):
+        clips.append(clip)
+        return real_pack(fs, exs, node_idx, glob_idx, norm, clip=clip)
+
+    monkeypatch.setattr(shrink, "pack", spy_pack)
+    arch = [architecture(e) for e in ex]
+    for clip in (True, False):
+        clips.clear()
+        opts = TrainOptions(**{**FAST.__dict__, "clip_inputs": clip})
+        choose_shrink_inner(ex, feats, np.arange(len(ex)), ("gpu",), GNNConfig(), opts, arch)
+        assert clips == [clip, clip]  # one held-out pack per GPU fold

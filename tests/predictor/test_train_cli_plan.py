@@ -72,7 +72,7 @@ def test_llmco2_train_shrink_by_gpu_and_bag(tmp_path, capsys, tiny_mlenergy_rows
     assert [f["held"] for f in inner["folds"]] == ["gpu=B200", "gpu=H100"] and inner["inner_epochs"] == 3
     assert model.state.info["residual_scale"] == model.state.residual_scale and len(model.nets) == 4
     assert "inner leave-one-gpu-out folds: gpu=B200" in out.with_suffix(".report.md").read_text()
-    assert main(["train", "--data", str(data), "--shrink-by", "family", "--quiet"]) == 2
+    assert main(["train", "--data", str(data), "--shrink-by", "precision", "--quiet"]) == 2
     assert "shrink-by" in capsys.readouterr().err
     assert main(["train", "--data", str(data), "--bag", "0", "--quiet"]) == 2
     assert "bag" in capsys.readouterr().err
