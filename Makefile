@@ -49,8 +49,8 @@ bench: $(STAMP)
 # results. Same data, same bytes. New data: rerun the accuracy runs the card names, then this again.
 WEIGHTS := llmco2_sidecar/predictor/weights
 retrain: $(STAMP)
-	$(BIN)/llmco2 train --dense-only --clip-inputs --name llmco2-gnn-v2 --out $(WEIGHTS)/llmco2-gnn-v2.safetensors \
-		--plan data/measurements/next_plan.csv --no-heldout
+	$(BIN)/llmco2 train --dense-only --clip-inputs --step-times roofline --prior-on-all --name llmco2-gnn-v2 \
+		--out $(WEIGHTS)/llmco2-gnn-v2.safetensors --plan data/measurements/next_plan.csv --no-heldout
 	$(BIN)/llmco2 train --clip-inputs --name llmco2-gnn-moe-v1 --out $(WEIGHTS)/llmco2-gnn-moe-v1.safetensors --no-heldout
 	$(BIN)/python tools/card_heldout.py
 	$(BIN)/python tools/card_heldout.py --model-json $(WEIGHTS)/llmco2-gnn-moe-v1.json --average \

@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llmco2_sidecar.cli.train import BUNDLED_MLENERGY, BUNDLED_MLENERGY_V2, DEFAULT_EPOCHS  # noqa: E402
-from llmco2_sidecar.predictor.evaluate import (CLIPPED, CLIPPED_CONDITIONS, OURS, WHOLE, Result, ablation_specs, evaluate, load_examples,  # noqa: E402
+from llmco2_sidecar.predictor.evaluate import (CLIPPED, CLIPPED_CONDITIONS, OURS, SHAPE_GATED, WHOLE, Result, ablation_specs, evaluate, load_examples,  # noqa: E402
                                                make_splits, predictor_specs)
 from llmco2_sidecar.predictor.shrink import parse_shrink_by  # noqa: E402
+from llmco2_sidecar.predictor.window import STEP_TIMES  # noqa: E402
 
 ABLATION_ORDER = [  # (label in Table 5 style, predictor name in the results)
     ("1 GNN (NNLQP-style)", "NNLQP (1 GNN)"),
@@ -63,7 +64,7 @@ def _selected(specs: dict, prefixes: str) -> dict:
     """The predictors whose name starts with one of the comma-separated ``prefixes`` (all when empty)."""
     want = tuple(p.strip() for p in prefixes.split(",") if p.strip())
     if OURS.startswith(want):
-        want += (WHOLE, CLIPPED, CLIPPED_CONDITIONS)  # ours' twins (--shrink-by, --clip-variant) come with ours
+        want += (WHOLE, CLIPPED, CLIPPED_CONDITIONS, SHAPE_GATED)  # ours' twins (--shrink-by, --clip-variant) come with ours
     return {n: v for n, v in specs.items() if not want or n.startswith(want)}
 
 
@@ -79,7 +80,7 @@ def _work(job: tuple[int, int, bool]) -> tuple[list[Result], dict]:
     else:
         specs = _selected(predictor_specs(epochs=epochs, moe_recipe=_MOE_RECIPE, shrink_by=_SHRINK[0],
                                           inner_epochs=_SHRINK[1], bag=_SHRINK[2], clip_variant=_SHRINK[3],
-                                          clip_inputs=_SHRINK[4]), _PREDICTORS)
+                                          clip_inputs=_SHRINK[4], prior_on_all=_SHRINK[5]), _PREDICTORS)
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] worker {k}: {msg}", flush=True)  # noqa: E731
     return evaluate(examples, feats, splits[k::n], specs, seed=seed, progress=log)
 
@@ -141,6 +142,11 @@ def main() -> int:
     ap.add_argument("--clip-inputs", action="store_true", help="ours fitted as the shipped dense model is: its GNN's "
                     "global inputs clipped to each split's training range (llmco2 train --clip-inputs), its inner folds "
                     "(--shrink-by) scored that way too")
+    ap.add_argument("--prior-on-all", action="store_true", help="ours' physics prior fitted on the whole training "
+                    "side, its early-stopping architectures included (default: the networks' rows only, as shipped)")
+    ap.add_argument("--step-times", choices=STEP_TIMES, default="uniform", help="how each ML.ENERGY window's steps share "
+                    "the row's mean step time: 'uniform' (the shipped models' data) or 'roofline' (each step its Roofline "
+                    "time plus the window's constant overhead: predictor/window.py spread_step_times)")
     ap.add_argument("--ablation", action="store_true", help="also score the paper's Table 5 ablation (3 more GNN variants)")
     args = ap.parse_args()
     try:
@@ -158,7 +164,7 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     meas = args.measurements if Path(args.measurements).is_dir() else None
     v2 = None if str(args.data_v2).lower() == "none" else args.data_v2
-    examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2)
+    examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2, step_times=args.step_times)
     if args.dense_only:
         keep = [i for i, e in enumerate(examples) if not e.meta.get("moe")]
         skipped.update({examples[i].key: "mixture of experts (--dense-only)" for i in set(range(len(examples))) - set(keep)})
@@ -168,7 +174,7 @@ def main() -> int:
         splits = [s for s in splits if s.name.startswith(tuple(p.strip() for p in args.splits.split(",") if p.strip()))]
     specs = _selected(predictor_specs(epochs=args.epochs, moe_recipe=args.moe_recipe, shrink_by=shrink_by,
                                       inner_epochs=args.inner_epochs, bag=args.bag, clip_variant=args.clip_variant,
-                                      clip_inputs=args.clip_inputs),
+                                      clip_inputs=args.clip_inputs, prior_on_all=args.prior_on_all),
                       args.predictors)
     if not specs:
         print(f"accuracy.py: predictors: none starts with {args.predictors!r}", file=sys.stderr)
@@ -176,7 +182,8 @@ def main() -> int:
     log = lambda msg: print(f"[{time.time() - t0:6.0f} s] {msg}", flush=True)  # noqa: E731
     global _WORK, _PREDICTORS, _MOE_RECIPE, _SHRINK
     _PREDICTORS, _MOE_RECIPE, _SHRINK = args.predictors, args.moe_recipe, (shrink_by, args.inner_epochs, args.bag,
-                                                                           args.clip_variant, args.clip_inputs)
+                                                                           args.clip_variant, args.clip_inputs,
+                                                                           args.prior_on_all)
     _WORK = (examples, feats, splits, args.seed, args.epochs, t0)
     results, points = _run_parallel(specs, len(splits), args.jobs, log, ablation=False)
     names = list(specs)
@@ -190,7 +197,7 @@ def main() -> int:
     by = {(r.split, r.predictor): r for r in results}
     split_names = list(dict.fromkeys(r.split for r in results))
     lead = OURS if OURS in names else names[0]  # a --predictors run without ours: the first one it ran
-    wins = [s for s in split_names if all(by[(s, lead)].mape < by[(s, n)].mape for n in names if n not in (lead, WHOLE, CLIPPED, CLIPPED_CONDITIONS))]
+    wins = [s for s in split_names if all(by[(s, lead)].mape < by[(s, n)].mape for n in names if n not in (lead, WHOLE, CLIPPED, CLIPPED_CONDITIONS, SHAPE_GATED))]
     wall = time.time() - t0
     counts = {}
     for e in examples:
@@ -205,7 +212,9 @@ def main() -> int:
         f" --predictors '{args.predictors}'" if args.predictors else "") + (" --moe-recipe" if args.moe_recipe else "") + (
         f" --shrink-by {','.join(shrink_by)}" if shrink_by else "") + (
         f" --inner-epochs {args.inner_epochs}" if args.inner_epochs else "") + (f" --bag {args.bag}" if args.bag > 1 else "") + (
-        " --clip-variant" if args.clip_variant else "") + (" --clip-inputs" if args.clip_inputs else "")
+        " --clip-variant" if args.clip_variant else "") + (" --clip-inputs" if args.clip_inputs else "") + (
+        " --prior-on-all" if args.prior_on_all else "") + (
+        f" --step-times {args.step_times}" if args.step_times != "uniform" else "")
     lines = [
         "# Predictor accuracy on held-out groups", "",
         f"Command: `{cmd}` ({wall:.0f} s wall on this project's 2-core CPU VM, shared with other jobs at the time: "

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from accuracy_report import MOE_GROUPS, TARGET_GROUP_MAPE, TARGET_MOE_MAPE, TARGET_SOURCE_MAPE  # noqa: E402
-from llmco2_sidecar.predictor.evaluate import CLIPPED, CLIPPED_CONDITIONS, OURS, WHOLE  # noqa: E402
+from llmco2_sidecar.predictor.evaluate import CLIPPED, CLIPPED_CONDITIONS, OURS, SHAPE_GATED, WHOLE  # noqa: E402
 
 VARIANTS = {"default": [], "bag3": ["--bag", "3"], "shrinkgpu": ["--shrink-by", "gpu"],
             "shrinkgpu+bag3": ["--shrink-by", "gpu", "--bag", "3"], "clip": ["--clip-variant"],
@@ -44,7 +44,13 @@ VARIANTS = {"default": [], "bag3": ["--bag", "3"], "shrinkgpu": ["--shrink-by", 
             "clip+shrinkfam": ["--clip-inputs", "--shrink-by", "family", "--inner-epochs", "75"],
             "clip+shrinkmodel": ["--clip-inputs", "--shrink-by", "model", "--inner-epochs", "75"],
             # the shipped (clipped) recipe, each HYPER_GRID point from three initialisations (six members)
-            "clip+bag3": ["--clip-inputs", "--bag", "3"]}
+            "clip+bag3": ["--clip-inputs", "--bag", "3"],
+            # the physics prior fitted on the whole training side (early-stopping architectures included),
+            # the fits scored as the clip variant's
+            "clip+priorall": ["--clip-variant", "--prior-on-all"],
+            # each window step its Roofline time plus the window's constant overhead (predictor/window.py)
+            "clip+steptimes": ["--clip-variant", "--step-times", "roofline"],
+            "clip+steptimes+priorall": ["--clip-variant", "--step-times", "roofline", "--prior-on-all"]}
 PRIOR = "physics prior alone"
 
 
@@ -100,9 +106,11 @@ def main() -> int:
     shr = [v for v in variants if "--shrink-by" in VARIANTS[v]]
     if shr and not any(v in ("default", "clip") for v in variants):  # the same fits with the residual whole: the "before"
         names.append(("ours, same fit unshrunk", shr[0], WHOLE))
-    if "clip" in variants:  # the clip variant's fits scored twice: as they are, and with clipped inputs
-        names.append(("ours, same fits, inputs clipped", "clip", CLIPPED))
-        names.append(("ours, same fits, GPU and engine inputs clipped", "clip", CLIPPED_CONDITIONS))
+    clipv = next((v for v in variants if "--clip-variant" in VARIANTS[v]), None)
+    if clipv:  # the clip variant's fits scored again: with all inputs clipped, GPU and engine ones only, shape-gated
+        names.append(("ours, same fits, inputs clipped", clipv, CLIPPED))
+        names.append(("ours, same fits, GPU and engine inputs clipped", clipv, CLIPPED_CONDITIONS))
+        names.append(("ours, same fits clipped, prior alone outside the trained shapes", clipv, SHAPE_GATED))
     names.append(("physics prior alone", variants[0], PRIOR))
     seed_txt = ", ".join(str(s) for s in seeds)
     command = (f"python benchmarks/accuracy_seeds.py --seeds {args.seeds} --splits '{args.splits}' --epochs "

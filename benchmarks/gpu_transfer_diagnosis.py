@@ -1,9 +1,10 @@
 """Why a GPU held out of training is predicted worst (issue 14: B200 out misses 12%), from the measurements.
 
-Usage: python benchmarks/gpu_transfer_diagnosis.py [--seed 0] [--out-dir benchmarks/results]
+Usage: python benchmarks/gpu_transfer_diagnosis.py [--seed 0] [--step-times roofline] [--out-dir benchmarks/results]
 
 No network is trained; everything comes from the bundled dense training rows (ML.ENERGY v3 and v2, each
-rebuilt as its steady-state window, as in training) and the catalog's datasheet facts. Two parts:
+rebuilt as its steady-state window, as the dense model's training does: ``--step-times roofline``) and the
+catalog's datasheet facts. Two parts:
 
 1. **Measured power per GPU as a share of its power limit**, by source, GPU and running-batch bucket
    (median over rows): what each GPU draws at the same kind of load.
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llmco2_sidecar.predictor.prior import BUSY_MULTIPLES, PhysicsPrior  # noqa: E402
+from llmco2_sidecar.predictor.window import STEP_TIMES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE_GPU = "H100-SXM5-80GB"
@@ -164,7 +166,8 @@ def render(r: dict) -> str:
     lines = ["# Why a GPU held out of training is predicted worst", "",
              f"Command: `{r['command']}` ({r['wall_s']:.0f} s on this project's 2-core CPU VM; 1-min load average "
              f"{r['load']:.2f}). Data: the {r['n_examples']} bundled dense training rows (ML.ENERGY v3 and v2), each "
-             "rebuilt as its steady-state window (seed {0}); no network is trained.".format(r["seed"]), "",
+             "rebuilt as its steady-state window (seed {0}, step times: {1}); no network is trained.".format(
+                 r["seed"], r["step_times"]), "",
              "## Measured power per GPU, share of its power limit", "",
              "Per row: the window's GPU energy per step / its mean step time / the GPUs, over the catalog's power limit. "
              "Median (range) over the rows of each cell; batch = the row's measured running batch.", "",
@@ -200,18 +203,22 @@ def render(r: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0, help="seed of the steady-state windows (default 0)")
+    ap.add_argument("--step-times", choices=STEP_TIMES, default="roofline",
+                    help="how each window's steps share its mean step time (default roofline: the dense model's data)")
     ap.add_argument("--out-dir", default=str(RESULTS))
     args = ap.parse_args(argv)
     from llmco2_sidecar.cli.train import BUNDLED_MLENERGY, BUNDLED_MLENERGY_V2
     from llmco2_sidecar.predictor.evaluate import load_examples
 
     t0, load = time.time(), os.getloadavg()[0]
-    examples, feats, _ = load_examples(BUNDLED_MLENERGY, None, seed=args.seed, v2_dir=BUNDLED_MLENERGY_V2)
+    examples, feats, _ = load_examples(BUNDLED_MLENERGY, None, seed=args.seed, v2_dir=BUNDLED_MLENERGY_V2,
+                                       step_times=args.step_times)
     keep = [i for i, e in enumerate(examples) if not e.meta.get("moe")]
     examples, feats = [examples[i] for i in keep], [feats[i] for i in keep]
     r = diagnose(examples, feats)
-    r.update({"command": "python benchmarks/gpu_transfer_diagnosis.py" + (f" --seed {args.seed}" if args.seed else ""),
-              "seed": args.seed, "n_examples": len(examples), "wall_s": time.time() - t0, "load": load})
+    r.update({"command": "python benchmarks/gpu_transfer_diagnosis.py" + (f" --seed {args.seed}" if args.seed else "")
+              + (f" --step-times {args.step_times}" if args.step_times != "roofline" else ""),
+              "seed": args.seed, "step_times": args.step_times, "n_examples": len(examples), "wall_s": time.time() - t0, "load": load})
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_transfer_diagnosis.json").write_text(json.dumps(r, indent=1) + "\n")

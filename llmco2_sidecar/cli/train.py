@@ -58,6 +58,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "clip_inputs): outside the GPUs, engines and step-time ratios it has seen, the physics prior "
                    "carries the extrapolation (benchmarks/accuracy.py --clip-variant). Default: on, as both shipped "
                    "models (llmco2-gnn-v1 did not clip: --no-clip-inputs)")
+    p.add_argument("--step-times", choices=("uniform", "roofline"), default="uniform",
+                   help="how each ML.ENERGY window's steps share the row's mean step time: 'roofline' (each step its "
+                   "Roofline time plus the window's constant overhead, so a prefill step lasts longer than a decode "
+                   "step: the dense model, llmco2-gnn-v2, since 2026-12-07) or 'uniform' (every step the mean: the MoE "
+                   "model). Default: uniform")
+    p.add_argument("--prior-on-all", action="store_true",
+                   help="fit the physics prior of the early-stopping fits on their whole training side, validation "
+                   "architectures included, as the final refit does (the dense model since 2026-12-07)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")
@@ -92,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     meas = Path(args.measurements) if args.measurements and Path(args.measurements).is_dir() else None
     v2 = None if str(args.data_v2).lower() == "none" else args.data_v2
-    examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2)
+    step_times = getattr(args, "step_times", "uniform")
+    examples, feats, skipped = load_examples(args.data, meas, seed=args.seed, v2_dir=v2, step_times=step_times)
     if args.dense_only:
         keep = [i for i, e in enumerate(examples) if not e.meta.get("moe")]
         skipped.update({examples[i].key: "mixture of experts (--dense-only)" for i in range(len(examples)) if i not in set(keep)})
@@ -101,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("data", "no usable training rows found", "ML.ENERGY v3 model files or measurement CSVs")
     config = GNNConfig(name=getattr(args, "name", "llmco2-gnn-v2"), soft_window=args.moe_recipe)
     options = TrainOptions(epochs=args.epochs, seed=args.seed, choose_on_validation=args.moe_recipe,
-                           clip_inputs=bool(getattr(args, "clip_inputs", False)))
+                           clip_inputs=bool(getattr(args, "clip_inputs", False)),
+                           prior_on_all=bool(getattr(args, "prior_on_all", False)))
     splits = [] if args.no_heldout else make_splits(examples)
     every = np.arange(len(examples))
     n_inner = [len(inner_folds(examples, every, shrink_by))] + [len(inner_folds(examples, s.train, shrink_by)) for s in splits]
@@ -143,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
         "fit_mape": fit_score["mape"],
         "heldout": [r.__dict__ for r in results],
     })
+    # the recipe's data switches, recorded where they differ from the default (a file trained without
+    # them keeps its bytes)
+    if step_times != "uniform":
+        model.state.info["step_times"] = step_times
+    if getattr(args, "prior_on_all", False):
+        model.state.info["prior_on_all"] = True
     out = model.save(args.out)
     report = Path(args.report) if args.report else out.with_suffix(".report.md")
     report.write_text(_report(examples, skipped, model, fit_score, results, n_fits, time.time() - t0))

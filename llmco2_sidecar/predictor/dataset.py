@@ -30,7 +30,7 @@ from .measurements import MeasuredBatch
 from .mlenergy import GPU_NAMES, MLEnergyRow, exclusion_reason
 from .physics import power_bounds_j
 from .prior import DurationModel, prior_terms
-from .window import steady_window
+from .window import STEP_TIMES, spread_step_times, steady_window
 
 SOURCE_MLENERGY = "mlenergy-v3"  # the newest engine (vLLM 0.11.1): the duration model's source
 SOURCE_MEASURED = "measurements"
@@ -87,8 +87,13 @@ def architecture_of(model) -> str:
     return m.group(1) if m else model.name
 
 
-def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4, k_prefill: int = 4) -> tuple[list[Example], dict[str, str]]:
-    """Examples from usable rows, and ``{row key: reason}`` for the rows left out."""
+def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4, k_prefill: int = 4,
+                      step_times: str = "uniform") -> tuple[list[Example], dict[str, str]]:
+    """Examples from usable rows, and ``{row key: reason}`` for the rows left out. ``step_times``: how a
+    window's steps share the row's mean step time (:data:`.window.STEP_TIMES`; ``uniform``: the shipped
+    models' data)."""
+    if step_times not in STEP_TIMES:
+        raise ValueError(f"step_times: {step_times!r} is not one of {', '.join(STEP_TIMES)}")
     out, skipped = [], {}
     for i, row in enumerate(rows):
         reason = exclusion_reason(row)
@@ -102,6 +107,11 @@ def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4,
             skipped[row.key] = reason
             continue
         w = steady_window(row, seed=seed * 100003 + i, k_decode=k_decode, k_prefill=k_prefill)
+        if step_times == "roofline":
+            from ..graph.builder import step_roofline_s
+
+            roof, _ = step_roofline_s(dep, w.steps)
+            w.steps.duration_s = spread_step_times(row.step_duration_s, w.weight, roof)
         out.append(Example(
             key=row.key, source=row.source, model=architecture_of(dep.model), family=name_family(row.model_id),
             gpu=row.gpu, deployment=dep, steps=w.steps, weight=w.weight, denom=w.tokens_per_step,
@@ -272,6 +282,11 @@ def global_range(feats: list[Featurized], glob_cols: np.ndarray) -> dict[str, np
 #: architecture, another family) and clips only an unseen GPU or engine, which ``clip_inputs`` is for.
 CONDITION_GLOBALS = ("log_peak_tflops", "log_mem_bw_tb_s", "log_net_bw_gb_s", "log_mrp", "log_nrp", "tdp_kw",
                      "idle_kw", "log_duration_s", "has_duration", "log_overhead_ratio")
+
+
+#: The globals that describe the model's shape (its architecture, not the step or the GPU).
+SHAPE_GLOBALS = ("log_hidden", "log_intermediate", "log_heads", "log_kv_heads", "log_layers", "log_params",
+                 "log_active_params", "log1p_experts", "experts_per_token")
 
 
 def scope_range(norm: dict[str, np.ndarray], glob_names: list[str], scope: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .baselines import LLMCarbonBaseline, RandomForestBaseline, RooflineBaseline
-from .dataset import CONDITION_GLOBALS, Example, Featurized, featurize, measured_examples, mlenergy_examples, pack, scope_range
+from .dataset import CONDITION_GLOBALS, SHAPE_GLOBALS, Example, Featurized, featurize, measured_examples, mlenergy_examples, pack, scope_range
 from .gnn import GNNConfig, GNNPredictor
 from .measurements import read_measurements
 from .metrics import summary
@@ -37,9 +37,11 @@ def precision(e: Example) -> str:
 
 
 def load_examples(mlenergy_dir: str | Path | None, measurements_dir: str | Path | None, seed: int = 0,
-                  v2_dir: str | Path | None = None) -> tuple[list[Example], list[Featurized], dict[str, str]]:
+                  v2_dir: str | Path | None = None,
+                  step_times: str = "uniform") -> tuple[list[Example], list[Featurized], dict[str, str]]:
     """Examples of every source given: ML.ENERGY v3 (``mlenergy_dir``), ML.ENERGY v2 (``v2_dir``) and
-    the project's own measurements; their features; and ``{row key: reason}`` for the rows left out."""
+    the project's own measurements; their features; and ``{row key: reason}`` for the rows left out.
+    ``step_times``: how each ML.ENERGY window's steps share its mean step time (:func:`.dataset.mlenergy_examples`)."""
     examples: list[Example] = []
     skipped: dict[str, str] = {}
     rows = []
@@ -48,7 +50,7 @@ def load_examples(mlenergy_dir: str | Path | None, measurements_dir: str | Path 
     if v2_dir is not None:
         rows += load_v2_rows(v2_dir)
     if rows:
-        ex, sk = mlenergy_examples(rows, seed=seed)
+        ex, sk = mlenergy_examples(rows, seed=seed, step_times=step_times)
         examples += ex
         skipped.update(sk)
     if measurements_dir is not None:
@@ -209,9 +211,53 @@ def clipped_inputs_spec(fitted: dict, pop: bool = True, scope: tuple[str, ...] |
     return fit
 
 
+#: the same fits, clipped as shipped, predicting with the prior alone (residual scale 0) for a test row whose
+#: model shape lies outside the training side's range (:data:`.dataset.SHAPE_GLOBALS`)
+SHAPE_GATED = "same fit as llmco2-gnn, prior alone outside the training models' shapes"
+
+
+def shape_gated_spec(fitted: dict, pop: bool = True) -> Spec:
+    """The model a :func:`gnn_spec` with the same ``fitted`` dict trained on the same split (it must run
+    first), scored with its inputs clipped (as shipped) where the test row's model shape (hidden size,
+    layers, heads, KV heads, FFN width, parameters) lies inside the training side's range, and with the
+    physics prior alone (the GNN's residual off) where any of them lies outside: the network corrects
+    the prior only for architectures like those it learned from. ``pop``: as :func:`whole_residual_spec`'s."""
+    def fit(examples, feats, train, seed):
+        model = _take_fit(fitted, train, seed, pop, "shape_gated_spec")
+
+        def predict(test):
+            st = model.state
+            test = np.asarray(test)
+            outside = np.array([shape_outside(model, feats[i]) for i in test], dtype=bool)
+            predict.info = {"n_outside_shapes": int(outside.sum())}
+            keep = st.clip_inputs, st.residual_scale
+            st.clip_inputs = True
+            try:
+                out = np.empty(len(test))
+                if (~outside).any():
+                    out[~outside] = predict_gnn(model, examples, feats, test[~outside])
+                if outside.any():
+                    st.residual_scale = 0.0
+                    out[outside] = predict_gnn(model, examples, feats, test[outside])
+                return out
+            finally:
+                st.clip_inputs, st.residual_scale = keep
+        return predict
+    return fit
+
+
+def shape_outside(model: GNNPredictor, fe: Featurized) -> bool:
+    """Does any of the row's model-shape globals lie outside the model's training range?"""
+    names = list(model.state.config.global_columns())
+    cols = [k for k, n in enumerate(names) if n in SHAPE_GLOBALS]
+    g = fe.global_x[:, model._glob_idx][:, cols]
+    lo, hi = model.state.norm["glob_lo"][cols], model.state.norm["glob_hi"][cols]
+    return bool(np.any(g < lo - 1e-6) or np.any(g > hi + 1e-6))
+
+
 def predictor_specs(epochs: int = 300, moe_recipe: bool = False, shrink_by: tuple[str, ...] = (),
                     inner_epochs: int | None = None, bag: int = 1, clip_variant: bool = False,
-                    clip_inputs: bool = False) -> dict[str, Spec]:
+                    clip_inputs: bool = False, prior_on_all: bool = False) -> dict[str, Spec]:
     """Every predictor of the accuracy table (ours first). ``moe_recipe``: ours and the prior alone
     with the MoE recipe's switches (soft power window, choices on the training side's validation).
     ``shrink_by``: ours keeps the share of its GNN residual chosen on inner leave-one-GPU/source-out
@@ -220,9 +266,12 @@ def predictor_specs(epochs: int = 300, moe_recipe: bool = False, shrink_by: tupl
     :data:`CLIPPED` scores ours' fits with the GNN's inputs clipped to the training range, and
     :data:`CLIPPED_CONDITIONS` with only the GPU and engine inputs clipped. ``clip_inputs``:
     ours is fitted as the shipped dense model is (``llmco2 train --clip-inputs``: its GNN's global inputs
-    clipped to the training side's range), so its inner folds (``shrink_by``) are scored that way too."""
+    clipped to the training side's range), so its inner folds (``shrink_by``) are scored that way too.
+    ``prior_on_all``: ours' physics prior fitted on its whole training side, early-stopping
+    architectures included (:class:`.training.TrainOptions`)."""
     opt = TrainOptions(epochs=epochs)
-    ours_opt = TrainOptions(epochs=epochs, choose_on_validation=moe_recipe, clip_inputs=clip_inputs)
+    ours_opt = TrainOptions(epochs=epochs, choose_on_validation=moe_recipe, clip_inputs=clip_inputs,
+                            prior_on_all=prior_on_all)
     fitted: dict = {}
     ours = {OURS: gnn_spec(GNNConfig(soft_window=moe_recipe), ours_opt, shrink_by=shrink_by, inner_epochs=inner_epochs,
                            fitted=fitted if (shrink_by or clip_variant) else None, bag=bag)}
@@ -230,7 +279,8 @@ def predictor_specs(epochs: int = 300, moe_recipe: bool = False, shrink_by: tupl
         ours[WHOLE] = whole_residual_spec(fitted, pop=not clip_variant)
     if clip_variant:  # both twins read the same fit: the last one pops it
         ours[CLIPPED] = clipped_inputs_spec(fitted, pop=False)
-        ours[CLIPPED_CONDITIONS] = clipped_inputs_spec(fitted, scope=CONDITION_GLOBALS)
+        ours[CLIPPED_CONDITIONS] = clipped_inputs_spec(fitted, pop=False, scope=CONDITION_GLOBALS)
+        ours[SHAPE_GATED] = shape_gated_spec(fitted)
     return {
         **ours,
         "physics prior alone": prior_spec(moe_recipe),

@@ -42,6 +42,9 @@ class TrainOptions:
     choose_on_validation: bool = False
     #: the fitted model clips its GNN's global inputs to the training side's range (ModelState.clip_inputs)
     clip_inputs: bool = False
+    #: the physics prior fitted on the whole training side (the networks' rows and their early-stopping
+    #: architectures) instead of the networks' rows only; off: the recipe of every shipped model so far
+    prior_on_all: bool = False
 
 
 def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> DurationModel:
@@ -77,7 +80,10 @@ def train_gnn(
     torch.manual_seed(options.seed)
     np.random.seed(options.seed)
     train_idx = np.asarray(train_idx)
-    prior = fit_prior(feats, examples, train_idx, options.choose_on_validation) if config.use_prior else PhysicsPrior()
+    prior_idx = train_idx
+    if options.prior_on_all and val_idx is not None and len(val_idx):
+        prior_idx = np.concatenate([train_idx, np.asarray(val_idx)])
+    prior = fit_prior(feats, examples, prior_idx, options.choose_on_validation) if config.use_prior else PhysicsPrior()
     duration = fit_duration(feats, examples, train_idx)
     node_cols = np.array([NODE_FEATURE_NAMES.index(c) for c in config.node_columns()])
     glob_cols = np.array([ALL_GLOBALS.index(c) for c in config.global_columns()])

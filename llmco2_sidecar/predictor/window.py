@@ -23,6 +23,12 @@ batch ``b``. To train a per-step model on it we rebuild the steady state explici
   throughput x step time instead (:mod:`.mlenergy_v2`), and its own prompt spread and cap.
 
 The sum is linear in the step energies, so a model trains through it (loss on the row).
+
+Step times: by default every step of a window lasts the row's mean step time. With
+:func:`spread_step_times` (``step_times="roofline"``) a step lasts its own Roofline time plus the
+window's constant overhead, ``t_i = r_i + (T - sum_j w_j r_j)``, so that the weighted mean is still the
+observed ``T`` while a step with a long prefill lasts longer than a decode-only one (with uniform times
+such a step can be asked for more than the GPUs' power limit over its share of the time).
 """
 
 from __future__ import annotations
@@ -133,3 +139,21 @@ def steady_window(row: MLEnergyRow, seed: int = 0, k_decode: int = 4, k_prefill:
     w = np.asarray(weight, dtype=np.float64)
     tokens = row.tokens_per_step if row.tokens_per_step is not None else float(row.avg_batch_size)
     return SteadyWindow(steps=steps, weight=w / w.sum(), tokens_per_step=tokens, target_j_per_token=row.energy_per_token_j)
+
+
+#: How a window's steps share its observed mean step time (see the module docstring).
+STEP_TIMES = ("uniform", "roofline")
+
+
+def spread_step_times(mean_step_s: float, weight: np.ndarray, roofline_s: np.ndarray) -> np.ndarray:
+    """Per-step durations with the weighted mean ``mean_step_s``: each step's Roofline time plus the
+    window's constant overhead ``mean_step_s - sum(weight x roofline_s)``; where the Roofline times alone
+    exceed the observed mean (a faster GPU than its datasheet: never seen), scaled down to it instead."""
+    w = np.asarray(weight, dtype=np.float64) / np.sum(weight)
+    r = np.asarray(roofline_s, dtype=np.float64)
+    mean_r = float(w @ r)
+    if mean_r <= 0:
+        return np.full(r.shape, float(mean_step_s))
+    if mean_step_s >= mean_r:
+        return r + (mean_step_s - mean_r)
+    return r * (mean_step_s / mean_r)

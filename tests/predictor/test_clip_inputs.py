@@ -115,3 +115,35 @@ def test_the_conditions_twin_clips_the_gpu_and_engine_inputs_only(tiny_data):
         np.testing.assert_allclose(conditions, predict_gnn(model, ex, feats, test), rtol=1e-12)
     finally:
         model.state.clip_inputs, model.state.norm = False, keep
+
+
+def test_the_shape_gated_twin_falls_back_to_the_prior_outside_the_trained_shapes(tiny_data, monkeypatch):
+    """Trained on Qwen3-8B alone: a Llama-3.1-8B row (32 layers against 36, another FFN width) is outside
+    the trained shapes and is predicted with the residual off (the model's own prior); a Qwen3-8B row is
+    inside and gets the clipped prediction. Both with the inputs clipped, as shipped."""
+    from llmco2_sidecar.predictor import evaluate
+    from llmco2_sidecar.predictor.evaluate import SHAPE_GATED, shape_gated_spec, shape_outside
+
+    assert not SHAPE_GATED.startswith("same fit as llmco2-gnn, GNN inputs clipped")
+    ex, feats = tiny_data
+    qwen = np.array([i for i, e in enumerate(ex) if "Qwen" in e.model])
+    train, inside = qwen[:-2], qwen[-2:]
+    outside = np.array([i for i, e in enumerate(ex) if "Llama" in e.model])[:3]
+    fitted: dict = {}
+    gnn_spec(GNNConfig(), FAST, fitted=fitted)(ex, feats, train, 0)
+    model = next(iter(fitted.values()))
+    assert not any(shape_outside(model, feats[i]) for i in inside)
+    assert all(shape_outside(model, feats[i]) for i in outside)
+    calls = []
+    real = evaluate.predict_gnn
+
+    def spy(m, examples, feats_, idx):
+        calls.append((sorted(np.asarray(idx).tolist()), m.state.residual_scale, m.state.clip_inputs))
+        return real(m, examples, feats_, idx)
+
+    monkeypatch.setattr(evaluate, "predict_gnn", spy)
+    gated = shape_gated_spec(fitted, pop=False)(ex, feats, train, 0)
+    got = gated(np.concatenate([inside, outside]))
+    assert calls == [(sorted(inside.tolist()), 1.0, True), (sorted(outside.tolist()), 0.0, True)]
+    assert gated.info == {"n_outside_shapes": len(outside)} and got.shape == (len(inside) + len(outside),)
+    assert (model.state.clip_inputs, model.state.residual_scale) == (False, 1.0)  # restored

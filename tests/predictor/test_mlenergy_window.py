@@ -78,3 +78,33 @@ def test_steady_window_composition(tmp_path):
 def test_prompt_distribution_mean():
     x = sample_prompts(634.0, np.random.default_rng(0), 200_000)
     assert abs(x.mean() - 634.0) / 634.0 < 0.03
+
+
+def test_spread_step_times_keeps_the_mean_and_orders_steps_by_their_work():
+    from llmco2_sidecar.predictor.window import spread_step_times
+
+    w = np.array([0.3, 0.3, 0.2, 0.2])
+    roof = np.array([0.010, 0.010, 0.030, 0.050])
+    t = spread_step_times(0.040, w, roof)
+    assert np.isclose(w @ t, 0.040)
+    np.testing.assert_allclose(np.diff(t), np.diff(roof))  # the same constant overhead on every step
+    assert (t >= roof).all()
+    fast = spread_step_times(0.010, w, roof)  # Roofline times alone above the observed mean: scaled to it
+    assert np.isclose(w @ fast, 0.010) and np.allclose(fast / roof, fast[0] / roof[0])
+    np.testing.assert_array_equal(spread_step_times(0.02, w, np.zeros(4)), np.full(4, 0.02))
+
+
+def test_roofline_step_times_in_the_training_examples(tiny_mlenergy_rows):
+    """``step_times='roofline'``: a window's prefill steps last longer than its decode steps, the weighted
+    mean stays the row's step time; 'uniform' (the shipped data) keeps one time for all; others refused."""
+    from llmco2_sidecar.predictor.dataset import mlenergy_examples
+
+    uni, _ = mlenergy_examples(tiny_mlenergy_rows, seed=0, k_decode=2, k_prefill=2)
+    roof, _ = mlenergy_examples(tiny_mlenergy_rows, seed=0, k_decode=2, k_prefill=2, step_times="roofline")
+    for u, r in zip(uni, roof):
+        assert np.ptp(u.steps.duration_s) == 0
+        assert np.isclose(r.weight @ r.steps.duration_s, u.steps.duration_s[0])
+        assert r.steps.duration_s[2:].min() > r.steps.duration_s[:2].max()  # prefill steps (last two) longer
+        np.testing.assert_array_equal(r.steps.new_tokens, u.steps.new_tokens)  # the same steps
+    with pytest.raises(ValueError, match="step_times"):
+        mlenergy_examples(tiny_mlenergy_rows, step_times="measured")
