@@ -58,7 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "clip_inputs): outside the GPUs, engines and step-time ratios it has seen, the physics prior "
                    "carries the extrapolation (benchmarks/accuracy.py --clip-variant). Default: on, as both shipped "
                    "models (llmco2-gnn-v1 did not clip: --no-clip-inputs)")
-    p.add_argument("--step-times", choices=("uniform", "roofline"), default="uniform",
+    from ..predictor.window import STEP_TIMES
+
+    p.add_argument("--step-times", choices=STEP_TIMES, default="uniform",
                    help="how each ML.ENERGY window's steps share the row's mean step time: 'roofline' (each step its "
                    "Roofline time plus the window's constant overhead, so a prefill step lasts longer than a decode "
                    "step: the dense model, llmco2-gnn-v2, since 2026-12-07) or 'uniform' (every step the mean: the MoE "

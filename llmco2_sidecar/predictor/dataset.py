@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..graph import GLOBAL_FEATURE_NAMES, StepFeatures, step_features
-from ..graph.builder import duration_globals
+from ..graph.builder import duration_globals, step_roofline_s
 from ..hardware.catalog import load_gpu
 from ..models.catalog import load_model
 from ..workload import Parallelism, StepBatch
@@ -108,8 +108,6 @@ def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4,
             continue
         w = steady_window(row, seed=seed * 100003 + i, k_decode=k_decode, k_prefill=k_prefill)
         if step_times == "roofline":
-            from ..graph.builder import step_roofline_s
-
             roof, _ = step_roofline_s(dep, w.steps)
             w.steps.duration_s = spread_step_times(row.step_duration_s, w.weight, roof)
         out.append(Example(

@@ -105,3 +105,22 @@ def test_plan_round_trip_and_ranking(tmp_path):
     path = write_plan(rows, tmp_path / "plan.csv")
     assert path.read_text().splitlines()[0] == ",".join(PLAN_COLUMNS)
     assert read_plan(path) == rows
+
+
+def test_llmco2_train_step_times_and_prior_on_all_are_recorded(tmp_path, tiny_mlenergy_rows):
+    """``--step-times roofline --prior-on-all`` (the dense model's recipe) land in the file's info; a file
+    trained without them carries neither key (its bytes stay those of before the switches); a bad
+    choice is refused."""
+    data = _write_mlenergy(tmp_path / "mle", tiny_mlenergy_rows)
+    common = ["train", "--data", str(data), "--data-v2", "none", "--measurements", str(tmp_path / "none"),
+              "--epochs", "2", "--no-heldout", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "a.safetensors"), "--step-times", "roofline", "--prior-on-all"]) == 0
+    assert main(common + ["--out", str(tmp_path / "b.safetensors")]) == 0
+    on = json.loads((tmp_path / "a.json").read_text())["info"]
+    off = json.loads((tmp_path / "b.json").read_text())["info"]
+    assert on["step_times"] == "roofline" and on["prior_on_all"] is True
+    assert "step_times" not in off and "prior_on_all" not in off
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(common + ["--out", str(tmp_path / "c.safetensors"), "--step-times", "measured"])
