@@ -49,6 +49,11 @@ BLOCKFP8 = "accuracy_moe_blockfp8_s{}.json"
 BLOCKFP8_IDLE = "accuracy_moe_blockfp8_idle_s{}.json"
 #: the same after the idle powers' second pass (B200 139/192 W, A100-40GB context 58 W, H100 85/117 W)
 BLOCKFP8_IDLE2 = "accuracy_moe_blockfp8_idle2_s{}.json"
+#: the same with the dense model's data switches (2026-12-07 night): per-step times in the windows and the
+#: held-out fits' prior on their whole training side (``--step-times roofline --prior-on-all``)
+STEPTIMES = "accuracy_moe_steptimes_s{}.json"
+#: the run set whose mean is the shipped MoE model's info.heldout (the Makefile's card_heldout line)
+SHIPPED_RUNS = BLOCKFP8_IDLE2
 MOE_GROUPS = ("family=qwen3-moe", "family=gpt-oss", "model=deepseek-ai/DeepSeek-V3", "family=llama-4", "family=mixtral",
               "precision=fp8", "precision=mxfp4")
 
@@ -177,8 +182,8 @@ def main() -> int:
     if bf_seeds:
         bf_lines, bf_json = blockfp8_lines(bf_seeds, dense_pred)
         lines += bf_lines
-        # later run sets on the same seeds, each against the one before it; the last one present is the
-        # shipped model's own (its info.heldout)
+        # later run sets on the same seeds, each against the one before it; shipped_key names the shipped
+        # model's own (its info.heldout)
         stages = [
             (BLOCKFP8_IDLE, BLOCKFP8, "idle_catalog", "## The same after the idle-power catalog",
              "`accuracy_moe_blockfp8_idle_s*` (seeds {seeds}): the same command at the code merged with main's idle-power "
@@ -188,6 +193,12 @@ def main() -> int:
              "`accuracy_moe_blockfp8_idle2_s*` (seeds {seeds}): the same command at the code merged with the idle powers' "
              "second pass (B200 139/192 W bare/context, A100-40GB context 58 W, H100 85/117 W), the code of the shipped "
              "model file, against the first pass's runs on the same seeds.", ("first pass", "second pass")),
+            (STEPTIMES, BLOCKFP8_IDLE2, "step_times", "## The same with per-step times and the prior on the whole training side",
+             "`accuracy_moe_steptimes_s*` (seeds {seeds}): the same command with `--step-times roofline --prior-on-all` "
+             "(the dense model's data switches since 2026-12-07: each window's steps last their Roofline time plus the "
+             "window's constant overhead; the held-out fits' prior fitted on their early-stopping architectures too), "
+             "against the second pass's runs on the same seeds. Not adopted: the MoE rows' mean is worse (the shipped "
+             "MoE model keeps uniform step times).", ("uniform step times", "per-step times + prior on all")),
         ]
         prev_seeds, done = bf_seeds, []
         for pattern, before, key, title, text, labels in stages:
@@ -196,10 +207,10 @@ def main() -> int:
                 break
             done.append((pattern, before, key, title, text.format(seeds=", ".join(map(str, seeds))), labels, seeds))
             prev_seeds = seeds
-        for k, (pattern, before, key, title, text, labels, seeds) in enumerate(done):
-            last = k == len(done) - 1
-            head = [title + (": the shipped llmco2-gnn-moe-v1's own runs" if last else ""), "",
-                    text + (" The shipped model's `info.heldout` is these runs' mean." if last else ""), ""]
+        for pattern, before, key, title, text, labels, seeds in done:
+            own = pattern == SHIPPED_RUNS
+            head = [title + (": the shipped llmco2-gnn-moe-v1's own runs" if own else ""), "",
+                    text + (" The shipped model's `info.heldout` is these runs' mean." if own else ""), ""]
             il, ij = blockfp8_lines(seeds, dense_pred, before=before, after=pattern, head=head, labels=labels)
             lines += il
             bf_json[key] = ij

@@ -98,8 +98,11 @@ def fit_lines(meta: dict) -> str:
     bound = meta.get("residual_bound")
     return "\n".join([
         f"- Physics prior coefficients (dimensionless, the others 0): {nz}.",
-        f"- Duration model (no observed duration): `t = t_roof + {d[0]:.3f} x t_roof + {d[1] * 1e3:.1f} ms + "
-        f"{d[2] * 1e6:.0f} us x requests`.",
+        (f"- Duration model (no observed duration): `b = t_roof + t_compute_bound x (1 / e_gpu - 1)` (e_gpu: the GPU's "
+         f"measured GEMM compute efficiency), `t = b + {d[0]:.3f} x b + {d[1] * 1e3:.1f} ms + {d[2] * 1e6:.0f} us x requests`."
+         if meta.get("duration_base", "roofline") == "kernel" else
+         f"- Duration model (no observed duration): `t = t_roof + {d[0]:.3f} x t_roof + {d[1] * 1e3:.1f} ms + "
+         f"{d[2] * 1e6:.0f} us x requests`."),
         f"- GNN residual kept: scale {meta.get('residual_scale', 1.0):g}, bound "
         f"{'none' if bound is None else f'{bound:g} (log units)'}; power window inside the model: "
         f"{meta['config'].get('soft_window', False)}.",

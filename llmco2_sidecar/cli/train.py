@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import InputError
 
+#: how the training report names each duration base (predictor.prior.DURATION_BASES)
+_BASE_WORDS = {"kernel": "the Roofline time over the GPU's measured GEMM efficiency", "roofline": "the Roofline time"}
 BUNDLED_MLENERGY = Path(__file__).resolve().parent.parent / "training_data" / "mlenergy_leaderboard_v3"
 BUNDLED_MLENERGY_V2 = Path(__file__).resolve().parent.parent / "training_data" / "mlenergy_leaderboard_v2"
 DEFAULT_EPOCHS = 150
@@ -58,6 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "clip_inputs): outside the GPUs, engines and step-time ratios it has seen, the physics prior "
                    "carries the extrapolation (benchmarks/accuracy.py --clip-variant). Default: on, as both shipped "
                    "models (llmco2-gnn-v1 did not clip: --no-clip-inputs)")
+    from ..predictor.prior import DURATION_BASES
     from ..predictor.window import STEP_TIMES
 
     p.add_argument("--step-times", choices=STEP_TIMES, default="uniform",
@@ -68,6 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-on-all", action="store_true",
                    help="fit the physics prior of the early-stopping fits on their whole training side, validation "
                    "architectures included, as the final refit does (the dense model since 2026-12-07)")
+    p.add_argument("--duration-base", choices=DURATION_BASES, default="kernel",
+                   help="what the duration model (step times where none is observed: replay, what-if, estimate) adds "
+                   "its fitted overheads to: 'kernel', the Roofline time over the GPU's measured GEMM efficiency "
+                   "(hardware/gemm_efficiency.csv; the default since 2026-12-07), or 'roofline', the Roofline time")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")
@@ -113,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     config = GNNConfig(name=getattr(args, "name", "llmco2-gnn-v2"), soft_window=args.moe_recipe)
     options = TrainOptions(epochs=args.epochs, seed=args.seed, choose_on_validation=args.moe_recipe,
                            clip_inputs=bool(getattr(args, "clip_inputs", False)),
-                           prior_on_all=bool(getattr(args, "prior_on_all", False)))
+                           prior_on_all=bool(getattr(args, "prior_on_all", False)),
+                           duration_base=getattr(args, "duration_base", "kernel"))
     splits = [] if args.no_heldout else make_splits(examples)
     every = np.arange(len(examples))
     n_inner = [len(inner_folds(examples, every, shrink_by))] + [len(inner_folds(examples, s.train, shrink_by)) for s in splits]
@@ -205,8 +213,8 @@ def _report(examples, skipped, model, fit_score, results, n_fits, seconds) -> st
     lines += ["", "## Fitted coefficients", "",
               "- physics prior (dimensionless, predictor/prior.py): "
               + ", ".join(f"{n} {c:.3g}" for n, c in zip(PRIOR_TERMS, st.prior.coef)),
-              "- duration model (extra time per Roofline second, s per step, s per request; on top of the Roofline "
-              f"time): {', '.join(f'{c:.4g}' for c in st.duration.coef)}",
+              f"- duration model (base: {_BASE_WORDS[st.duration.base]}; extra time per base second, s per step, s per "
+              f"request, on top of the base): {', '.join(f'{c:.4g}' for c in st.duration.coef)}",
               f"- validation MAPE (held-out architectures inside the training data, used to choose the epochs): "
               f"{st.info.get('chosen_val_mape', st.info.get('val_mape', float('nan'))):.1f}%; members then refitted on every "
               f"example for {st.info.get('refit_epochs')} epochs",

@@ -19,7 +19,8 @@ import torch
 
 from ..errors import InputError
 from ..graph import GLOBAL_FEATURE_NAMES, StepFeatures, step_features
-from ..graph.builder import duration_globals, step_roofline_s
+from ..graph.builder import duration_globals
+from ..graph.step_time import step_roofline_s
 from ..hardware.catalog import load_gpu
 from ..models.catalog import load_model
 from ..workload import Parallelism, StepBatch
@@ -153,7 +154,6 @@ class Featurized:
     edge_index: np.ndarray
     prior_tot: np.ndarray  # [S, 4]
     prior_pre: np.ndarray  # [S, 4]
-    dur_terms: np.ndarray  # [S, 3]
     duration_s: np.ndarray  # [S]
     features: StepFeatures = field(repr=False, default=None)
     e_low: np.ndarray = None  # [S] J: n x idle_w x t (physics.power_bounds_j)
@@ -176,7 +176,7 @@ def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationM
     if not np.isfinite(dur).all():
         if duration_model is None:
             raise ValueError("steps without observed duration need a duration model")
-        dur = np.where(np.isfinite(dur), dur, duration_model.predict(f))
+        dur = np.where(np.isfinite(dur), dur, duration_model.predict_steps_s(dep, steps))
         # only the duration globals depend on it: as step_features with the filled durations
         log_dur, has = duration_globals(dur)
         col = GLOBAL_FEATURE_NAMES.index("log_duration_s")
@@ -186,7 +186,7 @@ def featurize_steps(dep: Deployment, steps: StepBatch, duration_model: DurationM
     tot, pre = prior_terms(dep, f, dur, steps, low_precision_terms)
     gx = np.concatenate([f.global_x, extra_globals(f, dur)], axis=1)
     low, high = power_bounds_j(dep.n_gpus, dep.gpu, dur)
-    return Featurized(f.node_x, gx, f.edge_index, tot, pre, DurationModel.terms(f), dur, f, low, high)
+    return Featurized(f.node_x, gx, f.edge_index, tot, pre, dur, f, low, high)
 
 
 def featurize(examples: list[Example]) -> list[Featurized]:
@@ -318,11 +318,13 @@ def example_prior_terms(feats: list[Featurized], examples: list[Example]) -> np.
     return np.array(rows)
 
 
-def example_duration_terms(feats: list[Featurized], examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
-    """``([K, 3], [K])``: probability-weighted mean duration terms and observed mean step time."""
+def example_duration_terms(feats: list[Featurized], examples: list[Example],
+                           model: DurationModel) -> tuple[np.ndarray, np.ndarray]:
+    """``([K, 3], [K])``: each example's probability-weighted mean of ``model``'s step terms
+    (:meth:`.prior.DurationModel.step_terms`) and its observed mean step time."""
     a, y = [], []
     for fe, e in zip(feats, examples):
         p = e.weight / e.weight.sum()
-        a.append(p @ fe.dur_terms)
+        a.append(p @ model.step_terms(e.deployment, e.steps))
         y.append(float(p @ fe.duration_s))
     return np.array(a), np.array(y)

@@ -281,17 +281,10 @@ class GNNPredictor(StepPredictor):
     def predict_duration_s(self, deployment: Deployment, steps: StepBatch) -> np.ndarray:
         """The ``duration_s`` that :meth:`predict_steps` would return, without the energy (the
         simulator needs step times before it can go on; energies are predicted later in bulk)."""
-        from ..graph.builder import step_roofline_s
-
         dur = steps.duration_s
-        t, n = step_roofline_s(deployment, steps)
-        # DurationModel.predict: the Roofline time plus non-negative overheads (never faster than Roofline)
-        terms = np.empty((t.shape[0], 3))  # DurationModel.terms: [roofline_s, 1, n_requests]
-        terms[:, 0] = t
-        terms[:, 1] = 1.0
-        terms[:, 2] = n
-        model = np.maximum(t + terms @ np.maximum(self.state.duration.coef, 0.0), 1e-6)
-        return np.where(np.isfinite(dur), dur, model)
+        if np.isfinite(dur).all():
+            return dur
+        return np.where(np.isfinite(dur), dur, self.state.duration.predict_steps_s(deployment, steps))
 
     def predict_steps(self, deployment: Deployment, steps: StepBatch, reference: bool = False) -> StepPrediction:
         """Energy of every step. The GNN runs as the fused NumPy forward (:mod:`.fused`, the product's
@@ -341,6 +334,7 @@ class GNNPredictor(StepPredictor):
             "global_columns": self.state.config.global_columns(),
             "prior_coef": self.state.prior.coef.tolist(),
             "duration_coef": self.state.duration.coef.tolist(),
+            "duration_base": self.state.duration.base,
             "log_bias": self.state.log_bias,
             "residual_scale": self.state.residual_scale,
             "residual_bound": self.state.residual_bound if np.isfinite(self.state.residual_bound) else None,
@@ -368,7 +362,7 @@ class GNNPredictor(StepPredictor):
             prefix = f"net{i}."
             net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             nets.append(net)
-        state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
+        state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"]), meta.get("duration_base", "roofline")),
                            float(meta["log_bias"]), meta.get("info", {}), float(meta.get("residual_scale", 1.0)),
                            float("inf") if meta.get("residual_bound") is None else float(meta["residual_bound"]),
                            bool(meta.get("clip_inputs", False)))

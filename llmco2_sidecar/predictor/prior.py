@@ -31,9 +31,14 @@ share of the Roofline time.
 (Until 2026-12-06 the prior used absolute W/GPU, J/FLOP and J/byte shared by H100 and B200; with A100
 rows from ML.ENERGY v2 in the data, the scaled form is the one that can transfer.)
 
-Duration when none is observed: ``t = roofline_s + k * roofline_s + t0 + t_req * requests`` with
-``k, t0, t_req >= 0`` (non-negative least squares on relative error), so a predicted step is never
-faster than its Roofline time on that GPU.
+Duration when none is observed: ``t = b + k * b + t0 + t_req * requests`` with ``k, t0, t_req >= 0``
+(non-negative least squares on relative error), where the base ``b`` is the step's Roofline time with its
+compute-bound kernels stretched to the GPU's measured GEMM compute efficiency (``base="kernel"``,
+:mod:`~llmco2_sidecar.hardware.kernel_efficiency`: ``b = roofline + compute_bound x (1 / e - 1)``; no
+training source times a prefill, so that regime takes Vidur's measured figure, while the memory-bound
+regime keeps what the modern engine's own decode steps fit) or, in model files before 2026-12-07, the
+Roofline time itself (``base="roofline"``). Either way a predicted step is never faster than its Roofline
+time on that GPU.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import StepFeatures
+from ..graph.step_time import step_roofline_s, step_time_split
+from ..hardware.kernel_efficiency import efficiency
 from .api import Deployment
 from .physics import dynamic_range_w, loaded_idle_w
 
@@ -133,12 +140,11 @@ def is_low_precision(model) -> bool:
 
 def roofline16_s(dep: Deployment, f: StepFeatures, steps) -> np.ndarray:
     """The steps' Roofline time were the model's weights and GEMMs 16-bit (``f.roofline_s`` for a 16-bit
-    model; otherwise one more :func:`~..graph.builder.step_roofline_s` pass over the same steps)."""
+    model; otherwise one more :func:`~..graph.step_time.step_roofline_s` pass over the same steps)."""
     from dataclasses import replace
 
     if not is_low_precision(dep.model):
         return f.roofline_s
-    from ..graph.builder import step_roofline_s
 
     m16 = replace(dep.model, weight_bits=16, act_bits=max(dep.model.act_bits, 16), expert_weight_bits=0.0, gemm_dtype="")
     t16, _ = step_roofline_s(replace(dep, model=m16), steps)
@@ -291,25 +297,47 @@ def _fit_design(a: np.ndarray, y: np.ndarray, low_precision_terms: bool) -> np.n
     return c
 
 
+#: what the duration model adds its overheads to (see the module docstring)
+DURATION_BASES = ("kernel", "roofline")
+
+
 @dataclass
 class DurationModel:
     """Step wall time when none is observed (see module docstring)."""
 
-    #: ``(k, t0, t_req)``: extra time per Roofline second, per step and per request (all >= 0).
+    #: ``(k, t0, t_req)``: extra time per base second, per step and per request (all >= 0).
     coef: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 0.0]))
+    #: ``"kernel"``: compute-bound kernels at the GPU's measured GEMM efficiency; ``"roofline"``: the
+    #: Roofline time (model files without ``duration_base``)
+    base: str = "roofline"
 
-    @staticmethod
-    def terms(f: StepFeatures) -> np.ndarray:
-        return np.stack([f.roofline_s, np.ones_like(f.roofline_s), f.n_requests], axis=1)
+    def __post_init__(self) -> None:
+        if self.base not in DURATION_BASES:
+            raise ValueError(f"duration base {self.base!r} is not one of {', '.join(DURATION_BASES)}")
 
-    def predict(self, f: StepFeatures) -> np.ndarray:
-        """Never below the Roofline time (the coefficients are non-negative)."""
-        return np.maximum(f.roofline_s + self.terms(f) @ np.maximum(self.coef, 0.0), 1e-6)
+    def _base_s(self, dep, steps) -> tuple[np.ndarray, np.ndarray]:
+        """``(base_s [S], n_requests [S])`` of each step (see the module docstring)."""
+        if self.base == "kernel":
+            roof, compute, n = step_time_split(dep, steps)
+            return roof + compute * (1.0 / efficiency(dep.gpu) - 1.0), n
+        return step_roofline_s(dep, steps)
+
+    def step_terms(self, dep, steps) -> np.ndarray:
+        """``[S, 3]``: each step's base time, 1 and its requests (what :attr:`coef` multiplies)."""
+        base, n = self._base_s(dep, steps)
+        return np.stack([base, np.ones_like(base), n], axis=1)
+
+    def predict_steps_s(self, dep, steps) -> np.ndarray:
+        """Never below the Roofline time (the coefficients are non-negative, the efficiency <= 1). The
+        engine simulator's hot path: one or a few steps per call, so no stacked terms."""
+        base, n = self._base_s(dep, steps)
+        k, t0, t_req = np.maximum(self.coef, 0.0)
+        return np.maximum(base * (1.0 + k) + t0 + t_req * n, 1e-6)
 
     def fit(self, example_terms: np.ndarray, observed_s: np.ndarray) -> "DurationModel":
-        """``example_terms [K, 3]``: each example's probability-weighted mean of step terms (column 0
-        is the Roofline time); ``observed_s [K]``: its observed mean step time. Minimises the relative
-        error of ``roofline + terms @ coef``."""
+        """``example_terms [K, 3]``: each example's probability-weighted mean of :meth:`step_terms`;
+        ``observed_s [K]``: its observed mean step time. Minimises the relative error of
+        ``base + terms @ coef``."""
         from scipy.optimize import nnls  # training only
 
         a = np.asarray(example_terms, dtype=np.float64)

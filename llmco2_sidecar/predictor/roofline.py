@@ -44,7 +44,7 @@ class RooflinePredictor(StepPredictor):
 
     def predict_duration_s(self, dep: Deployment, steps: StepBatch) -> np.ndarray:
         """The ``duration_s`` of :meth:`predict_steps` alone (for the engine simulator)."""
-        from ..graph.builder import step_roofline_s
+        from ..graph.step_time import step_roofline_s
 
         t, _ = step_roofline_s(dep, steps)
         return np.where(np.isfinite(steps.duration_s), steps.duration_s, t / self.efficiency)

@@ -45,18 +45,25 @@ class TrainOptions:
     #: the physics prior fitted on the whole training side (the networks' rows and their early-stopping
     #: architectures) instead of the networks' rows only; off: the recipe of every shipped model so far
     prior_on_all: bool = False
+    #: what the duration model adds its fitted overheads to (:data:`~.prior.DURATION_BASES`): ``kernel``,
+    #: the Roofline time over the GPU's measured GEMM efficiency (models trained from 2026-12-07), or
+    #: ``roofline``, the Roofline time (the models before)
+    duration_base: str = "kernel"
 
 
-def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarray) -> DurationModel:
+def fit_duration(feats: list[Featurized], examples: list[Example], idx: np.ndarray,
+                 base: str = "kernel") -> DurationModel:
     """Step-time model for steps without an observed duration, fitted on the newest engine's rows
     (ML.ENERGY v3, vLLM 0.11.1) when the training side has any: an older engine's overhead (v2's
-    vLLM 0.4.2) is not what a user of today's vLLM sees. Measured totals are used too."""
+    vLLM 0.4.2) is not what a user of today's vLLM sees. Measured totals are used too. ``base``: see
+    :class:`~.prior.DurationModel`."""
     idx = np.asarray(idx)
     newest = [i for i in idx if examples[i].source == SOURCE_MLENERGY]
     pool = newest if newest else list(idx)
     use = [i for i in pool if examples[i].head == "total"]
-    a, y = example_duration_terms([feats[i] for i in use], [examples[i] for i in use])
-    return DurationModel().fit(a, y)
+    model = DurationModel(base=base)
+    a, y = example_duration_terms([feats[i] for i in use], [examples[i] for i in use], model)
+    return model.fit(a, y)
 
 
 def fit_prior(feats: list[Featurized], examples: list[Example], idx: np.ndarray, choose_design: bool = False) -> PhysicsPrior:
@@ -84,7 +91,7 @@ def train_gnn(
     if options.prior_on_all and val_idx is not None and len(val_idx):
         prior_idx = np.concatenate([train_idx, np.asarray(val_idx)])
     prior = fit_prior(feats, examples, prior_idx, options.choose_on_validation) if config.use_prior else PhysicsPrior()
-    duration = fit_duration(feats, examples, train_idx)
+    duration = fit_duration(feats, examples, train_idx, options.duration_base)
     node_cols = np.array([NODE_FEATURE_NAMES.index(c) for c in config.node_columns()])
     glob_cols = np.array([ALL_GLOBALS.index(c) for c in config.global_columns()])
     tr_feats = [feats[i] for i in train_idx]

@@ -138,7 +138,7 @@ def test_16_bit_models_unchanged_on_every_gpu(model, monkeypatch):
 def test_step_roofline_and_shares_match_the_graph():
     """The engine simulator's fast Roofline and the request shares see the same CUDA-core time."""
     from llmco2_sidecar.graph import request_shares
-    from llmco2_sidecar.graph.builder import step_roofline_s
+    from llmco2_sidecar.graph.step_time import step_roofline_s
 
     steps = StepBatch.from_steps([[(0, 2048), (100, 1)], [(2048, 1), (101, 1)]])
     for gpu in ("A100", "H100", "B200"):

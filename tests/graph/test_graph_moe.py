@@ -202,7 +202,7 @@ def test_mla_kv_capacity_counts_the_latent_on_every_tp_rank():
 
 
 def test_fast_step_roofline_matches_the_features_for_moe_and_fp8():
-    from llmco2_sidecar.graph.builder import step_roofline_s
+    from llmco2_sidecar.graph.step_time import step_roofline_s
 
     steps = StepBatch.from_steps([[(0, 300), (500, 1), (9000, 1)], [(70, 1)] * 5, [(0, 8192)]])
     for d in (dep("openai/gpt-oss-120b"), dep("deepseek-ai/DeepSeek-V3", "H200", tp=8, dp=2, ep=16),

@@ -69,7 +69,8 @@ def _old_predictor(path) -> GNNPredictor:
         net.load_state_dict({k[len(f"net{i}."):]: v for k, v in tensors.items() if k.startswith(f"net{i}.")})
         nets.append(net)
     norm = {k[5:]: tensors[k].numpy() for k in tensors if k.startswith("norm.")}
-    state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"])),
+    state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])),
+                       DurationModel(np.array(meta["duration_coef"]), meta.get("duration_base", "roofline")),
                        float(meta["log_bias"]), meta.get("info", {}), float(meta.get("residual_scale", 1.0)),
                        float("inf") if meta.get("residual_bound") is None else float(meta["residual_bound"]),
                        bool(meta.get("clip_inputs", False)))  # the shipped model clips its inputs

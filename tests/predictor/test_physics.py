@@ -47,13 +47,78 @@ def test_loaded_idle_sits_between_bare_idle_and_half_the_power_limit():
 
 
 def test_duration_model_is_never_faster_than_the_roofline():
-    f = step_features(Deployment(load_model("meta-llama/Llama-2-7b-hf"), _gpus()[0]), _steps(), with_nodes=False)
-    assert (DurationModel().predict(f) >= f.roofline_s).all()  # zero overhead: exactly the Roofline time
+    from llmco2_sidecar.graph.step_time import step_roofline_s
+
+    dep = Deployment(load_model("meta-llama/Llama-2-7b-hf"), _gpus()[0])
+    steps = _steps()
+    roof, n = step_roofline_s(dep, steps)
+    np.testing.assert_allclose(DurationModel().predict_steps_s(dep, steps), roof)  # zero overhead: the Roofline time
     # a fit on observed times 1.3 x Roofline + 5 ms recovers the overhead it was given
-    a = DurationModel.terms(f)
-    m = DurationModel().fit(a, 1.3 * f.roofline_s + 0.005)
+    a = DurationModel().step_terms(dep, steps)
+    m = DurationModel().fit(a, 1.3 * roof + 0.005)
     np.testing.assert_allclose(m.coef, [0.3, 0.005, 0.0], atol=1e-6)
-    assert (m.predict(f) >= f.roofline_s).all()
+    assert (m.predict_steps_s(dep, steps) >= roof).all()
+
+
+def test_kernel_base_stretches_only_the_compute_bound_kernels_by_the_gpus_gemm_efficiency():
+    from llmco2_sidecar.graph.step_time import step_roofline_s, step_time_split
+    from llmco2_sidecar.hardware.kernel_efficiency import efficiency
+
+    spec = load_model("meta-llama/Llama-2-7b-hf")
+    for gpu in _gpus():
+        dep = Deployment(spec, gpu)
+        steps = _steps()
+        roof, compute, n = step_time_split(dep, steps)
+        np.testing.assert_allclose(roof, step_roofline_s(dep, steps)[0])
+        assert ((compute >= 0) & (compute <= roof * (1 + 1e-12))).all(), gpu.gpu_id
+        # a long prefill is mostly compute-bound, one short decode step not at all
+        assert compute[SHAPES.index([(0, 8192)])] > 0.8 * roof[SHAPES.index([(0, 8192)])], gpu.gpu_id
+        assert compute[SHAPES.index([(100, 1)])] == 0.0, gpu.gpu_id
+        eff = efficiency(gpu)
+        assert 0.3 < eff <= 1.0, gpu.gpu_id
+        zero = DurationModel(base="kernel")
+        t = zero.predict_steps_s(dep, steps)
+        np.testing.assert_allclose(t, roof + compute * (1 / eff - 1))  # no overhead: the kernels' time
+        assert (t >= roof).all()
+    # a fit of kernel-base terms recovers the overheads on top of the kernels' time
+    dep = Deployment(spec, _gpus()[0])
+    m = DurationModel(base="kernel")
+    a = m.step_terms(dep, _steps())
+    m.fit(a, a[:, 0] + 0.002 + 1e-5 * a[:, 2])
+    np.testing.assert_allclose(m.coef, [0.0, 0.002, 1e-5], atol=1e-7)
+    with pytest.raises(ValueError, match="duration base"):
+        DurationModel(base="kernels")
+
+
+def test_a_prefill_no_longer_runs_near_peak():
+    """Issue 14's case: a Llama-2-7B prefill of 8 x 1024 tokens on an A100. With the kernel base the
+    shipped model puts it at the FLOP rate of the A100's measured compute-bound GEMMs, not at 90-odd %."""
+    from llmco2_sidecar.hardware import load_gpu
+    from llmco2_sidecar.hardware.kernel_efficiency import efficiency
+    from llmco2_sidecar.predictor.gnn import load_default
+
+    gpu = load_gpu("A100")
+    dep = Deployment(load_model("meta-llama/Llama-2-7b-hf"), gpu)
+    steps = StepBatch.from_steps([[(0, 1024)] * 8])
+    t = float(load_default().predict_duration_s(dep, steps)[0])
+    f = step_features(dep, steps, with_nodes=False)
+    rate = float(f.flops[0]) / t / gpu.peak_flops("bf16")
+    assert 0.5 < rate <= efficiency(gpu) + 1e-9, rate
+
+
+def test_shipped_models_use_the_kernel_base_and_older_files_read_as_roofline(tmp_path):
+    import json
+    import shutil
+
+    from llmco2_sidecar.predictor.gnn import DEFAULT_MODEL, DEFAULT_MOE_MODEL, GNNPredictor
+
+    for path in (DEFAULT_MODEL, DEFAULT_MOE_MODEL):
+        assert GNNPredictor.load(path).state.duration.base == "kernel", path.name
+    shutil.copy(DEFAULT_MODEL, tmp_path / "old.safetensors")
+    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    del meta["duration_base"]  # a file written before the key existed
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    assert GNNPredictor.load(tmp_path / "old.safetensors").state.duration.base == "roofline"
 
 
 @pytest.fixture(scope="module")

@@ -124,3 +124,22 @@ def test_llmco2_train_step_times_and_prior_on_all_are_recorded(tmp_path, tiny_ml
 
     with pytest.raises(SystemExit):
         main(common + ["--out", str(tmp_path / "c.safetensors"), "--step-times", "measured"])
+
+
+def test_llmco2_train_duration_base_is_recorded_and_changes_only_the_duration_model(tmp_path, tiny_mlenergy_rows):
+    """``--duration-base`` (default ``kernel``) lands in the file as ``duration_base``; the networks and the
+    prior are the same bytes either way (no training row lacks its duration); a bad choice is refused."""
+    import pytest
+
+    data = _write_mlenergy(tmp_path / "mle", tiny_mlenergy_rows)
+    common = ["train", "--data", str(data), "--data-v2", "none", "--measurements", str(tmp_path / "none"),
+              "--epochs", "2", "--no-heldout", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "k.safetensors")]) == 0
+    assert main(common + ["--out", str(tmp_path / "r.safetensors"), "--duration-base", "roofline"]) == 0
+    k = json.loads((tmp_path / "k.json").read_text())
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert (k["duration_base"], r["duration_base"]) == ("kernel", "roofline")
+    assert k["prior_coef"] == r["prior_coef"]
+    assert (tmp_path / "k.safetensors").read_bytes() == (tmp_path / "r.safetensors").read_bytes()
+    with pytest.raises(SystemExit):
+        main(common + ["--out", str(tmp_path / "c.safetensors"), "--duration-base", "gemm"])

@@ -1,0 +1,57 @@
+"""benchmarks/step_times.py: the SplitwiseSim rows it reads, and a whole run whose kernel-base fit is the
+shipped dense model's duration model (the committed model's step times come from the committed data)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import step_times  # noqa: E402
+
+
+def test_splitwise_rows_are_llama2_70b_on_the_two_catalog_gpus_medians_of_five():
+    rows = step_times.splitwise_rows()
+    assert len(rows) == 114
+    assert {r["gpu"] for r in rows} == {"A100-SXM4-80GB", "H100-SXM5-80GB"}
+    assert {r["tp"] for r in rows} == {2, 4, 8}
+    # 5 repetitions each; the base point (512 x 1 -> 128) sits in all three one-knob sweeps: 15
+    assert all(r["reps"] == (15 if (r["prompt"], r["batch"], r["output"]) == (512, 1, 128) else 5) for r in rows)
+    assert all(r["prefill_s"] > 0 and r["tpot_s"] > 0 for r in rows)
+    import csv
+    import statistics
+
+    with open(step_times.SPLITWISE, newline="") as fh:
+        raw = [float(x["prompt_time"]) for x in csv.DictReader(fh) if (x["model"], x["hardware"], x["tensor_parallel"],
+               x["prompt_size"], x["batch_size"], x["token_size"]) == ("llama2-70b", "a100-80gb", "4", "2048", "1", "128")]
+    one = next(r for r in rows if (r["gpu"], r["tp"], r["prompt"], r["batch"], r["output"]) == ("A100-SXM4-80GB", 4, 2048, 1, 128))
+    assert len(raw) == 5 and one["prefill_s"] == pytest.approx(statistics.median(raw) / 1e3)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("step_times")
+    assert step_times.main(["--out-dir", str(out)]) == 0
+    return json.loads((out / "step_times.json").read_text()), (out / "step_times.md").read_text()
+
+
+def test_the_kernel_fit_on_the_dense_rows_is_the_shipped_dense_models(run):
+    from llmco2_sidecar.predictor.gnn import DEFAULT_MODEL
+
+    r, _ = run
+    fit = next(d for d in r["mlenergy"]["in_sample"] if d["rows"].startswith("dense") and d["base"] == "kernel")
+    shipped = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert shipped["duration_base"] == "kernel"
+    np.testing.assert_allclose(fit["coef"], shipped["duration_coef"], rtol=1e-9, atol=1e-12)
+
+
+def test_the_page_has_every_part_and_the_kernel_base_shortens_the_prefill_miss(run):
+    r, md = run
+    for head in ("## 1. GEMM efficiency", "## 2. ML.ENERGY mean step time", "## 3. SplitwiseSim", "Reading:"):
+        assert head in md
+    pre = r["splitwise"]["summary"]["prefill|all"]
+    assert pre["Roofline alone"]["bias"] < pre["roofline"]["bias"] < pre["kernel"]["bias"] < 0
+    assert len(r["mlenergy"]["splits"]) > 20
