@@ -28,6 +28,7 @@ def test_demo_is_deterministic_and_agrees_with_the_sidecar(tmp_path, capsys):
     assert summary["sidecar"]["agrees_with_replay"] and summary["sidecar"]["records"] == len(recs)
     assert summary["setup"]["model"] == "meta-llama/Llama-2-7b-hf" and summary["setup"]["gpu"] == "A100-SXM4-80GB"
     assert "simulat" in summary["demo"]["step_times"] and "simulated" in summary["note"]
+    assert "latencies are estimates" in summary["note"]  # the duration model's error is said, not hidden
     e = summary["energy_j"]
     assert e["attributed"] == pytest.approx(sum(r["energy_j"]["total"] for r in recs), rel=1e-6)
     assert e["attributed"] + e["unattributed_idle"] == pytest.approx(e["total"], rel=1e-9)
