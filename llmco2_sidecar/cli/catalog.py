@@ -63,12 +63,14 @@ def model_support(hf_id: str) -> dict:
 def run(a: argparse.Namespace) -> int:
     from ..energy import carbon
     from ..hardware import load_catalog
+    from ..hardware.kernel_efficiency import efficiency, efficiency_source
 
     cat = load_catalog(a.hardware)
     out = {
         "gpus": {k: {"name": g.name, "dense_tflops": g.dense_tflops, "memory_gb": g.memory_gb,
                      "mem_bandwidth_gb_s": g.mem_bandwidth_gb_s, "nvlink_gb_s": g.nvlink_gb_s, "pcie_gb_s": g.pcie_gb_s,
                      "tdp_w": g.tdp_w, "idle_w": g.idle_w, "idle_w_source": g.sources.get("idle_w", ""),
+                     "gemm_efficiency": efficiency(g), "gemm_efficiency_source": efficiency_source(g),
                      "die_area_mm2": g.die_area_mm2, "process_node": g.process_node, "source": g.sources.get("all", "")}
                  for k, g in cat.gpus.items()},
         "aliases": cat.aliases,
@@ -89,7 +91,11 @@ def run(a: argparse.Namespace) -> int:
             t = g["dense_tflops"]
             print(f"  {k:<20} bf16 {t.get('bf16', 0):>7.1f}  fp8 {t.get('fp8', 0) or '-':>7}  int8 {t.get('int8', 0):>7.1f} TF/s"
                   f"  {g['memory_gb']:>5.0f} GB  {g['mem_bandwidth_gb_s']:>5.0f} GB/s  link {max(g['nvlink_gb_s'], g['pcie_gb_s']):>5.0f} GB/s"
-                  f"  TDP {g['tdp_w']:>5.0f} W  idle {g['idle_w']:>5.1f} W  {g['die_area_mm2']:>6.1f} mm2 {g['process_node']}")
+                  f"  TDP {g['tdp_w']:>5.0f} W  idle {g['idle_w']:>5.1f} W  GEMM {g['gemm_efficiency']:.2f}"
+                  f"{' ' if g['gemm_efficiency_source'].startswith('MEASURED') else '*'}"
+                  f"  {g['die_area_mm2']:>6.1f} mm2 {g['process_node']}")
+        print("  GEMM: the share of peak a compute-bound GEMM reaches (step times where none is observed); "
+              "* = assumed from another GPU (--json: gemm_efficiency_source)")
         print("  aliases: " + ", ".join(f"{k}->{v}" for k, v in cat.aliases.items() if not k.startswith("NVIDIA ")))
     if "servers" in out:
         print("Servers:")

@@ -47,3 +47,17 @@ def test_catalog_column_matches_the_shipped_model_file():
     assert models["Qwen/Qwen3-235B-A22B"]["heldout_mape"] == moe_groups["model=Qwen/Qwen3-235B-A22B"]
     # Gemma-2 27B is not in the training data, Gemma-2 9B is (held out as a model only): the 9B's figure
     assert models["google/gemma-2-27b"]["heldout_mape"] == dense_groups["model=google/gemma-2-9b"]
+
+
+def test_catalog_gpus_shows_each_gpus_gemm_efficiency_and_flags_the_assumed_ones():
+    out = subprocess.run([sys.executable, "-m", "llmco2_sidecar.cli.main", "catalog", "gpus", "--json"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    gpus = json.loads(out)["gpus"]
+    assert gpus["H100-SXM5-80GB"]["gemm_efficiency_source"].startswith("MEASURED")
+    assert gpus["B200"]["gemm_efficiency_source"].startswith("ASSUMED")
+    assert all(0.3 < g["gemm_efficiency"] <= 1.0 for g in gpus.values())
+    text = subprocess.run([sys.executable, "-m", "llmco2_sidecar.cli.main", "catalog", "gpus"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout
+    b200 = next(line for line in text.splitlines() if line.strip().startswith("B200"))
+    h100 = next(line for line in text.splitlines() if line.strip().startswith("H100-SXM5-80GB"))
+    assert f"GEMM {gpus['B200']['gemm_efficiency']:.2f}*" in b200 and "*" not in h100
