@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import InputError
 
 #: how the training report names each duration base (predictor.prior.DURATION_BASES)
-_BASE_WORDS = {"kernel": "the Roofline time over the GPU's measured GEMM efficiency", "roofline": "the Roofline time"}
+_BASE_WORDS = {"kernel": "the Roofline time, its compute-bound kernels at the GPU's measured GEMM efficiency",
+               "roofline": "the Roofline time"}
 BUNDLED_MLENERGY = Path(__file__).resolve().parent.parent / "training_data" / "mlenergy_leaderboard_v3"
 BUNDLED_MLENERGY_V2 = Path(__file__).resolve().parent.parent / "training_data" / "mlenergy_leaderboard_v2"
 DEFAULT_EPOCHS = 150
@@ -73,8 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "architectures included, as the final refit does (the dense model since 2026-12-07)")
     p.add_argument("--duration-base", choices=DURATION_BASES, default="kernel",
                    help="what the duration model (step times where none is observed: replay, what-if, estimate) adds "
-                   "its fitted overheads to: 'kernel', the Roofline time over the GPU's measured GEMM efficiency "
-                   "(hardware/gemm_efficiency.csv; the default since 2026-12-07), or 'roofline', the Roofline time")
+                   "its fitted overheads to: 'kernel', the Roofline time with its compute-bound kernels at the GPU's "
+                   "measured GEMM efficiency (hardware/gemm_efficiency.csv; the default since 2026-12-07), or "
+                   "'roofline', the Roofline time")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared or small machine, more threads than free cores "
                    "makes training many times slower)")

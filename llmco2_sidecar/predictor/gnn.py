@@ -362,7 +362,8 @@ class GNNPredictor(StepPredictor):
             prefix = f"net{i}."
             net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             nets.append(net)
-        state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), DurationModel(np.array(meta["duration_coef"]), meta.get("duration_base", "roofline")),
+        duration = DurationModel(np.array(meta["duration_coef"]), meta.get("duration_base", "roofline"))  # older: roofline
+        state = ModelState(cfg, norm, PhysicsPrior(np.array(meta["prior_coef"])), duration,
                            float(meta["log_bias"]), meta.get("info", {}), float(meta.get("residual_scale", 1.0)),
                            float("inf") if meta.get("residual_bound") is None else float(meta["residual_bound"]),
                            bool(meta.get("clip_inputs", False)))

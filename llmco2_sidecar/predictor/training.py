@@ -46,8 +46,8 @@ class TrainOptions:
     #: architectures) instead of the networks' rows only; off: the recipe of every shipped model so far
     prior_on_all: bool = False
     #: what the duration model adds its fitted overheads to (:data:`~.prior.DURATION_BASES`): ``kernel``,
-    #: the Roofline time over the GPU's measured GEMM efficiency (models trained from 2026-12-07), or
-    #: ``roofline``, the Roofline time (the models before)
+    #: the Roofline time with its compute-bound kernels at the GPU's measured GEMM efficiency (models
+    #: trained from 2026-12-07), or ``roofline``, the Roofline time (the models before)
     duration_base: str = "kernel"
 
 
