@@ -146,7 +146,8 @@ def main() -> int:
                     "side, its early-stopping architectures included (default: the networks' rows only, as shipped)")
     ap.add_argument("--step-times", choices=STEP_TIMES, default="uniform", help="how each ML.ENERGY window's steps share "
                     "the row's mean step time: 'uniform' (the shipped models' data) or 'roofline' (each step its Roofline "
-                    "time plus the window's constant overhead: predictor/window.py spread_step_times)")
+                    "time plus the window's constant overhead: predictor/window.py spread_step_times) or 'kernel' (the "
+                    "same from each step's kernel time)")
     ap.add_argument("--ablation", action="store_true", help="also score the paper's Table 5 ablation (3 more GNN variants)")
     args = ap.parse_args()
     try:

@@ -67,8 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-times", choices=STEP_TIMES, default="uniform",
                    help="how each ML.ENERGY window's steps share the row's mean step time: 'roofline' (each step its "
                    "Roofline time plus the window's constant overhead, so a prefill step lasts longer than a decode "
-                   "step: the dense model, llmco2-gnn-v2, since 2026-12-07) or 'uniform' (every step the mean: the MoE "
-                   "model). Default: uniform")
+                   "step: the dense model, llmco2-gnn-v2, since 2026-12-07), 'uniform' (every step the mean: the MoE "
+                   "model) or 'kernel' (as roofline, from each step's kernel time: compute-bound kernels at the GPU's "
+                   "GEMM efficiency; tried, not used: benchmarks/results/step_times.md part 4). Default: uniform")
     p.add_argument("--prior-on-all", action="store_true",
                    help="fit the physics prior of the early-stopping fits on their whole training side, validation "
                    "architectures included, as the final refit does (the dense model since 2026-12-07)")

@@ -111,6 +111,9 @@ def mlenergy_examples(rows: list[MLEnergyRow], seed: int = 0, k_decode: int = 4,
         if step_times == "roofline":
             roof, _ = step_roofline_s(dep, w.steps)
             w.steps.duration_s = spread_step_times(row.step_duration_s, w.weight, roof)
+        elif step_times == "kernel":
+            base, _ = DurationModel(base="kernel").base_s(dep, w.steps)
+            w.steps.duration_s = spread_step_times(row.step_duration_s, w.weight, base)
         out.append(Example(
             key=row.key, source=row.source, model=architecture_of(dep.model), family=name_family(row.model_id),
             gpu=row.gpu, deployment=dep, steps=w.steps, weight=w.weight, denom=w.tokens_per_step,

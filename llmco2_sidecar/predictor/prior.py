@@ -315,7 +315,7 @@ class DurationModel:
         if self.base not in DURATION_BASES:
             raise ValueError(f"duration base {self.base!r} is not one of {', '.join(DURATION_BASES)}")
 
-    def _base_s(self, dep, steps) -> tuple[np.ndarray, np.ndarray]:
+    def base_s(self, dep, steps) -> tuple[np.ndarray, np.ndarray]:
         """``(base_s [S], n_requests [S])`` of each step (see the module docstring)."""
         if self.base == "kernel":
             roof, compute, n = step_time_split(dep, steps)
@@ -324,13 +324,13 @@ class DurationModel:
 
     def step_terms(self, dep, steps) -> np.ndarray:
         """``[S, 3]``: each step's base time, 1 and its requests (what :attr:`coef` multiplies)."""
-        base, n = self._base_s(dep, steps)
+        base, n = self.base_s(dep, steps)
         return np.stack([base, np.ones_like(base), n], axis=1)
 
     def predict_steps_s(self, dep, steps) -> np.ndarray:
         """Never below the Roofline time (the coefficients are non-negative, the efficiency <= 1). The
         engine simulator's hot path: one or a few steps per call, so no stacked terms."""
-        base, n = self._base_s(dep, steps)
+        base, n = self.base_s(dep, steps)
         k, t0, t_req = np.maximum(self.coef, 0.0)
         return np.maximum(base * (1.0 + k) + t0 + t_req * n, 1e-6)
 

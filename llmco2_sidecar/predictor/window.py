@@ -28,7 +28,11 @@ Step times: by default every step of a window lasts the row's mean step time. Wi
 :func:`spread_step_times` (``step_times="roofline"``) a step lasts its own Roofline time plus the
 window's constant overhead, ``t_i = r_i + (T - sum_j w_j r_j)``, so that the weighted mean is still the
 observed ``T`` while a step with a long prefill lasts longer than a decode-only one (with uniform times
-such a step can be asked for more than the GPUs' power limit over its share of the time).
+such a step can be asked for more than the GPUs' power limit over its share of the time). With
+``step_times="kernel"`` the same spread starts from the step's kernel time instead, its compute-bound
+kernels at the GPU's measured GEMM efficiency (the duration model's ``kernel`` base): a step carrying a
+prefill chunk lasts longer still, as ML.ENERGY v3's p99 inter-token latencies say it does
+(``benchmarks/results/step_times.md``, part 4).
 """
 
 from __future__ import annotations
@@ -142,7 +146,7 @@ def steady_window(row: MLEnergyRow, seed: int = 0, k_decode: int = 4, k_prefill:
 
 
 #: How a window's steps share its observed mean step time (see the module docstring).
-STEP_TIMES = ("uniform", "roofline")
+STEP_TIMES = ("uniform", "roofline", "kernel")
 
 
 def spread_step_times(mean_step_s: float, weight: np.ndarray, roofline_s: np.ndarray) -> np.ndarray:

@@ -50,8 +50,14 @@ def test_the_kernel_fit_on_the_dense_rows_is_the_shipped_dense_models(run):
 
 def test_the_page_has_every_part_and_the_kernel_base_shortens_the_prefill_miss(run):
     r, md = run
-    for head in ("## 1. GEMM efficiency", "## 2. ML.ENERGY mean step time", "## 3. SplitwiseSim", "Reading:"):
+    for head in ("## 1. GEMM efficiency", "## 2. ML.ENERGY mean step time", "## 3. SplitwiseSim",
+                 "## 4. ML.ENERGY v3 inter-token latency quantiles", "Reading:"):
         assert head in md
+    itl = r["itl"]
+    assert itl["n"] > 100 and set(itl["rows"]) == {"kernel", "roofline", "training window",
+                                                   "training window, kernel spread (not used)"}
+    # the training windows are spread to each row's measured mean: their median gap is within a few percent
+    assert abs(itl["rows"]["training window"]["p50"]["bias"]) < 5
     pre = r["splitwise"]["summary"]["prefill|all"]
     assert pre["Roofline alone"]["bias"] < pre["roofline"]["bias"] < pre["kernel"]["bias"] < 0
     assert len(r["mlenergy"]["splits"]) > 20

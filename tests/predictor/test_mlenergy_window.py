@@ -106,5 +106,27 @@ def test_roofline_step_times_in_the_training_examples(tiny_mlenergy_rows):
         assert np.isclose(r.weight @ r.steps.duration_s, u.steps.duration_s[0])
         assert r.steps.duration_s[2:].min() > r.steps.duration_s[:2].max()  # prefill steps (last two) longer
         np.testing.assert_array_equal(r.steps.new_tokens, u.steps.new_tokens)  # the same steps
+    # 'kernel': the same spread from kernel times (compute-bound kernels at the GPU's GEMM efficiency): the mean
+    # stays the row's, a prefill step never gets a smaller share, and where its chunk is compute-bound a larger one
+    kern, _ = mlenergy_examples(tiny_mlenergy_rows, seed=0, k_decode=2, k_prefill=2, step_times="kernel")
+    moved = 0
+    for r, k in zip(roof, kern):
+        assert np.isclose(k.weight @ k.steps.duration_s, r.weight @ r.steps.duration_s)
+        assert k.steps.duration_s[2:].max() >= r.steps.duration_s[2:].max() - 1e-12
+        moved += not np.allclose(k.steps.duration_s, r.steps.duration_s)
+    assert 0 < moved < len(kern)  # some windows' prefill chunks are compute-bound, some are not
+    # a window with an 8,192-token prefill chunk: from kernel times it takes a larger share of the mean
+    from llmco2_sidecar.predictor.api import Deployment
+    from llmco2_sidecar.predictor.prior import DurationModel
+    from llmco2_sidecar.predictor.window import spread_step_times
+    from llmco2_sidecar.workload import StepBatch
+
+    dep = roof[0].deployment
+    steps = StepBatch.from_steps([[(500, 1)] * 32, [(0, 8192), *[(500, 1)] * 32]])
+    w = np.array([0.9, 0.1])
+    t_roof = spread_step_times(0.05, w, DurationModel().base_s(dep, steps)[0])
+    t_kern = spread_step_times(0.05, w, DurationModel(base="kernel").base_s(dep, steps)[0])
+    assert np.isclose(w @ t_kern, 0.05) and t_kern[1] - t_kern[0] > t_roof[1] - t_roof[0] > 0
+    assert isinstance(dep, Deployment)
     with pytest.raises(ValueError, match="step_times"):
         mlenergy_examples(tiny_mlenergy_rows, step_times="measured")
