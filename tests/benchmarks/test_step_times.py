@@ -61,3 +61,25 @@ def test_the_page_has_every_part_and_the_kernel_base_shortens_the_prefill_miss(r
     pre = r["splitwise"]["summary"]["prefill|all"]
     assert pre["Roofline alone"]["bias"] < pre["roofline"]["bias"] < pre["kernel"]["bias"] < 0
     assert len(r["mlenergy"]["splits"]) > 20
+
+
+def test_the_itl_grid_refits_without_the_held_out_architecture_and_scores_every_quantile(run):
+    import step_times_itl as itl
+
+    r, md = run
+    grid = r["itl_grid"]
+    assert [g["efficiency"] for g in grid] == list(itl.GRID_EFFICIENCIES)
+    for g in grid:
+        assert set(g) == {"efficiency", "p50", "p90", "p99", "mean"}
+    # no stretch (1.0) is the old base's kernels: its held-out mean-step MAPE sits near part 2's in-sample figure
+    old = next(d for d in r["mlenergy"]["in_sample"] if d["rows"].startswith("dense") and d["base"] == "roofline")
+    assert abs(grid[0]["mean"]["mape"] - old["mlenergy-v3"]["mape"]) < 5
+    assert "Fitted to those gaps, the efficiency would be" in md
+
+
+def test_weighted_quantile():
+    import step_times_itl as itl
+
+    x, w = np.array([3.0, 1.0, 2.0]), np.array([1.0, 1.0, 2.0])
+    assert itl.weighted_quantile(x, w, 0.5) == 2.0 and itl.weighted_quantile(x, w, 0.99) == 3.0
+    assert itl.weighted_quantile(x, w, 0.2) == 1.0
