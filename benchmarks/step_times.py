@@ -1,6 +1,6 @@
 """How long the duration model says a step takes, against measured step times it did and did not train on.
 
-Usage: python benchmarks/step_times.py [--seed 0] [--out-dir benchmarks/results]
+Usage: python benchmarks/step_times.py [--seed 0] [--out-dir benchmarks/results] [--measurements data/measurements]
 
 Where a step's wall time is not observed (``llmco2 replay``, ``llmco2 whatif``, ``llmco2 estimate``, the
 demo), the duration model supplies it (:class:`~llmco2_sidecar.predictor.prior.DurationModel`), and the
@@ -31,6 +31,9 @@ own step times and does not use it. Three parts, two bases of the model:
    times (Roofline time plus a constant, spread to the measured mean). The p99 gaps are the steps that carry
    a prefill chunk: the one direct timing of prefill work in today's vLLM any training source has.
 
+5. **The project's own measured batches** (``data/measurements/*.csv``, from ``llmco2 profile`` on a lent GPU):
+   measured prefill and decode step times against the duration model; empty until a session has a GPU.
+
 Writes step_times.md and .json. No network is trained (each fit is a non-negative least squares, a
 fraction of a second).
 """
@@ -55,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from llmco2_sidecar.predictor.prior import DURATION_BASES, DurationModel  # noqa: E402
-from step_times_itl import QUANTILES, itl_grid, itl_part  # noqa: E402  (part 4)
+from step_times_itl import QUANTILES, itl_grid, itl_part, own_part  # noqa: E402  (parts 4 and 5)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SPLITWISE = ROOT / "data" / "splitwise" / "perf_model.csv"
@@ -234,6 +237,20 @@ def render(r: dict) -> str:
               "| efficiency | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for g in r["itl_grid"]:
         lines.append(f"| {g['efficiency']:.1f} | " + " | ".join(f"{g[k]['mape']:.1f} ({g[k]['bias']:+.1f})" for k in labels) + " |")
+    own = r["own"]
+    lines += ["", "## 5. The project's own measured batches (`data/measurements/`, a lent GPU)", ""]
+    if not own["rows"]:
+        lines.append(own.get("error") or f"None yet ({own['n']} measured batches): no session with a GPU has run the "
+                     "profiling harness. Once one has, this part compares each batch's measured prefill and decode step "
+                     "times with the duration model, the question part 4 leaves open.")
+    else:
+        cols = sorted({c for cells in own["rows"].values() for c in cells})
+        lines += [f"{own['n']} measured batches (HF transformers eager on the lent GPU, not vLLM). MAPE % (median signed "
+                  "error %):", "", "| phase | GPU | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+        for key, cells in own["rows"].items():
+            head, gpu = key.split("|")
+            lines.append(f"| {head} | {gpu} | " + " | ".join(
+                f"{cells[c]['mape']:.1f} ({cells[c]['bias']:+.1f}), n {cells[c]['n']}" if c in cells else "-" for c in cols) + " |")
     lines += ["", r["reading"], ""]
     return "\n".join(lines)
 
@@ -279,6 +296,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0, help="seed of the steady-state windows (default 0)")
     ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--measurements", default=str(ROOT / "data" / "measurements"),
+                    help="the project's own measured batches (part 5; default data/measurements)")
     args = ap.parse_args(argv)
     from llmco2_sidecar.cli.train import BUNDLED_MLENERGY, BUNDLED_MLENERGY_V2
     from llmco2_sidecar.hardware.kernel_efficiency import derive
@@ -307,7 +326,8 @@ def main(argv=None) -> int:
          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed, "n_examples": len(examples),
          "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()} (1-min load {load:.2f})",
          "gemm": gemm,
-         "mlenergy": ml, "splitwise": sw, "itl": itl, "itl_grid": itl_grid(feats, examples, Path(BUNDLED_MLENERGY))}
+         "mlenergy": ml, "splitwise": sw, "itl": itl, "itl_grid": itl_grid(feats, examples, Path(BUNDLED_MLENERGY)),
+         "own": own_part(Path(args.measurements), models)}
     r["wall_s"] = time.time() - t0
     r["reading"] = reading(r)
     out = Path(args.out_dir)

@@ -109,3 +109,37 @@ def itl_grid(feats, examples, data_dir: Path, effs=GRID_EFFICIENCIES) -> list[di
                                                    "bias": float(np.median(v[:, k]) * 100)}
                                            for k, label in enumerate([q for q, _ in QUANTILES] + ["mean"])}})
     return out
+
+
+def own_part(folder: Path, models: dict[str, DurationModel]) -> dict:
+    """Part 5: the project's own measured batches (``llmco2 profile`` on a lent GPU, ``data/measurements/*.csv``):
+    each batch's measured prefill time (one forward over batch x prompt tokens) and mean decode step time
+    against the duration models (their base alone, the kernels' time, and with the fitted overheads). HF
+    transformers eager, not vLLM: its decode steps carry per-layer Python overhead that no fit here has, its
+    prefill is kernel time. Empty until a session with a GPU has run the harness."""
+    from llmco2_sidecar.errors import InputError
+    from llmco2_sidecar.predictor.dataset import measured_examples
+    from llmco2_sidecar.predictor.measurements import read_measurements
+
+    try:
+        batches = read_measurements(folder) if Path(folder).is_dir() else []
+    except InputError as exc:
+        return {"n": 0, "error": str(exc), "rows": {}}
+    examples, _ = measured_examples(batches)
+    errs = defaultdict(list)
+    for e in examples:
+        observed = float(e.weight @ e.steps.duration_s / e.weight.sum())
+        steps = type(e.steps)(e.steps.request_step, e.steps.context_tokens, e.steps.new_tokens,
+                              np.full(e.steps.n_steps, np.nan))
+        for name, m in models.items():
+            base, _ = m.base_s(e.deployment, steps)
+            full = m.predict_steps_s(e.deployment, steps)
+            for label, t in ((f"{name}, kernels alone", base), (f"{name}, with overheads", full)):
+                phase = "prefill" if e.head == "prefill" else "decode"  # a measured decode trains the total head
+                errs[(phase, e.gpu, label)].append(float(e.weight @ t / e.weight.sum()) / observed - 1)
+    rows = {}
+    for (head, gpu, label), v in sorted(errs.items()):
+        v = np.array(v)
+        rows.setdefault(f"{head}|{gpu}", {})[label] = {"n": int(v.size), "mape": float(np.mean(np.abs(v)) * 100),
+                                                        "bias": float(np.median(v) * 100)}
+    return {"n": len(batches), "rows": rows}

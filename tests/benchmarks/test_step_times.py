@@ -83,3 +83,38 @@ def test_weighted_quantile():
     x, w = np.array([3.0, 1.0, 2.0]), np.array([1.0, 1.0, 2.0])
     assert itl.weighted_quantile(x, w, 0.5) == 2.0 and itl.weighted_quantile(x, w, 0.99) == 3.0
     assert itl.weighted_quantile(x, w, 0.2) == 1.0
+
+
+def test_own_measurements_part_compares_measured_prefill_and_decode_with_the_duration_model(tmp_path):
+    """Part 5 on a file in the harness's format: a prefill measured at exactly the kernel base's time reads 0%
+    for 'kernel, kernels alone'; an empty folder says none yet; a bad file is reported, not raised."""
+    import csv
+
+    import step_times_itl as itl
+    from llmco2_sidecar.hardware import load_gpu
+    from llmco2_sidecar.models import load_model
+    from llmco2_sidecar.predictor.api import Deployment
+    from llmco2_sidecar.predictor.measurements import COLUMNS
+    from llmco2_sidecar.predictor.prior import DurationModel
+    from llmco2_sidecar.workload import StepBatch
+
+    kernel, roof = DurationModel(base="kernel"), DurationModel()
+    dep = Deployment(load_model("meta-llama/Llama-3.1-8B"), load_gpu("H100"))
+    prefill_s = float(kernel.base_s(dep, StepBatch.from_steps([[(0, 2048)] * 8]))[0][0])
+    folder = tmp_path / "m"
+    folder.mkdir()
+    with (folder / "h100.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerow(dict(gpu_name="H100", driver="550", torch_version="2.4", model="meta-llama/Llama-3.1-8B", layers=32,
+                        batch=8, prompt=2048, output=33, tp=1, prefill_j=300.0, decode_j=200.0, prefill_s=prefill_s,
+                        decode_s=0.9, idle_w=110, repetitions=3, spread=0.01))
+    out = itl.own_part(folder, {"kernel": kernel, "roofline": roof})
+    assert out["n"] == 1
+    pre = out["rows"]["prefill|H100-SXM5-80GB"]
+    assert abs(pre["kernel, kernels alone"]["bias"]) < 1e-6 and pre["roofline, kernels alone"]["bias"] < -20
+    assert "decode|H100-SXM5-80GB" in out["rows"]
+    empty = itl.own_part(tmp_path / "none", {"kernel": kernel})
+    assert empty == {"n": 0, "rows": {}}
+    (folder / "h100.csv").write_text((folder / "h100.csv").read_text().replace(",0.01", ",x"))
+    assert "spread" in itl.own_part(folder, {"kernel": kernel})["error"]
