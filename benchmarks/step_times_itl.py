@@ -35,21 +35,28 @@ def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
-def itl_part(feats, examples, models: dict[str, DurationModel], data_dir: Path) -> dict:
-    """Part 4: each dense v3 row's published ITL quantiles against the duration models' and the training
-    window's step-time quantiles (decode-request weighted)."""
+def _rows_with_itl(feats, examples, data_dir: Path):
+    """``(featurized, example, (p50, p90, p99) s, decode-request weight per step)`` of every dense v3 row with
+    published ITL quantiles."""
     table = itl_table(data_dir)
-    errs = defaultdict(list)
     for fe, e in zip(feats, examples):
         if e.meta.get("moe") or not e.source.endswith("v3"):
             continue
         _, model_id, task, gpus, _, seqs = e.key.split("|")
         gpu, n = gpus.split("x")
         obs = table.get((model_id, task, gpu, int(n), int(seqs[4:])))
-        if obs is None:
-            continue
+        if obs is not None:
+            st = e.steps
+            w = e.weight * np.bincount(st.request_step, weights=(st.new_tokens == 1).astype(float), minlength=st.n_steps)
+            yield fe, e, obs, w
+
+
+def itl_part(feats, examples, models: dict[str, DurationModel], data_dir: Path) -> dict:
+    """Part 4: each dense v3 row's published ITL quantiles against the duration models' and the training
+    window's step-time quantiles (decode-request weighted)."""
+    errs = defaultdict(list)
+    for fe, e, obs, w in _rows_with_itl(feats, examples, data_dir):
         st = e.steps
-        w = e.weight * np.bincount(st.request_step, weights=(st.new_tokens == 1).astype(float), minlength=st.n_steps)
         cands = {b: m.predict_steps_s(e.deployment, st) for b, m in models.items()}
         cands["training window"] = fe.duration_s
         for name, t in cands.items():
@@ -72,19 +79,9 @@ def itl_grid(feats, examples, data_dir: Path, effs=GRID_EFFICIENCIES) -> list[di
     published ITL quantiles and mean: what these token gaps would choose if the efficiency were fitted to them."""
     from scipy.optimize import nnls
 
-    table = itl_table(data_dir)
     rows = []
-    for fe, e in zip(feats, examples):
-        if e.meta.get("moe") or not e.source.endswith("v3"):
-            continue
-        _, model_id, task, gpus, _, seqs = e.key.split("|")
-        gpu, n = gpus.split("x")
-        obs = table.get((model_id, task, gpu, int(n), int(seqs[4:])))
-        if obs is None:
-            continue
-        st = e.steps
-        roof, comp, nreq = step_time_split(e.deployment, st)
-        w = e.weight * np.bincount(st.request_step, weights=(st.new_tokens == 1).astype(float), minlength=st.n_steps)
+    for fe, e, obs, w in _rows_with_itl(feats, examples, data_dir):
+        roof, comp, nreq = step_time_split(e.deployment, e.steps)
         rows.append({"model": e.model, "roof": roof, "comp": comp, "n": nreq, "p": e.weight / e.weight.sum(), "w": w,
                      "mean": float(e.weight @ fe.duration_s / e.weight.sum()), "obs": obs})
 
