@@ -9,7 +9,8 @@ the compute-bound part of a step and stretches it by ``1 / efficiency``; the mem
 the modern engine's own decode steps fit. A step that is not observed (replay, what-if, ``llmco2
 estimate``) then lasts what its kernels would: a prefill no longer runs at 90-odd % of peak.
 
-The rule, stated before any figure was computed:
+The rule (it replaced a first one, a median over every GEMM applied to the whole step, which fit ML.ENERGY
+v3's decode-dominated step times worse: 25.0 against 22.4% in sample; ``benchmarks/results/step_times.md``):
 
 * per measured GEMM (GPU, model, token count, TP degree, one of the layer's four GEMMs): its Roofline
   compute time (``2 n k m`` FLOPs over the catalog's bf16 peak) and memory time (16-bit weights and
