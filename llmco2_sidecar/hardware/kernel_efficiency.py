@@ -10,7 +10,7 @@ the modern engine's own decode steps fit. A step that is not observed (replay, w
 estimate``) then lasts what its kernels would: a prefill no longer runs at 90-odd % of peak.
 
 The rule (it replaced a first one, a median over every GEMM applied to the whole step, which fit ML.ENERGY
-v3's decode-dominated step times worse: 25.0 against 22.4% in sample; ``benchmarks/results/step_times.md``):
+v3's decode-dominated step times worse in sample; that comparison was a scratch run, not a committed page):
 
 * per measured GEMM (GPU, model, token count, TP degree, one of the layer's four GEMMs): its Roofline
   compute time (``2 n k m`` FLOPs over the catalog's bf16 peak) and memory time (16-bit weights and
