@@ -11,6 +11,7 @@ import numpy as np
 
 from llmco2_sidecar.graph.step_time import step_time_split
 from llmco2_sidecar.predictor.prior import DurationModel
+from llmco2_sidecar.workload import StepBatch
 
 
 def itl_table(data_dir: Path) -> dict[tuple, tuple]:
@@ -126,8 +127,8 @@ def own_part(folder: Path, models: dict[str, DurationModel]) -> dict:
     errs = defaultdict(list)
     for e in examples:
         observed = float(e.weight @ e.steps.duration_s / e.weight.sum())
-        steps = type(e.steps)(e.steps.request_step, e.steps.context_tokens, e.steps.new_tokens,
-                              np.full(e.steps.n_steps, np.nan))
+        steps = StepBatch(e.steps.request_step, e.steps.context_tokens, e.steps.new_tokens,
+                          np.full(e.steps.n_steps, np.nan))  # as replay sees them: no observed duration
         for name, m in models.items():
             base, _ = m.base_s(e.deployment, steps)
             full = m.predict_steps_s(e.deployment, steps)

@@ -30,8 +30,9 @@ window's constant overhead, ``t_i = r_i + (T - sum_j w_j r_j)``, so that the wei
 observed ``T`` while a step with a long prefill lasts longer than a decode-only one (with uniform times
 such a step can be asked for more than the GPUs' power limit over its share of the time). With
 ``step_times="kernel"`` the same spread starts from the step's kernel time instead, its compute-bound
-kernels at the GPU's measured GEMM efficiency (the duration model's ``kernel`` base): a step carrying a
-prefill chunk lasts longer still, as ML.ENERGY v3's p99 inter-token latencies say it does
+kernels at the GPU's measured GEMM efficiency (the duration model's ``kernel`` base), so a step carrying a
+prefill chunk lasts longer still. Tried, used by neither shipped model: against ML.ENERGY v3's published
+inter-token latencies it brings the p99's median error closer but every quantile's MAPE further off
 (``benchmarks/results/step_times.md``, part 4).
 """
 
