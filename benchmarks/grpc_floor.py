@@ -15,9 +15,17 @@ messages. Servers:
   (``benchmarks/shims/pipeline``, ``drop``: every message is dropped after ingest): the receive side
   alone (gRPC, the journal, ingest's validation, the Acks);
 * ``sidecar-roofline`` / ``sidecar-default``: ``llmco2 serve`` with the Roofline predictor / the
-  shipped GNN (journal, ingest, prediction, attribution, records, metrics);
+  shipped GNN (journal, ingest, prediction, attribution, records, metrics). Nothing waits for a
+  record here (no lookup, no watcher), so with records on demand (the default since 2026-12-07)
+  finishes wait with the steps and share prediction calls: a deployment that only logs and exports;
+* ``sidecar-lookups``: ``llmco2 serve`` (shipped GNN) with a waiting ``GetRequestCarbon`` for every
+  finished request right after its finish, as the vLLM hook's held responses do (the default there):
+  every finish closes its micro-batch at once;
+* ``sidecar-prompt``: ``llmco2 serve --prompt-records`` (every record within micro_batch_ms of its
+  finish, waited for or not: the sidecar before records on demand);
 * ``sidecar-inline``: ``llmco2 serve`` (shipped GNN) with the pipeline's work done on the event loop's
-  thread, no hand-off to the pipeline thread (the same shim, ``inline``): what the hand-offs cost.
+  thread, no hand-off to the pipeline thread (the same shim, ``inline``, which processes at every
+  finish: compare it with ``sidecar-prompt``): what the hand-offs cost.
 
 Each server is measured ``--repeat`` times (median and range: this VM's figures swing between runs).
 Then the bare iomgr servicer and the sidecar once more with the emitter's defaults (steps alone held up
@@ -44,10 +52,10 @@ import sidecar as bench  # noqa: E402  (benchmarks/sidecar.py: the workload, CPU
 
 
 SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "sidecar-receive", "sidecar-roofline", "sidecar-default",
-           "sidecar-inline")
+           "sidecar-lookups", "sidecar-prompt", "sidecar-inline")
 SHIM = HERE / "shims" / "pipeline"  # sidecar-receive / sidecar-inline: measurement devices (its docstring)
 ACK_INTERVAL_S = 0.05
-SETTLE_S = 0.3  # after the last message, before the CPU reading (every server alike)
+SETTLE_S = 0.4  # after the last message, before the CPU reading (every server alike; > step_wait_ms 250)
 
 
 def _serve_bare(mode: str) -> None:
@@ -116,6 +124,10 @@ def _start(mode: str, tmp: Path, cpu: int | None) -> tuple[subprocess.Popen, str
         env = {**os.environ, "LLMCO2_BENCH_PIPELINE": "drop" if mode == "sidecar-receive" else "inline",
                "PYTHONPATH": os.pathsep.join(p for p in (str(SHIM), os.environ.get("PYTHONPATH", "")) if p)}
         return bench.start_sidecar(tmp / mode, cpu, "default", env=env)
+    if mode == "sidecar-prompt":
+        return bench.start_sidecar(tmp / mode, cpu, "default", ("--prompt-records",))
+    if mode == "sidecar-lookups":
+        return bench.start_sidecar(tmp / mode, cpu, "default")
     if mode.startswith("sidecar-"):
         return bench.start_sidecar(tmp / mode, cpu, mode.split("-", 1)[1])
     proc = subprocess.Popen([sys.executable, __file__, "--serve", mode], stdout=subprocess.PIPE, text=True,
@@ -155,10 +167,46 @@ def _thread_cpu(before: dict, after: dict, seconds: float) -> list[dict]:
     return sorted(rows, key=lambda r: -(r["user_ms_per_s"] + r["system_ms_per_s"]))
 
 
-def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float = 0.0) -> dict:
+class _Lookups:
+    """A waiting ``GetRequestCarbon`` (wait_s 2) for each finished request, in order, on a thread of
+    the load generator (what the vLLM hook does for a held response); counts the records found."""
+
+    def __init__(self, address: str):
+        import queue
+        import threading
+
+        import grpc
+
+        from llmco2_sidecar._proto import sidecar_pb2 as spb
+        from llmco2_sidecar._proto import sidecar_pb2_grpc
+
+        self._spb, self._q, self.found, self.missed = spb, queue.Queue(), 0, 0
+        self._channel = grpc.insecure_channel(address)
+        self._stub = sidecar_pb2_grpc.CarbonSidecarStub(self._channel)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def ask(self, rid: str) -> None:
+        self._q.put(rid)
+
+    def _run(self) -> None:
+        for rid in iter(self._q.get, None):
+            try:
+                rep = self._stub.GetRequestCarbon(self._spb.RequestCarbonQuery(request_id=rid, wait_s=2.0), timeout=5)
+                self.found += bool(rep.records)
+            except Exception:  # a lookup that failed counts as missed (reported)
+                self.missed += 1
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(30)
+        self._channel.close()
+
+
+def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float = 0.0, lookups: bool = False) -> dict:
     """The shipped emitter at ``rate`` steps a second, one step per message (``hold_s`` 0) or with
     steps alone held up to ``hold_s`` (the emitter's default: a message per finish); the server's CPU
-    per message and per step."""
+    per message and per step. ``lookups``: a waiting lookup for every finished request."""
     from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
 
     engine = f"floor-{time.monotonic_ns()}"
@@ -166,6 +214,7 @@ def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float
                  EmitterConfig(target=address, steps_hold_s=hold_s))
     w = bench.Workload(engine)
     n = int(rate * duration_s)
+    look = _Lookups(address) if lookups else None
     time.sleep(0.3)
     c0, th0 = bench._cpu_s(pid), _threads(pid)
     t0 = time.perf_counter()
@@ -175,12 +224,19 @@ def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float
         em.emit_step(sid[0], start[0], end[0], rids, new, ctx, prm)
         for r in done:
             em.emit_done(r, bench.LIFETIME)
-    time.sleep(SETTLE_S)  # the last messages handled (the sidecar's steps-alone micro-batch: <= 0.1 s)
+            if look is not None:
+                look.ask(r)
+    # the last messages handled: a micro-batch nothing waits for closes within step_wait_ms (250 ms)
+    time.sleep(SETTLE_S)
     cpu, th1, wall = bench._cpu_s(pid) - c0, _threads(pid), time.perf_counter() - t0
     messages = em.stats().sent_messages if hold_s else n
     em.close(2.0)  # after the reading: a bare server acks only when a message comes
-    return {"messages": messages, "steps": n, "cpu_s": cpu, "cpu_us_per_message": cpu / max(messages, 1) * 1e6,
-            "cpu_us_per_step": cpu / n * 1e6, "wall_s": wall, "threads": _thread_cpu(th0, th1, wall)}
+    out = {"messages": messages, "steps": n, "cpu_s": cpu, "cpu_us_per_message": cpu / max(messages, 1) * 1e6,
+           "cpu_us_per_step": cpu / n * 1e6, "wall_s": wall, "threads": _thread_cpu(th0, th1, wall)}
+    if look is not None:
+        look.close()
+        out["lookups_found"], out["lookups_missed"] = look.found, look.missed
+    return out
 
 
 def main(argv=None) -> int:
@@ -209,7 +265,7 @@ def main(argv=None) -> int:
             proc, address = _start(mode, tmp, server_cpu)
             try:
                 time.sleep(1.0)
-                runs.append(_paced(address, args.rate, seconds, proc.pid))
+                runs.append(_paced(address, args.rate, seconds, proc.pid, lookups=mode == "sidecar-lookups"))
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -222,13 +278,13 @@ def main(argv=None) -> int:
 
     hold_s = EmitterConfig().steps_hold_s
     res["held"] = {"steps_hold_s": hold_s, "servers": {}}
-    for mode in ("bare-aio-iomgr", "sidecar-default"):
+    for mode in ("bare-aio-iomgr", "sidecar-default", "sidecar-lookups"):
         runs = []
         for i in range(repeat):
             proc, address = _start(mode, tmp, server_cpu)
             try:
                 time.sleep(1.0)
-                runs.append(_paced(address, args.rate, seconds, proc.pid, hold_s))
+                runs.append(_paced(address, args.rate, seconds, proc.pid, hold_s, lookups=mode == "sidecar-lookups"))
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -251,7 +307,10 @@ LABELS = {
     "sidecar-receive": "`llmco2 serve`, receive side only (a benchmark shim drops each message after ingest: gRPC, "
                        "journal, ingest, Acks; no prediction or records)",
     "sidecar-roofline": "`llmco2 serve --predictor roofline`",
-    "sidecar-default": "`llmco2 serve` (shipped GNN predictor)",
+    "sidecar-default": "`llmco2 serve` (shipped GNN predictor), nothing waiting for records (log and metrics only)",
+    "sidecar-lookups": "`llmco2 serve` (shipped GNN predictor), a waiting lookup per finished request (the vLLM "
+                       "hook's held responses)",
+    "sidecar-prompt": "`llmco2 serve --prompt-records` (shipped GNN predictor; every finish closes its micro-batch)",
     "sidecar-inline": "`llmco2 serve`, the pipeline's work on the event loop's thread (a benchmark shim: no thread hand-off)",
 }
 
@@ -294,30 +353,44 @@ def render(r: dict) -> str:
             lines.append(f"| {LABELS.get(mode, mode)} | {s['median_us_per_step']:,.0f} us ({s['min_us']:,.0f}-{s['max_us']:,.0f}) |")
     bare = r["servers"].get("bare-aio-iomgr")
     side = r["servers"].get("sidecar-default")
+    look = r["servers"].get("sidecar-lookups")
+    prompt = r["servers"].get("sidecar-prompt")
     if bare and side:
+        own = f"about {side['median_us'] - bare['median_us']:,.0f} us with nothing waiting for records"
+        if look:
+            own += f", {look['median_us'] - bare['median_us']:,.0f} us with a waiting lookup per finished request"
         lines += ["", f"The sidecar's own work per message (journal, ingest, prediction, attribution, records, metrics, "
-                  f"its timers) is the difference: about {side['median_us'] - bare['median_us']:,.0f} us with the "
-                  f"shipped predictor; the issue's target for the whole is 500 us per step."]
+                  f"its timers) is the difference from the bare servicer: {own}; the issue's target for the whole "
+                  "is 500 us per step."]
+        if look:
+            runs = look["runs"]
+            lines += ["", f"The lookups found {sum(x.get('lookups_found', 0) for x in runs):,} records and missed "
+                      f"{sum(x.get('lookups_missed', 0) for x in runs):,} over the {len(runs)} run(s)."]
         recv = r["servers"].get("sidecar-receive")
         if recv:
-            lines += ["", f"Of the sidecar's {side['median_us']:,.0f} us, the receive side alone (gRPC, journal, ingest, "
-                      f"Acks) takes {recv['median_us']:,.0f} us and the pipeline (prediction, attribution, records, "
-                      f"sinks; a micro-batch per finish, every 4 steps here) the other "
-                      f"{side['median_us'] - recv['median_us']:,.0f} us."]
+            parts = [f"the receive side alone (gRPC, journal, ingest, Acks) takes {recv['median_us']:,.0f} us; the "
+                     f"pipeline (prediction, attribution, records, sinks) the rest: "
+                     f"{side['median_us'] - recv['median_us']:,.0f} us with finishes sharing prediction calls (nothing "
+                     "waits)"]
+            if prompt:
+                parts.append(f"{prompt['median_us'] - recv['median_us']:,.0f} us with a micro-batch per finish, every 4 "
+                             "steps here (`--prompt-records`)")
+            lines += ["", "Per message, " + ", ".join(parts) + "."]
         inline = r["servers"].get("sidecar-inline")
+        ref = prompt or side
         if inline:
-            gap = side["median_us"] - inline["median_us"]
-            apart = inline["max_us"] < side["min_us"]  # every inline run cheaper than every handed-off one
-            if gap > 0.15 * side["median_us"] and apart:
+            gap = ref["median_us"] - inline["median_us"]
+            apart = inline["max_us"] < ref["min_us"]  # every inline run cheaper than every handed-off one
+            if gap > 0.15 * ref["median_us"] and apart:
                 verdict = f"the hand-offs cost about {gap:,.0f} us per message"
             elif gap > 0:
                 verdict = (f"{gap:,.0f} us less at the median, but the runs' ranges overlap (this VM swings about "
                            "+-15% between runs): no clear cost of the thread hand-offs; the work is where the time goes")
             else:
                 verdict = "no cheaper: the thread hand-offs are not where the time goes, the work is"
-            lines += ["", f"Doing the pipeline's work on the event loop's thread instead of handing it to the pipeline "
-                      f"thread: {inline['median_us']:,.0f} us ({inline['min_us']:,.0f}-{inline['max_us']:,.0f}) against "
-                      f"{side['median_us']:,.0f} us, {verdict}."]
+            lines += ["", f"Doing the pipeline's work on the event loop's thread at every finish instead of handing it "
+                      f"to the pipeline thread: {inline['median_us']:,.0f} us ({inline['min_us']:,.0f}-"
+                      f"{inline['max_us']:,.0f}) against {ref['median_us']:,.0f} us ({LABELS.get('sidecar-prompt' if prompt else 'sidecar-default')}), {verdict}."]
     lines.append("")
     return "\n".join(lines)
 

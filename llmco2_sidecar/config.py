@@ -91,10 +91,17 @@ class SidecarConfig:
     # 250 (was 100): at low step rates with few finishes (a lightly loaded engine) the pipeline's
     # prediction calls, each paying its fixed cost with the caches cold, drop from ~10 to ~4 a second
     # (perf3, 2026-12-07: the pipeline thread 14-18 -> 10-13 ms/s at 100 one-step messages a second);
-    # records are not delayed (a finish closes the micro-batch within micro_batch_ms)
-    step_wait_ms: float = _f(250.0, "a micro-batch of steps alone (no finish, no abort: no record waits on it) waits "
-                                    "at most this long for more, so that few-step messages share a prediction call "
-                                    "(a finish or abort arriving meanwhile closes it within micro_batch_ms)")
+    # an awaited record is not delayed (its finish closes the micro-batch within micro_batch_ms)
+    step_wait_ms: float = _f(250.0, "a micro-batch that no record waits on (steps alone, or finishes nobody waits "
+                                    "for: see --prompt-records) waits at most this long for more, so that few-step "
+                                    "messages share a prediction call (a finish someone waits for, or a waiter "
+                                    "arriving, closes it within micro_batch_ms)")
+    # records on demand (2026-12-07): at 100 one-step messages a second and a finish every 4 steps, the
+    # pipeline's CPU per step fell from about 450 to about 100 us without a waiter (grpc_floor.md)
+    prompt_records: bool = _f(False, "write every request's record within micro_batch_ms of its finish; by default "
+                                     "a finish that no lookup (a held response) or WatchFinished watcher is waiting "
+                                     "for waits with the steps (at most step_wait_ms), so that finishes share "
+                                     "prediction calls, and one arriving waiter closes the micro-batch at once")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
                                        "(backpressure: the engine's emitter buffers meanwhile); reading resumes "
                                        "when half of them are predicted")

@@ -92,6 +92,8 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._watchers: list[tuple[str, asyncio.Queue]] = []
         self._prefix_waiters: list[tuple[str, asyncio.Future]] = []
+        self._record_waits = 0  # lookups waiting for a record now (the loop thread's count)
+        self.pipeline.demand = self._record_demand  # records on demand (Pipeline.expedite)
         self.open_streams = 0
         self.replayed_messages = 0
         self.meter_reasons: dict[str, str] = {}

@@ -91,3 +91,5 @@ class Ingested:
     done: list
     batches: list
     ack: pb.Ack
+    #: set by Pipeline.submit: it holds finishes that nobody waited for then (records on demand)
+    lazy_done: bool = False

@@ -50,6 +50,16 @@ class LookupsMixin:
                         except asyncio.QueueFull:
                             self.metrics.watch_dropped.inc()
 
+    # ---- demand (records on demand: Pipeline.expedite) ------------------------------------------
+    def _record_demand(self) -> bool:
+        """Does anyone wait for a record now: a waiting lookup or a WatchFinished watcher (read by the
+        pipeline thread)."""
+        return bool(self._record_waits or self._watchers)
+
+    def _wait_begins(self) -> None:
+        self._record_waits += 1
+        self.pipeline.expedite()
+
     # ---- lookups (loop thread) -----------------------------------------------------------------
     def running_record(self, rid: str) -> dict | None:
         with self.ledger.lock:
@@ -74,7 +84,13 @@ class LookupsMixin:
             return self.ledger.get_by_client(rid)
 
     async def lookup(self, rid: str, wait_s: float, prefix: bool) -> list[dict]:
-        wait_s = min(max(wait_s, 0.0), MAX_WAIT_S)
+        self._wait_begins()  # a record this lookup may wait for is written at once, not with the steps
+        try:
+            return await self._lookup(rid, min(max(wait_s, 0.0), MAX_WAIT_S), prefix)
+        finally:
+            self._record_waits -= 1
+
+    async def _lookup(self, rid: str, wait_s: float, prefix: bool) -> list[dict]:
         if prefix:
             deadline = time.monotonic() + wait_s
             while True:

@@ -12,7 +12,8 @@ does with exemplar storage on). Names carry their units:
   histograms over finished requests.
 * ``llmco2_ingest_{steps,done,batches}_total{outcome}`` (accepted, rejected), ``llmco2_ingest_flagged_total``,
   ``llmco2_ingest_rejections_total{field}``, ``llmco2_streams_open``, ``llmco2_pipeline_queue_depth``,
-  ``llmco2_record_latency_seconds`` (a step's arrival to its request records),
+  ``llmco2_record_latency_seconds`` (a finish's arrival to its request records, for finishes someone
+  waited for: records nobody waits for wait with the steps by design, see ``--prompt-records``),
   ``llmco2_finish_lag_seconds`` (a request's finish in the engine to the finish event's arrival here: with
   the record latency, where a response held for its carbon waits), ``llmco2_event_loop_lag_seconds`` (how
   late the event loop wakes from a 0.25 s sleep: a starved sidecar), ``llmco2_requests_finished_total``,
@@ -60,7 +61,8 @@ class SidecarMetrics:
         self.rejections = Counter("llmco2_ingest_rejections", "Rejected items by offending field", ["field"], registry=r)
         self.streams = Gauge("llmco2_streams_open", "Engine streams connected", registry=r)
         self.queue_depth = Gauge("llmco2_pipeline_queue_depth", "Ingested messages waiting for the predictor", registry=r)
-        self.latency = Histogram("llmco2_record_latency_seconds", "Arrival of a step to its request records",
+        self.latency = Histogram("llmco2_record_latency_seconds",
+                                 "Arrival of a finish to its request records (finishes someone waited for)",
                                  buckets=_LATENCY_BUCKETS, registry=r)
         self.loop_lag = Histogram("llmco2_event_loop_lag_seconds",
                                   "How late the sidecar's event loop wakes from a 0.25 s sleep (sampled four "

@@ -2,8 +2,8 @@
 
 The server's event loop only validates, journals and acknowledges (:mod:`.ingest`); it hands each
 accepted message to :meth:`Pipeline.submit` and goes on. This thread takes whatever is queued (up
-to ``micro_batch_steps`` steps, waiting at most ``micro_batch_ms`` for more once a finish is in the
-micro-batch, ``step_wait_ms`` while it holds steps alone), calls the predictor
+to ``micro_batch_steps`` steps, waiting at most ``micro_batch_ms`` for more once it holds something a
+record is awaited for, ``step_wait_ms`` otherwise), calls the predictor
 ONCE per deployment per micro-batch, splits energy over requests (:mod:`.attribution`), updates the
 ledger, and for every finished request writes its record to the carbon log, the metrics and the
 watchers -- in message order per engine.
@@ -59,9 +59,8 @@ class Barrier:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def _awaited(item: Ingested) -> bool:
-    """Does a record wait on this item (a finish, an abort, a static batch)?"""
-    return bool(item.done or item.batches)
+#: an inbox marker from :meth:`Pipeline.expedite`: a record is now awaited (a lookup, a watcher)
+EXPEDITE = object()
 
 
 class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
@@ -104,6 +103,15 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
         self.on_room: Callable[[], None] | None = None
         self._streams_by_id: dict[str, StreamState] = {}
         self.grid = None  # --grid source (set by the core; opened from the config on first use otherwise)
+        # Records on demand (unless --prompt-records): ``demand()`` says whether anyone waits for a
+        # record now (a lookup, a WatchFinished watcher; the core sets it, on the loop thread's state).
+        # A finish nobody waits for is held like steps alone (step_wait_ms), so that at low step
+        # rates several finishes share one prediction call, whose fixed cost is paid with the CPU's
+        # caches cold (benchmarks/results/pipeline_cold.md); :meth:`expedite` closes such a micro-batch
+        # within micro_batch_ms once someone does wait. None: every finish is awaited.
+        self.demand: Callable[[], bool] | None = None
+        self._lazy_in = 0  # messages submitted with finishes nobody waited for (the submitting thread)
+        self._lazy_out = 0  # ... of them processed (this thread)
 
     # ---- control -------------------------------------------------------------------------------
     @property
@@ -129,7 +137,30 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
         self.submitted += 1
         n = item.steps.n_steps if item.steps is not None else 0
         self.submitted_steps += n
-        self._q.put(item, n, _awaited(item))
+        wanted = self._wanted(item)
+        if item.done and not wanted:
+            item.lazy_done = True
+            self._lazy_in += 1
+        self._q.put(item, n, wanted)
+
+    def _wanted(self, item: Ingested) -> bool:
+        """Is a record awaited on ``item`` now: a static batch, or a finish that someone waits for
+        (every finish with --prompt-records or without a ``demand``)?"""
+        if item.batches:
+            return True
+        if not item.done:
+            return False
+        demand = self.demand
+        return demand is None or bool(getattr(self.config, "prompt_records", False)) or demand()
+
+    def expedite(self) -> None:
+        """Someone now waits for a record (the loop thread, after registering the waiter, so that
+        ``demand()`` says so): a micro-batch held with finishes nobody waited for closes within
+        micro_batch_ms. While such finishes are in hand, a marker wakes this thread (held in the inbox,
+        or the micro-batch being formed: it looks at ``demand()`` again before it sleeps); without,
+        nothing is held back (the next finish is submitted as awaited)."""
+        if self._lazy_in != self._lazy_out:
+            self._q.put_control(EXPEDITE)
 
     def put_control(self, item) -> None:
         """Queue a control item (a :class:`Barrier`): it runs after everything submitted before it."""
@@ -164,7 +195,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
                     self._last_housekeeping = time.monotonic()
                     log.exception("pipeline housekeeping failed")
             item = inbox.take(1.0)
-            if item is None:
+            if item is None or item is EXPEDITE:
                 continue
             if item is self.STOP:
                 return
@@ -173,24 +204,31 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
                 continue
             items = [item]
             n = item.steps.n_steps if item.steps is not None else 1
-            urgent = _awaited(item)
+            urgent = self._wanted(item)
+            held_done = bool(item.done)  # finishes held (nobody waited for them while not urgent)
             deadline = time.perf_counter() + (wait_s if urgent else steps_wait_s)
             ctl = None
             while n < max_steps:
                 nxt = inbox.pop()
                 if nxt is None:
+                    if held_done and not urgent and self._wanted_now():  # a waiter came (expedite)
+                        urgent = True
+                        deadline = min(deadline, time.perf_counter() + wait_s)
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         break
-                    # woken early only by what changes the plan: a finish (steps alone), a full micro-batch
+                    # woken early only by what changes the plan: an awaited record, a full micro-batch
                     inbox.wait(left, FULL if urgent else AWAITED, max_steps - n)
+                    continue
+                if nxt is EXPEDITE:
                     continue
                 if nxt is self.STOP or isinstance(nxt, Barrier):
                     ctl = nxt
                     break
                 items.append(nxt)
                 n += nxt.steps.n_steps if nxt.steps is not None else 1
-                if not urgent and _awaited(nxt):
+                held_done = held_done or bool(nxt.done)
+                if not urgent and self._wanted(nxt):
                     urgent = True
                     deadline = min(deadline, time.perf_counter() + wait_s)
             try:
@@ -200,6 +238,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
                 self._last_resort(items, exc)
             self.done_steps += sum(it.steps.n_steps for it in items if it.steps is not None)
             self.done_messages += len(items)
+            self._lazy_out += sum(it.lazy_done for it in items)
             room_at = self.room_at
             if room_at is not None and self.submitted_steps - self.done_steps <= room_at:
                 self.room_at = None  # one wake-up per request (the waiter asks again if it must)
@@ -210,6 +249,10 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
                 return
             if ctl is not None:
                 self._run_barrier(ctl)
+
+    def _wanted_now(self) -> bool:
+        demand = self.demand
+        return demand is None or demand()
 
     def _run_barrier(self, b: Barrier) -> None:
         try:
@@ -274,7 +317,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
             if records:
                 now = time.perf_counter()
                 for it in items:
-                    if it.done and getattr(it, "arrival", None):
+                    if it.done and not it.lazy_done and getattr(it, "arrival", None):  # awaited records only
                         self.metrics.latency.observe(now - it.arrival)
         if records and self.on_records is not None:
             self.on_records(records)

@@ -180,6 +180,7 @@ class CarbonSidecarService(StreamIngestMixin, sidecar_pb2_grpc.CarbonSidecarServ
         q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         entry = (request.request_id_prefix, q)
         self.core._watchers.append(entry)
+        self.core.pipeline.expedite()  # a watcher wants every record at once (records on demand)
         try:
             while True:
                 yield await q.get()

@@ -75,12 +75,14 @@ def test_request_id_reused_within_one_micro_batch(tmp_path):
     assert [(r["request_id"], r["steps"], r["prompt_tokens"]) for r in recs] == [("same", 1, 10), ("same", 2, 20)]
 
 
-def _paced(tmp_path, step_wait_ms):
+def _paced(tmp_path, step_wait_ms, prompt_records=True, waiter_after_s=None):
     """Three messages of steps alone 10 ms apart, then one with a finish: predictor calls, and the
-    seconds from the finish's submission to its record."""
+    seconds from the finish's submission to its record. ``waiter_after_s``: that long after the
+    finish, someone starts waiting for a record (what a lookup does first: ``_wait_begins``)."""
     import time
 
-    core = SidecarCore(make_config(tmp_path, micro_batch_ms=1.0, step_wait_ms=step_wait_ms))
+    core = SidecarCore(make_config(tmp_path, micro_batch_ms=1.0, step_wait_ms=step_wait_ms,
+                                   prompt_records=prompt_records))
     calls = []
     predict = core.predictor.predict_steps
     core.predictor.predict_steps = lambda dep, sb: (calls.append(sb.n_steps), predict(dep, sb))[1]
@@ -93,7 +95,11 @@ def _paced(tmp_path, step_wait_ms):
         time.sleep(0.01)
     t0 = time.perf_counter()
     core.handle_events(st, steps_message(4, [(4, 0.3, 0.35, [("r", 1, 66, 64)])], done=[("r", 4)]).events)
+    waiting = False
     while core.ledger.get_finished("r") is None and time.perf_counter() - t0 < 10:
+        if waiter_after_s is not None and not waiting and time.perf_counter() - t0 >= waiter_after_s:
+            core._wait_begins()
+            waiting = True
         time.sleep(0.002)
     waited = time.perf_counter() - t0
     core.pipeline.barrier()
@@ -105,8 +111,20 @@ def _paced(tmp_path, step_wait_ms):
 
 
 def test_steps_alone_wait_for_company_and_a_finish_closes_the_micro_batch(tmp_path):
-    calls, waited = _paced(tmp_path / "wait", step_wait_ms=2000.0)
+    calls, waited = _paced(tmp_path / "wait", step_wait_ms=2000.0)  # --prompt-records
     assert calls == [4]  # one prediction call for the four messages
     assert waited < 1.0  # the finish did not wait out the 2 s: it closed the micro-batch
     calls, _ = _paced(tmp_path / "nowait", step_wait_ms=0.0)
     assert len(calls) > 1 and sum(calls) == 4  # without the wait, messages 10 ms apart are predicted apart
+
+
+def test_records_on_demand_a_finish_nobody_waits_for_waits_with_the_steps(tmp_path):
+    calls, waited = _paced(tmp_path / "alone", step_wait_ms=600.0, prompt_records=False)
+    assert calls == [4]
+    assert waited >= 0.45  # held with the steps (600 ms from the first of them, 30 ms before the finish)
+
+
+def test_records_on_demand_a_waiter_closes_the_held_micro_batch(tmp_path):
+    calls, waited = _paced(tmp_path / "waiter", step_wait_ms=3000.0, prompt_records=False, waiter_after_s=0.1)
+    assert calls == [4]
+    assert 0.1 <= waited < 1.5  # held until the waiter came, then closed (not the 3 s)

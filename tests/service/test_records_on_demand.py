@@ -1,0 +1,134 @@
+"""Records on demand, over real gRPC on loopback: a finish nobody waits for waits with the steps
+(step_wait_ms); a lookup or a WatchFinished watcher gets its record at once; --prompt-records writes
+every record at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sidecar_testkit import Stream, identity, make_config, steps_message, until
+
+from llmco2_sidecar._proto import sidecar_pb2 as spb
+from llmco2_sidecar._proto import sidecar_pb2_grpc
+from llmco2_sidecar.service.server import SidecarThread
+
+STEP_WAIT_MS = 4000.0  # far longer than any wait below: a record that comes sooner was not held out
+
+
+@pytest.fixture
+def lazy(tmp_path):
+    sc = SidecarThread(make_config(tmp_path, step_wait_ms=STEP_WAIT_MS)).start()
+    yield sc
+    sc.stop()
+
+
+def _stub(sc):
+    import grpc
+
+    ch = grpc.insecure_channel(sc.address)
+    return ch, sidecar_pb2_grpc.CarbonSidecarStub(ch)
+
+
+def _send_finished(stub, rid: str, engine: str = "engine-1") -> Stream:
+    s = Stream(stub)
+    s.send(identity(engine))
+    s.send(steps_message(1, [(1, 0.0, 0.05, [(rid, 128, 0, 128)]), (2, 0.06, 0.08, [(rid, 1, 128, 128)])],
+                         done=[(rid, 2)]))
+    return s
+
+
+def test_a_finish_nobody_waits_for_waits_with_the_steps(lazy):
+    ch, stub = _stub(lazy)
+    t0 = time.perf_counter()
+    s = _send_finished(stub, "quiet")
+    time.sleep(1.0)
+    assert lazy.core.ledger.get_finished("quiet") is None  # held: nobody asked
+    assert until(lambda: lazy.core.ledger.get_finished("quiet") is not None, timeout_s=15.0)
+    assert time.perf_counter() - t0 >= STEP_WAIT_MS / 1000.0 * 0.9  # written when the steps' wait ended
+    s.close()
+    ch.close()
+
+
+def test_a_lookup_after_the_finish_gets_its_record_at_once(lazy):
+    ch, stub = _stub(lazy)
+    s = _send_finished(stub, "asked")
+    time.sleep(0.3)  # the finish is held by now
+    t0 = time.perf_counter()
+    reply = stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="asked", wait_s=10.0))
+    assert time.perf_counter() - t0 < 1.5
+    assert reply.records[0].state == spb.RequestCarbon.STATE_FINISHED and reply.records[0].energy_j.total > 0
+    # a lookup that does not wait also brings the record out (the finish was accepted)
+    s2 = _send_finished(stub, "asked-now", engine="engine-2")
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    reply = stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="asked-now"))
+    assert time.perf_counter() - t0 < 1.5 and reply.records[0].state == spb.RequestCarbon.STATE_FINISHED
+    s.close()
+    s2.close()
+    ch.close()
+
+
+def test_a_lookup_waiting_before_the_finish_and_a_prefix_lookup(lazy):
+    ch, stub = _stub(lazy)
+    s = Stream(stub)
+    s.send(identity())
+    s.send(steps_message(1, [(1, 0.0, 0.05, [("early-1", 64, 0, 64), ("early-2", 64, 0, 64)])]))
+    got = {}
+
+    def ask(key, **kw):
+        got[key] = stub.GetRequestCarbon(spb.RequestCarbonQuery(**kw))
+
+    threads = [threading.Thread(target=ask, args=("one",), kwargs=dict(request_id="early-1", wait_s=10.0)),
+               threading.Thread(target=ask, args=("prefix",), kwargs=dict(request_id="early-", prefix=True, wait_s=10.0))]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    s.send(steps_message(2, [(2, 0.06, 0.08, [("early-1", 1, 64, 64), ("early-2", 1, 64, 64)])],
+                         done=[("early-1", 2), ("early-2", 2)]))
+    for t in threads:
+        t.join(10)
+    assert time.perf_counter() - t0 < 2.0
+    assert got["one"].records[0].state == spb.RequestCarbon.STATE_FINISHED
+    assert sorted(r.request_id for r in got["prefix"].records) == ["early-1", "early-2"]
+    assert all(r.state == spb.RequestCarbon.STATE_FINISHED for r in got["prefix"].records)
+    s.close()
+    ch.close()
+
+
+def test_a_watcher_gets_every_record_at_once(lazy):
+    ch, stub = _stub(lazy)
+    watch = stub.WatchFinished(spb.WatchRequest(request_id_prefix="w-"))
+    got = []
+
+    def reader():
+        for rec in watch:
+            got.append((time.perf_counter(), rec.request_id))
+            return
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.3)  # the watcher is connected
+    t0 = time.perf_counter()
+    s = _send_finished(stub, "w-1")
+    t.join(10)
+    watch.cancel()
+    assert got and got[0][1] == "w-1" and got[0][0] - t0 < 1.5
+    s.close()
+    ch.close()
+
+
+def test_prompt_records_writes_every_record_at_once(tmp_path):
+    sc = SidecarThread(make_config(tmp_path, step_wait_ms=STEP_WAIT_MS, prompt_records=True)).start()
+    try:
+        ch, stub = _stub(sc)
+        t0 = time.perf_counter()
+        s = _send_finished(stub, "prompt")
+        assert until(lambda: sc.core.ledger.get_finished("prompt") is not None, timeout_s=10.0)
+        assert time.perf_counter() - t0 < 1.5
+        s.close()
+        ch.close()
+    finally:
+        sc.stop()
