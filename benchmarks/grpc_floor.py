@@ -11,6 +11,8 @@ messages. Servers:
   50 ms (what the sidecar does for this emitter), on gRPC's iomgr I/O stack (``llmco2 serve``'s);
 * ``bare-aio``: the same on gRPC's default EventEngine stack;
 * ``bare-sync``: a synchronous gRPC servicer (a thread pool), iomgr stack;
+* ``bare-lookups``: ``bare-aio-iomgr`` that also answers a ``GetRequestCarbon`` for every finished
+  request at once (no state): the floor under ``sidecar-lookups``;
 * ``sidecar-receive``: ``llmco2 serve`` with its pipeline's work removed by a benchmark shim
   (``benchmarks/shims/pipeline``, ``drop``: every message is dropped after ingest): the receive side
   alone (gRPC, the journal, ingest's validation, the Acks);
@@ -51,7 +53,7 @@ sys.path.insert(0, str(HERE.parent))
 import sidecar as bench  # noqa: E402  (benchmarks/sidecar.py: the workload, CPU reading, machine facts)
 
 
-SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "sidecar-receive", "sidecar-roofline", "sidecar-default",
+SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "bare-lookups", "sidecar-receive", "sidecar-roofline", "sidecar-default",
            "sidecar-lookups", "sidecar-prompt", "sidecar-inline")
 SHIM = HERE / "shims" / "pipeline"  # sidecar-receive / sidecar-inline: measurement devices (its docstring)
 ACK_INTERVAL_S = 0.05
@@ -60,7 +62,7 @@ SETTLE_S = 0.4  # after the last message, before the CPU reading (every server a
 
 def _serve_bare(mode: str) -> None:
     """The bare server (run as a subprocess): prints its address, serves until killed."""
-    if mode in ("bare-aio-iomgr", "bare-sync"):
+    if mode in ("bare-aio-iomgr", "bare-sync", "bare-lookups"):
         from llmco2_sidecar.cli.serve import GRPC_IO_EXPERIMENTS
 
         os.environ["GRPC_EXPERIMENTS"] = GRPC_IO_EXPERIMENTS
@@ -69,6 +71,7 @@ def _serve_bare(mode: str) -> None:
     import grpc
 
     from llmco2_sidecar._proto import events_pb2 as pb
+    from llmco2_sidecar._proto import sidecar_pb2 as spb
     from llmco2_sidecar._proto import sidecar_pb2_grpc
 
     options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)]
@@ -90,6 +93,9 @@ def _serve_bare(mode: str) -> None:
                 ack = ack_for(msg, last)
                 if ack is not None:
                     await context.write(ack)
+
+        async def GetRequestCarbon(self, request, context):  # bare-lookups: answers at once, no state
+            return spb.RequestCarbonReply(records=[spb.RequestCarbon(request_id=request.request_id)])
 
     class Sync(sidecar_pb2_grpc.CarbonSidecarServicer):
         def StreamEvents(self, request_iterator, context):
@@ -265,7 +271,7 @@ def main(argv=None) -> int:
             proc, address = _start(mode, tmp, server_cpu)
             try:
                 time.sleep(1.0)
-                runs.append(_paced(address, args.rate, seconds, proc.pid, lookups=mode == "sidecar-lookups"))
+                runs.append(_paced(address, args.rate, seconds, proc.pid, lookups=mode.endswith("-lookups")))
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -278,13 +284,13 @@ def main(argv=None) -> int:
 
     hold_s = EmitterConfig().steps_hold_s
     res["held"] = {"steps_hold_s": hold_s, "servers": {}}
-    for mode in ("bare-aio-iomgr", "sidecar-default", "sidecar-lookups"):
+    for mode in ("bare-aio-iomgr", "sidecar-default", "bare-lookups", "sidecar-lookups"):
         runs = []
         for i in range(repeat):
             proc, address = _start(mode, tmp, server_cpu)
             try:
                 time.sleep(1.0)
-                runs.append(_paced(address, args.rate, seconds, proc.pid, hold_s, lookups=mode == "sidecar-lookups"))
+                runs.append(_paced(address, args.rate, seconds, proc.pid, hold_s, lookups=mode.endswith("-lookups")))
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -304,6 +310,7 @@ LABELS = {
     "bare-aio-iomgr": "bare grpc.aio servicer, iomgr I/O stack (`llmco2 serve`'s)",
     "bare-aio": "bare grpc.aio servicer, gRPC's default EventEngine stack",
     "bare-sync": "bare synchronous gRPC servicer (thread pool), iomgr stack",
+    "bare-lookups": "bare grpc.aio servicer (iomgr) answering a lookup per finished request at once",
     "sidecar-receive": "`llmco2 serve`, receive side only (a benchmark shim drops each message after ingest: gRPC, "
                        "journal, ingest, Acks; no prediction or records)",
     "sidecar-roofline": "`llmco2 serve --predictor roofline`",
@@ -313,6 +320,24 @@ LABELS = {
     "sidecar-prompt": "`llmco2 serve --prompt-records` (shipped GNN predictor; every finish closes its micro-batch)",
     "sidecar-inline": "`llmco2 serve`, the pipeline's work on the event loop's thread (a benchmark shim: no thread hand-off)",
 }
+
+
+def _lookup_floor(bare: dict, bl: dict, held: dict) -> str:
+    """What the lookups add to the bare servicer, one step per message and with the emitter's defaults;
+    said as within the swing where the two bare servers' runs overlap."""
+    out = []
+    d = bl["median_us"] - bare["median_us"]
+    if bl["min_us"] > bare["max_us"]:
+        out.append(f"the bare servicer {d:,.0f} us more per one-step message ({4 * d:,.0f} us per lookup)")
+    else:
+        out.append(f"at one step per message the bare servicer's runs with and without lookups overlap "
+                   f"({bare['min_us']:,.0f}-{bare['max_us']:,.0f} against {bl['min_us']:,.0f}-{bl['max_us']:,.0f} us: "
+                   "this VM's swing)")
+    hb, hl = held.get("bare-aio-iomgr"), held.get("bare-lookups")
+    if hb and hl:
+        d = hl["median_us_per_step"] - hb["median_us_per_step"]
+        out.append(f"with the emitter's defaults, {d:,.0f} us more per step ({4 * d:,.0f} us per lookup)")
+    return "; ".join(out) + "."
 
 
 def render(r: dict) -> str:
@@ -362,9 +387,15 @@ def render(r: dict) -> str:
         lines += ["", f"The sidecar's own work per message (journal, ingest, prediction, attribution, records, metrics, "
                   f"its timers) is the difference from the bare servicer: {own}; the issue's target for the whole "
                   "is 500 us per step."]
+        bl = r["servers"].get("bare-lookups")
+        if look and bl:
+            lines += ["", "A lookup per finished request (a unary RPC; 25 a second here, one per 4 steps): " +
+                      _lookup_floor(bare, bl, (r.get("held") or {}).get("servers", {})) +
+                      f" The sidecar with lookups is {look['median_us'] - bl['median_us']:,.0f} us per message above the "
+                      "bare servicer with lookups."]
         if look:
             runs = look["runs"]
-            lines += ["", f"The lookups found {sum(x.get('lookups_found', 0) for x in runs):,} records and missed "
+            lines += ["", f"The sidecar's lookups found {sum(x.get('lookups_found', 0) for x in runs):,} records and missed "
                       f"{sum(x.get('lookups_missed', 0) for x in runs):,} over the {len(runs)} run(s)."]
         recv = r["servers"].get("sidecar-receive")
         if recv:

@@ -424,7 +424,11 @@ def render(r: dict) -> str:
               "the throughput rows (one core / steps per second). The emitter's default (since 2026-12-07) holds steps "
               "alone up to 50 ms and sends a finish at once with the steps before it, as the vLLM hook's "
               "`LLMCO2_FLUSH_MS` already did: the row 'with the emitter's defaults' is what an engine costs the "
-              "sidecar at 100 steps/s in practice. The CPU figures include everything the sidecar "
+              "sidecar at 100 steps/s in practice when every record is waited for. The latency measurement's "
+              "`WatchFinished` stream makes every record awaited (records on demand, since 2026-12-07: a finish "
+              "someone waits for closes its micro-batch at once), so the paced rows are that case; with nobody "
+              "waiting for records (log, metrics, OTLP) finishes share prediction calls and cost less: "
+              "[grpc_floor.md](grpc_floor.md). The CPU figures include everything the sidecar "
               "process does meanwhile (its timers, gRPC's threads, the `WatchFinished` announcements the latency "
               "measurement listens to); other processes on the machine make them vary by about +-15% between runs.",
               ""]
