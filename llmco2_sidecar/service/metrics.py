@@ -12,8 +12,9 @@ does with exemplar storage on). Names carry their units:
   histograms over finished requests.
 * ``llmco2_ingest_{steps,done,batches}_total{outcome}`` (accepted, rejected), ``llmco2_ingest_flagged_total``,
   ``llmco2_ingest_rejections_total{field}``, ``llmco2_streams_open``, ``llmco2_pipeline_queue_depth``,
-  ``llmco2_record_latency_seconds`` (a finish's arrival to its request records, for finishes someone
-  waited for: records nobody waits for wait with the steps by design, see ``--prompt-records``),
+  ``llmco2_record_latency_seconds`` (a finish's arrival, or a waiter's for a finish held until one came,
+  to its request records; records nobody waits for wait with the steps by design and are not observed,
+  see ``--prompt-records``),
   ``llmco2_finish_lag_seconds`` (a request's finish in the engine to the finish event's arrival here: with
   the record latency, where a response held for its carbon waits), ``llmco2_event_loop_lag_seconds`` (how
   late the event loop wakes from a 0.25 s sleep: a starved sidecar), ``llmco2_requests_finished_total``,

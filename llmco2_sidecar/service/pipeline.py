@@ -111,6 +111,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
         # within micro_batch_ms once someone does wait. None: every finish is awaited.
         self.demand: Callable[[], bool] | None = None
         self._lazy_in = 0  # messages submitted with finishes nobody waited for (the submitting thread)
+        self._awaited_since: float | None = None  # when a waiter came for the micro-batch being formed
         self._lazy_out = 0  # ... of them processed (this thread)
 
     # ---- control -------------------------------------------------------------------------------
@@ -213,7 +214,8 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
                 if nxt is None:
                     if held_done and not urgent and self._wanted_now():  # a waiter came (expedite)
                         urgent = True
-                        deadline = min(deadline, time.perf_counter() + wait_s)
+                        self._awaited_since = time.perf_counter()
+                        deadline = min(deadline, self._awaited_since + wait_s)
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         break
@@ -239,6 +241,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
             self.done_steps += sum(it.steps.n_steps for it in items if it.steps is not None)
             self.done_messages += len(items)
             self._lazy_out += sum(it.lazy_done for it in items)
+            self._awaited_since = None
             room_at = self.room_at
             if room_at is not None and self.submitted_steps - self.done_steps <= room_at:
                 self.room_at = None  # one wake-up per request (the waiter asks again if it must)
@@ -316,9 +319,14 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
             self.metrics.observe_records(records)
             if records:
                 now = time.perf_counter()
-                for it in items:
-                    if it.done and not it.lazy_done and getattr(it, "arrival", None):  # awaited records only
-                        self.metrics.latency.observe(now - it.arrival)
+                since = self._awaited_since
+                for it in items:  # awaited records only: from the finish's arrival or, for a finish held
+                    arrival = getattr(it, "arrival", None)  # until a waiter came, from the waiter's arrival
+                    if it.done and arrival:
+                        if not it.lazy_done:
+                            self.metrics.latency.observe(now - arrival)
+                        elif since is not None:
+                            self.metrics.latency.observe(now - max(arrival, since))
         if records and self.on_records is not None:
             self.on_records(records)
 

@@ -132,3 +132,65 @@ def test_prompt_records_writes_every_record_at_once(tmp_path):
         ch.close()
     finally:
         sc.stop()
+
+
+def _latency_count(core) -> float:
+    return next(s.value for m in core.metrics.latency.collect() for s in m.samples if s.name.endswith("_count"))
+
+
+def test_record_latency_metric_counts_awaited_records_only(tmp_path):
+    """llmco2_record_latency_seconds: a record nobody waited for waits with the steps by design; it is
+    not a latency anyone saw, so it is not observed."""
+    import asyncio
+
+    from llmco2_sidecar.service.server import SidecarCore
+
+    core = SidecarCore(make_config(tmp_path, step_wait_ms=50.0))
+    loop = asyncio.new_event_loop()
+    core.start(loop)
+    try:
+        st = core.open_stream(identity("lat").identity)
+        core.handle_events(st, steps_message(1, [(1, 0.0, 0.05, [("nobody", 64, 0, 64)])], done=[("nobody", 1)]).events)
+        assert core.pipeline.barrier()
+        assert core.ledger.get_finished("nobody") is not None and _latency_count(core) == 0
+        core._record_waits += 1  # a lookup waits (what _wait_begins counts)
+        try:
+            core.handle_events(st, steps_message(2, [(2, 0.1, 0.15, [("asked", 64, 0, 64)])], done=[("asked", 1)]).events)
+            assert core.pipeline.barrier()
+        finally:
+            core._record_waits -= 1
+        assert core.ledger.get_finished("asked") is not None and _latency_count(core) == 1
+    finally:
+        core.pipeline.stop()
+        core.carbon_log.close()
+        core.journal.close()
+        loop.close()
+
+
+def test_record_latency_of_a_held_finish_counts_from_the_waiter(tmp_path):
+    import asyncio
+
+    from llmco2_sidecar.service.server import SidecarCore
+
+    core = SidecarCore(make_config(tmp_path, step_wait_ms=STEP_WAIT_MS))
+    loop = asyncio.new_event_loop()
+    core.start(loop)
+    try:
+        st = core.open_stream(identity("held").identity)
+        core.handle_events(st, steps_message(1, [(1, 0.0, 0.05, [("later", 64, 0, 64)])], done=[("later", 1)]).events)
+        time.sleep(0.5)  # held: nobody waits
+        assert core.ledger.get_finished("later") is None
+        core._wait_begins()  # a lookup comes
+        try:
+            assert until(lambda: core.ledger.get_finished("later") is not None, timeout_s=2.0)
+        finally:
+            core._record_waits -= 1
+        (m,) = core.metrics.latency.collect()
+        count = next(s.value for s in m.samples if s.name.endswith("_count"))
+        total = next(s.value for s in m.samples if s.name.endswith("_sum"))
+        assert count == 1 and total < 0.4  # from the waiter's arrival, not the finish's (0.5 s before)
+    finally:
+        core.pipeline.stop()
+        core.carbon_log.close()
+        core.journal.close()
+        loop.close()
