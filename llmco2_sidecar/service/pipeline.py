@@ -111,8 +111,8 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
         # within micro_batch_ms once someone does wait. None: every finish is awaited.
         self.demand: Callable[[], bool] | None = None
         self._lazy_in = 0  # messages submitted with finishes nobody waited for (the submitting thread)
-        self._awaited_since: float | None = None  # when a waiter came for the micro-batch being formed
         self._lazy_out = 0  # ... of them processed (this thread)
+        self._awaited_since: float | None = None  # when a waiter came for the micro-batch being formed
 
     # ---- control -------------------------------------------------------------------------------
     @property
