@@ -100,8 +100,9 @@ class SidecarConfig:
     # pipeline's CPU per step fell from about 450 to about 100 us without a waiter (grpc_floor.md)
     prompt_records: bool = _f(False, "write every request's record within micro_batch_ms of its finish; by default "
                                      "a finish that no lookup (a held response) or WatchFinished watcher is waiting "
-                                     "for waits with the steps (at most step_wait_ms), so that finishes share "
-                                     "prediction calls, and one arriving waiter closes the micro-batch at once")
+                                     "for, with no lookup in the last 10 s, waits with the steps (at most "
+                                     "step_wait_ms), so that finishes share prediction calls, and one arriving "
+                                     "waiter closes the micro-batch at once")
     max_pending_steps: int = _f(16384, "accepted steps waiting for the predictor before ingest stops reading "
                                        "(backpressure: the engine's emitter buffers meanwhile); reading resumes "
                                        "when half of them are predicted")

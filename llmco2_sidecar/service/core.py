@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 import uuid
@@ -93,6 +94,7 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
         self._watchers: list[tuple[str, asyncio.Queue]] = []
         self._prefix_waiters: list[tuple[str, asyncio.Future]] = []
         self._record_waits = 0  # lookups waiting for a record now (the loop thread's count)
+        self._last_wait_at = -math.inf  # time.monotonic() of the last lookup
         self.pipeline.demand = self._record_demand  # records on demand (Pipeline.expedite)
         self.open_streams = 0
         self.replayed_messages = 0

@@ -11,6 +11,8 @@ from .._proto import sidecar_pb2 as spb
 from .records import request_record
 
 MAX_WAIT_S = 30.0
+#: a lookup keeps every finish awaited this long after it (records on demand: _record_demand)
+DEMAND_MEMORY_S = 10.0
 
 
 class LookupsMixin:
@@ -52,12 +54,16 @@ class LookupsMixin:
 
     # ---- demand (records on demand: Pipeline.expedite) ------------------------------------------
     def _record_demand(self) -> bool:
-        """Does anyone wait for a record now: a waiting lookup or a WatchFinished watcher (read by the
-        pipeline thread)."""
-        return bool(self._record_waits or self._watchers)
+        """Does anyone wait for a record now: a waiting lookup, a WatchFinished watcher, or a lookup in
+        the last DEMAND_MEMORY_S (read by the pipeline thread). The last: where responses are held for
+        their carbon every request gets a lookup, usually just after its finish arrived; a finish then
+        closes its micro-batch at once, so that the record is ready when the lookup comes (no round
+        trip through expedite on every held response)."""
+        return bool(self._record_waits or self._watchers) or time.monotonic() - self._last_wait_at < DEMAND_MEMORY_S
 
     def _wait_begins(self) -> None:
         self._record_waits += 1
+        self._last_wait_at = time.monotonic()
         self.pipeline.expedite()
 
     # ---- lookups (loop thread) -----------------------------------------------------------------

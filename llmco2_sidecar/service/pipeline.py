@@ -104,7 +104,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
         self._streams_by_id: dict[str, StreamState] = {}
         self.grid = None  # --grid source (set by the core; opened from the config on first use otherwise)
         # Records on demand (unless --prompt-records): ``demand()`` says whether anyone waits for a
-        # record now (a lookup, a WatchFinished watcher; the core sets it, on the loop thread's state).
+        # record now (a lookup, a WatchFinished watcher, a lookup in the last 10 s; the core sets it).
         # A finish nobody waits for is held like steps alone (step_wait_ms), so that at low step
         # rates several finishes share one prediction call, whose fixed cost is paid with the CPU's
         # caches cold (benchmarks/results/pipeline_cold.md); :meth:`expedite` closes such a micro-batch

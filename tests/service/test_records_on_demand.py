@@ -12,13 +12,17 @@ from sidecar_testkit import Stream, identity, make_config, steps_message, until
 
 from llmco2_sidecar._proto import sidecar_pb2 as spb
 from llmco2_sidecar._proto import sidecar_pb2_grpc
+from llmco2_sidecar.service import lookups as lookups_mod
 from llmco2_sidecar.service.server import SidecarThread
 
 STEP_WAIT_MS = 4000.0  # far longer than any wait below: a record that comes sooner was not held out
 
 
 @pytest.fixture
-def lazy(tmp_path):
+def lazy(tmp_path, monkeypatch):
+    """A sidecar whose lookups leave no memory of demand (DEMAND_MEMORY_S 0): each test's lookups
+    then meet the held path (test_a_lookup_keeps_later_finishes_awaited_for_a_while tests the memory)."""
+    monkeypatch.setattr(lookups_mod, "DEMAND_MEMORY_S", 0.0)
     sc = SidecarThread(make_config(tmp_path, step_wait_ms=STEP_WAIT_MS)).start()
     yield sc
     sc.stop()
@@ -118,6 +122,31 @@ def test_a_watcher_gets_every_record_at_once(lazy):
     assert got and got[0][1] == "w-1" and got[0][0] - t0 < 1.5
     s.close()
     ch.close()
+
+
+def test_a_lookup_keeps_later_finishes_awaited_for_a_while(tmp_path, monkeypatch):
+    """Where responses are held, every request gets a lookup just after its finish: after one lookup,
+    finishes close their micro-batch at once for DEMAND_MEMORY_S, so the record is ready when the
+    next lookup comes; past it, they wait with the steps again."""
+    monkeypatch.setattr(lookups_mod, "DEMAND_MEMORY_S", 1.5)
+    sc = SidecarThread(make_config(tmp_path, step_wait_ms=STEP_WAIT_MS)).start()
+    try:
+        ch, stub = _stub(sc)
+        s1 = _send_finished(stub, "first", engine="m-1")
+        stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="first", wait_s=10.0))
+        t0 = time.perf_counter()
+        s2 = _send_finished(stub, "second", engine="m-2")  # nobody waits for it, but a lookup came just now
+        assert until(lambda: sc.core.ledger.get_finished("second") is not None, timeout_s=10.0)
+        assert time.perf_counter() - t0 < 1.0
+        time.sleep(1.6)  # the memory is over
+        s3 = _send_finished(stub, "third", engine="m-3")
+        time.sleep(1.0)
+        assert sc.core.ledger.get_finished("third") is None  # held with the steps again
+        for s in (s1, s2, s3):
+            s.close()
+        ch.close()
+    finally:
+        sc.stop()
 
 
 def test_prompt_records_writes_every_record_at_once(tmp_path):
