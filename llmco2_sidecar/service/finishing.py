@@ -39,7 +39,7 @@ class FinishingMixin:
                         records.append(rec)
                 lines = [self._dumps(r) for r in records]
                 for rec, line in zip(records, lines):
-                    self.ledger.put_finished(rec, None, line)
+                    self.ledger.put_finished(rec, None, line, logged=False)
             self.stale_closed += len(records)
             if records:
                 log.warning("closed %d requests without a finish event for %.0f s (marked stale)", len(records),

@@ -52,7 +52,7 @@ class IsolationMixin:
                             records.append(rec)
                 lines = [self._dumps(r) for r in records]
                 for rec, line in zip(records, lines):
-                    self.ledger.put_finished(rec, time.monotonic(), line)
+                    self.ledger.put_finished(rec, time.monotonic(), line, logged=False)
             self._emit(records, lines, [], items)
         except Exception:
             log.exception("pipeline failed on a micro-batch of %d messages", len(items))

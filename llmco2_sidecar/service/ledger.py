@@ -122,6 +122,9 @@ class RequestLedger:
         self._client_of: dict[str, str] = {}
         self._by_client: dict[str, list[str]] = {}
         self._sorted_clients = SortedIds(self._by_client)
+        # finished records the pipeline has not written to the carbon log yet: lookups see them as
+        # running until then (a response that carries carbon finds its record in the log)
+        self._unlogged: set[str] = set()
 
     def _grow(self, capacity: int) -> None:
         old = self._cap
@@ -224,9 +227,13 @@ class RequestLedger:
         return [r for r, s in self._index.items() if stream_id is None or self._stream[s] == stream_id]
 
     # ---- finished records ------------------------------------------------------------------------
-    def put_finished(self, record: dict, now: float | None = None, line: str | None = None) -> None:
+    def put_finished(self, record: dict, now: float | None = None, line: str | None = None,
+                     logged: bool = True) -> None:
+        """Keep a finished record; ``logged=False``: hidden from lookups until :meth:`mark_logged`."""
         now = time.monotonic() if now is None else now
         rid = record["request_id"]
+        if not logged:
+            self._unlogged.add(rid)
         if self.finished.pop(rid, None) is None:
             self._sorted.add(rid)
         else:
@@ -250,6 +257,7 @@ class RequestLedger:
 
     def _forget(self, rid: str) -> None:
         self._sorted.discard(rid)
+        self._unlogged.discard(rid)
         self._forget_client(rid)
 
     def _forget_client(self, rid: str) -> None:
@@ -263,11 +271,19 @@ class RequestLedger:
             self._by_client.pop(client, None)
             self._sorted_clients.discard(client)
 
+    def mark_logged(self, request_ids) -> None:
+        """These finished records are in the carbon log (or its backlog): lookups may see them."""
+        if self._unlogged:
+            self._unlogged.difference_update(request_ids)
+
     def get_by_client(self, client_id: str) -> list[dict]:
         """Finished records of every engine request the client knows as ``client_id``."""
-        return [json.loads(self.finished[r][1]) for r in self._by_client.get(client_id, ()) if r in self.finished]
+        return [json.loads(self.finished[r][1]) for r in self._by_client.get(client_id, ())
+                if r in self.finished and r not in self._unlogged]
 
     def get_finished(self, request_id: str) -> dict | None:
+        if request_id in self._unlogged:
+            return None
         item = self.finished.get(request_id)
         return json.loads(item[1]) if item else None
 
@@ -276,15 +292,20 @@ class RequestLedger:
         (engine ids: a running request's client id is known only when it finishes) that do."""
         done = []
         seen: set[str] = set()
+        unlogged = self._unlogged
         for rid in self._sorted.prefixed(prefix):
-            done.append(json.loads(self.finished[rid][1]))
             seen.add(rid)
+            if rid not in unlogged:
+                done.append(json.loads(self.finished[rid][1]))
         for client in self._sorted_clients.prefixed(prefix):
             for rid in self._by_client[client]:
                 if rid not in seen and rid in self.finished:
-                    done.append(json.loads(self.finished[rid][1]))
                     seen.add(rid)
+                    if rid not in unlogged:
+                        done.append(json.loads(self.finished[rid][1]))
         running = [r for r in self._index if r.startswith(prefix)]
+        # records not yet in the log count as running (the caller waits for them)
+        running += [r for r in seen if r in unlogged]
         return done, running
 
     # ---- checkpoint ----------------------------------------------------------------------------

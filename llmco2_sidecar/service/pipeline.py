@@ -305,7 +305,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
             now = time.monotonic()
             lines = [self._dumps(r) for r in records]
             for rec, line in zip(records, lines):
-                self.ledger.put_finished(rec, now, line)
+                self.ledger.put_finished(rec, now, line, logged=False)
         self._emit(records, lines, extra, items)
 
     def _emit(self, records: list[dict], lines: list[str], extra: list[dict], items: list[Ingested]) -> None:
@@ -313,8 +313,13 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
             lines = [ln for r, ln in zip(records, lines) if r["request_id"] not in self.suppress_ids]
         if self.replaying:
             extra = []
-        if lines or extra:
-            self.log.write_lines([self._dumps(r) for r in extra] + lines)
+        try:
+            if lines or extra:
+                self.log.write_lines([self._dumps(r) for r in extra] + lines)
+        finally:  # in the log (or its backlog) now: lookups may answer with them
+            if records:
+                with self.ledger.lock:
+                    self.ledger.mark_logged([r["request_id"] for r in records])
         if self.metrics is not None:
             self.metrics.observe_records(records)
             if records:

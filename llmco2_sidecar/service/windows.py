@@ -148,7 +148,7 @@ class WindowsMixin:
             records, self._ready = self._ready, []
             lines = [self._dumps(r) for r in records]
             for rec, line in zip(records, lines):
-                self.ledger.put_finished(rec, None, line)
+                self.ledger.put_finished(rec, None, line, logged=False)
         if records or extra:
             self._emit(records, lines, extra, [])
 

@@ -100,3 +100,19 @@ def test_slots_with_the_distinct_ids_given_match_slots_without():
         for r in rng.sample(sorted(set(rids)), k=min(3, len(set(rids)))):
             a.close(r), b.close(r), c.close(r)
     assert a.running == b.running == c.running
+
+
+def test_a_record_not_yet_in_the_log_is_hidden_from_lookups():
+    """put_finished(logged=False): lookups see the request as running until mark_logged (a response
+    that carries carbon then always finds its record in the carbon log)."""
+    from llmco2_sidecar.service.ledger import RequestLedger
+
+    led = RequestLedger()
+    led.put_finished({"request_id": "cmpl-a-0", "client_request_id": "x-1"}, line='{"request_id": "cmpl-a-0"}',
+                     logged=False)
+    assert led.get_finished("cmpl-a-0") is None and led.get_by_client("x-1") == []
+    assert led.find("cmpl-a-") == ([], ["cmpl-a-0"]) and led.find("x-") == ([], ["cmpl-a-0"])
+    led.mark_logged(["cmpl-a-0"])
+    assert led.get_finished("cmpl-a-0") == {"request_id": "cmpl-a-0"}
+    assert led.get_by_client("x-1") == [{"request_id": "cmpl-a-0"}]
+    assert led.find("cmpl-a-") == ([{"request_id": "cmpl-a-0"}], [])

@@ -223,3 +223,39 @@ def test_record_latency_of_a_held_finish_counts_from_the_waiter(tmp_path):
         core.carbon_log.close()
         core.journal.close()
         loop.close()
+
+
+def test_a_lookup_answers_only_once_the_record_is_in_the_log(tmp_path):
+    """The e2e contract (a response carrying carbon finds its record in the log): the pipeline's log
+    write is held back; a waiting lookup must not answer before it."""
+    from llmco2_sidecar.service.carbon_log import read_records
+
+    sc = SidecarThread(make_config(tmp_path, prompt_records=True)).start()
+    gate = threading.Event()
+    write = sc.core.carbon_log.write_lines
+
+    def slow_write(lines):
+        gate.wait(10)
+        return write(lines)
+
+    sc.core.carbon_log.write_lines = slow_write
+    try:
+        ch, stub = _stub(sc)
+        s = _send_finished(stub, "gated")
+        # the pipeline has the record (in the ledger) and waits to write it to the log: ask now
+        assert until(lambda: "gated" in sc.core.ledger.finished, timeout_s=10.0)
+        got = {}
+        t = threading.Thread(target=lambda: got.setdefault("r", stub.GetRequestCarbon(
+            spb.RequestCarbonQuery(request_id="gated", wait_s=10.0))))
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive()  # not in the log yet: the lookup waits
+        gate.set()
+        t.join(10)
+        assert got["r"].records[0].request_id == "gated"
+        assert [r["request_id"] for r in read_records(sc.config.log)] == ["gated"]
+        s.close()
+        ch.close()
+    finally:
+        gate.set()
+        sc.stop()
