@@ -399,10 +399,14 @@ def render(r: dict) -> str:
                       f"{sum(x.get('lookups_missed', 0) for x in runs):,} over the {len(runs)} run(s)."]
         recv = r["servers"].get("sidecar-receive")
         if recv:
+            if side["min_us"] > recv["max_us"]:
+                shared = f"{side['median_us'] - recv['median_us']:,.0f} us"
+            else:  # the two servers' runs overlap: no difference this run can show
+                shared = (f"within the runs' swing ({side['min_us']:,.0f}-{side['max_us']:,.0f} against "
+                          f"{recv['min_us']:,.0f}-{recv['max_us']:,.0f} us for the receive side alone)")
             parts = [f"the receive side alone (gRPC, journal, ingest, Acks) takes {recv['median_us']:,.0f} us; the "
-                     f"pipeline (prediction, attribution, records, sinks) the rest: "
-                     f"{side['median_us'] - recv['median_us']:,.0f} us with finishes sharing prediction calls (nothing "
-                     "waits)"]
+                     f"pipeline (prediction, attribution, records, sinks) the rest: {shared} with finishes sharing "
+                     "prediction calls (nothing waits)"]
             if prompt:
                 parts.append(f"{prompt['median_us'] - recv['median_us']:,.0f} us with a micro-batch per finish, every 4 "
                              "steps here (`--prompt-records`)")

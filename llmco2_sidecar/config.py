@@ -96,8 +96,8 @@ class SidecarConfig:
                                     "for: see --prompt-records) waits at most this long for more, so that few-step "
                                     "messages share a prediction call (a finish someone waits for, or a waiter "
                                     "arriving, closes it within micro_batch_ms)")
-    # records on demand (2026-12-07): at 100 one-step messages a second and a finish every 4 steps, the
-    # pipeline's CPU per step fell from about 450 to about 100 us without a waiter (grpc_floor.md)
+    # records on demand (2026-12-07): at 100 steps a second and a finish every 4 steps, the pipeline's CPU
+    # per step fell from 514 to 119 us without a waiter, in process (benchmarks/results/pipeline_cold.md)
     prompt_records: bool = _f(False, "write every request's record within micro_batch_ms of its finish; by default "
                                      "a finish that no lookup (a held response) or WatchFinished watcher is waiting "
                                      "for, with no lookup in the last 10 s, waits with the steps (at most "
