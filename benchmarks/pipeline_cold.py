@@ -1,8 +1,8 @@
 """What one pipeline micro-batch costs when micro-batches come far apart (the CPU's caches cold).
 
-``benchmarks/sidecar.py`` measures 24,000-35,000 step events a second (30-40 us a step) when the
-pipeline runs back to back, yet at 100 one-step messages a second the pipeline thread spends about
-1.7 ms per micro-batch of 4 steps (``grpc_floor.md``). This separates the two in one process, no
+``benchmarks/sidecar.py`` measures tens of thousands of step events a second when the pipeline runs
+back to back, yet at 100 one-step messages a second the pipeline thread spends far more per step
+(``grpc_floor.md``'s per-thread table). This separates the two in one process, no
 gRPC: the sidecar's own pipeline (``Pipeline._process``, shipped GNN predictor) over the same
 micro-batches (the benchmark workload of ``sidecar.py``: 16 request slices per step, a finish every 4
 steps), run back to back, then with the thread idle (``time.sleep``) or busy elsewhere (a spin loop)

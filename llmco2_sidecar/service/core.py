@@ -95,7 +95,8 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
         self._prefix_waiters: list[tuple[str, asyncio.Future]] = []
         self._record_waits = 0  # lookups waiting for a record now (the loop thread's count)
         self._last_wait_at = -math.inf  # time.monotonic() of the last lookup
-        self.pipeline.demand = self._record_demand  # records on demand (Pipeline.expedite)
+        # records on demand (Pipeline.expedite), unless --prompt-records: every finish awaited
+        self.pipeline.demand = None if config.prompt_records else self._record_demand
         self.open_streams = 0
         self.replayed_messages = 0
         self.meter_reasons: dict[str, str] = {}

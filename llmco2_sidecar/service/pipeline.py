@@ -108,7 +108,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
         # A finish nobody waits for is held like steps alone (step_wait_ms), so that at low step
         # rates several finishes share one prediction call, whose fixed cost is paid with the CPU's
         # caches cold (benchmarks/results/pipeline_cold.md); :meth:`expedite` closes such a micro-batch
-        # within micro_batch_ms once someone does wait. None: every finish is awaited.
+        # within micro_batch_ms once someone does wait. None (--prompt-records): every finish is awaited.
         self.demand: Callable[[], bool] | None = None
         self._lazy_in = 0  # messages submitted with finishes nobody waited for (the submitting thread)
         self._lazy_out = 0  # ... of them processed (this thread)
@@ -145,14 +145,8 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
         self._q.put(item, n, wanted)
 
     def _wanted(self, item: Ingested) -> bool:
-        """Is a record awaited on ``item`` now: a static batch, or a finish that someone waits for
-        (every finish with --prompt-records or without a ``demand``)?"""
-        if item.batches:
-            return True
-        if not item.done:
-            return False
-        demand = self.demand
-        return demand is None or bool(getattr(self.config, "prompt_records", False)) or demand()
+        """Is a record awaited on ``item`` now: a static batch, or a finish that someone waits for?"""
+        return bool(item.batches) or (bool(item.done) and self._wanted_now())
 
     def expedite(self) -> None:
         """Someone now waits for a record (the loop thread, after registering the waiter, so that
@@ -254,6 +248,7 @@ class Pipeline(FinishingMixin, IsolationMixin, WindowsMixin):
                 self._run_barrier(ctl)
 
     def _wanted_now(self) -> bool:
+        """Does anyone wait for records now (always, without a ``demand``: --prompt-records)?"""
         demand = self.demand
         return demand is None or demand()
 
