@@ -209,27 +209,31 @@ class _Lookups:
         self._channel.close()
 
 
-def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float = 0.0, lookups: bool = False) -> dict:
+def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float = 0.0, lookups: bool = False,
+           lifetime: int = bench.LIFETIME) -> dict:
     """The shipped emitter at ``rate`` steps a second, one step per message (``hold_s`` 0) or with
     steps alone held up to ``hold_s`` (the emitter's default: a message per finish); the server's CPU
-    per message and per step. ``lookups``: a waiting lookup for every finished request."""
+    per message and per step. ``lookups``: a waiting lookup for every finished request. ``lifetime``:
+    each request's steps (default 64: with 16 running, a finish every 4 steps)."""
     from llmco2_sidecar.client import Emitter, EmitterConfig, EngineInfo
 
     engine = f"floor-{time.monotonic_ns()}"
     em = Emitter(EngineInfo(engine_name="bench", model_name=bench.MODEL, gpu=bench.GPU, instance_id=engine),
                  EmitterConfig(target=address, steps_hold_s=hold_s))
-    w = bench.Workload(engine)
+    w = bench.Workload(engine, lifetime)
     n = int(rate * duration_s)
     look = _Lookups(address) if lookups else None
     time.sleep(0.3)
     c0, th0 = bench._cpu_s(pid), _threads(pid)
     t0 = time.perf_counter()
+    finishes = 0
     for k in range(n):
         bench.wait_until(t0 + k / rate)
         sid, start, end, count, rids, new, ctx, prm, done = w.steps(1)
         em.emit_step(sid[0], start[0], end[0], rids, new, ctx, prm)
+        finishes += len(done)
         for r in done:
-            em.emit_done(r, bench.LIFETIME)
+            em.emit_done(r, lifetime)
             if look is not None:
                 look.ask(r)
     # the last messages handled: a micro-batch nothing waits for closes within step_wait_ms (250 ms)
@@ -237,7 +241,7 @@ def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float
     cpu, th1, wall = bench._cpu_s(pid) - c0, _threads(pid), time.perf_counter() - t0
     messages = em.stats().sent_messages if hold_s else n
     em.close(2.0)  # after the reading: a bare server acks only when a message comes
-    out = {"messages": messages, "steps": n, "cpu_s": cpu, "cpu_us_per_message": cpu / max(messages, 1) * 1e6,
+    out = {"messages": messages, "steps": n, "finishes": finishes, "cpu_s": cpu, "cpu_us_per_message": cpu / max(messages, 1) * 1e6,
            "cpu_us_per_step": cpu / n * 1e6, "wall_s": wall, "threads": _thread_cpu(th0, th1, wall)}
     if look is not None:
         look.close()

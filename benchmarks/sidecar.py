@@ -57,10 +57,12 @@ def identity(engine: str) -> pb.EngineMessage:
 
 
 class Workload:
-    """16 request slots; each request: a 512-token prefill, then decodes, finishing after 64 steps."""
+    """16 request slots; each request: a 512-token prefill, then decodes, finishing after ``lifetime``
+    steps (default 64: one finish every 4 steps)."""
 
-    def __init__(self, engine: str):
+    def __init__(self, engine: str, lifetime: int = LIFETIME):
         self.engine = engine
+        self.lifetime = int(lifetime)
         self.step = 0
         self.t = 0.0
         self.next_req = 0
@@ -69,7 +71,7 @@ class Workload:
         # running when the stream opens (accepted and flagged). Until 2026-12-07 the ages were negative
         # and clamped to 0 at the first step, so all 16 requests finished together every 64 steps.
         for i in range(SLOTS):
-            self.slots.append([self._new_id(), i * LIFETIME // SLOTS])
+            self.slots.append([self._new_id(), i * self.lifetime // SLOTS])
 
     def _new_id(self) -> str:
         self.next_req += 1
@@ -98,7 +100,7 @@ class Workload:
                     ctx.append(PROMPT + age - 1 + 1000 * (hash(rid) % 2))
                 prm.append(PROMPT)
                 slot[1] = age + 1
-                if slot[1] >= LIFETIME:
+                if slot[1] >= self.lifetime:
                     done.append(rid)
                     slot[0], slot[1] = self._new_id(), 0
         return sid, start, end, count, rids, new, ctx, prm, done
@@ -111,7 +113,7 @@ class Workload:
             r1 = r0 + count[k]
             items.append((_STEP, sid[k], start[k], end[k], rids[r0:r1], new[r0:r1], ctx[r0:r1], prm[r0:r1], None))
             r0 = r1
-        items += [(_DONE, r, LIFETIME, False, 0.0, 0, "") for r in done]
+        items += [(_DONE, r, self.lifetime, False, 0.0, 0, "") for r in done]
         msg, _ = build_message(items)
         msg.events.seq = seq
         return msg, done

@@ -29,8 +29,13 @@ def panel(kind,title,exprs,unit,x,w,h=8,desc="",legend=None):
 panels.append({"type":"row","title":"Carbon and energy","collapsed":False,"gridPos":{"x":0,"y":0,"w":24,"h":1},"panels":[]}); y=1
 panel("stat","Carbon in range (gCO2e)",[f"sum(increase(llmco2_carbon_grams_total{sel()}[$__range]))"],"none",0,6,4,
       "Operational + embodied carbon of finished requests and unattributed idle time over the dashboard's range")
-panel("stat","Energy in range (kWh)",[f"sum(increase(llmco2_energy_joules_total{sel()}[$__range])) / 3.6e6"],"kwatth",6,6,4,
-      "GPU (prefill, decode) + serving-engine + idle energy, predicted or measured")
+# the predicted and the measured series describe the same energy: per sidecar, measured where it measures
+MEASURED, PREDICTED = sel('source="measured"'), sel('source="predicted"')
+ENERGY_RANGE = (f"sum(sum by (namespace, pod) (increase(llmco2_energy_joules_total{MEASURED}[$__range])) "
+                f"or sum by (namespace, pod) (increase(llmco2_energy_joules_total{PREDICTED}[$__range])))")
+panel("stat","Energy in range (kWh)",[f"{ENERGY_RANGE} / 3.6e6"],"kwatth",6,6,4,
+      "Per sidecar, measured energy (--measure: NVML GPU + RAPL host) where it measures, else predicted (GPU prefill, "
+      "decode + serving engine + idle); the two sources describe the same energy and are never added")
 panel("stat","gCO2e per 1k output tokens",[f"1000 * sum(increase(llmco2_carbon_grams_total{sel()}[$__range])) / sum(increase(llmco2_request_tokens_sum{OUT}[$__range]))"],"none",12,6,4,
       "Carbon over output tokens of finished requests, idle carbon included (the SCI-for-AI style unit)")
 panel("stat","Requests finished in range",[f"sum(increase(llmco2_requests_finished_total{sel()}[$__range]))"],"none",18,6,4)
@@ -38,7 +43,8 @@ y=5
 panel("timeseries","Carbon rate (gCO2e/h) by kind",[f"3600 * sum by (kind) (rate(llmco2_carbon_grams_total{sel()}[5m]))"],"none",0,12,8,
       "operational = energy x PUE x grid intensity; embodied = GPU die carbon charged by GPU time",["{{kind}}"])
 panel("timeseries","Power (W) by phase and source",[f"sum by (phase, source) (rate(llmco2_energy_joules_total{sel()}[5m]))"],"watt",12,12,8,
-      "J/s accounted: prefill, decode (GPU), serving (host + attributed gaps), idle (unattributed)",["{{phase}} ({{source}})"])
+      "J/s accounted: predicted prefill, decode (GPU), serving (host + attributed gaps), idle (unattributed); "
+      "with --measure also measured gpu and host (the same energy, metered: compare, do not add)",["{{phase}} ({{source}})"])
 y=13
 panel("timeseries","Carbon per request (gCO2e), p50 / p90 / p99",
       [f"histogram_quantile({q}, sum by (le) (rate(llmco2_request_carbon_grams_bucket{sel()}[5m])))" for q in (0.5,0.9,0.99)],"none",0,12,8,

@@ -11,9 +11,10 @@ M the embodied carbon charged to it (gCO2e), R the functional unit. The units re
   processed without separating input from output).
 
 A request record's SCI covers that request's own energy (its steps' GPU energy, its share of the
-serving host and of the idle gaps attributed to it) and embodied carbon. A summary's SCI divides
-everything accounted by the units served, including the idle energy no request was running for
-(``unattributed``, from window records) -- the boundary the SCI asks for (idle machines included).
+serving host and of the idle gaps attributed to it) and embodied carbon (by the GPU time it held:
+its steps and the gaps it waited through). A summary's SCI divides everything accounted by the
+units served, including the idle energy and GPU time no request was running for (``unattributed``,
+from window records) -- the boundary the SCI asks for (idle machines included; M by time reserved).
 Definition and boundary: docs/sci.md.
 """
 
@@ -52,6 +53,10 @@ def summary_sci(requests: Iterable[dict], windows: Iterable[dict] = ()) -> dict:
         total_j = float(e.get("total", 0.0))
         if total_j > 0:  # the window's operational carbon, in the share of its unattributed energy
             idle_g += float(w["carbon_g"]["operational"]) * float(e.get("unattributed", 0.0)) / total_j
+        held = w.get("gpu_s") or {}
+        total_s = float(held.get("total", 0.0)) if isinstance(held, dict) else 0.0
+        if total_s > 0:  # its embodied carbon, in the share of its GPU time no request held
+            idle_g += float(w["carbon_g"].get("embodied", 0.0)) * float(held.get("unattributed", 0.0)) / total_s
     total = carbon + idle_g
     return {"requests": n, "carbon_g": total, "idle_carbon_g": idle_g, "idle_included": idle_included,
             "g_per_request": _per(total, n), "g_per_1k_output_tokens": _per(total, out, 1000.0),

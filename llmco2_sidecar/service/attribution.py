@@ -11,10 +11,14 @@ request. The rules (DESIGN.md, "Serving-engine energy and carbon"):
   where ``P_idle`` = host share + the GPUs' idle power. A gap before a step that carries a request
   that was already running (it waited through the gap) is charged to the step's requests by the
   same shares; a gap before a step of only new requests was an idle engine: that energy is
-  **unattributed idle** energy, reported in window records, charged to no request.
+  **unattributed idle** energy, reported in window records, charged to no request;
+* GPU time held (``gpu_s``, what embodied carbon is charged by: SCI's time reserved, not only time
+  busy) follows the same rule: a step's duration and its attributed gap to its requests by shares,
+  an unattributed gap's GPU time to no request (``idle_gpu_s``, window records).
 
 Invariants (tested): per step, slice energies sum to the step's energy; over any set of steps,
-attributed energy + unattributed idle energy = GPU step energy + serving energy.
+attributed energy + unattributed idle energy = GPU step energy + serving energy; attributed GPU time
++ unattributed GPU time = (step durations + gaps) x GPUs.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ class StepEnergy:
 
     Per step [S]: ``gpu_j`` (predicted GPU energy), ``prefill_gpu_j``, ``busy_host_j`` (host
     share during the step), ``gap_s`` (idle gap before the step), ``gap_attributed_j``,
-    ``idle_j`` (unattributed), ``duration_s``.
+    ``idle_j`` (unattributed), ``duration_s``, ``idle_gpu_s`` (GPU-seconds of an unattributed gap).
     Per slice [R]: ``prefill_j``, ``decode_j``, ``serving_j``, ``gpu_s`` (GPU-seconds held:
-    share x duration x GPUs).
+    share x (duration + attributed gap) x GPUs).
     """
 
     gpu_j: np.ndarray
@@ -52,6 +56,7 @@ class StepEnergy:
     decode_j: np.ndarray
     serving_j: np.ndarray
     gpu_s: np.ndarray
+    idle_gpu_s: np.ndarray
 
     @property
     def step_total_j(self) -> np.ndarray:
@@ -64,10 +69,13 @@ class StepEnergy:
 
 
 def idle_gaps(start_s: np.ndarray, end_s: np.ndarray, last_end_s: float) -> np.ndarray:
-    """Idle time before each step [S]: start minus the latest end so far (0 when overlapping)."""
+    """Idle time before each step [S]: start minus the latest end so far (0 when overlapping).
+    ``last_end_s``: the end of the engine's previous step; ``inf`` when there was none (no gap before
+    the first step; the gaps between the steps given still count)."""
     if start_s.shape[0] == 0:
         return np.zeros(0)
-    prev = np.maximum.accumulate(np.concatenate(([last_end_s], end_s[:-1])))
+    first = last_end_s if last_end_s != np.inf else -np.inf  # -inf: the first step's gap is not finite -> 0
+    prev = np.maximum.accumulate(np.concatenate(([first], end_s[:-1])))
     gap = start_s - prev
     gap[~np.isfinite(gap)] = 0.0
     return np.maximum(gap, 0.0)
@@ -93,7 +101,9 @@ def attribute(step_of: np.ndarray, shares: np.ndarray, is_prefill: np.ndarray, c
     prefill = np.where(is_prefill, slice_gpu, 0.0)
     decode = slice_gpu - prefill
     serving = shares * (busy_host + gap_attr)[step_of]
-    gpu_s = shares * (duration_s * n_gpus)[step_of]
+    held_s = np.where(continuing, duration_s + gap_s, duration_s)
+    gpu_s = shares * (held_s * n_gpus)[step_of]
+    idle_gpu_s = np.where(continuing, 0.0, gap_s) * n_gpus
     return StepEnergy(gpu_j=gpu_j, prefill_gpu_j=prefill_gpu_j, busy_host_j=busy_host, gap_s=gap_s,
                       gap_attributed_j=gap_attr, idle_j=idle, duration_s=duration_s, prefill_j=prefill,
-                      decode_j=decode, serving_j=serving, gpu_s=gpu_s)
+                      decode_j=decode, serving_j=serving, gpu_s=gpu_s, idle_gpu_s=idle_gpu_s)

@@ -86,7 +86,7 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
             from .otel import OtlpExporter
 
             self.otlp = OtlpExporter(config.otlp, self.metrics, config.otlp_interval_s, __version__,
-                                     config.otlp_timeout_s)
+                                     config.otlp_timeout_s, self._engine_name)
         self.streams: dict[str, ing.StreamState] = {}
         self._checkpoint_entries: dict[str, tuple] = {}  # stream id -> (stream, version, JSON entry): recovery.py
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -259,6 +259,11 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
         if loop is not None and room is not None and not loop.is_closed():
             loop.call_soon_threadsafe(room.set)
 
+    def _engine_name(self, stream_id: str | None) -> str | None:
+        """The engine software a stream's identity names (``vllm``, ``sarathi``), lower case; None if unknown."""
+        st = self.streams.get(stream_id) if stream_id else None
+        return st.identity.engine_name.lower() if st is not None and st.identity.engine_name else None
+
     def handle_events(self, stream: ing.StreamState, batch: pb.EventBatch, raw: bytes | None = None) -> pb.Ack:
         """Journal, validate, hand to the pipeline; the Ack. ``raw``: ``batch`` as it came on the wire
         (journaled as is; None: serialised here). Raises :class:`DiskUnavailable` (nothing of the
@@ -274,5 +279,5 @@ class SidecarCore(RecoveryMixin, LookupsMixin):
                 self.metrics.observe_finish_lag(res.done, stream.clock_offset_s, time.time())
             if self.journal.needs_roll:
                 self._checkpoint()
-        self.metrics.observe_ack(ack)
+        self.metrics.observe_ack(ack, res.rejected_by_field)
         return ack

@@ -50,13 +50,26 @@ FAST_PATH_MAX_SLICES = 64  # a one-step message up to this many slices is valida
 
 
 class _Rejections:
+    """A message's rejections: the first MAX_LISTED_REJECTIONS listed in its Ack (for the engine's
+    log), every rejected item counted by offending field (``counts``: the metric)."""
+
     def __init__(self, ack: pb.Ack):
         self.ack = ack
+        self.counts: dict[str, int] | None = None
 
-    def add(self, kind: int, id_: int, request_id: str, field_: str, reason: str) -> None:
+    def add(self, kind: int, id_: int, request_id: str, field_: str, reason: str, items: int = 1) -> None:
+        """One rejection listed (room permitting), counting ``items`` rejected items (a whole message's
+        steps are one listed rejection)."""
+        self.tally(field_, items)
         if len(self.ack.rejections) < MAX_LISTED_REJECTIONS:
             self.ack.rejections.add(kind=kind, id=max(0, int(id_)), request_id=request_id[:MAX_REQUEST_ID_LEN],
                                     field=field_, reason=reason)
+
+    def tally(self, field_: str, items: int) -> None:
+        """Count ``items`` rejected items of ``field_`` without listing them."""
+        if self.counts is None:
+            self.counts = {}
+        self.counts[field_] = self.counts.get(field_, 0) + int(items)
 
 
 def ingest(stream: StreamState, batch: pb.EventBatch) -> Ingested:
@@ -70,12 +83,13 @@ def ingest(stream: StreamState, batch: pb.EventBatch) -> Ingested:
         if len(batch.static_batches) else []
     done = [d for d in (_ingest_done(stream, d, ack, rej) for d in batch.done) if d is not None] \
         if len(batch.done) else []
-    return Ingested(stream=stream, steps=steps, done=done, batches=batches, ack=ack)
+    return Ingested(stream=stream, steps=steps, done=done, batches=batches, ack=ack, rejected_by_field=rej.counts)
 
 
 def _reject_all_steps(st: pb.StepColumns, ack: pb.Ack, rej: _Rejections, field_: str, reason: str) -> None:
-    ack.steps_rejected += max(len(st.step_id), 1)
-    rej.add(pb.Rejection.KIND_STEP, st.step_id[0] if len(st.step_id) else 0, "", field_, reason)
+    n = max(len(st.step_id), 1)
+    ack.steps_rejected += n
+    rej.add(pb.Rejection.KIND_STEP, st.step_id[0] if len(st.step_id) else 0, "", field_, reason, items=n)
 
 
 def _note_new_requests(stream, ack, rids: list, ctx, first: dict | None = None) -> None:
@@ -177,9 +191,13 @@ def _ingest_steps(stream: StreamState, st: pb.StepColumns, ack: pb.Ack, rej: _Re
     ack.steps_accepted += n_ok
     ack.steps_rejected += S - n_ok
     if n_ok < S:
-        for i in np.flatnonzero(~ok)[:MAX_LISTED_REJECTIONS]:
+        bad = np.flatnonzero(~ok)
+        for i in bad[:MAX_LISTED_REJECTIONS]:
             field_, text = _STEP_REASONS[int(reason[i])]
             rej.add(pb.Rejection.KIND_STEP, int(sid[i]), "", field_, text)
+        if len(bad) > MAX_LISTED_REJECTIONS:  # the rest counted, not listed
+            for code, n in zip(*np.unique(reason[bad[MAX_LISTED_REJECTIONS:]], return_counts=True)):
+                rej.tally(_STEP_REASONS[int(code)][0], int(n))
     if n_ok == 0:
         return None
     if n_ok < S:

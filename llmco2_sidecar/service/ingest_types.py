@@ -93,3 +93,5 @@ class Ingested:
     ack: pb.Ack
     #: set by Pipeline.submit: it holds finishes that nobody waited for then (records on demand)
     lazy_done: bool = False
+    #: every rejected item of the message by offending field (None: none); the Ack lists the first 16
+    rejected_by_field: dict | None = None

@@ -5,8 +5,10 @@ request's id as an OpenMetrics exemplar (``request_id``: the id the client knows
 else the engine's; shown to scrapers that ask for ``application/openmetrics-text``, as Prometheus
 does with exemplar storage on). Names carry their units:
 
-* ``llmco2_energy_joules_total{phase, source}``: phase ``prefill``, ``decode``, ``serving``
-  (host and attributed gaps), ``idle`` (unattributed idle gaps); source ``predicted`` or ``measured``.
+* ``llmco2_energy_joules_total{phase, source}``: source ``predicted``, phase ``prefill``, ``decode``,
+  ``serving`` (host and attributed gaps), ``idle`` (unattributed idle gaps); with ``--measure`` also
+  source ``measured``, phase ``gpu`` (NVML) and ``host`` (RAPL). The two sources describe the same
+  energy: compare them, never add them (the dashboard's energy takes the measured one where it exists).
 * ``llmco2_carbon_grams_total{kind}``: ``operational``, ``embodied`` (finished requests and idle energy).
 * ``llmco2_request_energy_joules``, ``llmco2_request_carbon_grams``, ``llmco2_request_tokens{kind}``:
   histograms over finished requests.
@@ -29,7 +31,8 @@ does with exemplar storage on). Names carry their units:
 * grid intensity (``--grid``): ``llmco2_grid_intensity_g_per_kwh`` (the figure records use now),
   ``llmco2_grid_fallback`` (1 while a live or CSV source is replaced by the static region),
   ``llmco2_grid_source_info{kind, source, state}`` (state ``static``, ``series``, ``starting``, ``live``,
-  ``stale``, ``fallback``), ``llmco2_grid_polls_total{outcome}`` (ok, error),
+  ``stale``, ``fallback``; ``source`` names the source, e.g. ``electricitymaps:DE``, or the fallback in
+  use, never a time: the records carry the full description), ``llmco2_grid_polls_total{outcome}`` (ok, error),
   ``llmco2_grid_reading_timestamp_seconds`` (unix time of the last good reading).
 """
 
@@ -59,7 +62,7 @@ class SidecarMetrics:
         self.done = Counter("llmco2_ingest_done", "Finish/abort events received", ["outcome"], registry=r)
         self.batches = Counter("llmco2_ingest_batches", "Static batches received", ["outcome"], registry=r)
         self.flagged = Counter("llmco2_ingest_flagged", "Accepted but flagged items (unknown request ids)", registry=r)
-        self.rejections = Counter("llmco2_ingest_rejections", "Rejected items by offending field", ["field"], registry=r)
+        self.rejections = Counter("llmco2_ingest_rejections", "Rejected items (steps, finishes, static batches) by offending field", ["field"], registry=r)
         self.streams = Gauge("llmco2_streams_open", "Engine streams connected", registry=r)
         self.queue_depth = Gauge("llmco2_pipeline_queue_depth", "Ingested messages waiting for the predictor", registry=r)
         self.latency = Histogram("llmco2_record_latency_seconds",
@@ -104,8 +107,9 @@ class SidecarMetrics:
         self._ack_children = tuple(c.labels(outcome) for c in (self.steps, self.done, self.batches)
                                    for outcome in ("accepted", "rejected"))
 
-    def observe_ack(self, ack) -> None:
-        """Count one message's outcome (per message on the event loop: label children looked up once)."""
+    def observe_ack(self, ack, rejected_by_field: dict | None = None) -> None:
+        """Count one message's outcome (per message on the event loop: label children looked up once);
+        ``rejected_by_field``: every rejected item by offending field (the Ack lists 16 at most)."""
         steps_ok, steps_bad, done_ok, done_bad, batches_ok, batches_bad = self._ack_children
         if ack.steps_accepted:
             steps_ok.inc(ack.steps_accepted)
@@ -121,9 +125,9 @@ class SidecarMetrics:
             batches_bad.inc(ack.batches_rejected)
         if ack.flagged:
             self.flagged.inc(ack.flagged)
-        if ack.rejections:
-            for r in ack.rejections:
-                self.rejections.labels(r.field).inc()
+        if rejected_by_field:
+            for field_, n in rejected_by_field.items():
+                self.rejections.labels(field_).inc(n)
 
     def observe_finish_lag(self, done: list, clock_offset_s: float, now_wall_s: float) -> None:
         """``done``: accepted finish events (``time_s`` on the engine clock, 0 = unknown); the engine's wall

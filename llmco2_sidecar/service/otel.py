@@ -3,8 +3,8 @@ per finished request, over OTLP/gRPC, for an OpenTelemetry collector.
 
 Needs the ``[otel]`` extra (``opentelemetry-sdk``, ``opentelemetry-exporter-otlp-proto-grpc``).
 Names follow the OpenTelemetry GenAI semantic conventions where one exists
-(``gen_ai.request.model``, ``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens``,
-``gen_ai.operation.name``, ``gen_ai.token.type``) and ``llmco2.*`` for the rest (semconv has no
+(``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``,
+``gen_ai.usage.output_tokens``, ``gen_ai.operation.name``, ``gen_ai.token.type``) and ``llmco2.*`` for the rest (semconv has no
 carbon names yet); the full list is docs/otel.md and :data:`METRICS` / :func:`log_attributes` here.
 
 * Counters and gauges: observable instruments read from the Prometheus registry at each export
@@ -16,7 +16,8 @@ carbon names yet); the full list is docs/otel.md and :data:`METRICS` / :func:`lo
 
 The endpoint follows the OTLP exporter's rules: ``http://host:4317`` is plaintext, ``https://`` is
 TLS, and without a scheme TLS unless ``OTEL_EXPORTER_OTLP_INSECURE=true``. ``OTEL_SERVICE_NAME``,
-``OTEL_RESOURCE_ATTRIBUTES`` and the ``OTEL_EXPORTER_OTLP_*`` headers/timeouts apply as usual.
+``OTEL_RESOURCE_ATTRIBUTES`` and the ``OTEL_EXPORTER_OTLP_*`` headers/timeouts apply as usual: a
+``service.name`` set by either wins over the default ``llmco2-sidecar`` (:func:`resource_attributes`).
 """
 
 from __future__ import annotations
@@ -89,11 +90,31 @@ def _operation(engine_id: str) -> str | None:
     return None
 
 
-def log_attributes(rec: dict) -> dict[str, Any]:
-    """The attributes of a finished request's log record (None values left out)."""
+DEFAULT_SERVICE_NAME = "llmco2-sidecar"
+
+
+def resource_attributes(env: dict, service_version: str = "") -> dict[str, str]:
+    """What the sidecar adds to the OpenTelemetry resource: ``service.name`` = ``llmco2-sidecar``
+    only where neither ``OTEL_SERVICE_NAME`` nor ``OTEL_RESOURCE_ATTRIBUTES`` names the service (the
+    SDK's environment detector reads both, and attributes passed here would override them), and
+    ``service.version``."""
+    named = bool(env.get("OTEL_SERVICE_NAME", "").strip()) or any(
+        part.split("=", 1)[0].strip() == "service.name" and part.split("=", 1)[1].strip()
+        for part in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",") if "=" in part)
+    attrs = {} if named else {"service.name": DEFAULT_SERVICE_NAME}
+    if service_version:
+        attrs["service.version"] = service_version
+    return attrs
+
+
+def log_attributes(rec: dict, provider: str | None = None) -> dict[str, Any]:
+    """The attributes of a finished request's log record (None values left out). ``provider``: the
+    serving engine that ran it, as its identity names it (``gen_ai.provider.name``: the GenAI
+    conventions' list has no self-hosted engine, so the engine's own name, e.g. ``vllm``)."""
     e, c, sci = rec["energy_j"], rec["carbon_g"], rec.get("sci") or {}
     client = rec.get("client_request_id")
     attrs = {
+        "gen_ai.provider.name": provider or None,
         "gen_ai.request.model": rec.get("model"),
         "gen_ai.operation.name": _operation(rec["request_id"]),
         "gen_ai.usage.input_tokens": rec.get("prompt_tokens"),
@@ -159,7 +180,7 @@ class OtlpExporter:
     """Exports a :class:`~.metrics.SidecarMetrics` and finished requests' records over OTLP/gRPC."""
 
     def __init__(self, endpoint: str, metrics, interval_s: float = 10.0, service_version: str = "",
-                 timeout_s: float = 5.0):
+                 timeout_s: float = 5.0, provider_of=None):
         try:
             from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -174,10 +195,9 @@ class OtlpExporter:
             raise InputError("otlp", f"OpenTelemetry is not installed ({exc.name}): {INSTALL_HINT}") from None
         self.endpoint = endpoint
         insecure = True if endpoint.startswith("http://") else (False if endpoint.startswith("https://") else None)
-        attrs = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or "llmco2-sidecar"}
-        if service_version:
-            attrs["service.version"] = service_version
-        resource = Resource.create(attrs)
+        resource = Resource.create(resource_attributes(os.environ, service_version))
+        # engine id -> the engine's name (gen_ai.provider.name); None: not known
+        self._provider_of = provider_of or (lambda engine_id: None)
         self.timeout_s = float(timeout_s)
         self._reader = PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=endpoint, insecure=insecure, timeout=self.timeout_s),
@@ -244,7 +264,8 @@ class OtlpExporter:
                     timestamp=ts, severity_number=SeverityNumber.INFO, severity_text="INFO",
                     body=f"request {rec.get('client_request_id') or rec['request_id']}: "
                          f"{rec['carbon_g']['total']:.6g} gCO2e, {rec['energy_j']['total']:.6g} J",
-                    attributes=log_attributes(rec), event_name="llmco2.request"))
+                    attributes=log_attributes(rec, self._provider_of(rec.get("engine"))),
+                    event_name="llmco2.request"))
                 self.records_exported += 1
         except Exception as exc:  # telemetry must never cost a record
             if not self._failed_once:

@@ -25,7 +25,8 @@ class _Window:
     serving_j: float = 0.0
     idle_j: float = 0.0
     requests_j: float = 0.0
-    gpu_s: float = 0.0
+    gpu_s: float = 0.0  # GPU-seconds held: steps and their gaps
+    idle_gpu_s: float = 0.0  # of which in gaps no request ran through (unattributed)
     predicted_j: float = 0.0  # before calibration
     first_wall_s: float = math.inf  # start of the first step
     last_wall_s: float = -math.inf  # end of the last step
@@ -62,7 +63,8 @@ class WindowsMixin:
             cur.serving_j += float(serving[sel].sum())
             cur.idle_j += float(e.idle_j[sel].sum())
             cur.requests_j += float(slice_tot[sel].sum())
-            cur.gpu_s += float((e.duration_s[sel] * acc.n_gpus).sum())
+            cur.gpu_s += float(((e.duration_s[sel] + e.gap_s[sel]) * acc.n_gpus).sum())
+            cur.idle_gpu_s += float(e.idle_gpu_s[sel].sum())
             cur.predicted_j += float(step_total[sel].sum())
             cur.first_wall_s = min(cur.first_wall_s, float(wall_start[sel].min()))
             cur.last_wall_s = max(cur.last_wall_s, float(wall_end[sel].max()))
@@ -99,6 +101,7 @@ class WindowsMixin:
                "energy_j": {"gpu": w.gpu_j * f, "serving": w.serving_j * f, "idle": w.idle_j * f,
                             "requests": w.requests_j * f, "unattributed": w.idle_j * f, "total": total},
                "carbon_g": {"operational": op, "embodied": emb, "total": op + emb},
+               "gpu_s": {"total": w.gpu_s, "unattributed": w.idle_gpu_s},
                "source": "measured" if factor is not None else "predicted",
                "predictor": acc.predictor_name or self.predictor.name, "predicted_j": w.predicted_j, "calibration_factor": factor,
                "pue": acc.pue, **grid_fields(grid)}

@@ -116,3 +116,19 @@ def test_committed_dashboard_is_what_the_generator_writes():
     tool = Path(__file__).resolve().parents[2] / "tools" / "make_dashboard.py"
     res = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, "run: python tools/make_dashboard.py " + res.stderr
+
+
+def test_energy_is_never_added_across_its_sources():
+    """llmco2_energy_joules_total has a predicted and (with --measure) a measured series for the same
+    energy: every dashboard query on it selects one source per selector or keeps sources apart."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    checked = 0
+    for where, expr in dashboard_queries(dashboard):
+        for name, labels in _SELECTOR.findall(expr):
+            if name != "llmco2_energy_joules_total":
+                continue
+            checked += 1
+            one_source = re.search(r'\bsource\s*=\s*"[a-z]+"', labels)
+            kept_apart = re.search(r"by \([^)]*\bsource\b", expr)
+            assert one_source or kept_apart, f"{where}: adds predicted and measured energy: {expr}"
+    assert checked >= 2

@@ -16,6 +16,8 @@ def test_idle_gaps():
     gaps = idle_gaps(start, end, 0.5)
     assert gaps.tolist() == pytest.approx([0.5, 0.5, 0.0, 7.0])  # overlapping step: no gap
     assert idle_gaps(start[:1], end[:1], np.inf).tolist() == [0.0]  # first step ever: no gap
+    # no step before these: no gap before the first, the gaps between them still count
+    assert idle_gaps(start, end, np.inf).tolist() == pytest.approx([0.0, 0.5, 0.0, 7.0])
 
 
 @settings(max_examples=200, deadline=None)
@@ -44,4 +46,9 @@ def test_shares_sum_to_steps_and_windows_balance(steps, idle_w, host_w, form_j, 
     assert e.slice_total_j.sum() + e.idle_j.sum() == pytest.approx(window_total, rel=1e-9, abs=1e-9)
     # idle energy only where the engine had no continuing request
     assert np.all(e.idle_j[continuing] == 0)
-    assert np.all(e.gpu_s >= 0) and e.gpu_s.sum() == pytest.approx((dur * n_gpus).sum())
+    # GPU time held (embodied carbon's measure): requests' share + unattributed = (steps + gaps) x GPUs
+    assert np.all(e.gpu_s >= 0) and np.all(e.idle_gpu_s >= 0)
+    assert e.gpu_s.sum() + e.idle_gpu_s.sum() == pytest.approx(((dur + gaps) * n_gpus).sum(), rel=1e-9, abs=1e-9)
+    assert np.all(e.idle_gpu_s[continuing] == 0)
+    np.testing.assert_allclose(np.bincount(step_of, weights=e.gpu_s, minlength=S),
+                               np.where(continuing, dur + gaps, dur) * n_gpus, rtol=1e-9, atol=1e-9)

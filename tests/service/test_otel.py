@@ -74,7 +74,7 @@ def test_otlp_exports_metrics_and_one_log_per_request(tmp_path):
         with SidecarThread(cfg) as sc:
             channel = grpc.insecure_channel(sc.address)
             stub = sidecar_pb2_grpc.CarbonSidecarStub(channel)
-            msgs = [identity(),
+            msgs = [identity(engine_name="vLLM"),
                     steps_message(1, [(1, 0.0, 0.05, [("chatcmpl-abc-9bf73448", 100, 0, 100), ("r2", 30, 0, 30)]),
                                       (2, 0.06, 0.07, [("chatcmpl-abc-9bf73448", 1, 100, 100), ("r2", 1, 30, 30)])],
                                   done=[("chatcmpl-abc-9bf73448", 2), ("r2", 2)])]
@@ -92,6 +92,7 @@ def test_otlp_exports_metrics_and_one_log_per_request(tmp_path):
     lr = by_id["chatcmpl-abc-9bf73448"]
     a = _attrs(lr.attributes)
     assert a["gen_ai.request.model"] == "meta-llama/Llama-2-7b-hf"
+    assert a["gen_ai.provider.name"] == "vllm"  # the engine's identity names it
     assert a["gen_ai.operation.name"] == "chat"
     assert a["gen_ai.usage.input_tokens"] == 100 and a["gen_ai.usage.output_tokens"] == 2
     assert a["llmco2.carbon.total_g"] > 0 and a["llmco2.energy.total_j"] > 0
@@ -113,6 +114,28 @@ def test_otlp_exports_metrics_and_one_log_per_request(tmp_path):
     assert m["llmco2.grid.intensity"][0] == "g/kWh" and m["llmco2.grid.intensity"][2][0][1].as_double == 481.0
     finished = {p[0]["llmco2.outcome"]: p[1].as_double for p in m["llmco2.requests.finished"][2]}
     assert finished["finished"] == 2
+
+
+@pytest.mark.parametrize("env, name", [
+    ({}, "llmco2-sidecar"),
+    ({"OTEL_SERVICE_NAME": "carbon-eu1"}, "carbon-eu1"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod, service.name=carbon-eu2"}, "carbon-eu2"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod"}, "llmco2-sidecar"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "service.name="}, "llmco2-sidecar"),  # empty: not a name
+])
+def test_the_service_name_set_in_the_environment_wins(env, name, monkeypatch):
+    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the service as the SDK documents; the sidecar's
+    default only fills the gap (through the SDK's own Resource.create, as the exporter builds it)."""
+    from opentelemetry.sdk.resources import Resource
+
+    for var in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    res = Resource.create(otel.resource_attributes(dict(env), "1.2.3")).attributes
+    assert res["service.name"] == name and res["service.version"] == "1.2.3"
+    if "deployment.environment" in env.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        assert res["deployment.environment"] == "prod"
 
 
 def test_every_prometheus_metric_has_an_otel_name():

@@ -25,7 +25,8 @@ class _Host(WindowsMixin):
 def _energy(rng, S, R):
     names = ("slice_total_j",)
     e = {n: rng.random(R) * 10 for n in names}
-    for n in ("busy_host_j", "gap_attributed_j", "step_total_j", "gpu_j", "idle_j", "duration_s"):
+    for n in ("busy_host_j", "gap_attributed_j", "step_total_j", "gpu_j", "idle_j", "duration_s", "gap_s",
+              "idle_gpu_s"):
         e[n] = rng.random(S) * np.float64(3.7)
     return SimpleNamespace(**e)
 
@@ -39,13 +40,14 @@ def _expected(wall_start, wall_end, e, step_of, window_s, n_gpus):
         sel = widx == w
         out[int(w)] = (int(sel.sum()), float(e.gpu_j[sel].sum()), float((e.busy_host_j + e.gap_attributed_j)[sel].sum()),
                        float(e.idle_j[sel].sum()), float(slice_tot[sel].sum()),
-                       float((e.duration_s[sel] * n_gpus).sum()), float(e.step_total_j[sel].sum()),
+                       float(((e.duration_s[sel] + e.gap_s[sel]) * n_gpus).sum()), float(e.idle_gpu_s[sel].sum()),
+                       float(e.step_total_j[sel].sum()),
                        float(wall_start[sel].min()), float(wall_end[sel].max()))
     return out
 
 
 def _fields(w):
-    return (w.steps, w.gpu_j, w.serving_j, w.idle_j, w.requests_j, w.gpu_s, w.predicted_j, w.first_wall_s,
+    return (w.steps, w.gpu_j, w.serving_j, w.idle_j, w.requests_j, w.gpu_s, w.idle_gpu_s, w.predicted_j, w.first_wall_s,
             w.last_wall_s)
 
 

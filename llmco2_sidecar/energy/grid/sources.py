@@ -117,7 +117,13 @@ class GridSource:
             return
         m.grid_intensity.set(r.g_per_kwh)
         m.grid_fallback.set(1.0 if self.state == "fallback" else 0.0)
-        m.grid_info.info({"kind": r.kind, "source": r.source, "state": self.state})
+        m.grid_info.info({"kind": r.kind, "source": self._metric_source(r), "state": self.state})
+
+    def _metric_source(self, r: IntensityReading) -> str:
+        """The ``source`` label of ``llmco2_grid_source_info``: a value that names the source, not its
+        moment (a time or an API's per-reading flag in a label value would make a new series each time;
+        the records keep the full description)."""
+        return r.source
 
     def describe(self) -> str:
         r = self.reading()
@@ -189,6 +195,10 @@ class LiveSource(GridSource):
         self._stop = threading.Event()
         self._first = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _metric_source(self, r: IntensityReading) -> str:
+        # live and stale: the configured source (its state says which); else the fallback in use
+        return self.name if self.state in ("live", "stale") else self.fallback.source
 
     def reading(self, unix_s: float | None = None) -> IntensityReading:
         cur = self._current

@@ -159,3 +159,41 @@ def test_reading_once_polls_in_the_caller(api):
 def test_bad_timing_settings():
     with pytest.raises(InputError, match="grid_ttl_s"):
         open_source("ukci", ttl_s=0)
+
+
+def _info_sources(metrics) -> set[str]:
+    """The ``source`` label values of every llmco2_grid_source_info series exposed so far."""
+    import re
+
+    text = generate_latest(metrics.registry).decode()
+    return set(re.findall(r'llmco2_grid_source_info\{[^}]*source="([^"]*)"', text))
+
+
+def test_the_metric_label_names_the_source_not_its_moment(api):
+    """A failure episode's time (or an API's per-reading flag) goes in the records, never in a label
+    value: the source label keeps one value per source, whatever happens; the state says the rest."""
+    clock = [1000.0]
+    api.set("/intensity", 200, UK_NATIONAL)
+    src = open_source(parse_grid("ukci", api.url), fallback_region="world", ttl_s=60, stale_s=600)
+    src.clock = lambda: clock[0]
+    metrics = SidecarMetrics()
+    src.bind_metrics(metrics)
+    seen = set(_info_sources(metrics))
+    src.poll_once()
+    seen |= _info_sources(metrics)
+    api.set("/intensity", 500, {"error": {"code": "500", "message": "down"}})
+    for _ in range(3):  # failure episodes at different times
+        clock[0] += 60
+        src.poll_once()
+        seen |= _info_sources(metrics)
+        assert "failing since" in src.reading().source  # the records still say when
+        clock[0] += 700
+        src.reading()
+        src.poll_once()
+        seen |= _info_sources(metrics)
+        api.set("/intensity", 200, UK_NATIONAL)
+        src.poll_once()
+        seen |= _info_sources(metrics)
+        api.set("/intensity", 500, {"error": {"code": "500", "message": "down"}})
+    assert seen == {"ukci", static_reading("world").source}
+    assert 'state="live"' in generate_latest(metrics.registry).decode()
