@@ -88,3 +88,40 @@ UK_REGIONAL = {"data": [{"regionid": 13, "dnoregion": "UKPN London", "shortname"
                          "data": [{"from": "2026-12-06T10:00Z", "to": "2026-12-06T10:30Z",
                                    "intensity": {"forecast": 201, "index": "moderate"},
                                    "generationmix": [{"fuel": "gas", "perc": 38.5}, {"fuel": "wind", "perc": 30.1}]}]}]}
+
+
+T10 = 1796551200.0  # 2026-12-06T10:00:00Z: the period the documented payloads above start at
+
+
+def fresh(payload, now: float | None = None):
+    """A copy of ``payload`` (one of the above) with every timestamp moved by the same whole number of
+    hours so that its first reading's period began in the current hour: what a live API answers now
+    (a live source counts a reading hours old as a failed poll). :func:`fresh_ts` is that period's start."""
+    import copy
+    import re
+    from datetime import datetime, timedelta, timezone
+
+    delta = timedelta(seconds=_shift_s(now))
+    stamp = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d)")
+
+    def move(x):
+        if isinstance(x, dict):
+            return {k: move(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [move(v) for v in x]
+        if isinstance(x, str) and stamp.match(x):
+            t = datetime.strptime(x[:16], "%Y-%m-%dT%H:%M").replace(tzinfo=timezone.utc) + delta
+            return t.strftime("%Y-%m-%dT%H:%M") + x[16:]
+        return x
+
+    return move(copy.deepcopy(payload))
+
+
+def fresh_ts(now: float | None = None) -> float:
+    """Unix time of the first reading of a :func:`fresh` payload made at ``now``."""
+    return T10 + _shift_s(now)
+
+
+def _shift_s(now: float | None) -> float:
+    now = time.time() if now is None else now
+    return (now - T10) // 3600 * 3600

@@ -159,11 +159,11 @@ def test_grid_url_reaches_the_named_api_server():
     """``--grid-url`` points the check at another base URL (a proxy, a test server): the real CLI
     asks a local server speaking the UK Carbon Intensity API's JSON, and a URL without an API
     source is refused naming the field."""
-    from grid_fakes import UK_NATIONAL, FakeApi
+    from grid_fakes import UK_NATIONAL, FakeApi, fresh
 
     api = FakeApi()
     try:
-        api.set("/intensity", 200, UK_NATIONAL)
+        api.set("/intensity", 200, fresh(UK_NATIONAL))
         proc = _doctor("--json", "--grid", "ukci", "--grid-url", api.url, "--rapl-root", "/nonexistent")
         grid = _by_name(proc.stdout)["grid"]
         assert grid["status"] == "ok", grid

@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 import grpc
-from grid_fakes import UK_NATIONAL, WT_FORECAST, FakeApi
+from grid_fakes import UK_NATIONAL, WT_FORECAST, FakeApi, fresh, fresh_ts
 from sidecar_testkit import identity, make_config, steps_message
 
 from llmco2_sidecar._proto import sidecar_pb2 as spb
@@ -34,7 +34,8 @@ def _one_request(stub, rid: str, instance: str) -> None:
 
 def test_records_carry_live_intensity_then_fallback(tmp_path):
     api = FakeApi()
-    api.set("/intensity", 200, UK_NATIONAL)
+    now = fresh_ts()
+    api.set("/intensity", 200, fresh(UK_NATIONAL))
     port = _free_port()
     cfg = make_config(tmp_path, grid="ukci", grid_url=api.url, grid_ttl_s=0.1, grid_stale_s=0.5, metrics_port=port)
     try:
@@ -59,7 +60,7 @@ def test_records_carry_live_intensity_then_fallback(tmp_path):
     live, fb = recs["r-live"], recs["r-fallback"]
     assert live["carbon_intensity_g_per_kwh"] == 182.0
     assert (live["carbon_intensity_kind"], live["carbon_intensity_source"]) == ("location", "ukci:national (forecast)")
-    assert live["carbon_intensity_ts"] == 1796551200.0
+    assert live["carbon_intensity_ts"] in (now, now + 3600)  # the hour may turn
     e = live["energy_j"]["total"]
     assert live["carbon_g"]["operational"] == e * live["pue"] / 3.6e6 * 182.0
     world = static_reading(None)
@@ -76,7 +77,7 @@ def test_records_carry_live_intensity_then_fallback(tmp_path):
 
 def test_marginal_source_marks_records_marginal(tmp_path, monkeypatch):
     api = FakeApi()
-    api.set("/v3/forecast", 200, copy.deepcopy(WT_FORECAST))
+    api.set("/v3/forecast", 200, fresh(WT_FORECAST))
     monkeypatch.setenv("WATTTIME_USER", "alice")
     monkeypatch.setenv("WATTTIME_PASSWORD", "s3cret")
     cfg = make_config(tmp_path, grid="watttime:CAISO_NORTH", grid_url=api.url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from grid_fakes import UK_NATIONAL, FakeApi
+from grid_fakes import UK_NATIONAL, FakeApi, fresh
 
 from llmco2_sidecar.cli.main import main
 
@@ -48,7 +48,7 @@ def test_replay_grid_static_csv_and_live(trace, tmp_path, capsys):
     assert {r["carbon_intensity_ts"] for r in recs} == {1796551200.0, 1796554800.0}  # both hours were used
 
     api = FakeApi()
-    api.set("/intensity", 200, UK_NATIONAL)
+    api.set("/intensity", 200, fresh(UK_NATIONAL))
     try:
         s, recs, err = _replay(trace, tmp_path, "--grid", "ukci", "--grid-url", api.url, capsys=capsys)
     finally:

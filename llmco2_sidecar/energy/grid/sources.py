@@ -13,8 +13,10 @@
 Every source answers :meth:`GridSource.reading` from memory. The live ones (the three APIs) are
 polled by a background thread every ``ttl_s``; a failed poll keeps the last good reading for
 ``stale_s`` (stated in the log and in each record's ``carbon_intensity_source``), after that the
-source answers with the static region (``fallback_region``) until a poll succeeds again. The state
-is exported as metrics (:meth:`GridSource.bind_metrics`) and each change is logged once.
+source answers with the static region (``fallback_region``) until a poll succeeds again. A poll
+whose answer is itself old (its reading's period began more than ``stale_s`` + ``MAX_PERIOD_S`` ago:
+an API that keeps answering with a frozen point) counts as a failed poll. The state is exported as
+metrics (:meth:`GridSource.bind_metrics`) and each change is logged once.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ LIVE = ("electricitymaps", "watttime", "ukci")
 DEFAULT_TTL_S = 300.0
 DEFAULT_STALE_S = 3600.0
 DEFAULT_TIMEOUT_S = 10.0
+MAX_PERIOD_S = 3600.0  # the longest period a live source's reading covers (Electricity Maps: hourly)
 SYNTAX = "static:REGION, csv:PATH, electricitymaps:ZONE, watttime:REGION, ukci[:REGION]"
 ENV_KEYS = {"electricitymaps": ("ELECTRICITYMAPS_API_KEY", "ELECTRICITY_MAPS_API_KEY"),
             "watttime": ("WATTTIME_USER", "WATTTIME_PASSWORD")}
@@ -174,6 +177,7 @@ class LiveSource(GridSource):
     """Polls ``fetch`` every ``ttl_s`` on a daemon thread; see the module docstring for failures."""
 
     live = True
+    wall = staticmethod(time.time)  # the wall clock an answer's age is judged by (tests replace it)
 
     def __init__(self, name: str, fetch: Callable[[], IntensityReading], fallback: IntensityReading,
                  ttl_s: float = DEFAULT_TTL_S, stale_s: float = DEFAULT_STALE_S, clock=time.monotonic):
@@ -234,7 +238,11 @@ class LiveSource(GridSource):
         except Exception as exc:  # a bug in a client must not stop the poller
             self._failed(f"{type(exc).__name__}: {exc}")
         else:
-            self._good(r)
+            age = self.wall() - r.ts
+            if r.ts > 0 and age > self.stale_s + MAX_PERIOD_S:
+                self._failed(f"it answers with a reading of {_iso(r.ts)}, {age / 3600:.1f} h old")
+            else:
+                self._good(r)
         finally:
             self._first.set()
 

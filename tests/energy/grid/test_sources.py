@@ -14,7 +14,13 @@ from llmco2_sidecar.energy.grid.sources import (
 from llmco2_sidecar.errors import InputError
 from llmco2_sidecar.service.metrics import SidecarMetrics
 
-from grid_fakes import EM_LATEST, UK_NATIONAL, WT_FORECAST, FakeApi
+from grid_fakes import EM_LATEST, T10, UK_NATIONAL, WT_FORECAST, FakeApi
+
+
+@pytest.fixture(autouse=True)
+def wall_at_the_payloads_time(monkeypatch):
+    """The documented payloads' readings begin 2026-12-06T10:00Z: judge their age from 10:05 that day."""
+    monkeypatch.setattr(LiveSource, "wall", staticmethod(lambda: T10 + 300))
 
 
 @pytest.fixture
@@ -197,3 +203,23 @@ def test_the_metric_label_names_the_source_not_its_moment(api):
         api.set("/intensity", 500, {"error": {"code": "500", "message": "down"}})
     assert seen == {"ukci", static_reading("world").source}
     assert 'state="live"' in generate_latest(metrics.registry).decode()
+
+
+def test_an_answer_hours_old_counts_as_a_failed_poll(api, monkeypatch, caplog):
+    """An API that keeps answering 200 with a frozen point is not live: a reading whose period began
+    more than stale_s + one hour ago fails the poll (the stale, then fallback path of any failure)."""
+    api.set("/intensity", 200, UK_NATIONAL)
+    src = open_source(parse_grid("ukci", api.url), fallback_region="world", ttl_s=60, stale_s=600)
+    src.poll_once()
+    assert src.state == "live"
+    monkeypatch.setattr(LiveSource, "wall", staticmethod(lambda: T10 + 600 + 3600 - 1))  # just within
+    src.poll_once()
+    assert src.state == "live" and src.polls == {"ok": 2, "error": 0}
+    monkeypatch.setattr(LiveSource, "wall", staticmethod(lambda: T10 + 3 * 3600))  # the same answer, 3 h on
+    with caplog.at_level(logging.WARNING, "llmco2.grid"):
+        src.poll_once()
+    assert src.state == "stale" and src.polls["error"] == 1
+    assert src.last_error == "it answers with a reading of 2026-12-06T10:00:00Z, 3.0 h old"
+    assert "3.0 h old" in caplog.text
+    fresh = reading_once(parse_grid("ukci", api.url))  # a first poll with old data: the static region
+    assert fresh.source.startswith(static_reading(None).source) and "3.0 h old" not in fresh.source
