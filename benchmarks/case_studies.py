@@ -119,16 +119,20 @@ def markdown(meta: dict, rows: list[dict], unfit: list[dict]) -> str:
            f"(256 sequences, 8,192 tokens per step, chunked prefill, KV capacity from GPU memory, preemption). "
            f"Carbon: {meta['carbon']}. **Everything here comes from the engine simulator and the predictor, "
            f"not from measurements.** Wall time {meta['wall_s']:.0f} s with {meta['jobs']} worker processes on a "
-           f"machine shared with other work.", ""]
+           f"machine shared with other work.", "",
+           "Llama-2 reads 4,096 tokens: as vLLM, the simulator rejects a prompt that fills the context and stops an "
+           "output at it (since 2026-12-08); *served* counts the requests each configuration served, *rejected* those "
+           "it could not (the context, or a KV cache too small), so carbon per token compares the tokens served.", ""]
     for study, title in (("gpu", "GPU choice (like the paper's Fig. 8): each model at the smallest TP that fits"),
                          ("tp", f"Tensor parallelism for {short(TP_MODEL)} (like the paper's Fig. 9)")):
         out += [f"## {title}", "",
-                "| trace | model | GPU | TP | g CO2e / 1k output tokens | J / output token | kWh | GPU idle share of GPU energy | GPUs busy | p99 TTFT (s) | p99 TPOT (ms) | preemptions |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| trace | model | GPU | TP | served (rejected) | g CO2e / 1k output tokens | J / output token | kWh | GPU idle share of GPU energy | GPUs busy | p99 TTFT (s) | p99 TPOT (ms) | preemptions |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if r["study"] != study:
                 continue
-            out.append(f"| {r['trace']} | {short(r['model'])} | {r['gpu']} | {r['tp']} | {r['g_per_1k_output_tokens']:.4f} | "
+            out.append(f"| {r['trace']} | {short(r['model'])} | {r['gpu']} | {r['tp']} | {r['requests']:,} ({r['rejected']:,}) | "
+                       f"{r['g_per_1k_output_tokens']:.4f} | "
                        f"{r['j_per_output_token']:.3f} | {r['energy_kwh']:.2f} | {100 * r['gpu_idle_share']:.0f}% | "
                        f"{100 * r['busy_share']:.0f}% | {r['ttft_p99_s']:.2f} | {1e3 * (r['tpot_p99_s'] or 0):.1f} | "
                        f"{r['preemptions']} |")

@@ -116,7 +116,8 @@ class SidecarConfig:
                                            "beyond, messages are not acknowledged until it can")
     predictor_threads: int = _f(1, "torch threads of a learned predictor (1 keeps the sidecar on one core)")
     # ---- measurement -----------------------------------------------------------------------
-    measure: str | None = _f(None, "energy meters to read beside the predictions, e.g. 'nvml,rapl'")
+    measure: str | None = _f(None, "energy meters to read beside the predictions: nvml, rapl (e.g. 'nvml,rapl'); "
+                                   "'null' reads nothing (a dry run of the measuring path)")
     rapl_root: str | None = _f(None, "powercap root for RAPL (default /sys/class/powercap)")
     calibrate: bool = _f(False, "spread each window's measured energy over its requests (records say 'measured')")
 
@@ -134,8 +135,25 @@ class SidecarConfig:
             value = getattr(self, name)
             if value is not None and not (value >= 0):
                 raise InputError(name, f"must not be negative, got {value!r}", ">= 0")
-        if self.pue is not None and self.pue < 1:
-            raise InputError("pue", f"a PUE below 1 is impossible, got {self.pue}", ">= 1")
+        # what the pipeline would refuse for every engine is refused at start (the sidecar must not
+        # report SERVING and then turn each stream away)
+        from .energy import carbon
+
+        if self.pue is not None:
+            if self.pue < 1:
+                raise InputError("pue", f"a PUE below 1 is impossible, got {self.pue}", ">= 1")
+            carbon.check_pue(self.pue)
+        if self.carbon_intensity_g_per_kwh is not None:
+            try:
+                carbon.check_carbon_intensity(self.carbon_intensity_g_per_kwh)
+            except InputError as exc:
+                raise InputError("carbon_intensity_g_per_kwh", exc.message, exc.allowed) from None
+        if self.lifetime_years is not None and not (self.lifetime_years > 0):
+            raise InputError("lifetime_years", f"must be positive, got {self.lifetime_years!r}", "> 0")
+        if self.hardware:
+            from .hardware.catalog import load_catalog
+
+            load_catalog(self.hardware)  # a missing or bad file: InputError naming it
         for name in ("window_s", "micro_batch_ms", "fsync_interval_s", "grid_ttl_s", "grid_stale_s", "grid_timeout_s",
                      "otlp_interval_s", "otlp_timeout_s"):
             if not (getattr(self, name) > 0):

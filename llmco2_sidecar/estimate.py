@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .energy import carbon, embodied, serving
+from .errors import InputError
 from .graph import step_features
 from .graph.builder import check_deployment
 from .hardware import load_gpu
@@ -85,13 +86,23 @@ def estimate(query: BatchQuery, settings: CarbonSettings = CarbonSettings(), pre
     carbon.check_pue(settings.pue)
     ci, ci_source = settings.resolved_ci()
     dep = deployment_for(query)
+    max_len = int(dep.model.max_position_embeddings)
+    if query.prompt_len + query.output_len > max_len:
+        raise InputError("prompt-len", f"{query.prompt_len} prompt + {query.output_len} output tokens exceed "
+                         f"{dep.model.name}'s context of {max_len} tokens (max_position_embeddings: vLLM would "
+                         "refuse or cut the request)", f"prompt-len + output-len <= {max_len}")
     sched = batch_steps(dep, query.batch, query.prompt_len, query.output_len, max_batched_tokens)
     steps = sched.steps
+    feats = step_features(dep, steps, with_nodes=False)  # FLOPs, bytes, Roofline time: not the durations
     pred = predictor.predict_steps(dep, steps)
     if query.observed_latency_s is not None:  # spread the known wall time over the steps, then predict again
+        floor_s = float(feats.roofline_s.sum())
+        if query.observed_latency_s < floor_s:
+            raise InputError("observed-latency-s", f"{query.observed_latency_s:g} s is faster than this batch can run on "
+                             f"{dep.n_gpus} x {dep.gpu.gpu_id}: its Roofline minimum (every FLOP at peak, every byte "
+                             f"at full memory bandwidth) is {floor_s:.3g} s", f">= {floor_s:.3g}")
         steps.duration_s = pred.duration_s * (query.observed_latency_s / float(pred.duration_s.sum()))
         pred = predictor.predict_steps(dep, steps)
-    feats = step_features(dep, steps, with_nodes=False)
 
     e_prefill = float(pred.prefill_energy_j.sum())
     e_gpu = float(pred.energy_j.sum())

@@ -104,9 +104,9 @@ def _closed_form(B: int, P: int, T: int, cap: int) -> BatchSchedule:
 
 
 def _simulate(B: int, P: int, T: int, budget: int | None, cap: int, fits: bool) -> BatchSchedule:
+    if budget is not None and budget < 1:  # 0 is not "unlimited" (replay refuses it too): leave the flag out
+        raise InputError("max-batched-tokens", f"must be positive, got {budget}", ">= 1")
     budget = budget or 1 << 62
-    if budget < 1:
-        raise InputError("max-batched-tokens", "must be positive", ">= 1")
     computed = [0] * B  # tokens in the KV cache
     alloc = [0] * B  # KV blocks held
     generated = [0] * B

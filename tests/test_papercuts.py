@@ -41,10 +41,37 @@ def test_70b_on_two_a100_says_the_kv_cache_has_no_room(capsys):
 
 
 def test_a_too_long_request_names_the_kv_room(capsys):
-    rc = main(["estimate", "--model", "meta-llama/Llama-2-7b-hf", "--gpu", "L4", "--batch", "1",
-               "--prompt-len", "200000", "--output-len", "16"])
+    rc = main(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "L4", "--batch", "1",
+               "--prompt-len", "120000", "--output-len", "16"])  # within its 131,072-token context
     err = capsys.readouterr().err
     assert rc == 2 and "GB of KV cache room at gpu_memory_utilization 0.9" in err
+
+
+def test_a_request_over_the_models_context_is_refused(capsys):
+    """Llama-2-7B reads 4,096 tokens: vLLM refuses a longer request, so does the estimate."""
+    rc = main(["estimate", "--model", "meta-llama/Llama-2-7b-hf", "--gpu", "A100", "--batch", "1",
+               "--prompt-len", "4000", "--output-len", "100"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "prompt-len: 4000 prompt + 100 output tokens exceed" in err and "4096" in err
+    assert main(["estimate", "--model", "meta-llama/Llama-2-7b-hf", "--gpu", "A100", "--batch", "1",
+                 "--prompt-len", "4000", "--output-len", "96", "--json"]) == 0  # exactly the context: fine
+    capsys.readouterr()
+
+
+def test_an_observed_latency_faster_than_the_roofline_is_refused(capsys):
+    q = ["estimate", "--model", "meta-llama/Llama-2-7b-hf", "--gpu", "A100", "--batch", "8", "--prompt-len", "1024",
+         "--output-len", "256"]
+    assert main(q + ["--observed-latency-s", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "observed-latency-s: 0.01 s is faster than this batch can run" in err and "Roofline minimum" in err
+    assert main(q + ["--observed-latency-s", "10", "--json"]) == 0  # a plausible wall time is taken
+    assert json.loads(capsys.readouterr().out)["observed_latency_s"] == 10.0
+
+
+def test_max_batched_tokens_zero_is_refused_not_unlimited(capsys):
+    rc = main(["estimate", "--model", "meta-llama/Llama-2-7b-hf", "--gpu", "A100", "--batch", "2", "--prompt-len",
+               "128", "--output-len", "8", "--max-batched-tokens", "0"])
+    assert rc == 2 and "max-batched-tokens: must be positive, got 0" in capsys.readouterr().err
 
 
 def test_catalog_marks_models_it_cannot_build(capsys):

@@ -10,7 +10,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", choices=("gpus", "servers", "models", "regions"), default=None,
                    help="one section (default: all)")
     p.add_argument("--hardware", default=None, help="a TOML file that adds or overrides GPU/server entries")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the catalog as JSON")
     p.epilog = ("models: each bundled Hugging Face id and alias with its kind (dense or MoE: experts, active per "
                 "token; MLA; local attention), size, number formats, whether its config was checked in two public "
                 "copies, and the held-out error of the shipped model that serves it (llmco2-gnn-v2 for dense models, "

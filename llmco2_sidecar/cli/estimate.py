@@ -9,20 +9,21 @@ import sys
 from ..energy import carbon
 from ..errors import InputError
 from ..workload import BatchQuery
+from .helpfmt import DefaultsShown
 
 QUERY_KEYS = ("model", "gpu", "batch", "prompt_len", "output_len", "tp", "pp", "ep", "dp", "observed_latency_s")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.formatter_class = DefaultsShown
     p.epilog = ("Energy: GPUs' energy for the whole batch on all TP x PP GPUs (prefill, decode) plus the serving "
                 "engine's host energy. Carbon: energy x PUE x grid carbon intensity, plus the GPUs' embodied carbon "
                 "charged by GPU time. --queries FILE reads JSON lines with keys " + ", ".join(QUERY_KEYS) + ".")
     p.add_argument("--model", help="bundled Hugging Face id (see `llmco2 catalog`) or path to a config.json or its folder")
     p.add_argument("--gpu", help="GPU id or alias, e.g. A100, H100, H200-SXM-141GB")
-    p.add_argument("--batch", type=int, help="requests in the batch")
-    p.add_argument("--prompt-len", type=int, help="prompt tokens per request")
-    p.add_argument("--output-len", type=int, help="generated tokens per request")
+    p.add_argument("--batch", type=int, help="requests in the batch (required without --queries)")
+    p.add_argument("--prompt-len", type=int, help="prompt tokens per request (required without --queries)")
+    p.add_argument("--output-len", type=int, help="generated tokens per request (required without --queries)")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel stages")
     p.add_argument("--ep", type=int, default=1,
@@ -36,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pue", type=float, default=carbon.DEFAULT_PUE, help="data-centre PUE (" + carbon.PUE_SOURCE + ")")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH", help="grid intensity, gCO2e/kWh")
-    g.add_argument("--region", default=None, help=f"grid region code from the bundled table (default {carbon.DEFAULT_REGION})")
+    g.add_argument("--region", default=None, help="grid region code from the bundled table (the default is the table's world average)")
     from .. import config as cfgmod
 
     cfgmod.add_grid_arguments(p)

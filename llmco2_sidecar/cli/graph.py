@@ -6,10 +6,11 @@ import argparse
 import json
 
 from ..workload import BatchQuery
+from .helpfmt import DefaultsShown
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.formatter_class = DefaultsShown
     p.epilog = ("Prefill: one step computing the batch's prompts. Decode: one decode step at mid generation "
                 "(context = prompt + output/2) -- the paper aggregates decode over the output tokens; "
                 "`llmco2 estimate` does. Figures are per GPU; layer kernels are for one layer.")
@@ -18,9 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, required=True, help="requests in the batch")
     p.add_argument("--prompt-len", type=int, required=True, help="prompt tokens per request")
     p.add_argument("--output-len", type=int, default=128, help="generated tokens (sets the decode context)")
-    p.add_argument("--phase", choices=("prefill", "decode"), default="prefill")
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--pp", type=int, default=1)
+    p.add_argument("--phase", choices=("prefill", "decode"), default="prefill", help="which step of the batch to draw")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs")
+    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel stages")
     p.add_argument("--ep", type=int, default=1, help="expert-parallel size (MoE; vLLM: tp x dp)")
     p.add_argument("--dp", type=int, default=1, help="data-parallel replicas (with --ep > --tp)")
     p.add_argument("--unfused-attention", action="store_true", help="QK^T, softmax and SV as separate kernels")

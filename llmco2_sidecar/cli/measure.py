@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="measurement duration in seconds (default 1)")
     parser.add_argument("--rapl-root", default=None, metavar="DIR",
                         help="powercap tree to read (default /sys/class/powercap)")
-    parser.add_argument("--meters", default="nvml,rapl", help="comma-separated meters: nvml, rapl (default both)")
+    parser.add_argument("--meters", default="nvml,rapl", help="comma-separated meters: nvml, rapl (default both); null reads nothing (a dry run)")
     parser.add_argument("--hz", type=float, default=10.0, help="sampling rate during the measurement (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

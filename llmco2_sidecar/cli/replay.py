@@ -45,7 +45,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, lists: bool = False) -
     parser.add_argument("--kv-capacity-tokens", type=int, default=None,
                         help="KV-cache capacity in tokens (default: 90%% of GPU memory minus weights and a 5%% reserve)")
     parser.add_argument("--region", default=None,
-                        help=f"carbon-intensity region of the bundled table (default: the table's default){many}")
+                        help=f"carbon-intensity region of the bundled table (default world: Ember 2023, 481 gCO2e/kWh){many}")
     parser.add_argument("--carbon-intensity", type=float, default=None, dest="carbon_intensity",
                         help="grid intensity in gCO2e/kWh (overrides --region)")
     parser.add_argument("--intensity-csv", default=None,
@@ -113,17 +113,36 @@ class Progress:
         self.enabled = enabled
         self.what = what
         self.t0 = self.last = time.perf_counter()
+        self.state = (0, 0.0)
 
     def __call__(self, done: int, sim_s: float) -> None:
         now = time.perf_counter()
+        self.state = (done, sim_s)
         if self.enabled and now - self.last >= 1.0:
             self.last = now
-            print(f"\r{self.what}: {done:,} requests, {sim_s:,.0f} s of trace simulated, {now - self.t0:.0f} s",
-                  end="", file=sys.stderr, flush=True)
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        done, sim_s = self.state
+        print(f"\r{self.what}: {done:,} requests, {sim_s:,.0f} s of trace simulated, {now - self.t0:.0f} s",
+              end="", file=sys.stderr, flush=True)
 
     def done(self) -> None:
+        """End the line, with the final counts (not those of the last report a second ago)."""
         if self.enabled and self.last != self.t0:
+            self._line(time.perf_counter())
             print(file=sys.stderr)
+
+
+def no_request_why(summary: dict) -> str:
+    """Why a replay served no request: an empty trace, rows without tokens, or every request rejected."""
+    t, sim = summary["trace"], summary["simulation"]
+    if sim["rejected"]:
+        return (f"no request could be served: all {sim['rejected']} were rejected, e.g. "
+                + "; ".join(sim["rejected_examples"][:2]))
+    if t["skipped_zero_tokens"]:
+        return f"no request in the trace: its {t['skipped_zero_tokens']} row(s) have no tokens"
+    return "no request in the trace"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         progress.done()
         if out is not None:
             out.close()
+    if not summary["requests"]:
+        raise InputError("trace", no_request_why(summary))
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=False))
     else:

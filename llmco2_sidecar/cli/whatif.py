@@ -39,18 +39,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _list(text: str, field: str, conv=str) -> list:
     from ..errors import InputError
 
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    parts = [t.strip() for t in str(text).split(",")]
+    items = [t for t in parts if t]
     if not items:
         raise InputError(field, "empty list")
+    if len(items) != len(parts):
+        raise InputError(field, f"an empty item in {text!r}", "comma-separated values")
     out = [conv(t, field) if conv is positive_int else conv(t) for t in items]
     if len(set(out)) != len(out):
         raise InputError(field, f"repeated value in {text!r}")
     return out
 
 
+def _same_named_twice(models: list, gpus: list) -> None:
+    """Unknown names are refused (exit 2, naming the field) before the sweep; two names of one GPU or
+    model (``A100`` and ``A100-SXM4-80GB``) would simulate one configuration twice."""
+    from ..errors import InputError
+    from ..hardware.catalog import load_gpu
+    from ..models.catalog import load_model
+
+    for field, names, load, key in (("gpu", gpus, load_gpu, lambda g: g.gpu_id), ("model", models, load_model,
+                                                                               lambda m: m.name)):
+        seen: dict = {}
+        for name in names:
+            k = key(load(name))
+            if k in seen:
+                raise InputError(field, f"{seen[k]!r} and {name!r} name the same {field} ({k})")
+            seen[k] = name
+
+
+def _unfit_lines(unfit: list[dict]) -> list[str]:
+    """One line per model, GPU and TP that cannot run (whatever the sequences and regions)."""
+    out, seen = [], set()
+    for u in unfit:
+        c = u["config"]
+        if (c["model"], c["gpu"], c["tp"]) not in seen:
+            seen.add((c["model"], c["gpu"], c["tp"]))
+            what = "does not fit" if "does not fit" in u["reason"] else "cannot run"
+            out.append(f"{what}: {c['model']} on {c['gpu']} TP{c['tp']}: {u['reason']}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..sim.whatif import ProgressBar, choose, execute, label, pareto_front, plan, plot, table
+    from ..sim.whatif import ProgressBar, choose, execute, front_of, label, plan, plot, table
 
     models = _list(args.model, "model")
     gpus = _list(args.gpu, "gpu")
@@ -72,11 +104,14 @@ def run(args: argparse.Namespace) -> int:
     from ..sim.traces import open_trace
 
     n_req = sum(1 for _ in open_trace(args.trace, args.format))
+    if not n_req:
+        raise InputError("trace", "no request in the trace (no row, or no row with tokens)")
+    _same_named_twice(models, gpus)
     tasks, unfit = plan(base, models, gpus, tps, seqs, regions)
     if not tasks:
-        for u in unfit:
-            print(f"does not fit: {u['config']}: {u['reason']}", file=sys.stderr)
-        raise InputError("configurations", "none of them fits in memory")
+        for line in _unfit_lines(unfit):
+            print(line, file=sys.stderr)
+        raise InputError("configurations", "none of them fits or can run (each reason above)")
     jobs = args.jobs or min(os.cpu_count() or 1, len(tasks))
     n_cfg = sum(len(t.regions or (None,)) for t in tasks)
     if not args.quiet:
@@ -87,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar(len(tasks), enabled=not args.quiet, what="simulations")
     nested = execute(tasks, jobs=jobs, ray_address=args.ray, on_done=bar.advance)
     results = [s for group in nested for s in group]
-    front = pareto_front([(s["latency_s"]["ttft_p99"] or float("inf"), s["g_per_1k_output_tokens"] or float("inf"))
-                          for s in results])
+    front = front_of(results)
     slo = args.slo_ttft_ms is not None or args.slo_tpot_ms is not None
     choice = choose(results, args.slo_ttft_ms, args.slo_tpot_ms) if slo else None
     if args.plot:
@@ -106,12 +140,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(table(results, front, choice))
-        seen = set()
-        for u in unfit:
-            c = u["config"]
-            if (c["model"], c["gpu"], c["tp"]) not in seen:
-                seen.add((c["model"], c["gpu"], c["tp"]))
-                print(f"does not fit: {c['model']} on {c['gpu']} TP{c['tp']}: {u['reason']}")
+        for line in _unfit_lines(unfit):
+            print(line)
         if choice is not None:
             print(f"pick: {choice['label'] or 'none'}: {choice['why']}")
         if args.plot:

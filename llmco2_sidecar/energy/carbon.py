@@ -1,4 +1,5 @@
-"""Operational carbon: energy x PUE x location-based grid carbon intensity (SCI, ISO/IEC 21031:2024).
+"""Operational carbon: energy x PUE x grid carbon intensity (location-based, or marginal from a live
+WattTime source: energy/grid; never market-based; SCI, ISO/IEC 21031:2024).
 
 Defaults, stated: PUE 1.58 -- the industry average of the Uptime Institute Global Data Center Survey
 2023 -- and the ``world`` carbon intensity of ``regions.toml`` (Ember 2023, 481 gCO2e/kWh). Every

@@ -15,7 +15,8 @@ A step's wall time is the predictor's (:func:`step_durations`: the same duration
 predictor fills a missing duration with), so simulated time advances as the modelled engine would;
 an idle engine jumps to the next arrival. Requests that can never fit (their whole KV cache exceeds
 the replica's, or, without chunked prefill, their prompt exceeds the token budget) are rejected on
-arrival.
+arrival, and so is a prompt that fills the model's context (``max_position_embeddings``: vLLM
+refuses it); an output that would run past the context stops there, as vLLM stops it (``length``).
 
 Speed: a step of only decodes, with no admission possible before the next arrival, repeats with
 every context one token longer until a request finishes, a KV block runs out or a request arrives;
@@ -95,6 +96,7 @@ class EngineSimulator:
         cap = self.config.kv_capacity_tokens or kv_capacity_tokens(dep)
         self.cap_blocks = cap // BLOCK_TOKENS
         self.kv_capacity_tokens = self.cap_blocks * BLOCK_TOKENS
+        self.max_len = int(dep.model.max_position_embeddings)  # the model's context, prompt + output
         self.chunk_steps = int(chunk_steps)
         self.run_steps = run_steps  # compute runs of decode steps together (False: one at a time, for tests)
         self.stats = EngineStats()
@@ -117,7 +119,9 @@ class EngineSimulator:
 
     # ---- admission ---------------------------------------------------------------------------
     def _rejects(self, q: TraceRequest) -> str | None:
-        if -(-(q.prompt_tokens + q.output_tokens) // BLOCK_TOKENS) > self.cap_blocks:
+        if q.prompt_tokens >= self.max_len:
+            return "context"
+        if -(-(q.prompt_tokens + min(q.output_tokens, self.max_len - q.prompt_tokens)) // BLOCK_TOKENS) > self.cap_blocks:
             return "kv"
         if not self.config.chunked_prefill and q.prompt_tokens > self.config.max_num_batched_tokens:
             return "budget"
@@ -211,7 +215,11 @@ class EngineSimulator:
             while nxt is not None and nxt.arrival_s <= self.now:
                 why = self._rejects(nxt)
                 if why is None:
-                    waiting.append(Req(nxt.request_id, nxt.arrival_s, nxt.prompt_tokens, nxt.output_tokens))
+                    out = nxt.output_tokens
+                    if nxt.prompt_tokens + out > self.max_len:
+                        out = self.max_len - nxt.prompt_tokens
+                        st.truncated += 1
+                    waiting.append(Req(nxt.request_id, nxt.arrival_s, nxt.prompt_tokens, out))
                 else:
                     st.rejected += 1
                     if len(st.rejected_ids) < 100:

@@ -101,6 +101,7 @@ class EngineStats:
     max_running: int = 0
     max_waiting: int = 0
     runs: int = 0  # decode runs computed together
+    truncated: int = 0  # outputs cut at the model's context (vLLM stops a request there: finish "length")
     rejected_ids: list = field(default_factory=list)  # the first 100
 
     @property

@@ -75,6 +75,10 @@ def load_predictor(name: str):
     return make_predictor(name)
 
 
+_REJECTED_WHY = {"kv": "KV cache too small", "budget": "prompt over the token budget without chunked prefill",
+                 "context": "prompt fills the model's {}-token context"}
+
+
 def deployment(setup: ReplaySetup):
     """The :class:`~llmco2_sidecar.predictor.api.Deployment` of ``setup``; raises InputError when the
     model does not fit (weights vs memory, TP vs heads)."""
@@ -121,7 +125,12 @@ def _intensity(setup: ReplaySetup):
         return None
     from ..energy.grid.series import IntensitySeries
 
-    return IntensitySeries.from_csv(setup.intensity_csv)
+    try:
+        return IntensitySeries.from_csv(setup.intensity_csv)
+    except InputError as exc:  # the series' own errors name "grid" (--grid csv:); here the flag is --intensity-csv
+        if exc.field != "grid":
+            raise
+        raise InputError("intensity-csv", exc.message, exc.allowed) from None
 
 
 def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
@@ -268,8 +277,9 @@ def run_replay(setup: ReplaySetup, requests_out: IO[str] | None = None,
                        "preempted_requests": preempted_requests, "recomputed_tokens": st.recomputed_tokens,
                        "max_running": st.max_running, "max_waiting": st.max_waiting,
                        "kv_capacity_tokens": sim.kv_capacity_tokens, "rejected": st.rejected,
-                       "rejected_examples": [f"{rid} ({'KV cache too small' if why == 'kv' else 'prompt over the token budget without chunked prefill'})"
-                                             for rid, why in st.rejected_ids[:5]]},
+                       "rejected_examples": [f"{rid} ({_REJECTED_WHY[why].format(sim.max_len)})"
+                                             for rid, why in st.rejected_ids[:5]],
+                       "truncated_outputs": st.truncated, "max_model_len": sim.max_len},
         "trace": {"path": setup.trace, "format": trace.format, "rows": trace.rows,
                   "skipped_zero_tokens": trace.skipped, "start_epoch_s": trace.epoch_s},
         "predictor": acc.predictor_name,
@@ -371,7 +381,9 @@ def fmt_summary(s: dict) -> str:
                                         if st["carbon_intensity_g_per_kwh"] is not None else "hourly intensity series"),
         f"trace: {s['trace']['path']} ({s['trace']['format']}): {s['requests']} requests replayed over "
         f"{s['duration_s']:.1f} s, {s['tokens']['prompt']} prompt + {s['tokens']['output']} output tokens"
-        + (f"; {sim['rejected']} rejected (do not fit)" if sim["rejected"] else "")
+        + (f"; {sim['rejected']} rejected (e.g. {sim['rejected_examples'][0]})" if sim["rejected"] else "")
+        + (f"; {sim['truncated_outputs']} outputs cut at the model's {sim['max_model_len']}-token context"
+           if sim.get("truncated_outputs") else "")
         + (f"; {s['trace']['skipped_zero_tokens']} rows without tokens skipped" if s["trace"]["skipped_zero_tokens"] else ""),
         f"engine (simulated): {sim['steps']} steps, busy {sim['busy_s']:.1f} s, {sim['preemptions']} preemptions, "
         f"up to {sim['max_running']} running, KV cache {sim['kv_capacity_tokens']} tokens",

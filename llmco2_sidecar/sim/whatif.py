@@ -164,7 +164,27 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return out
 
 
+def serves_all(s: dict) -> bool:
+    """Whether a configuration served every request of the trace (none rejected: a prompt over its KV
+    cache or token budget). One that drops requests is not a candidate, whatever its carbon."""
+    return s["requests"] > 0 and not s["simulation"]["rejected"]
+
+
+def front_of(results: list[dict]) -> list[bool]:
+    """The Pareto front (p99 TTFT, carbon per 1,000 output tokens) among the configurations that serve
+    every request; those that reject some are never on it."""
+    ok = [i for i, s in enumerate(results) if serves_all(s)]
+    sub = pareto_front([(results[i]["latency_s"]["ttft_p99"] or float("inf"),
+                         results[i]["g_per_1k_output_tokens"] or float("inf")) for i in ok])
+    out = [False] * len(results)
+    for i, f in zip(ok, sub):
+        out[i] = f
+    return out
+
+
 def meets(s: dict, slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> bool:
+    if not serves_all(s):
+        return False
     lat = s["latency_s"]
     if slo_ttft_ms is not None and (lat["ttft_p99"] is None or lat["ttft_p99"] * 1e3 > slo_ttft_ms):
         return False
@@ -230,35 +250,49 @@ def choose(results: list[dict], slo_ttft_ms: float | None, slo_tpot_ms: float | 
         best = min(range(len(results)), key=lambda i: results[i]["latency_s"]["ttft_p99"] or float("inf"),
                    default=None)
         why = "no configuration meets the SLOs"
-        if best is not None:
+        dropping = [k for k in range(len(results)) if not serves_all(results[k])]
+        if dropping:
+            why += (f" ({len(dropping)} reject requests of the trace, e.g. {label(results[dropping[0]])}: "
+                    f"{results[dropping[0]]['simulation']['rejected']} rejected)")
+        if best is not None and results[best]["latency_s"]["ttft_p99"] is not None:
             lat = results[best]["latency_s"]
             why += (f"; the fastest, {label(results[best])}, has p99 TTFT {lat['ttft_p99'] * 1e3:.0f} ms and "
                     f"p99 TPOT {(lat['tpot_p99'] or 0) * 1e3:.1f} ms")
         return {"label": None, "index": None, "why": why}
     i = min(ok, key=lambda k: (results[k]["g_per_1k_output_tokens"], k))
     why = explain(results[i], [results[k] for k in ok if k != i])
-    cheaper_failing = [k for k in range(len(results)) if k not in ok
+    cheaper_failing = [k for k in range(len(results)) if k not in ok and serves_all(results[k])
                        and results[k]["g_per_1k_output_tokens"] < results[i]["g_per_1k_output_tokens"]]
     if cheaper_failing:
         k = min(cheaper_failing, key=lambda k: results[k]["g_per_1k_output_tokens"])
         lat = results[k]["latency_s"]
         why += (f"; {len(cheaper_failing)} lower-carbon configuration(s) miss the SLOs, e.g. {label(results[k])} "
                 f"(p99 TTFT {lat['ttft_p99'] * 1e3:.0f} ms, p99 TPOT {(lat['tpot_p99'] or 0) * 1e3:.1f} ms)")
+    dropping = [k for k in range(len(results)) if not serves_all(results[k])]
+    if dropping:
+        why += (f"; {len(dropping)} configuration(s) reject requests of the trace and are not candidates, e.g. "
+                f"{label(results[dropping[0]])} ({results[dropping[0]]['simulation']['rejected']} rejected)")
     return {"label": label(results[i]), "index": i, "why": why}
 
 
 def table(results: list[dict], front: list[bool], choice: dict | None) -> str:
     head = (f"{'configuration':<52} {'g/1k out':>9} {'J/out tok':>9} {'GPU idle':>8} {'TTFT p99':>9} "
-            f"{'TPOT p99':>9} {'preempt':>7}  ")
+            f"{'TPOT p99':>9} {'preempt':>7} {'rejected':>8}  ")
     lines = [head, "-" * len(head)]
+
+    def num(v, spec: str, scale: float = 1.0, unit: str = "") -> str:
+        return "n/a" if v is None else f"{v * scale:{spec}}{unit}"
+
     for i, (s, p) in enumerate(zip(results, front)):
         e = s["energy_j"]
         gpu = e["prefill"] + e["decode"] + e["gpu_idle"]
         lat = s["latency_s"]
         mark = ("pareto" if p else "") + (" <- pick" if choice and choice.get("index") == i else "")
-        lines.append(f"{label(s):<52} {s['g_per_1k_output_tokens']:>9.4f} {s['j_per_output_token']:>9.3f} "
-                     f"{100 * e['gpu_idle'] / gpu if gpu else 0:>7.0f}% {lat['ttft_p99'] * 1e3:>7.0f}ms "
-                     f"{(lat['tpot_p99'] or 0) * 1e3:>7.1f}ms {s['simulation']['preemptions']:>7}  {mark}")
+        lines.append(f"{label(s):<52} {num(s['g_per_1k_output_tokens'], '.4f'):>9} "
+                     f"{num(s['j_per_output_token'], '.3f'):>9} "
+                     f"{100 * e['gpu_idle'] / gpu if gpu else 0:>7.0f}% {num(lat['ttft_p99'], '.0f', 1e3, 'ms'):>9} "
+                     f"{num(lat['tpot_p99'] or 0, '.1f', 1e3, 'ms'):>9} {s['simulation']['preemptions']:>7} "
+                     f"{s['simulation']['rejected']:>8}  {mark}")
     return "\n".join(lines)
 
 
@@ -272,9 +306,20 @@ def plot(results: list[dict], front: list[bool], path: str, choice: dict | None,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    shown = [i for i, s in enumerate(results)
+             if s["latency_s"]["ttft_p99"] is not None and s["g_per_1k_output_tokens"] is not None]
+    index = {i: k for k, i in enumerate(shown)}
+    results, front = [results[i] for i in shown], [front[i] for i in shown]
+    if choice and choice.get("index") is not None:
+        choice = dict(choice, index=index.get(choice["index"]))
     xs = [s["latency_s"]["ttft_p99"] * 1e3 for s in results]
     ys = [s["g_per_1k_output_tokens"] for s in results]
-    ax.scatter(xs, ys, s=28, color="#8da0cb", label="configuration", zorder=2)
+    full = [serves_all(s) for s in results]
+    ax.scatter([x for x, f in zip(xs, full) if f], [y for y, f in zip(ys, full) if f], s=28, color="#8da0cb",
+               label="configuration", zorder=2)
+    if not all(full):
+        ax.scatter([x for x, f in zip(xs, full) if not f], [y for y, f in zip(ys, full) if not f], s=28, marker="x",
+                   color="#999999", label="rejects requests (not a candidate)", zorder=2)
     fr = sorted((x, y) for x, y, p in zip(xs, ys, front) if p)
     if fr:
         ax.plot([x for x, _ in fr], [y for _, y in fr], "-o", color="#d95f02", ms=6, label="Pareto front", zorder=3)

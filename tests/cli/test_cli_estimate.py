@@ -93,3 +93,18 @@ def test_catalog_lists_everything():
 def test_help_lists_commands():
     p = llmco2("--help")
     assert p.returncode == 0 and "estimate" in p.stdout and "serve" in p.stdout
+
+
+def test_help_shows_defaults_but_never_none():
+    """`--help` states the defaults that exist; options without one (required, or computed when left
+    out) carry no "(default: None)"."""
+    import subprocess
+    import sys
+
+    for cmd in ("estimate", "graph"):
+        out = subprocess.run([sys.executable, "-m", "llmco2_sidecar.cli.main", cmd, "--help"], capture_output=True,
+                             text=True, check=True).stdout
+        assert "(default: None)" not in out and "(default: False)" not in out
+        assert "(default: 1)" in out.replace("\n", " ").replace("  ", " ") or cmd == "estimate"
+    assert "(default:" in subprocess.run([sys.executable, "-m", "llmco2_sidecar.cli.main", "estimate", "--help"],
+                                         capture_output=True, text=True, check=True).stdout  # PUE's 1.58

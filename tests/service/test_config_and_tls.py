@@ -38,6 +38,11 @@ def test_precedence(tmp_path):
 
 @pytest.mark.parametrize("argv, env, text, field", [
     (["--pue", "0.9"], {}, None, "pue"),
+    # what the pipeline would refuse for every engine stream is refused at start
+    (["--pue", "5.5"], {}, None, "pue"),
+    (["--lifetime-years", "0"], {}, None, "lifetime_years"),
+    (["--carbon-intensity-g-per-kwh", "3000"], {}, None, "carbon_intensity_g_per_kwh"),
+    (["--hardware", "/nonexistent/extra.toml"], {}, None, "hardware"),
     (["--fsync", "sometimes"], {}, None, None),  # argparse choices
     ([], {"LLMCO2_PORT": "abc"}, None, "port"),
     ([], {"LLMCO2_PORT": "70000"}, None, "port"),

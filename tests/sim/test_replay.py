@@ -160,3 +160,20 @@ def test_a_replay_states_the_predictors_expected_error(trace, tmp_path):
     assert f"expected error: about +-{s['expected_error_pct']:.0f}%" in fmt_summary(s)
     plain = run_replay(_setup(trace))
     assert plain["expected_error_pct"] is None and "expected error" not in fmt_summary(plain)  # Roofline: no scores
+
+
+def test_the_models_context_bounds_what_is_served(tmp_path, capsys):
+    """Llama-2-7B reads 4,096 tokens: a prompt that fills it is rejected (vLLM refuses it) and an output
+    that would run past it stops there (vLLM's finish "length"); the summary and the text say so."""
+    p = tmp_path / "ctx.csv"
+    p.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,20\n0.1,5000,20\n0.2,4000,500\n0.3,4096,1\n")
+    s = run_replay(_setup(str(p)))
+    sim = s["simulation"]
+    assert s["requests"] == 2 and sim["rejected"] == 2 and sim["truncated_outputs"] == 1
+    assert sim["max_model_len"] == 4096
+    assert s["tokens"]["output"] == 20 + 96  # the 500 asked for stop at 4,096 - 4,000
+    assert "prompt fills the model's 4096-token context" in sim["rejected_examples"][0]
+    assert main(["replay", "--trace", str(p), "--model", MODEL, "--gpu", GPU, "--predictor", "roofline",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "2 rejected (e.g." in out and "1 outputs cut at the model's 4096-token context" in out

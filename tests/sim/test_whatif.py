@@ -11,7 +11,7 @@ import pytest
 from llmco2_sidecar.cli.main import main
 from llmco2_sidecar.sim.engine import EngineConfig
 from llmco2_sidecar.sim.replay import ReplaySetup
-from llmco2_sidecar.sim.whatif import choose, execute, pareto_front, plan
+from llmco2_sidecar.sim.whatif import choose, execute, front_of, pareto_front, plan, table
 
 MODEL7, MODEL70 = "meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-70b-hf"
 
@@ -51,16 +51,17 @@ def test_workers_give_the_same_results_in_order(trace):
     assert [s[0]["setup"]["gpu"] for s in one] == ["A100-SXM4-80GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "H100-SXM5-80GB"]
 
 
-def _fake(g, ttft, tpot, energy_scale=1.0, region="fr", gpu="A", idle=0.1):
+def _fake(g, ttft, tpot, energy_scale=1.0, region="fr", gpu="A", idle=0.1, rejected=0):
     e = {"prefill": 10.0 * energy_scale, "decode": 50.0 * energy_scale, "gpu_idle": 100.0 * idle * energy_scale,
          "host": 5.0 * energy_scale}
     e["total"] = sum(e.values())
     return {"setup": {"model": "m", "gpu": gpu, "tp": 1, "pp": 1, "max_num_seqs": 8, "region": region,
                       "carbon_intensity_g_per_kwh": 50.0},
             "requests": 10, "tokens": {"output": 1000}, "duration_s": 100.0,
-            "simulation": {"busy_s": 50.0, "preemptions": 0}, "energy_j": e,
+            "simulation": {"busy_s": 50.0, "preemptions": 0, "rejected": rejected}, "energy_j": e,
             "carbon_g": {"operational": g * 0.9, "embodied": g * 0.1, "total": g},
-            "g_per_1k_output_tokens": g, "latency_s": {"ttft_p99": ttft, "tpot_p99": tpot}}
+            "g_per_1k_output_tokens": g, "j_per_output_token": e["total"] / 1000,
+            "latency_s": {"ttft_p99": ttft, "tpot_p99": tpot}}
 
 
 def test_choose_meets_slo_and_explains():
@@ -99,3 +100,66 @@ def test_cli_errors(trace, capsys):
     assert "tp" in capsys.readouterr().err
     assert main(["whatif", "--trace", trace, "--model", MODEL70, "--gpu", "L4", "--quiet"]) == 2
     assert "fits" in capsys.readouterr().err
+
+
+def test_a_configuration_that_rejects_requests_is_never_picked_nor_on_the_front():
+    """Serving 2 of 3 requests is not cheaper: it is a different workload (a prompt over its KV cache)."""
+    res = [_fake(0.5, 0.1, 0.01, gpu="small", rejected=1), _fake(1.0, 0.2, 0.02, gpu="big")]
+    c = choose(res, slo_ttft_ms=100000, slo_tpot_ms=None)
+    assert c["index"] == 1 and "big" in c["label"]
+    assert "reject requests" in c["why"] and "small" in c["why"]
+    assert front_of(res) == [False, True]
+    assert pareto_front([(0.1, 0.5), (0.2, 1.0)]) == [True, False]  # on carbon and latency alone it would win
+    text = table(res, front_of(res), c)
+    assert "rejected" in text.splitlines()[0] and "<- pick" in text.splitlines()[3]
+    only = choose(res[:1], slo_ttft_ms=100000, slo_tpot_ms=None)
+    assert only["index"] is None and "reject requests" in only["why"]
+
+
+def _tiny_trace(tmp_path, prompts):
+    p = tmp_path / "tiny.jsonl"
+    p.write_text("".join(f'{{"arrival_s": {0.5 * k}, "prompt_tokens": {n}, "output_tokens": 8}}\n'
+                         for k, n in enumerate(prompts)))
+    return str(p)
+
+
+def test_cli_shows_and_excludes_a_configuration_that_drops_a_long_prompt(tmp_path, capsys):
+    trace = _tiny_trace(tmp_path, [100, 60000, 100])  # 60k tokens of KV: more than an L4 holds beside 8B weights
+    args = ["whatif", "--trace", trace, "--model", "meta-llama/Llama-3.1-8B", "--gpu", "L4,H100", "--predictor",
+            "roofline", "--jobs", "1", "--slo-ttft-ms", "100000", "--quiet"]
+    assert main(args + ["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    by_gpu = {c["setup"]["gpu"]: c for c in doc["configurations"]}
+    l4 = next(v for k, v in by_gpu.items() if k.startswith("L4"))
+    h100 = next(v for k, v in by_gpu.items() if k.startswith("H100"))
+    assert l4["simulation"]["rejected"] == 1 and h100["simulation"]["rejected"] == 0
+    assert not l4["pareto"] and doc["choice"]["label"] == h100["label"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    l4_row = next(line for line in out.splitlines() if line.startswith("Llama-3.1-8B L4"))
+    assert l4_row.split()[-1] == "1" or l4_row.split()[-2] == "1"  # the rejected column
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--gpu", "A100,A100-SXM4-80GB"], "gpu: 'A100' and 'A100-SXM4-80GB' name the same gpu"),
+    (["--gpu", "A100,A999"], "gpu"),
+    (["--gpu", "A100", "--tp", "1,,2"], "tp: an empty item"),
+])
+def test_cli_list_errors_exit_2_naming_the_field(trace, capsys, flags, field):
+    assert main(["whatif", "--trace", trace, "--model", MODEL7, *flags, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err
+
+
+def test_cli_an_empty_trace_is_one_line_and_exit_2(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("arrival_s,prompt_tokens,output_tokens\n")
+    zero = tmp_path / "zero.csv"
+    zero.write_text("arrival_s,prompt_tokens,output_tokens\n0,0,0\n1,0,0\n")
+    for t in (empty, zero):
+        assert main(["whatif", "--trace", str(t), "--model", MODEL7, "--gpu", "A100", "--quiet"]) == 2
+        assert "trace: no request in the trace" in capsys.readouterr().err
+        for extra in ([], ["--json"]):
+            assert main(["replay", "--trace", str(t), "--model", MODEL7, "--gpu", "A100", "--quiet", *extra]) == 2
+            err = capsys.readouterr().err
+            assert "trace: no request in the trace" in err and "Traceback" not in err
