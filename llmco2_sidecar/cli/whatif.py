@@ -6,7 +6,9 @@ accounting (one simulation per configuration; regions reuse it), in --jobs worke
 Ray tasks with --ray); those that do not fit are listed with the reason. Output: a table (or
 --json), optionally --plot PNG: carbon per 1,000 output tokens against p99 TTFT, one point per
 configuration, the Pareto front marked. With --slo-ttft-ms / --slo-tpot-ms (p99) it names the
-carbon-minimal configuration meeting them and says why in one line. Figures are simulated
+carbon-minimal configuration meeting them and says why in one line. A configuration that rejects
+requests the others serve (a prompt over a small GPU's KV cache) is shown, with its count, but is
+never picked nor on the front: it would answer a smaller workload. Figures are simulated
 (engine simulator + predictor), not measured.
 """
 

@@ -164,16 +164,20 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return out
 
 
-def serves_all(s: dict) -> bool:
-    """Whether a configuration served every request of the trace (none rejected: a prompt over its KV
-    cache or token budget). One that drops requests is not a candidate, whatever its carbon."""
-    return s["requests"] > 0 and not s["simulation"]["rejected"]
+def candidates(results: list[dict]) -> list[bool]:
+    """Which configurations serve the workload the others serve: those that reject no more requests than
+    the fewest any configuration rejects (a prompt over the model's context is rejected by every GPU of
+    that model alike; one over a small GPU's KV cache only there). A configuration that drops requests
+    the others serve is not a candidate, whatever its carbon: it answers a smaller workload."""
+    least = min((s["simulation"]["rejected"] for s in results), default=0)
+    return [s["requests"] > 0 and s["simulation"]["rejected"] == least for s in results]
 
 
 def front_of(results: list[dict]) -> list[bool]:
-    """The Pareto front (p99 TTFT, carbon per 1,000 output tokens) among the configurations that serve
-    every request; those that reject some are never on it."""
-    ok = [i for i, s in enumerate(results) if serves_all(s)]
+    """The Pareto front (p99 TTFT, carbon per 1,000 output tokens) among the :func:`candidates`; a
+    configuration that rejects requests the others serve is never on it."""
+    cand = candidates(results)
+    ok = [i for i, s in enumerate(results) if cand[i]]
     sub = pareto_front([(results[i]["latency_s"]["ttft_p99"] or float("inf"),
                          results[i]["g_per_1k_output_tokens"] or float("inf")) for i in ok])
     out = [False] * len(results)
@@ -183,8 +187,6 @@ def front_of(results: list[dict]) -> list[bool]:
 
 
 def meets(s: dict, slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> bool:
-    if not serves_all(s):
-        return False
     lat = s["latency_s"]
     if slo_ttft_ms is not None and (lat["ttft_p99"] is None or lat["ttft_p99"] * 1e3 > slo_ttft_ms):
         return False
@@ -245,14 +247,15 @@ def explain(best: dict, others: list[dict]) -> str:
 def choose(results: list[dict], slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> dict | None:
     """``{"label", "why", "index"}`` of the carbon-minimal configuration meeting the SLOs, or a
     ``{"label": None, "why": ...}`` saying that none does."""
-    ok = [i for i, s in enumerate(results) if meets(s, slo_ttft_ms, slo_tpot_ms)]
+    cand = candidates(results)
+    dropping = [k for k in range(len(results)) if not cand[k]]
+    ok = [i for i, s in enumerate(results) if cand[i] and meets(s, slo_ttft_ms, slo_tpot_ms)]
     if not ok:
         best = min(range(len(results)), key=lambda i: results[i]["latency_s"]["ttft_p99"] or float("inf"),
                    default=None)
         why = "no configuration meets the SLOs"
-        dropping = [k for k in range(len(results)) if not serves_all(results[k])]
         if dropping:
-            why += (f" ({len(dropping)} reject requests of the trace, e.g. {label(results[dropping[0]])}: "
+            why += (f" ({len(dropping)} reject requests the others serve, e.g. {label(results[dropping[0]])}: "
                     f"{results[dropping[0]]['simulation']['rejected']} rejected)")
         if best is not None and results[best]["latency_s"]["ttft_p99"] is not None:
             lat = results[best]["latency_s"]
@@ -261,17 +264,20 @@ def choose(results: list[dict], slo_ttft_ms: float | None, slo_tpot_ms: float | 
         return {"label": None, "index": None, "why": why}
     i = min(ok, key=lambda k: (results[k]["g_per_1k_output_tokens"], k))
     why = explain(results[i], [results[k] for k in ok if k != i])
-    cheaper_failing = [k for k in range(len(results)) if k not in ok and serves_all(results[k])
+    cheaper_failing = [k for k in range(len(results)) if k not in ok and cand[k]
                        and results[k]["g_per_1k_output_tokens"] < results[i]["g_per_1k_output_tokens"]]
     if cheaper_failing:
         k = min(cheaper_failing, key=lambda k: results[k]["g_per_1k_output_tokens"])
         lat = results[k]["latency_s"]
         why += (f"; {len(cheaper_failing)} lower-carbon configuration(s) miss the SLOs, e.g. {label(results[k])} "
                 f"(p99 TTFT {lat['ttft_p99'] * 1e3:.0f} ms, p99 TPOT {(lat['tpot_p99'] or 0) * 1e3:.1f} ms)")
-    dropping = [k for k in range(len(results)) if not serves_all(results[k])]
     if dropping:
-        why += (f"; {len(dropping)} configuration(s) reject requests of the trace and are not candidates, e.g. "
+        why += (f"; {len(dropping)} configuration(s) reject requests the others serve and are not candidates, e.g. "
                 f"{label(results[dropping[0]])} ({results[dropping[0]]['simulation']['rejected']} rejected)")
+    sim = results[i]["simulation"]
+    if sim["rejected"]:  # every candidate rejects these (the model's context, as a rule): say so
+        why += (f"; every candidate rejects {sim['rejected']} request(s) of the trace, e.g. "
+                + (sim.get("rejected_examples") or ["?"])[0])
     return {"label": label(results[i]), "index": i, "why": why}
 
 
@@ -306,20 +312,21 @@ def plot(results: list[dict], front: list[bool], path: str, choice: dict | None,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    shown = [i for i, s in enumerate(results)
-             if s["latency_s"]["ttft_p99"] is not None and s["g_per_1k_output_tokens"] is not None]
+    all_results = results
+    shown_mask = [s["latency_s"]["ttft_p99"] is not None and s["g_per_1k_output_tokens"] is not None for s in results]
+    shown = [i for i, keep in enumerate(shown_mask) if keep]
     index = {i: k for k, i in enumerate(shown)}
     results, front = [results[i] for i in shown], [front[i] for i in shown]
     if choice and choice.get("index") is not None:
         choice = dict(choice, index=index.get(choice["index"]))
     xs = [s["latency_s"]["ttft_p99"] * 1e3 for s in results]
     ys = [s["g_per_1k_output_tokens"] for s in results]
-    full = [serves_all(s) for s in results]
+    full = [cand for cand, keep in zip(candidates(all_results), shown_mask) if keep]
     ax.scatter([x for x, f in zip(xs, full) if f], [y for y, f in zip(ys, full) if f], s=28, color="#8da0cb",
                label="configuration", zorder=2)
     if not all(full):
         ax.scatter([x for x, f in zip(xs, full) if not f], [y for y, f in zip(ys, full) if not f], s=28, marker="x",
-                   color="#999999", label="rejects requests (not a candidate)", zorder=2)
+                   color="#999999", label="rejects requests the others serve (not a candidate)", zorder=2)
     fr = sorted((x, y) for x, y, p in zip(xs, ys, front) if p)
     if fr:
         ax.plot([x for x, _ in fr], [y for _, y in fr], "-o", color="#d95f02", ms=6, label="Pareto front", zorder=3)

@@ -112,8 +112,13 @@ def test_a_configuration_that_rejects_requests_is_never_picked_nor_on_the_front(
     assert pareto_front([(0.1, 0.5), (0.2, 1.0)]) == [True, False]  # on carbon and latency alone it would win
     text = table(res, front_of(res), c)
     assert "rejected" in text.splitlines()[0] and "<- pick" in text.splitlines()[3]
-    only = choose(res[:1], slo_ttft_ms=100000, slo_tpot_ms=None)
-    assert only["index"] is None and "reject requests" in only["why"]
+    # the same rejections everywhere (the model's context): comparable, and the pick says so
+    same = [_fake(0.5, 0.1, 0.01, gpu="small", rejected=3), _fake(1.0, 0.2, 0.02, gpu="big", rejected=3)]
+    for r in same:
+        r["simulation"]["rejected_examples"] = ["r9 (prompt fills the model's 4096-token context)"]
+    c = choose(same, slo_ttft_ms=100000, slo_tpot_ms=None)
+    assert c["index"] == 0 and "every candidate rejects 3 request(s)" in c["why"] and "4096-token" in c["why"]
+    assert front_of(same) == [True, False]
 
 
 def _tiny_trace(tmp_path, prompts):
