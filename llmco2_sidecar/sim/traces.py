@@ -14,8 +14,10 @@ Formats (``--format``, detected from the file when ``auto``):
 
 Rows stream one at a time (a 10-million-request trace never sits in memory), except ``vllm-bench``
 (one JSON document). Arrivals must not go backwards (a streamed trace cannot be sorted). Any bad
-row raises :class:`~llmco2_sidecar.errors.InputError` naming the line and the field. Requests with
-no prompt or no output token cannot be scheduled: they are counted (``Trace.skipped``), not replayed.
+row raises :class:`~llmco2_sidecar.errors.InputError` naming the line and the field, and so does a
+``request_id`` given again within ``ID_MEMORY`` requests of its first use (two records under one id; a
+bounded memory, so that a streamed trace stays bounded). Requests with no prompt or no output token
+cannot be scheduled: they are counted (``Trace.skipped``), not replayed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import math
 import re
 import sys
 from calendar import timegm
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -35,6 +38,7 @@ from ..errors import InputError
 from .trace import TraceRequest
 
 FORMATS = ("auto", "jsonl", "csv", "azure", "vllm-bench")
+ID_MEMORY = 100_000  # the trace's own request ids remembered to refuse a repeat (the most recent ones)
 _AZURE_COLS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 _TS = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$")
 
@@ -140,6 +144,7 @@ class Trace:
     def __iter__(self) -> Iterator[TraceRequest]:
         gen = {"jsonl": self._jsonl, "csv": self._csv, "azure": self._csv, "vllm-bench": self._vllm}[self.format]
         prev = -math.inf
+        seen: OrderedDict[str, int] = OrderedDict()  # the trace's own ids (not our req-N): id -> line
         try:
             for line, req in gen():
                 if req.arrival_s < prev:
@@ -147,6 +152,14 @@ class Trace:
                                      f"{req.arrival_s:.6f} s is before the previous request's {prev:.6f} s "
                                      "(sort the trace by arrival time)")
                 prev = req.arrival_s
+                if req.request_id != f"req-{self.rows}":  # an id the trace gave
+                    first = seen.get(req.request_id)
+                    if first is not None:
+                        raise TraceError(self.path, line, "request_id", f"{req.request_id!r} was already used on "
+                                         f"line {first} (each request needs its own id)")
+                    seen[req.request_id] = line
+                    if len(seen) > ID_MEMORY:
+                        seen.popitem(last=False)
                 yield req
         finally:
             self.close()

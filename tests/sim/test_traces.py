@@ -119,3 +119,25 @@ def test_cli_bad_trace_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "line 3: prompt_tokens" in err
+
+
+def test_a_request_id_given_twice_is_refused_naming_both_lines(tmp_path, monkeypatch):
+    from llmco2_sidecar.sim import traces
+
+    p = tmp_path / "dup.jsonl"
+    p.write_text('{"arrival_s": 0, "prompt_tokens": 5, "output_tokens": 2, "request_id": "a"}\n'
+                 '{"arrival_s": 1, "prompt_tokens": 5, "output_tokens": 2, "request_id": "b"}\n'
+                 '{"arrival_s": 2, "prompt_tokens": 5, "output_tokens": 2, "request_id": "a"}\n')
+    with pytest.raises(InputError) as e:
+        read_trace(p)
+    assert "line 3: request_id" in str(e.value) and "'a' was already used on line 1" in str(e.value)
+    c = tmp_path / "dup.csv"
+    c.write_text("arrival_s,prompt_tokens,output_tokens,request_id\n0,5,2,x\n1,5,2,x\n")
+    with pytest.raises(InputError, match="line 3: request_id"):
+        read_trace(c)
+    # ids the trace does not give are ours and unique; the memory of given ids is bounded
+    n = tmp_path / "noids.csv"
+    n.write_text("arrival_s,prompt_tokens,output_tokens\n0,5,2\n1,5,2\n")
+    assert [r.request_id for r in read_trace(n)[0]] == ["req-1", "req-2"]
+    monkeypatch.setattr(traces, "ID_MEMORY", 1)
+    assert len(read_trace(p)[0]) == 3  # "a" again two requests later: beyond a memory of one id
