@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     from ..service.carbon_log import read_records
     from ..service.server import SidecarThread
     from ..sim.engine import EngineConfig
-    from ..sim.replay import ReplaySetup, fmt_summary, load_predictor, run_replay
+    from ..sim.replay import ReplaySetup, load_predictor, run_replay
+    from ..sim.replay_text import fmt_summary
     from ..sim.trace import BUNDLED_CONV
 
     if args.tp < 1:

@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
     # torch's default team (one thread per core) made a 256-step call 292 ms against 6 ms on a busy
     # 2-core box (an ad-hoc timing, 2026-12-06); it also keeps the float summation order fixed
     _one_intra_op_thread()
-    from ..sim.replay import fmt_summary, run_replay
+    from ..sim.replay import run_replay
+    from ..sim.replay_text import fmt_summary
 
     tp = positive_int(args.tp, "tp")
     seqs = positive_int(args.max_num_seqs, "max-num-seqs")

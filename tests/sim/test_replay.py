@@ -155,7 +155,7 @@ def test_a_replay_states_the_predictors_expected_error(trace, tmp_path):
     assert s["expected_error_pct"] == pytest.approx(want.mape_pct, abs=0.005)
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["expected_error_pct"] for r in recs} == {s["expected_error_pct"]}
-    from llmco2_sidecar.sim.replay import fmt_summary
+    from llmco2_sidecar.sim.replay_text import fmt_summary
 
     assert f"expected error: about +-{s['expected_error_pct']:.0f}%" in fmt_summary(s)
     plain = run_replay(_setup(trace))
