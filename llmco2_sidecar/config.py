@@ -140,8 +140,6 @@ class SidecarConfig:
         from .energy import carbon
 
         if self.pue is not None:
-            if self.pue < 1:
-                raise InputError("pue", f"a PUE below 1 is impossible, got {self.pue}", ">= 1")
             carbon.check_pue(self.pue)
         if self.carbon_intensity_g_per_kwh is not None:
             try:

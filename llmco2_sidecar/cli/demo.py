@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .helpfmt import default_pue, default_region
+
 
 DEFAULT_MODEL = "meta-llama/Llama-2-7b-hf"
 DEFAULT_GPU = "A100-SXM4-80GB"
@@ -32,7 +34,7 @@ DEFAULT_GPU = "A100-SXM4-80GB"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n", 1)[1].strip()
     parser.add_argument("--minutes", type=float, default=5.0, help="trace minutes to replay (default 5)")
-    parser.add_argument("--log", default="out/demo/carbon.jsonl", help="carbon log to write, replaced (default out/demo/carbon.jsonl)")
+    parser.add_argument("--log", default="out/demo/carbon.jsonl", help="carbon log to write, replaced (default %(default)s)")
     parser.add_argument("--plot", default=None, help="PNG to write (default: beside the log, demo.png)")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model (default {DEFAULT_MODEL})")
@@ -40,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tp", type=int, default=1, help="tensor parallelism (default 1)")
     parser.add_argument("--chunk-size", type=int, default=512, help="token budget per step (default 512)")
     parser.add_argument("--max-num-seqs", type=int, default=128, help="running sequences at most (default 128)")
-    parser.add_argument("--region", default=None, help="carbon-intensity region of the bundled table (default world: Ember 2023, 481 gCO2e/kWh)")
-    parser.add_argument("--pue", type=float, default=None, help="PUE (default 1.58, Uptime Institute 2023 average)")
+    parser.add_argument("--region", default=None, help=f"carbon-intensity region of the bundled table (default {default_region()})")
+    parser.add_argument("--pue", type=float, default=None, help=f"PUE (default: {default_pue()})")
     parser.add_argument("--carbon-intensity-g-per-kwh", type=float, default=None, help="grid intensity override")
     parser.add_argument("--predictor", default="default", choices=("default", "roofline"), help="step predictor")
     from .. import config as cfgmod
@@ -199,10 +201,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"transport: {es.emitted} events in {es.sent_messages} gRPC messages, {es.dropped} dropped; wall {wall:.1f} s",
           file=sys.stderr)
     if getattr(predictor, "guard", None) is not None:  # how often the idle floor / TDP cap acted (issue 14)
-        g = predictor.guard
-        print(f"power guard: TDP cap bound {g.tdp_bound} of {g.steps} step predictions, idle floor bound {g.idle_bound} "
-              f"(the in-process accounting and the sidecar each predict the {summary['simulation']['steps']} simulated "
-              "steps)", file=sys.stderr if args.json else sys.stdout)
+        print(f"{predictor.guard.describe()} (step predictions: the in-process accounting and the sidecar each "
+              f"predict the {summary['simulation']['steps']} simulated steps)", file=sys.stderr if args.json else sys.stdout)
     if not args.no_plot:
         out = Path(args.plot) if args.plot else log.with_name("demo.png")
         plot(mine, sender.windows, out, summary)

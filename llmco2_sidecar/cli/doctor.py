@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="base URL of the --grid API (a proxy, a test server; default: $LLMCO2_GRID_URL, else the API's own)")
     p.add_argument("--region", default=None, help="static region (default: $LLMCO2_REGION, else the table's default)")
     p.add_argument("--rapl-root", default=None, help="powercap root (default /sys/class/powercap)")
-    p.add_argument("--timeout-s", type=float, default=3.0, help="timeout of each network check (sidecar, grid API), seconds (default 3)")
+    p.add_argument("--timeout-s", type=float, default=3.0, help="timeout of each network check (sidecar, grid API), seconds (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object: {checks: [{name, status, detail}], ok}")
 
 

@@ -9,7 +9,7 @@ import sys
 from ..energy import carbon
 from ..errors import InputError
 from ..workload import BatchQuery
-from .helpfmt import DefaultsShown
+from .helpfmt import DefaultsShown, default_region
 
 QUERY_KEYS = ("model", "gpu", "batch", "prompt_len", "output_len", "tp", "pp", "ep", "dp", "observed_latency_s")
 
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pue", type=float, default=carbon.DEFAULT_PUE, help="data-centre PUE (" + carbon.PUE_SOURCE + ")")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--carbon-intensity", type=float, default=None, metavar="G_PER_KWH", help="grid intensity, gCO2e/kWh")
-    g.add_argument("--region", default=None, help="grid region code from the bundled table (the default is the table's world average)")
+    g.add_argument("--region", default=None, help=f"grid region code from the bundled table (default {default_region()})")
     from .. import config as cfgmod
 
     cfgmod.add_grid_arguments(p)

@@ -22,6 +22,7 @@ import time
 
 from ..sim.engine import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS
 from ..sim.traces import FORMATS
+from .helpfmt import default_region
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, lists: bool = False) -> None:
@@ -45,7 +46,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, lists: bool = False) -
     parser.add_argument("--kv-capacity-tokens", type=int, default=None,
                         help="KV-cache capacity in tokens (default: 90%% of GPU memory minus weights and a 5%% reserve)")
     parser.add_argument("--region", default=None,
-                        help=f"carbon-intensity region of the bundled table (default world: Ember 2023, 481 gCO2e/kWh){many}")
+                        help=f"carbon-intensity region of the bundled table (default {default_region()}){many}")
     parser.add_argument("--carbon-intensity", type=float, default=None, dest="carbon_intensity",
                         help="grid intensity in gCO2e/kWh (overrides --region)")
     parser.add_argument("--intensity-csv", default=None,

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-carbon-g", type=float, default=None, help="only records with at least this much carbon")
     parser.add_argument("--source", choices=("predicted", "measured"), help="only predicted or measured figures")
     parser.add_argument("--json", action="store_true", help="print matching records as JSON lines, not a table")
-    parser.add_argument("--interval-s", type=float, default=0.25, help="poll interval while following, seconds (default 0.25)")
+    parser.add_argument("--interval-s", type=float, default=0.25, help="poll interval while following, seconds (default %(default)s)")
 
 
 def matches(rec: dict, args: argparse.Namespace) -> bool:

@@ -77,7 +77,7 @@ def _unfit_lines(unfit: list[dict]) -> list[str]:
         c = u["config"]
         if (c["model"], c["gpu"], c["tp"]) not in seen:
             seen.add((c["model"], c["gpu"], c["tp"]))
-            what = "does not fit" if "does not fit" in u["reason"] else "cannot run"
+            what = "does not fit" if u.get("field") == "gpu" else "cannot run"  # memory; else TP, PP or EP
             out.append(f"{what}: {c['model']} on {c['gpu']} TP{c['tp']}: {u['reason']}")
     return out
 

@@ -55,7 +55,7 @@ def plan(base: ReplaySetup, models: Sequence[str], gpus: Sequence[str], tps: Seq
             for n in seqs:
                 for r in regions:
                     unfit.append({"config": {"model": model, "gpu": gpu, "tp": tp, "max_num_seqs": n, "region": r},
-                                  "reason": str(exc)})
+                                  "reason": str(exc), "field": exc.field})
             continue
         for n in seqs:
             setup = replace(probe, engine=replace(base.engine, max_num_seqs=n))
