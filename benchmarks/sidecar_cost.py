@@ -44,8 +44,22 @@ sys.path.insert(0, str(HERE.parent))
 import grpc_floor as floor  # noqa: E402  (the paced emitter, the lookups, the per-thread reading)
 import sidecar as bench  # noqa: E402  (the workload, the sidecar's start, machine facts)
 
-LIFETIMES = (64, 128, 208)  # steps per request: with 16 running, a finish every 4, 8 and 13 steps
-TRACE_MEAN_OUTPUT = 211  # tokens, the Azure conversation trace 2023 (19,366 requests): see the docstring
+TRACE = HERE.parent / "llmco2_sidecar" / "data" / "azure_conv_2023.csv"  # the demo's trace (its SOURCE.md)
+
+
+def trace_mean_output() -> float:
+    """Mean generated tokens per request of the Azure conversation trace 2023 (19,366 requests)."""
+    import csv
+
+    with open(TRACE, newline="") as fh:
+        out = [int(row["GeneratedTokens"]) for row in csv.DictReader(fh)]
+    return sum(out) / len(out)
+
+
+def lifetimes() -> tuple[int, ...]:
+    """Steps per request: 64 and 128 (a finish every 4 and 8 steps at 16 running), and the trace's mean
+    output rounded to a multiple of the 16 slots (208: a finish every 13 steps)."""
+    return 64, 128, bench.SLOTS * round(trace_mean_output() / bench.SLOTS)
 RATE = 100.0  # steps a second, the issue's case
 TARGET_US = 500.0
 WAITS = ("none", "lookups")
@@ -100,13 +114,14 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="llmco2-cost-"))
     res = {"machine": bench.machine(), "server_cpu_pinned": server_cpu, "rate_steps_per_s": RATE,
            "seconds_per_run": seconds, "repeat": repeat, "slices_per_step": bench.SLOTS,
-           "steps_hold_default_s": hold_default_s, "trace_mean_output_tokens": TRACE_MEAN_OUTPUT, "cases": []}
-    total, done = len(WAITS) * len(EMITTERS) * len(LIFETIMES) * repeat, 0
+           "steps_hold_default_s": hold_default_s, "trace_mean_output_tokens": trace_mean_output(), "cases": []}
+    steps_per_request = lifetimes()
+    total, done = len(WAITS) * len(EMITTERS) * len(steps_per_request) * repeat, 0
     t_start = time.monotonic()
     for i in range(repeat):  # the repeats interleaved: a slow spell of the VM spreads over every case
         for wait in WAITS:
             for emitter in EMITTERS:
-                for lifetime in LIFETIMES:
+                for lifetime in steps_per_request:
                     proc, address = bench.start_sidecar(tmp / f"{wait}-{emitter}-{lifetime}-{i}", server_cpu, "default")
                     try:
                         time.sleep(1.0)
@@ -149,7 +164,7 @@ def render(r: dict) -> str:
         f"{r['rate_steps_per_s']:.0f} steps a second ({slots} request slices each) from the other core for "
         f"{r['seconds_per_run']:.0f} s; requests of {', '.join(str(x) for x in lifetimes)} steps, so a finish every "
         f"{', '.join(f'{x / slots:.0f}' for x in lifetimes)} steps ({lifetimes[-1]}: the Azure conversation trace's mean "
-        f"output, {r['trace_mean_output_tokens']} tokens, at {slots} running requests; `grpc_floor.md` and "
+        f"output, {r['trace_mean_output_tokens']:.0f} tokens, at {slots} running requests; `grpc_floor.md` and "
         f"`sidecar.md` use {lifetimes[0]}). The server's CPU (user + system) per step, median (range) of "
         f"{r['repeat']} run(s); the target is {TARGET_US:,.0f} us per step.", "",
         "| records | messages | " + " | ".join(f"a finish every {x / slots:.0f} steps" for x in lifetimes) + " |",

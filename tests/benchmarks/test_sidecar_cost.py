@@ -69,3 +69,14 @@ def test_a_finish_cost_within_the_swing_is_not_stated_as_a_figure(cost):
     assert not cost.measurable(none) and not cost.measurable(small) and cost.measurable(held)
     assert "not measurable" in cost._finish_cell(none) and "not measurable" in cost._finish_cell(small)
     assert cost._finish_cell(held) == "2,500 us"
+
+
+def test_the_trace_request_length_comes_from_the_committed_trace(cost):
+    """208 steps is computed (the conversation trace's mean output rounded to the 16 slots), and the
+    committed page was measured with the lengths the script computes now."""
+    import json
+
+    r = json.loads((BENCH / "results" / "sidecar_cost.json").read_text())
+    assert sorted({c["lifetime"] for c in r["cases"]}) == list(cost.lifetimes())
+    assert cost.trace_mean_output() == pytest.approx(r["trace_mean_output_tokens"], abs=0.5)
+    assert cost.lifetimes()[-1] % 16 == 0
