@@ -73,22 +73,35 @@ def test_one_write_per_batch(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
-def test_dumps_is_json_dumps_with_the_log_settings():
+def _stdlib(rec) -> str:
+    """What a log line must parse back to: ``json.dumps`` with the log's settings."""
+    import json
+
+    return json.dumps(rec, separators=(",", ":"), allow_nan=False, default=float)
+
+
+def test_dumps_writes_what_json_dumps_writes_and_refuses_non_finite_figures():
     import json
     import math
+
+    import numpy as np
 
     from llmco2_sidecar.service.carbon_log import dumps
 
     rec = {"type": "request", "ts": 1765072000.123456, "request_id": "r-\u00e9\"1", "client_request_id": None,
            "energy_j": {"prefill": 12.345678901234, "total": 1e-300}, "steps": 3, "aborted": False,
-           "n": __import__("numpy").float32(0.25)}
-    assert dumps(rec) == json.dumps(rec, separators=(", ", ": "), allow_nan=False, default=float)
-    for bad in (math.nan, math.inf):
-        try:
-            dumps({"x": bad})
-        except ValueError:
-            continue
-        raise AssertionError("a non-finite figure must not be written")
+           "n": np.float32(0.25), "m": np.int64(7), "big": 2**70, "tiny": 6.20039218360196e-06}
+    line = dumps(rec)
+    assert "\n" not in line and ", " not in line  # one compact line
+    assert json.loads(line) == json.loads(_stdlib(rec))
+    assert json.loads(line)["m"] == 7.0 and type(json.loads(line)["m"]) is float  # as default=float
+    for bad in (math.nan, math.inf, -math.inf, np.float64("nan"), {"deep": [1.0, math.inf]}):
+        for where in ({"x": bad}, {"x": None, "y": {"z": bad}}):  # with and without a null beside it
+            try:
+                dumps(where)
+            except ValueError:
+                continue
+            raise AssertionError(f"a non-finite figure must not be written: {where}")
 
 
 def _json_values():
@@ -99,9 +112,9 @@ def _json_values():
     return st.recursive(scalars, lambda kids: st.dictionaries(st.text(max_size=8), kids, max_size=6), max_leaves=30)
 
 
-def test_dumps_matches_json_dumps_on_random_records():
-    """The kept C encoder (carbon_log._C_ENCODE) writes what json.dumps with the log's settings writes,
-    byte for byte, for any record of JSON values (nested dicts, any floats, any text)."""
+def test_dumps_reads_back_as_json_dumps_on_random_records():
+    """Any record of JSON values (nested dicts, any floats and integers, any text) parses back to what
+    json.dumps with the log's settings writes: the same values, whichever encoder wrote it."""
     import json
 
     from hypothesis import given, settings
@@ -112,6 +125,22 @@ def test_dumps_matches_json_dumps_on_random_records():
     @settings(max_examples=300, deadline=None)
     @given(st.dictionaries(st.text(max_size=8), _json_values(), max_size=10))
     def check(rec):
-        assert dumps(rec) == json.dumps(rec, separators=(", ", ": "), allow_nan=False, default=float)
+        line = dumps(rec)
+        assert "\n" not in line
+        assert json.loads(line) == json.loads(_stdlib(rec))
 
     check()
+
+
+def test_logged_request_ids_reads_old_and_new_lines(tmp_path):
+    """Restart reads the ids of records already logged: lines written before 2026-12-08 (", " and
+    ": ") and compact ones."""
+    from llmco2_sidecar.service.carbon_log import CarbonLog
+
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"type": "request", "ts": 1.0, "request_id": "old-\\"1", "energy_j": {"total": 1.0}}\n')
+    log = CarbonLog(path).open()
+    log.write_records([{"type": "request", "ts": 2.0, "request_id": "new-1", "energy_j": {"total": 2.0}},
+                       {"type": "window", "ts": 3.0, "request_id": "not-a-request"}])
+    log.close()
+    assert log.logged_request_ids() == {'old-"1', "new-1"}
