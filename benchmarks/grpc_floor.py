@@ -51,13 +51,16 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import sidecar as bench  # noqa: E402  (benchmarks/sidecar.py: the workload, CPU reading, machine facts)
+from llmco2_sidecar.config import SidecarConfig  # noqa: E402
 
 
 SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "bare-lookups", "sidecar-receive", "sidecar-roofline", "sidecar-default",
            "sidecar-lookups", "sidecar-prompt", "sidecar-inline")
 SHIM = HERE / "shims" / "pipeline"  # sidecar-receive / sidecar-inline: measurement devices (its docstring)
 ACK_INTERVAL_S = 0.05
-SETTLE_S = 0.4  # after the last message, before the CPU reading (every server alike; > step_wait_ms 250)
+# after the last message, before the CPU reading (every server alike): the sidecar's last micro-batch,
+# which nothing waits for, closes within its step_wait_ms
+SETTLE_S = SidecarConfig.step_wait_ms / 1000.0 + 0.15
 
 
 def _serve_bare(mode: str) -> None:
@@ -236,7 +239,7 @@ def _paced(address: str, rate: float, duration_s: float, pid: int, hold_s: float
             em.emit_done(r, lifetime)
             if look is not None:
                 look.ask(r)
-    # the last messages handled: a micro-batch nothing waits for closes within step_wait_ms (250 ms)
+    # the last messages handled: a micro-batch nothing waits for closes within step_wait_ms
     time.sleep(SETTLE_S)
     cpu, th1, wall = bench._cpu_s(pid) - c0, _threads(pid), time.perf_counter() - t0
     messages = em.stats().sent_messages if hold_s else n
@@ -268,7 +271,7 @@ def main(argv=None) -> int:
         os.sched_setaffinity(0, set(cpus[1:]))
     tmp = Path(tempfile.mkdtemp(prefix="llmco2-floor-"))
     res = {"machine": bench.machine(), "server_cpu_pinned": server_cpu, "rate_messages_per_s": args.rate,
-           "seconds_per_run": seconds, "repeat": repeat, "servers": {}}
+           "seconds_per_run": seconds, "settle_s": SETTLE_S, "repeat": repeat, "servers": {}}
     for mode in SERVERS:
         runs = []
         for i in range(repeat):
@@ -353,7 +356,8 @@ def render(r: dict) -> str:
         f"the start, {r['load_average_1m_after']:.2f} at the end (other work shares this machine). Each server "
         f"is pinned to CPU {r['server_cpu_pinned']}; the shipped emitter sends {r['rate_messages_per_s']:.0f} one-step "
         f"messages a second from the other core (16 request slices per step, a finish every 4 steps) for "
-        f"{r['seconds_per_run']:.0f} s; the server's CPU (user + system) from the first message to 0.3 s after "
+        f"{r['seconds_per_run']:.0f} s; the server's CPU (user + system) from the first message to "
+        f"{r.get('settle_s', 0.3):g} s after "
         "the last, per message, "
         f"{r['repeat']} run(s) each.", "",
         "| server | CPU per message, median (range) |", "|---|---|",

@@ -88,11 +88,14 @@ class SidecarConfig:
     # steps' wait (step_wait_ms) is over, so only a sidecar already behind makes the larger ones
     micro_batch_steps: int = _f(1024, "predict at most this many steps at once")
     micro_batch_ms: float = _f(1.0, "wait at most this long to fill a micro-batch that holds a finish (a record waits on it)")
-    # 250 (was 100): at low step rates with few finishes (a lightly loaded engine) the pipeline's
-    # prediction calls, each paying its fixed cost with the caches cold, drop from ~10 to ~4 a second
-    # (perf3, 2026-12-07: the pipeline thread 14-18 -> 10-13 ms/s at 100 one-step messages a second);
-    # an awaited record is not delayed (its finish closes the micro-batch within micro_batch_ms)
-    step_wait_ms: float = _f(250.0, "a micro-batch that no record waits on (steps alone, or finishes nobody waits "
+    # 1000 (250 until 2026-12-08, 100 before 2026-12-07): at low step rates with few finishes (a lightly
+    # loaded engine) each prediction call pays its fixed cost with the caches cold (~3 ms for 25 steps,
+    # benchmarks/results/pipeline_cold.md), so one call a second instead of four: at 100 one-step
+    # messages a second with nothing waiting, 560-650 -> 460-600 us per message in alternating scratch
+    # runs (2026-12-08 02:58), grpc_floor.md for the committed figures. Only a record nobody waits for
+    # (log, metrics, OTLP) comes later, within a second; an awaited one is not delayed (its finish, or
+    # the waiter's arrival, closes the micro-batch within micro_batch_ms)
+    step_wait_ms: float = _f(1000.0, "a micro-batch that no record waits on (steps alone, or finishes nobody waits "
                                     "for: see --prompt-records) waits at most this long for more, so that few-step "
                                     "messages share a prediction call (a finish someone waits for, or a waiter "
                                     "arriving, closes it within micro_batch_ms)")

@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from .._proto import sidecar_pb2 as spb
+from .pipeline import Barrier
 from .records import request_record
 
 MAX_WAIT_S = 30.0
@@ -141,7 +142,10 @@ class LookupsMixin:
             return found
         running = self.running_record(rid)
         if running is None and any(rid in s.live or rid in s.recently_done for s in self.streams.values()):
-            # accepted (acknowledged) but the pipeline has not reached it yet: wait for it, briefly
+            # accepted (acknowledged) but the pipeline has not reached it yet: its steps may wait up to
+            # step_wait_ms for company; a barrier closes that micro-batch now. Then wait for it, briefly
+            if self.pipeline.pending > 0:
+                self.pipeline.put_control(Barrier())
             deadline = time.monotonic() + 1.0
             while running is None and self.pipeline.pending > 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.002)

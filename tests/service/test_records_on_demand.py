@@ -74,6 +74,23 @@ def test_a_lookup_after_the_finish_gets_its_record_at_once(lazy):
     ch.close()
 
 
+def test_a_lookup_of_a_running_request_closes_its_steps_micro_batch(lazy):
+    """Steps alone wait up to step_wait_ms for company (here 4 s); a lookup of a request they carry
+    closes that micro-batch at once and answers with its running figures."""
+    ch, stub = _stub(lazy)
+    s = Stream(stub)
+    s.send(identity())
+    s.send(steps_message(1, [(1, 0.0, 0.05, [("busy-1", 64, 0, 64)]), (2, 0.06, 0.08, [("busy-1", 1, 64, 64)])]))
+    time.sleep(0.3)
+    assert lazy.core.ledger.totals("busy-1") is None  # still waiting for company
+    t0 = time.perf_counter()
+    reply = stub.GetRequestCarbon(spb.RequestCarbonQuery(request_id="busy-1"))
+    assert time.perf_counter() - t0 < 1.0
+    assert reply.records[0].state == spb.RequestCarbon.STATE_RUNNING and reply.records[0].energy_j.total > 0
+    s.close()
+    ch.close()
+
+
 def test_a_lookup_waiting_before_the_finish_and_a_prefix_lookup(lazy):
     ch, stub = _stub(lazy)
     s = Stream(stub)
