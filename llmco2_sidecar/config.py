@@ -92,7 +92,7 @@ class SidecarConfig:
     # loaded engine) each prediction call pays its fixed cost with the caches cold (~3 ms for 25 steps,
     # benchmarks/results/pipeline_cold.md), so one call a second instead of four: at 100 one-step
     # messages a second with nothing waiting, 560-650 -> 460-600 us per message in alternating scratch
-    # runs (2026-12-08 02:58), grpc_floor.md for the committed figures. Only a record nobody waits for
+    # runs (2026-12-08, about 02:45), grpc_floor.md for the committed figures. Only a record nobody waits for
     # (log, metrics, OTLP) comes later, within a second; an awaited one is not delayed (its finish, or
     # the waiter's arrival, closes the micro-batch within micro_batch_ms)
     step_wait_ms: float = _f(1000.0, "a micro-batch that no record waits on (steps alone, or finishes nobody waits "
