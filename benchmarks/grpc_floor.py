@@ -57,7 +57,7 @@ from llmco2_sidecar.config import SidecarConfig  # noqa: E402
 SERVERS = ("bare-aio-iomgr", "bare-aio", "bare-sync", "bare-lookups", "sidecar-receive", "sidecar-roofline", "sidecar-default",
            "sidecar-lookups", "sidecar-prompt", "sidecar-inline")
 SHIM = HERE / "shims" / "pipeline"  # sidecar-receive / sidecar-inline: measurement devices (its docstring)
-ACK_INTERVAL_S = 0.05
+ACK_INTERVAL_S = SidecarConfig.ack_interval_ms / 1000.0  # the bare servers ack as the sidecar does
 # after the last message, before the CPU reading (every server alike): the sidecar's last micro-batch,
 # which nothing waits for, closes within its step_wait_ms
 SETTLE_S = SidecarConfig.step_wait_ms / 1000.0 + 0.15

@@ -257,9 +257,9 @@ def dumps(record: dict) -> str:
     """One record as its log line (without the newline): compact JSON (no spaces), other numbers
     (NumPy scalars) as floats, and :class:`ValueError` for a NaN or infinite figure, as
     ``json.dumps(record, separators=(",", ":"), allow_nan=False, default=float)``; parsed back, the
-    same values. Written by orjson (about 1 us a record where the standard library takes about 11:
-    ``float.__repr__`` is most of a record's cost, benchmarks/results/sidecar.md); what orjson does
-    not write (an integer beyond 64 bits, a key that is not a string) goes to the standard library."""
+    same values. Written by orjson (3 us a request record where the standard library took 10:
+    ``float.__repr__`` was most of that, benchmarks/results/record_encode.md); what orjson does not
+    write (an integer beyond 64 bits, a key that is not a string) goes to the standard library."""
     if orjson is None or type(record) is not dict:
         return _ENCODER.encode(record)
     try:

@@ -11,7 +11,8 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.mark.parametrize("name", ["sidecar", "grpc_floor", "sidecar_micro_batch", "pipeline_cold", "sidecar_cost"])
+@pytest.mark.parametrize("name", ["sidecar", "grpc_floor", "sidecar_micro_batch", "pipeline_cold", "sidecar_cost",
+                                  "record_encode"])
 def test_page_is_rendered_from_its_json(name, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     for mod in ("sidecar", name):
